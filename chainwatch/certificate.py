@@ -1,0 +1,165 @@
+"""A parsed certificate with the facts the policy asks about, computed once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import warnings
+from functools import cached_property
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+__all__ = ["Cert", "short_name"]
+
+_UTC = dt.UTC
+
+
+def _utc(naive_or_aware: dt.datetime) -> dt.datetime:
+    if naive_or_aware.tzinfo is None:
+        return naive_or_aware.replace(tzinfo=_UTC)
+    return naive_or_aware.astimezone(_UTC)
+
+
+def short_name(name: x509.Name) -> str:
+    """The name a person recognises: the CN, else the O, else the whole DN."""
+    for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
+        attributes = name.get_attributes_for_oid(oid)
+        if attributes:
+            value = attributes[0].value
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return name.rfc4514_string() or "(empty name)"
+
+
+class Cert:
+    """An X.509 certificate and its derived facts.
+
+    Equality and hashing follow the DER encoding, so the same certificate read
+    from a chain and from a trust store is one value.
+    """
+
+    def __init__(self, certificate: x509.Certificate, der: bytes | None = None) -> None:
+        self.x509 = certificate
+        self.der = der if der is not None else certificate.public_bytes(serialization.Encoding.DER)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cert) and other.der == self.der
+
+    def __hash__(self) -> int:
+        return hash(self.der)
+
+    def __repr__(self) -> str:
+        return f"<Cert {self.short_subject!r} sha256={self.sha256[:16]}>"
+
+    @classmethod
+    def from_der(cls, der: bytes) -> Cert:
+        """Parse DER; raises ``ValueError`` when it is not a certificate."""
+        with warnings.catch_warnings():
+            # Real trust bundles hold a few old roots that newer cryptography
+            # frowns upon (negative serials); they still verify fine.
+            warnings.simplefilter("ignore")
+            return cls(x509.load_der_x509_certificate(der), der)
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.der).hexdigest()
+
+    @cached_property
+    def subject_der(self) -> bytes:
+        return self.x509.subject.public_bytes()
+
+    @cached_property
+    def issuer_der(self) -> bytes:
+        return self.x509.issuer.public_bytes()
+
+    @cached_property
+    def public_key_der(self) -> bytes:
+        return self.x509.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @cached_property
+    def identity(self) -> tuple[bytes, bytes]:
+        """Subject and key: two certificates with the same identity are the same CA.
+
+        Paths never pass the same identity twice; that is what ends loops of
+        mutual cross-signs.
+        """
+        return (self.subject_der, self.public_key_der)
+
+    @cached_property
+    def subject(self) -> str:
+        return self.x509.subject.rfc4514_string()
+
+    @cached_property
+    def issuer(self) -> str:
+        return self.x509.issuer.rfc4514_string()
+
+    @cached_property
+    def short_subject(self) -> str:
+        return short_name(self.x509.subject)
+
+    @cached_property
+    def short_issuer(self) -> str:
+        return short_name(self.x509.issuer)
+
+    @cached_property
+    def not_before(self) -> dt.datetime:
+        value = getattr(self.x509, "not_valid_before_utc", None)
+        return _utc(value if value is not None else self.x509.not_valid_before)
+
+    @cached_property
+    def not_after(self) -> dt.datetime:
+        value = getattr(self.x509, "not_valid_after_utc", None)
+        return _utc(value if value is not None else self.x509.not_valid_after)
+
+    def valid_at(self, at: dt.datetime) -> bool:
+        """RFC 5280: both bounds are inclusive."""
+        return self.not_before <= at <= self.not_after
+
+    @cached_property
+    def names_itself(self) -> bool:
+        return self.subject_der == self.issuer_der
+
+    @cached_property
+    def is_ca(self) -> bool:
+        """May this certificate issue others (basic constraints and key usage)?
+
+        A version 1 certificate has no extensions; old roots are like that,
+        so a self-named v1 certificate counts as a CA.
+        """
+        if self.x509.version == x509.Version.v1:
+            return self.names_itself
+        try:
+            constraints = self.x509.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            return False
+        if not constraints.value.ca:
+            return False
+        try:
+            usage = self.x509.extensions.get_extension_for_class(x509.KeyUsage)
+        except x509.ExtensionNotFound:
+            return True
+        return usage.value.key_cert_sign
+
+    @cached_property
+    def key_description(self) -> str:
+        key = self.x509.public_key()
+        if isinstance(key, rsa.RSAPublicKey):
+            return f"RSA {key.key_size}"
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            return {"secp256r1": "EC P-256", "secp384r1": "EC P-384", "secp521r1": "EC P-521"}.get(
+                key.curve.name, f"EC {key.curve.name}"
+            )
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            return "Ed25519"
+        if isinstance(key, ed448.Ed448PublicKey):
+            return "Ed448"
+        if isinstance(key, dsa.DSAPublicKey):
+            return f"DSA {key.key_size}"
+        return type(key).__name__
+
+    def pem(self) -> bytes:
+        return self.x509.public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,17 @@
+"""Exceptions for broken input and broken systems.
+
+A chain that merely validates badly is not an exception: the policy returns
+that as a decision. These are for files that cannot be read at all.
+"""
+
+__all__ = ["ChainwatchError", "InputError"]
+
+
+class ChainwatchError(Exception):
+    """Base class; ``str(error)`` is one line meant for a person."""
+
+    exit_code = 2
+
+
+class InputError(ChainwatchError):
+    """A file or argument that cannot be used; the message names it."""

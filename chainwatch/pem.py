@@ -1,0 +1,118 @@
+"""Read certificates from PEM text as servers and CAs really write it.
+
+Tolerates CRLF, blank lines and text between blocks (``openssl x509 -text``
+output); refuses, with a one-line reason, anything that would make a chain
+file mean something else than a list of certificates.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from pathlib import Path
+
+from chainwatch.certificate import Cert
+from chainwatch.errors import InputError
+
+__all__ = ["MAX_CHAIN_BYTES", "MAX_CHAIN_CERTS", "parse_certificates", "read_bundle", "read_chain"]
+
+# A served chain is a handful of certificates; these bounds keep a hostile or
+# mistaken file (a whole CA bundle, a log) from costing more than a moment.
+MAX_CHAIN_BYTES = 1 << 20
+MAX_CHAIN_CERTS = 64
+# Trust bundles are larger (Debian's has ~150 roots) but still bounded.
+MAX_BUNDLE_BYTES = 16 << 20
+
+_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
+_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 #]+-----")
+_PKCS7_SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
+
+
+def parse_certificates(data: bytes, source: str, *, max_certs: int | None = MAX_CHAIN_CERTS) -> list[Cert]:
+    """Every certificate in ``data``, in file order.
+
+    ``source`` names the input in error messages. Raises :class:`InputError`
+    (and nothing else) for anything that is not a usable PEM certificate list.
+    """
+    if not data.strip():
+        raise InputError(f"{source}: file is empty")
+    if b"-----BEGIN" not in data:
+        raise InputError(f"{source}: {_describe_binary(data, source)}")
+    blocks = list(_BLOCK.finditer(data))
+    if len(blocks) != len(_BEGIN.findall(data)):
+        raise InputError(f"{source}: a -----BEGIN line has no matching -----END line")
+    certificates: list[Cert] = []
+    for block in blocks:
+        label = block.group(1).decode("ascii")
+        if "PRIVATE KEY" in label:
+            raise InputError(
+                f"{source}: contains a private key; a chain file must hold certificates only "
+                "(the key was not read or printed)"
+            )
+        if label in ("PKCS7", "CMS"):
+            raise InputError(
+                f"{source}: is a PKCS#7 bundle; convert it with "
+                f"'openssl pkcs7 -print_certs -in {source} -out chain.pem'"
+            )
+        if label != "CERTIFICATE":
+            continue  # DH parameters, CRLs and the like are not ours to judge
+        number = len(certificates) + 1
+        if max_certs is not None and number > max_certs:
+            raise InputError(f"{source}: more than {max_certs} certificates; this is not a served chain")
+        certificates.append(_decode_block(block.group(2), source, number))
+    if not certificates:
+        raise InputError(f"{source}: contains no certificate (no -----BEGIN CERTIFICATE----- block)")
+    return certificates
+
+
+def _decode_block(body: bytes, source: str, number: int) -> Cert:
+    if b":" in body:
+        raise InputError(f"{source}: certificate {number} has PEM headers (encrypted or not a certificate)")
+    try:
+        der = base64.b64decode(b"".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{source}: certificate {number} is not valid base64") from None
+    try:
+        return Cert.from_der(der)
+    except ValueError as error:
+        reason = str(error).splitlines()[0] if str(error) else "unparsable"
+        raise InputError(f"{source}: certificate {number} is not valid DER X.509 ({reason})") from None
+
+
+def _describe_binary(data: bytes, source: str) -> str:
+    if data[:1] == b"\x30":
+        if _PKCS7_SIGNED_DATA_OID in data[:64]:
+            return (
+                "is a DER PKCS#7 bundle, not PEM; convert it with "
+                f"'openssl pkcs7 -inform der -print_certs -in {source} -out chain.pem'"
+            )
+        return f"is DER, not PEM; convert it with 'openssl x509 -inform der -in {source} -out cert.pem'"
+    return "contains no certificate (no -----BEGIN CERTIFICATE----- block)"
+
+
+def _read(path: Path, limit: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    if len(data) > limit:
+        raise InputError(f"{path}: larger than {limit >> 20} MiB; this is not a certificate file")
+    return data
+
+
+def read_chain(path: Path) -> list[Cert]:
+    """The certificates of a served chain file (at most 64, at most 1 MiB)."""
+    return parse_certificates(_read(path, MAX_CHAIN_BYTES), str(path))
+
+
+def read_bundle(path: Path) -> list[Cert]:
+    """The certificates of a trust bundle such as ``ca-certificates.crt``."""
+    return parse_certificates(_read(path, MAX_BUNDLE_BYTES), str(path), max_certs=None)

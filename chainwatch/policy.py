@@ -1,0 +1,579 @@
+"""The trim policy: which certificates a server should send, and why.
+
+A pure function of (certificates, trust stores, time, policy). It reads no
+clock, file or network; a chain that validates badly is a returned decision
+with warnings, never an exception. Only input that has no leaf at all, or
+that would cost unbounded work, raises :class:`~chainwatch.errors.InputError`.
+
+How it works, in the spirit of Go's ``crypto/x509`` verifier:
+
+1. Candidate issuers of a certificate are those whose subject equals its
+   issuer name *and* whose key verifies its signature (``signed_by``); key
+   identifiers are never trusted to decide.
+2. Every path from the leaf upwards through the chain's certificates to an
+   anchor of some store is enumerated once, ignoring time; a path never passes
+   the same (subject, key) twice, which ends loops of mutual cross-signs.
+   One budget bounds the walk.
+3. Validity is judged per store afterwards: a path is valid for a store when
+   its anchor is in that store, and the anchor and every certificate above the
+   leaf are within their validity at the given time and not distrusted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from chainwatch.certificate import Cert
+from chainwatch.errors import InputError
+from chainwatch.signature import signed_by
+from chainwatch.trust import TrustStore
+
+__all__ = [
+    "ChainWarning",
+    "Decision",
+    "Distrust",
+    "Mode",
+    "Path",
+    "Policy",
+    "Reason",
+    "Role",
+    "Verdict",
+    "WarningCode",
+    "decide",
+]
+
+# Chains have a handful of certificates; a walk longer than this is a file
+# built to make us work (cross-sign meshes), and we refuse it rather than
+# guess. Go's verifier bounds its signature checks the same way.
+MAX_PATH_STEPS = 10_000
+
+
+class Mode(StrEnum):
+    """How much to trim."""
+
+    SAFE = "safe"
+    """Drop only what can hurt or cannot help; keep every cross-sign some store may need."""
+    MINIMAL = "minimal"
+    """Also drop what no configured store needs."""
+
+
+class Role(StrEnum):
+    """What a kept certificate is in the served chain."""
+
+    LEAF = "leaf"
+    INTERMEDIATE = "intermediate"
+    CROSS_SIGN = "cross-sign"
+    """A CA certificate for a key that also has a self-signed root."""
+
+
+class Reason(StrEnum):
+    """Why a certificate was dropped. Codes never change meaning once released."""
+
+    ANCHOR = "anchor"
+    """Results when the certificate is self-signed: clients bring their own roots."""
+    DUPLICATE = "duplicate"
+    """Results when the same certificate appeared earlier in the file."""
+    UNRELATED = "unrelated"
+    """Results when no path from the leaf passes through it (including an
+    impostor: the right issuer name, but a key that does not verify)."""
+    EXPIRED = "expired"
+    """Results when the certificate itself is expired or not yet valid."""
+    ISSUER_EXPIRED = "issuer-expired"
+    """Results when a cross-sign's every issuer is expired (DST Root CA X3, AddTrust)."""
+    ISSUER_DISTRUSTED = "issuer-distrusted"
+    """Results when a cross-sign's every usable issuer is on the distrust list."""
+    ISSUER_UNTRUSTED = "issuer-untrusted"
+    """Results when a cross-sign leads to no anchor of any configured store."""
+    NOT_NEEDED = "not-needed"
+    """Minimal mode: every store that validates the chain still does without it."""
+
+
+class WarningCode(StrEnum):
+    """Problems with the chain as a whole."""
+
+    INCOMPLETE = "incomplete"
+    LEAF_EXPIRED = "leaf-expired"
+    LEAF_NOT_YET_VALID = "leaf-not-yet-valid"
+    EXPIRING_SOON = "expiring-soon"
+    REORDERED = "reordered"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision on one input certificate."""
+
+    cert: Cert
+    position: int
+    """Zero-based position in the input file."""
+    role: Role | None
+    """Set when kept."""
+    reason: Reason | None
+    """Set when dropped."""
+    detail: str
+    """One sentence for a person."""
+
+    @property
+    def kept(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True)
+class ChainWarning:
+    code: WarningCode
+    message: str
+
+
+@dataclass(frozen=True)
+class Path:
+    """Leaf, then chain certificates, ending in an anchor from a store."""
+
+    leaf: Cert
+    via: tuple[Cert, ...]
+    anchor: Cert
+
+
+class Distrust:
+    """Anchors to treat as distrusted, by SHA-256 fingerprint or subject DN.
+
+    A DN matches whatever the order of its attributes (OpenSSL prints them
+    forwards, RFC 4514 backwards) and ignores case and spacing.
+    """
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self.entries = tuple(entries)
+        self._fingerprints: set[str] = set()
+        self._names: set[frozenset[str]] = set()
+        for entry in self.entries:
+            compact = entry.replace(":", "").strip().lower()
+            if re.fullmatch(r"[0-9a-f]{64}", compact):
+                self._fingerprints.add(compact)
+            else:
+                self._names.add(_dn_key(entry))
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def matches(self, cert: Cert) -> bool:
+        return cert.sha256 in self._fingerprints or (bool(self._names) and _dn_key(cert.subject) in self._names)
+
+
+def _dn_key(dn: str) -> frozenset[str]:
+    parts = re.split(r"(?<!\\)[,/]", dn)
+    pairs = set()
+    for part in parts:
+        if "=" in part:
+            attribute, value = part.split("=", 1)
+            pairs.add(f"{attribute.strip().lower()}={value.strip().lower()}")
+    return frozenset(pairs)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The knobs of the trim policy."""
+
+    mode: Mode = Mode.SAFE
+    distrust: Distrust = field(default_factory=Distrust)
+    horizon: dt.timedelta = dt.timedelta(days=21)
+    """Warn when a served certificate or a used anchor expires this soon."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to serve, and a verdict with a reason for every input certificate."""
+
+    leaf: Cert
+    chain: tuple[Cert, ...]
+    """The sanitized chain: leaf first, then issuers in path order."""
+    verdicts: tuple[Verdict, ...]
+    """One per input certificate, in input order."""
+    warnings: tuple[ChainWarning, ...]
+    stores: tuple[str, ...]
+    """Names of the stores judged, in the order given."""
+    validating_stores: tuple[str, ...]
+    """Stores that can build a valid path from the served chain."""
+    chain_issuers: Mapping[Cert, tuple[Cert, ...]]
+    """Candidate issuers found in the chain, for every certificate reached from the leaf."""
+    anchor_issuers: Mapping[Cert, tuple[Cert, ...]]
+    """Candidate issuers found in the stores, likewise."""
+    anchor_stores: Mapping[Cert, tuple[str, ...]]
+    """For every anchor met: the stores that hold it."""
+    distrusted: frozenset[Cert]
+    """Certificates met that the distrust list names."""
+
+    @property
+    def dropped(self) -> tuple[Verdict, ...]:
+        return tuple(verdict for verdict in self.verdicts if not verdict.kept)
+
+    def role_of(self, cert: Cert) -> Role | None:
+        for verdict in self.verdicts:
+            if verdict.cert == cert and verdict.kept:
+                return verdict.role
+        return None
+
+    def has(self, code: WarningCode) -> bool:
+        return any(warning.code == code for warning in self.warnings)
+
+    def pem(self) -> bytes:
+        return b"".join(cert.pem() for cert in self.chain)
+
+
+def decide(
+    certs: Sequence[Cert],
+    stores: Sequence[TrustStore],
+    at: dt.datetime,
+    policy: Policy | None = None,
+    leaf_key: bytes | None = None,
+) -> Decision:
+    """Decide which of ``certs`` (a served chain, in file order) to serve.
+
+    ``at`` must be timezone-aware. ``leaf_key`` is the DER public key of the
+    server's private key; without it the leaf is the first end-entity
+    certificate. Raises :class:`InputError` when there is no leaf.
+    """
+    if at.tzinfo is None:
+        raise ValueError("decide() needs a timezone-aware time")
+    return _Judge(certs, stores, at, policy or Policy(), leaf_key).decide()
+
+
+class _Judge:
+    """One decision's working state; discarded when it returns."""
+
+    def __init__(
+        self,
+        certs: Sequence[Cert],
+        stores: Sequence[TrustStore],
+        at: dt.datetime,
+        policy: Policy,
+        leaf_key: bytes | None,
+    ) -> None:
+        self.certs = list(certs)
+        self.stores = list(stores)
+        self.at = at
+        self.policy = policy
+        self.leaf_position = _find_leaf(self.certs, leaf_key)
+        self.leaf = self.certs[self.leaf_position]
+        self.first_position: dict[Cert, int] = {}
+        for position, cert in enumerate(self.certs):
+            self.first_position.setdefault(cert, position)
+        # Self-signed certificates are never sent: a client that trusts the
+        # root has it already, and one that does not will not start to.
+        self.self_signed = {
+            cert for cert in self.first_position if cert != self.leaf and cert.names_itself and signed_by(cert, cert)
+        }
+        self.nodes_by_subject: dict[bytes, list[Cert]] = {}
+        for cert in self.first_position:
+            if cert != self.leaf and cert not in self.self_signed:
+                self.nodes_by_subject.setdefault(cert.subject_der, []).append(cert)
+        self.chain_issuers: dict[Cert, tuple[Cert, ...]] = {}
+        self.anchor_issuers: dict[Cert, tuple[Cert, ...]] = {}
+        self.paths: list[Path] = []
+        self.reached: set[Cert] = set()
+        self._steps = 0
+
+    # -- the search ---------------------------------------------------------
+
+    def _issuers(self, cert: Cert) -> None:
+        if cert in self.chain_issuers:
+            return
+        self.chain_issuers[cert] = tuple(
+            candidate
+            for candidate in self.nodes_by_subject.get(cert.issuer_der, ())
+            if candidate != cert and candidate.is_ca and signed_by(cert, candidate)
+        )
+        anchors: dict[Cert, None] = {}
+        for store in self.stores:
+            for candidate in store.named(cert.issuer_der):
+                if candidate not in anchors and candidate.is_ca and signed_by(cert, candidate):
+                    anchors[candidate] = None
+        self.anchor_issuers[cert] = tuple(anchors)
+
+    def _walk(self, cert: Cert, via: tuple[Cert, ...], identities: frozenset[tuple[bytes, bytes]]) -> None:
+        self._steps += 1
+        if self._steps > MAX_PATH_STEPS:
+            raise InputError(f"the chain has more than {MAX_PATH_STEPS} alternative paths; refusing to search them all")
+        self._issuers(cert)
+        for anchor in self.anchor_issuers[cert]:
+            self.paths.append(Path(self.leaf, via, anchor))
+        for issuer in self.chain_issuers[cert]:
+            if issuer.identity in identities:
+                continue
+            self.reached.add(issuer)
+            self._walk(issuer, (*via, issuer), identities | {issuer.identity})
+
+    # -- judging --------------------------------------------------------------
+
+    def _usable(self, cert: Cert) -> bool:
+        return cert.valid_at(self.at) and not self.policy.distrust.matches(cert)
+
+    def _valid(self, path: Path, store: TrustStore, kept: set[Cert] | None = None) -> bool:
+        return (
+            path.anchor in store
+            and self._usable(path.anchor)
+            and all(self._usable(cert) for cert in path.via)
+            and (kept is None or all(cert in kept for cert in path.via))
+        )
+
+    def _valid_paths(self, store: TrustStore, kept: set[Cert] | None = None) -> list[Path]:
+        return [path for path in self.paths if self._valid(path, store, kept)]
+
+    def _is_cross_sign(self, cert: Cert) -> bool:
+        if cert.names_itself:
+            return False
+        twins = [c for store in self.stores for c in store.named(cert.subject_der)]
+        twins += self.nodes_by_subject.get(cert.subject_der, [])
+        twins += [c for c in self.self_signed if c.subject_der == cert.subject_der]
+        return any(twin.identity == cert.identity and twin.names_itself for twin in twins)
+
+    def decide(self) -> Decision:
+        self.reached.add(self.leaf)
+        self._walk(self.leaf, (), frozenset({self.leaf.identity}))
+
+        users: dict[Cert, list[str]] = {}
+        for store in self.stores:
+            for path in self._valid_paths(store):
+                for cert in path.via:
+                    names = users.setdefault(cert, [])
+                    if store.name not in names:
+                        names.append(store.name)
+
+        verdicts: dict[int, Verdict] = {}
+        kept: dict[Cert, Role] = {self.leaf: Role.LEAF}
+        verdicts[self.leaf_position] = Verdict(
+            self.leaf, self.leaf_position, Role.LEAF, None, "the leaf is always served"
+        )
+        for position, cert in enumerate(self.certs):
+            if position == self.leaf_position:
+                continue
+            first = self.first_position[cert]
+            if first != position:
+                verdicts[position] = self._drop(
+                    cert, position, Reason.DUPLICATE, f"same certificate as number {first + 1}"
+                )
+            elif cert in self.self_signed:
+                verdicts[position] = self._drop(
+                    cert, position, Reason.ANCHOR, "self-signed root: clients use their own copy or none"
+                )
+            elif cert not in self.reached:
+                verdicts[position] = self._drop(cert, position, Reason.UNRELATED, self._unrelated_detail(cert))
+            elif not cert.valid_at(self.at):
+                verdicts[position] = self._drop(cert, position, Reason.EXPIRED, _validity_detail(cert, self.at))
+            elif cert in users:
+                role = Role.CROSS_SIGN if self._is_cross_sign(cert) else Role.INTERMEDIATE
+                kept[cert] = role
+                verdicts[position] = Verdict(cert, position, role, None, f"needed by {', '.join(users[cert])}")
+            elif self._is_cross_sign(cert):
+                reason, detail = self._issuer_problem(cert)
+                verdicts[position] = self._drop(cert, position, reason, detail)
+            else:
+                # A plain intermediate that no configured store validates is
+                # still the leaf's issuer: dropping it helps no one, and a
+                # client with a store we were not told about may need it.
+                kept[cert] = Role.INTERMEDIATE
+                verdicts[position] = Verdict(
+                    cert, position, Role.INTERMEDIATE, None, "kept although no configured store validates it"
+                )
+
+        self._drop_orphans(kept, verdicts)
+        if self.policy.mode == Mode.MINIMAL:
+            self._drop_unneeded(kept, verdicts)
+
+        chain = self._order(set(kept))
+        kept_set = set(chain)
+        validating = tuple(store.name for store in self.stores if self._valid_paths(store, kept_set))
+        ordered_verdicts = tuple(verdicts[position] for position in range(len(self.certs)))
+        return Decision(
+            leaf=self.leaf,
+            chain=chain,
+            verdicts=ordered_verdicts,
+            warnings=tuple(self._warnings(chain, kept_set)),
+            stores=tuple(store.name for store in self.stores),
+            validating_stores=validating,
+            chain_issuers=dict(self.chain_issuers),
+            anchor_issuers=dict(self.anchor_issuers),
+            anchor_stores={
+                anchor: tuple(store.name for store in self.stores if anchor in store)
+                for anchors in self.anchor_issuers.values()
+                for anchor in anchors
+            },
+            distrusted=frozenset(
+                cert
+                for cert in {*self.first_position, *(a for anchors in self.anchor_issuers.values() for a in anchors)}
+                if self.policy.distrust.matches(cert)
+            ),
+        )
+
+    @staticmethod
+    def _drop(cert: Cert, position: int, reason: Reason, detail: str) -> Verdict:
+        return Verdict(cert, position, None, reason, detail)
+
+    def _unrelated_detail(self, cert: Cert) -> str:
+        for child in self.reached:
+            if child.issuer_der == cert.subject_der:
+                return (
+                    f"its name matches the issuer of {child.short_subject}, "
+                    "but its key does not verify that certificate's signature"
+                )
+        return "no certificate on a path from the leaf was issued by it"
+
+    def _issuer_problem(self, cert: Cert) -> tuple[Reason, str]:
+        issuers = self.chain_issuers.get(cert, ()) + self.anchor_issuers.get(cert, ())
+        name = cert.short_issuer
+        if not issuers:
+            return Reason.ISSUER_UNTRUSTED, f"its issuer {name} is in no trust store and not in the chain"
+        if all(not issuer.valid_at(self.at) for issuer in issuers):
+            ends = max(issuer.not_after for issuer in issuers)
+            return Reason.ISSUER_EXPIRED, f"its issuer {name} expired on {_day(ends)}"
+        if all(not self._usable(issuer) for issuer in issuers):
+            return Reason.ISSUER_DISTRUSTED, f"its issuer {name} is distrusted"
+        return Reason.ISSUER_UNTRUSTED, f"its issuer {name} leads to no anchor of any configured store"
+
+    def _drop_orphans(self, kept: dict[Cert, Role], verdicts: dict[int, Verdict]) -> None:
+        reachable = self._reachable(set(kept))
+        for cert in [cert for cert in kept if cert not in reachable]:
+            del kept[cert]
+            position = self.first_position[cert]
+            verdicts[position] = self._drop(
+                cert, position, Reason.UNRELATED, "reachable from the leaf only through dropped certificates"
+            )
+
+    def _drop_unneeded(self, kept: dict[Cert, Role], verdicts: dict[int, Verdict]) -> None:
+        current = set(kept)
+        constraining = [store for store in self.stores if self._valid_paths(store, current)]
+        depth = self._depths(current)
+        # Try the certificates farthest from the leaf first: those are the
+        # cross-signs towards old roots that minimal mode exists to shed.
+        candidates = sorted(
+            (cert for cert in kept if cert != self.leaf),
+            key=lambda cert: (kept[cert] != Role.CROSS_SIGN, -depth.get(cert, 0), self.first_position[cert]),
+        )
+        for cert in candidates:
+            trial = current - {cert}
+            if all(self._valid_paths(store, trial) for store in constraining):
+                current = trial
+                del kept[cert]
+                position = self.first_position[cert]
+                verdicts[position] = self._drop(
+                    cert, position, Reason.NOT_NEEDED, "every store that validates the chain still does without it"
+                )
+
+    def _reachable(self, kept: set[Cert]) -> set[Cert]:
+        return set(self._depths(kept))
+
+    def _depths(self, kept: set[Cert]) -> dict[Cert, int]:
+        depth = {self.leaf: 0}
+        frontier = [self.leaf]
+        while frontier:
+            following = []
+            for cert in frontier:
+                for issuer in self.chain_issuers.get(cert, ()):
+                    if issuer in kept and issuer not in depth:
+                        depth[issuer] = depth[cert] + 1
+                        following.append(issuer)
+            frontier = sorted(following, key=self.first_position.__getitem__)
+        return depth
+
+    def _order(self, kept: set[Cert]) -> tuple[Cert, ...]:
+        depth = self._depths(kept)
+        return tuple(sorted(kept, key=lambda cert: (depth[cert], self.first_position[cert])))
+
+    def _warnings(self, chain: tuple[Cert, ...], kept: set[Cert]) -> list[ChainWarning]:
+        warnings: list[ChainWarning] = []
+        leaf = self.leaf
+        if self.at > leaf.not_after:
+            warnings.append(
+                ChainWarning(
+                    WarningCode.LEAF_EXPIRED, f"the leaf {leaf.short_subject} expired on {_day(leaf.not_after)}"
+                )
+            )
+        elif self.at < leaf.not_before:
+            warnings.append(
+                ChainWarning(
+                    WarningCode.LEAF_NOT_YET_VALID,
+                    f"the leaf {leaf.short_subject} is not valid before {_day(leaf.not_before)}",
+                )
+            )
+        for store in self.stores:
+            if not self._valid_paths(store, kept):
+                warnings.append(ChainWarning(WarningCode.INCOMPLETE, self._incomplete_message(store, kept)))
+        warnings.extend(self._expiring(chain, kept))
+        served_in_file_order = sorted(chain, key=self.first_position.__getitem__)
+        if list(chain) != served_in_file_order:
+            warnings.append(
+                ChainWarning(
+                    WarningCode.REORDERED,
+                    "the file's certificates were out of order; served leaf first, then each issuer",
+                )
+            )
+        return warnings
+
+    def _incomplete_message(self, store: TrustStore, kept: set[Cert]) -> str:
+        prefix = f"clients using {store.name} cannot validate the served chain"
+        candidates = [path for path in self.paths if path.anchor in store and all(c in kept for c in path.via)]
+        if not candidates:
+            return f"{prefix}: no path from the leaf reaches one of its anchors"
+        for path in candidates:
+            for cert in (*path.via, path.anchor):
+                if self.policy.distrust.matches(cert):
+                    return f"{prefix}: {cert.short_subject} is distrusted"
+                if not cert.valid_at(self.at):
+                    return f"{prefix}: {cert.short_subject} {_validity_detail(cert, self.at).removeprefix('it ')}"
+        return prefix
+
+    def _expiring(self, chain: tuple[Cert, ...], kept: set[Cert]) -> list[ChainWarning]:
+        horizon = self.policy.horizon
+        soon: dict[Cert, str] = {}
+        for cert in chain:
+            limit = horizon
+            if cert == self.leaf:
+                # Short-lived certificates (6 days) are renewed at a third of
+                # their life; warning for their whole life would teach people
+                # to ignore the warning.
+                limit = min(horizon, (cert.not_after - cert.not_before) / 3)
+            if cert.valid_at(self.at) and cert.not_after - self.at <= limit:
+                soon[cert] = "served"
+        for store in self.stores:
+            paths = self._valid_paths(store, kept)
+            if not paths:
+                continue
+            best = max(paths, key=lambda path: path.anchor.not_after)
+            if best.anchor.not_after - self.at <= horizon:
+                soon.setdefault(best.anchor, f"the anchor {store.name} uses")
+        return [
+            ChainWarning(
+                WarningCode.EXPIRING_SOON,
+                f"{cert.short_subject} ({role}) expires on {_day(cert.not_after)}, in {_days_left(cert, self.at)} days",
+            )
+            for cert, role in soon.items()
+        ]
+
+
+def _find_leaf(certs: Sequence[Cert], leaf_key: bytes | None) -> int:
+    if not certs:
+        raise InputError("the chain has no certificate")
+    if leaf_key is not None:
+        for position, cert in enumerate(certs):
+            if cert.public_key_der == leaf_key:
+                return position
+        raise InputError("the private key matches no certificate in the chain")
+    for position, cert in enumerate(certs):
+        if not cert.is_ca:
+            return position
+    raise InputError("the chain has no end-entity certificate (only CA certificates): there is no leaf to serve")
+
+
+def _day(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d")
+
+
+def _days_left(cert: Cert, at: dt.datetime) -> int:
+    return (cert.not_after - at).days
+
+
+def _validity_detail(cert: Cert, at: dt.datetime) -> str:
+    if at > cert.not_after:
+        return f"it expired on {_day(cert.not_after)}"
+    return f"it is not valid before {_day(cert.not_before)}"

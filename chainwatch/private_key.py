@@ -1,0 +1,39 @@
+"""Read a private key only to learn which certificate it belongs to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from chainwatch.errors import InputError
+
+__all__ = ["public_key_of"]
+
+_MAX_KEY_BYTES = 1 << 20
+
+
+def public_key_of(path: Path) -> bytes:
+    """The DER SubjectPublicKeyInfo of the PEM private key at ``path``.
+
+    Errors name the file and never include its content.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_KEY_BYTES + 1)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    if len(data) > _MAX_KEY_BYTES or not data.strip():
+        raise InputError(f"{path}: is not a PEM private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise InputError(f"{path}: the private key is encrypted; give an unencrypted key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError(f"{path}: is not a readable PEM private key") from None
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -1,0 +1,50 @@
+"""Client trust stores: each PEM bundle stands for one kind of client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chainwatch.certificate import Cert
+from chainwatch.pem import read_bundle
+
+__all__ = ["DEFAULT_STORE", "TrustStore", "load_store"]
+
+DEFAULT_STORE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """The anchors one client profile trusts, indexed by subject."""
+
+    name: str
+    anchors: tuple[Cert, ...]
+    _by_subject: dict[bytes, tuple[Cert, ...]] = field(repr=False, compare=False)
+    _fingerprints: frozenset[str] = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, name: str, anchors: Iterable[Cert]) -> TrustStore:
+        """A store named ``name`` holding ``anchors`` (duplicates folded)."""
+        unique = tuple(dict.fromkeys(anchors))
+        by_subject: dict[bytes, list[Cert]] = {}
+        for anchor in unique:
+            by_subject.setdefault(anchor.subject_der, []).append(anchor)
+        return cls(
+            name,
+            unique,
+            {subject: tuple(certs) for subject, certs in by_subject.items()},
+            frozenset(anchor.sha256 for anchor in unique),
+        )
+
+    def named(self, subject_der: bytes) -> Sequence[Cert]:
+        """Anchors whose subject is exactly this DER name."""
+        return self._by_subject.get(subject_der, ())
+
+    def __contains__(self, cert: object) -> bool:
+        return isinstance(cert, Cert) and cert.sha256 in self._fingerprints
+
+
+def load_store(path: Path) -> TrustStore:
+    """Read a PEM bundle; the store is named after the file."""
+    return TrustStore.of(path.name, read_bundle(path))

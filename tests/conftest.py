@@ -1,0 +1,39 @@
+"""Shared fixtures: real certificate vectors and the stores they are judged against."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from chainwatch.certificate import Cert
+from chainwatch.pem import read_bundle, read_chain
+from chainwatch.trust import DEFAULT_STORE, TrustStore
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def vector_cert(name: str) -> Cert:
+    """One certificate from ``tests/vectors/certs``."""
+    (cert,) = read_chain(VECTORS / "certs" / f"{name}.pem")
+    return cert
+
+
+def vector_chain(name: str) -> list[Cert]:
+    """A whole served chain from ``tests/vectors/chains``."""
+    return read_chain(VECTORS / "chains" / f"{name}.pem")
+
+
+def store_of(name: str, *cert_names: str) -> TrustStore:
+    return TrustStore.of(name, [vector_cert(n) for n in cert_names])
+
+
+def utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="session")
+def debian_store() -> TrustStore:
+    """The machine's own Debian store, as the product uses it by default."""
+    return TrustStore.of("ca-certificates.crt", read_bundle(DEFAULT_STORE))
