@@ -498,7 +498,7 @@ class _Judge:
             )
         for store in self.stores:
             if not self._valid_paths(store, kept):
-                warnings.append(ChainWarning(WarningCode.INCOMPLETE, self._incomplete_message(store, kept)))
+                warnings.append(ChainWarning(WarningCode.INCOMPLETE, self._incomplete_message(store)))
         warnings.extend(self._expiring(chain, kept))
         served_in_file_order = sorted(chain, key=self.first_position.__getitem__)
         if list(chain) != served_in_file_order:
@@ -510,9 +510,11 @@ class _Judge:
             )
         return warnings
 
-    def _incomplete_message(self, store: TrustStore, kept: set[Cert]) -> str:
+    def _incomplete_message(self, store: TrustStore) -> str:
         prefix = f"clients using {store.name} cannot validate the served chain"
-        candidates = [path for path in self.paths if path.anchor in store and all(c in kept for c in path.via)]
+        # Explain with every path, not only the served ones: the useful news
+        # is why the way through a dropped cross-sign is closed.
+        candidates = [path for path in self.paths if path.anchor in store]
         if not candidates:
             return f"{prefix}: no path from the leaf reaches one of its anchors"
         for path in candidates:

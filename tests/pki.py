@@ -261,12 +261,19 @@ def cert_of(certificate: x509.Certificate) -> Cert:
     return Cert(certificate)
 
 
-def pss_signed(issuer: CA, subject: CA | None = None, *, dns_name: str = "pss.example.test") -> x509.Certificate:
-    """A certificate signed by ``issuer`` (an RSA CA) with RSASSA-PSS.
+def openssl_signed(
+    issuer: CA,
+    subject: CA | None = None,
+    *,
+    pss: bool = False,
+    digest: str = "sha256",
+    dns_name: str = "legacy.example.test",
+) -> x509.Certificate:
+    """A certificate signed by ``issuer`` with the real ``openssl``.
 
-    cryptography only learned to sign PSS certificates in 41, after Debian
-    12's 38, so the real ``openssl`` signs it: a CA certificate for
-    ``subject`` when given, else a leaf.
+    For what cryptography cannot (or no longer will) sign: RSASSA-PSS before
+    41 (Debian 12 has 38) and SHA-1 from 44 on. A CA certificate for
+    ``subject`` when given, else a leaf for ``dns_name``.
     """
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
@@ -278,21 +285,21 @@ def pss_signed(issuer: CA, subject: CA | None = None, *, dns_name: str = "pss.ex
         ext = (
             "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
             if subject
-            else f"basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            else "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
             f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{dns_name}\n"
         )
-        ext += "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
-        (folder / "ext.cnf").write_text(ext)
+        (folder / "ext.cnf").write_text(ext + "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        subject_dn = f"/C=XX/O=chainwatch tests/CN={name}"
         subprocess.run(
-            ["openssl", "req", "-new", "-key", "req.key", "-subj", f"/C=XX/O=chainwatch tests/CN={name}",
-             "-out", "req.csr"],
+            ["openssl", "req", "-new", "-key", "req.key", "-subj", subject_dn, "-out", "req.csr"],
             cwd=folder, check=True, capture_output=True,
         )  # fmt: skip
+        options = ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32"] if pss else []
         subprocess.run(
             [
                 "openssl", "x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-set_serial", str(next(_serial)), "-days", "3650", "-sha256", "-extfile", "ext.cnf",
-                "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32", "-out", "out.pem",
+                "-set_serial", str(next(_serial)), "-days", "3650", f"-{digest}", "-extfile", "ext.cnf",
+                *options, "-out", "out.pem",
             ],
             cwd=folder, check=True, capture_output=True,
         )  # fmt: skip

@@ -1,0 +1,346 @@
+"""The trim policy's rules, one behaviour a test, on PKIs the tests generate."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from chainwatch.certificate import Cert
+from chainwatch.errors import InputError
+from chainwatch.policy import MAX_PATH_STEPS, Decision, Distrust, Mode, Policy, Reason, Role, WarningCode, decide
+from chainwatch.trust import TrustStore
+from tests.pki import CA, DAY, T0, YEAR, cert_of, new_key, openssl_signed, shared_rsa_key
+
+SECOND = dt.timedelta(seconds=1)
+
+
+def store(name: str, *cas: CA) -> TrustStore:
+    return TrustStore.of(name, [ca.c for ca in cas])
+
+
+def dropped(decision: Decision) -> dict[str, Reason | None]:
+    return {f"#{v.position + 1}": v.reason for v in decision.dropped}
+
+
+def served(decision: Decision) -> list[str]:
+    return [f"{cert.short_subject}←{cert.short_issuer}" for cert in decision.chain]
+
+
+class DstLike:
+    """New Root, cross-signed by Old Root which expires at T0."""
+
+    def __init__(self) -> None:
+        self.old = CA.root("Old Root", not_after=T0)
+        self.new = CA.root("New Root")
+        self.cross = cert_of(self.old.cross_sign(self.new, not_after=T0 + 3 * YEAR))
+        self.issuing = self.new.intermediate("Issuing CA")
+        leaf, self.key = self.issuing.leaf()
+        self.leaf = cert_of(leaf)
+        self.chain = [self.leaf, self.issuing.c, self.cross]
+
+
+@pytest.fixture(scope="module")
+def dst() -> DstLike:
+    return DstLike()
+
+
+# -- leaf ----------------------------------------------------------------------
+
+
+def test_leaf_is_the_first_end_entity_certificate(dst: DstLike) -> None:
+    decision = decide([dst.issuing.c, dst.leaf], [store("s", dst.new)], T0)
+    assert decision.leaf == dst.leaf
+    assert decision.chain == (dst.leaf, dst.issuing.c)
+
+
+def test_leaf_is_the_certificate_matching_the_key_when_one_is_given(dst: DstLike) -> None:
+    other, _ = dst.issuing.leaf("other.example.test")
+    key_der = Cert(dst.leaf.x509).public_key_der
+    decision = decide([cert_of(other), *dst.chain], [store("s", dst.new)], T0, leaf_key=key_der)
+    assert decision.leaf == dst.leaf
+    assert dropped(decision) == {"#1": Reason.UNRELATED, "#4": Reason.ISSUER_UNTRUSTED}
+
+
+def test_key_matching_no_certificate_is_an_input_error(dst: DstLike) -> None:
+    stranger = Cert(dst.old.cert).public_key_der
+    with pytest.raises(InputError, match="private key matches no certificate"):
+        decide(dst.chain[1:], [store("s", dst.new)], T0, leaf_key=stranger)
+
+
+def test_chain_without_end_entity_is_an_input_error(dst: DstLike) -> None:
+    with pytest.raises(InputError, match="no end-entity certificate"):
+        decide([dst.issuing.c, dst.cross], [store("s", dst.new)], T0)
+
+
+def test_expired_leaf_is_kept_and_warned_about(dst: DstLike) -> None:
+    decision = decide(dst.chain, [store("s", dst.new)], dst.leaf.not_after + SECOND)
+    assert decision.chain[0] == dst.leaf
+    assert WarningCode.LEAF_EXPIRED in [w.code for w in decision.warnings]
+
+
+def test_leaf_valid_until_its_last_second(dst: DstLike) -> None:
+    decision = decide(dst.chain, [store("s", dst.new)], dst.leaf.not_after)
+    assert not decision.has(WarningCode.LEAF_EXPIRED)
+
+
+def test_leaf_not_yet_valid_is_warned_about(dst: DstLike) -> None:
+    decision = decide(dst.chain, [store("s", dst.new)], dst.leaf.not_before - SECOND)
+    assert decision.has(WarningCode.LEAF_NOT_YET_VALID)
+
+
+# -- anchors, duplicates, unrelated ---------------------------------------------
+
+
+def test_self_signed_root_in_the_chain_is_dropped_as_anchor(dst: DstLike) -> None:
+    decision = decide([*dst.chain, dst.new.c], [store("s", dst.old, dst.new)], T0 - DAY)
+    assert dropped(decision) == {"#4": Reason.ANCHOR}
+
+
+def test_repeated_certificate_is_dropped_as_duplicate(dst: DstLike) -> None:
+    decision = decide([dst.leaf, dst.issuing.c, dst.issuing.c, dst.leaf], [store("s", dst.new)], T0)
+    assert dropped(decision) == {"#3": Reason.DUPLICATE, "#4": Reason.DUPLICATE}
+    assert decision.chain == (dst.leaf, dst.issuing.c)
+
+
+def test_certificate_from_another_hierarchy_is_unrelated(dst: DstLike) -> None:
+    stranger = CA.root("Elsewhere Root").intermediate("Elsewhere CA")
+    decision = decide([dst.leaf, stranger.c, dst.issuing.c], [store("s", dst.new)], T0)
+    assert dropped(decision) == {"#2": Reason.UNRELATED}
+
+
+def test_impostor_with_the_issuers_name_but_another_key_is_unrelated(dst: DstLike) -> None:
+    impostor = dst.new.intermediate("Issuing CA")  # same name, fresh key
+    decision = decide([dst.leaf, impostor.c, dst.issuing.c], [store("s", dst.new)], T0)
+    assert dropped(decision) == {"#2": Reason.UNRELATED}
+    assert "key does not verify" in decision.verdicts[1].detail
+    assert decision.chain == (dst.leaf, dst.issuing.c)
+
+
+def test_impostor_alone_leaves_the_chain_incomplete(dst: DstLike) -> None:
+    impostor = dst.new.intermediate("Issuing CA")
+    decision = decide([dst.leaf, impostor.c], [store("s", dst.new)], T0)
+    assert dropped(decision) == {"#2": Reason.UNRELATED}
+    assert decision.has(WarningCode.INCOMPLETE)
+
+
+# -- expiry ---------------------------------------------------------------------
+
+
+def test_expired_intermediate_is_dropped_beside_its_renewed_twin() -> None:
+    root = CA.root("Root")
+    key = new_key()
+    old = root.intermediate("Issuing CA", key=key, not_before=T0 - 3 * YEAR, not_after=T0 - DAY)
+    renewed = root.intermediate("Issuing CA", key=key, not_before=T0 - 2 * DAY, not_after=T0 + YEAR)
+    leaf, _ = renewed.leaf()
+    decision = decide([cert_of(leaf), old.c, renewed.c], [store("s", root)], T0)
+    assert dropped(decision) == {"#2": Reason.EXPIRED}
+    assert served(decision) == ["mail.example.test←Issuing CA", "Issuing CA←Root"]
+    assert decision.warnings == ()
+
+
+def test_intermediate_not_yet_valid_is_dropped_as_expired() -> None:
+    root = CA.root("Root")
+    future = root.intermediate("Future CA", not_before=T0 + DAY)
+    leaf, _ = future.leaf()
+    decision = decide([cert_of(leaf), future.c], [store("s", root)], T0)
+    assert dropped(decision) == {"#2": Reason.EXPIRED}
+    assert decision.has(WarningCode.INCOMPLETE)
+
+
+# -- cross-signs: the DST Root CA X3 case -----------------------------------------
+
+
+def test_cross_sign_to_a_live_old_root_is_kept_in_safe_mode(dst: DstLike) -> None:
+    decision = decide(dst.chain, [store("modern", dst.new), store("legacy", dst.old)], T0 - DAY)
+    assert decision.role_of(dst.cross) == Role.CROSS_SIGN
+    assert dropped(decision) == {}
+
+
+def test_cross_sign_kept_at_the_old_roots_last_second(dst: DstLike) -> None:
+    decision = decide(dst.chain, [store("legacy", dst.old, dst.new)], T0)
+    assert decision.role_of(dst.cross) == Role.CROSS_SIGN
+
+
+def test_cross_sign_to_an_expired_old_root_is_issuer_expired(dst: DstLike) -> None:
+    decision = decide(dst.chain, [store("legacy", dst.old, dst.new)], T0 + SECOND)
+    assert dropped(decision) == {"#3": Reason.ISSUER_EXPIRED}
+    assert served(decision) == ["mail.example.test←Issuing CA", "Issuing CA←New Root"]
+
+
+def test_cross_sign_whose_issuer_no_store_knows_is_issuer_untrusted(dst: DstLike) -> None:
+    decision = decide(dst.chain, [store("modern", dst.new)], T0 - DAY)
+    assert dropped(decision) == {"#3": Reason.ISSUER_UNTRUSTED}
+
+
+def test_cross_sign_to_a_distrusted_old_root_is_issuer_distrusted(dst: DstLike) -> None:
+    policy = Policy(distrust=Distrust([Cert(dst.old.cert).sha256.upper()]))
+    decision = decide(dst.chain, [store("legacy", dst.old, dst.new)], T0 - DAY, policy)
+    assert dropped(decision) == {"#3": Reason.ISSUER_DISTRUSTED}
+
+
+def test_distrust_by_subject_dn_in_openssl_order(dst: DstLike) -> None:
+    policy = Policy(distrust=Distrust(["C = XX, O = chainwatch tests, CN = Old Root"]))
+    decision = decide(dst.chain, [store("legacy", dst.old, dst.new)], T0 - DAY, policy)
+    assert dropped(decision) == {"#3": Reason.ISSUER_DISTRUSTED}
+
+
+def test_only_old_root_clients_make_the_chain_incomplete_after_expiry(dst: DstLike) -> None:
+    decision = decide(dst.chain, [store("modern", dst.new), store("ancient", dst.old)], T0 + SECOND)
+    assert dropped(decision) == {"#3": Reason.ISSUER_EXPIRED}
+    incomplete = [w.message for w in decision.warnings if w.code == WarningCode.INCOMPLETE]
+    assert incomplete == ["clients using ancient cannot validate the served chain: Old Root expired on 2030-01-01"]
+    assert decision.validating_stores == ("modern",)
+
+
+# -- cross-signs: Generation Y -------------------------------------------------------
+
+
+class GenYLike:
+    """Old root X1 in every store; new root YR only in modern ones."""
+
+    def __init__(self) -> None:
+        self.x1 = CA.root("Root X1")
+        self.yr = CA.root("Root YR")
+        self.cross = cert_of(self.x1.cross_sign(self.yr))
+        self.yr1 = self.yr.intermediate("YR1")
+        leaf, _ = self.yr1.leaf()
+        self.chain = [cert_of(leaf), self.yr1.c, self.cross]
+
+
+@pytest.fixture(scope="module")
+def geny() -> GenYLike:
+    return GenYLike()
+
+
+def test_cross_sign_to_a_new_root_stays_for_stores_without_it(geny: GenYLike) -> None:
+    decision = decide(geny.chain, [store("debian12", geny.x1)], T0)
+    assert decision.chain == tuple(geny.chain)
+    assert decision.warnings == ()
+
+
+def test_cross_sign_stays_in_minimal_mode_while_one_store_needs_it(geny: GenYLike) -> None:
+    stores = [store("debian12", geny.x1), store("debian14", geny.x1, geny.yr)]
+    decision = decide(geny.chain, stores, T0, Policy(mode=Mode.MINIMAL))
+    assert decision.chain == tuple(geny.chain)
+
+
+def test_cross_sign_is_not_needed_in_minimal_mode_when_every_store_has_the_new_root(geny: GenYLike) -> None:
+    decision = decide(geny.chain, [store("debian14", geny.x1, geny.yr)], T0, Policy(mode=Mode.MINIMAL))
+    assert dropped(decision) == {"#3": Reason.NOT_NEEDED}
+    assert decision.warnings == ()
+
+
+def test_safe_mode_keeps_a_cross_sign_that_no_store_strictly_needs(geny: GenYLike) -> None:
+    decision = decide(geny.chain, [store("debian14", geny.x1, geny.yr)], T0)
+    assert decision.role_of(geny.cross) == Role.CROSS_SIGN
+
+
+# -- loops and bounds ---------------------------------------------------------------------
+
+
+def test_mutual_cross_signs_terminate_and_keep_what_leads_to_an_anchor() -> None:
+    a, b = CA.root("Root A"), CA.root("Root B")
+    a_by_b, b_by_a = cert_of(b.cross_sign(a)), cert_of(a.cross_sign(b))
+    issuing = a.intermediate("Issuing CA")
+    leaf, _ = issuing.leaf()
+    decision = decide([cert_of(leaf), issuing.c, a_by_b, b_by_a], [store("knows-b", b)], T0)
+    assert served(decision) == ["mail.example.test←Issuing CA", "Issuing CA←Root A", "Root A←Root B"]
+    assert dropped(decision) == {"#4": Reason.ISSUER_UNTRUSTED}
+
+
+def test_cross_sign_mesh_beyond_the_budget_is_refused() -> None:
+    # Two CAs a layer, each signed by both above it: 2**16 paths from 62 certificates.
+    layers = [[CA.root(f"L0-{i}") for i in range(2)]]
+    certs: list[Cert] = []
+    for depth in range(1, 16):
+        layer = [CA.root(f"L{depth}-{i}") for i in range(2)]
+        certs += [cert_of(upper.cross_sign(lower)) for lower in layers[-1] for upper in layer]
+        layers.append(layer)
+    leaf, _ = layers[0][0].leaf()
+    assert 2**16 > MAX_PATH_STEPS
+    with pytest.raises(InputError, match="alternative paths"):
+        decide([cert_of(leaf), *certs], [store("top", *layers[-1])], T0)
+
+
+# -- links -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ec", "ed25519", "rsa"])
+def test_links_verify_with_each_key_type(kind: str) -> None:
+    root = CA.root(f"{kind} root", key=new_key(kind))
+    issuing = root.intermediate(f"{kind} CA", key=new_key(kind))
+    leaf, _ = issuing.leaf(key=new_key(kind))
+    decision = decide([cert_of(leaf), issuing.c], [store("s", root)], T0)
+    assert decision.dropped == ()
+    assert decision.warnings == ()
+
+
+# -- warnings ----------------------------------------------------------------------------
+
+
+def test_intermediate_expiring_within_the_horizon_is_warned_about() -> None:
+    root = CA.root("Root")
+    issuing = root.intermediate("Issuing CA", not_after=T0 + 10 * DAY)
+    leaf, _ = issuing.leaf(not_after=T0 + 9 * DAY, not_before=T0 - 80 * DAY)
+    decision = decide([cert_of(leaf), issuing.c], [store("s", root)], T0)
+    messages = [w.message for w in decision.warnings if w.code == WarningCode.EXPIRING_SOON]
+    assert messages == [
+        "mail.example.test (served) expires on 2030-01-10, in 9 days",
+        "Issuing CA (served) expires on 2030-01-11, in 10 days",
+    ]
+
+
+def test_anchor_expiring_within_the_horizon_is_warned_about() -> None:
+    root = CA.root("Old Root", not_after=T0 + 5 * DAY)
+    issuing = root.intermediate("Issuing CA")
+    leaf, _ = issuing.leaf()
+    decision = decide([cert_of(leaf), issuing.c], [store("s", root)], T0)
+    assert [w.message for w in decision.warnings] == ["Old Root (the anchor s uses) expires on 2030-01-06, in 5 days"]
+
+
+def test_short_lived_leaf_is_not_warned_about_for_its_whole_life() -> None:
+    root = CA.root("Root")
+    issuing = root.intermediate("Issuing CA")
+    six_days, _ = issuing.leaf(not_before=T0 - DAY, not_after=T0 + 5 * DAY)
+    decision = decide([cert_of(six_days), issuing.c], [store("s", root)], T0)
+    assert decision.warnings == ()
+    late = decide([cert_of(six_days), issuing.c], [store("s", root)], T0 + 4 * DAY)
+    assert [w.code for w in late.warnings] == [WarningCode.EXPIRING_SOON]
+
+
+def test_horizon_is_configurable() -> None:
+    root = CA.root("Root")
+    issuing = root.intermediate("Issuing CA")
+    leaf, _ = issuing.leaf(not_before=T0 - 300 * DAY, not_after=T0 + 30 * DAY)
+    chain = [cert_of(leaf), issuing.c]
+    assert decide(chain, [store("s", root)], T0).warnings == ()
+    wide = decide(chain, [store("s", root)], T0, Policy(horizon=dt.timedelta(days=45)))
+    assert [w.code for w in wide.warnings] == [WarningCode.EXPIRING_SOON]
+
+
+def test_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        decide([], [], dt.datetime(2030, 1, 1))  # noqa: DTZ001
+
+
+def test_sha1_accepted_only_on_links_from_self_signed_roots() -> None:
+    root = CA.root("Legacy Root", key=shared_rsa_key(0))
+    issuing = root.intermediate("Issuing CA", key=shared_rsa_key(1))
+    sha1_intermediate = cert_of(openssl_signed(root, issuing, digest="sha1"))
+    sha1_leaf = cert_of(openssl_signed(issuing, digest="sha1"))
+    accepted = decide([cert_of(issuing.leaf()[0]), sha1_intermediate], [store("s", root)], T0)
+    assert accepted.dropped == ()
+    assert accepted.warnings == ()
+    refused = decide([sha1_leaf, issuing.c], [store("s", root)], T0)
+    assert dropped(refused) == {"#2": Reason.UNRELATED}
+
+
+def test_rsa_pss_links_verify() -> None:
+    root = CA.root("PSS Root", key=shared_rsa_key(0))
+    issuing = root.intermediate("PSS CA", key=shared_rsa_key(1))
+    pss_intermediate = cert_of(openssl_signed(root, issuing, pss=True))
+    pss_leaf = cert_of(openssl_signed(issuing, pss=True))
+    decision = decide([pss_leaf, pss_intermediate], [store("s", root)], T0)
+    assert decision.dropped == ()
+    assert decision.warnings == ()
