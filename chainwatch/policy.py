@@ -446,9 +446,11 @@ class _Judge:
         depth = self._depths(current)
         # Try the certificates farthest from the leaf first: those are the
         # cross-signs towards old roots that minimal mode exists to shed.
+        # Among equals the shorter-lived goes first, and nothing depends on
+        # the file's order.
         candidates = sorted(
             (cert for cert in kept if cert != self.leaf),
-            key=lambda cert: (kept[cert] != Role.CROSS_SIGN, -depth.get(cert, 0), self.first_position[cert]),
+            key=lambda cert: (kept[cert] != Role.CROSS_SIGN, -depth.get(cert, 0), cert.not_after, cert.sha256),
         )
         for cert in candidates:
             trial = current - {cert}
@@ -478,7 +480,10 @@ class _Judge:
 
     def _order(self, kept: set[Cert]) -> tuple[Cert, ...]:
         depth = self._depths(kept)
-        return tuple(sorted(kept, key=lambda cert: (depth[cert], self.first_position[cert])))
+        # Siblings (a renewed intermediate beside the old one, two issuers of
+        # one cross-sign) go longest-lived first; the fingerprint settles the
+        # rest, so the output does not depend on the file's order.
+        return tuple(sorted(kept, key=lambda cert: (depth[cert], -cert.not_after.timestamp(), cert.sha256)))
 
     def _warnings(self, chain: tuple[Cert, ...], kept: set[Cert]) -> list[ChainWarning]:
         warnings: list[ChainWarning] = []
