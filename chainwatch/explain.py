@@ -147,7 +147,7 @@ def render_tree(decision: Decision, at: dt.datetime, source: str, palette: Palet
 
 
 def _dot_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def render_dot(decision: Decision, at: dt.datetime) -> str:
@@ -160,12 +160,12 @@ def render_dot(decision: Decision, at: dt.datetime) -> str:
     for cert, verdict in verdicts.items():
         state = f"kept: {verdict.role}" if verdict.kept else f"dropped: {verdict.reason}"
         colour = "darkgreen" if verdict.kept else "red3"
-        label = f"{cert.short_subject}\\n{state}\\n{cert.not_before:%Y-%m-%d} → {cert.not_after:%Y-%m-%d}"
+        label = f"{cert.short_subject}\n{state}\n{cert.not_before:%Y-%m-%d} → {cert.not_after:%Y-%m-%d}"
         nodes["c" + cert.sha256[:16]] = f"[label={_dot_quote(label)}, color={colour}]"
     for anchors in decision.anchor_issuers.values():
         for anchor in anchors:
             stores = ", ".join(decision.anchor_stores.get(anchor, ()))
-            label = f"{anchor.short_subject}\\nanchor in {stores}\\nuntil {anchor.not_after:%Y-%m-%d}"
+            label = f"{anchor.short_subject}\nanchor in {stores}\nuntil {anchor.not_after:%Y-%m-%d}"
             colour = "deepskyblue4" if anchor.valid_at(at) and anchor not in decision.distrusted else "red3"
             nodes.setdefault("a" + anchor.sha256[:16], f"[label={_dot_quote(label)}, color={colour}, shape=ellipse]")
     lines += [f"  {name} {attributes};" for name, attributes in nodes.items()]

@@ -563,7 +563,7 @@ def _find_leaf(certs: Sequence[Cert], leaf_key: bytes | None) -> int:
         raise InputError("the chain has no certificate")
     if leaf_key is not None:
         for position, cert in enumerate(certs):
-            if cert.public_key_der == leaf_key:
+            if cert.has_public_key(leaf_key):
                 return position
         raise InputError("the private key matches no certificate in the chain")
     for position, cert in enumerate(certs):

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import SignatureAlgorithmOID
 
+from chainwatch import der
 from chainwatch.certificate import Cert
 
 __all__ = ["signed_by"]
@@ -29,7 +30,7 @@ def signed_by(child: Cert, issuer: Cert) -> bool:
     simply "no link".
     """
     certificate = child.x509
-    key = issuer.x509.public_key()
+    key = issuer.public_key
     hash_algorithm: hashes.HashAlgorithm | None
     try:
         if certificate.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
@@ -71,72 +72,28 @@ _HASH_OIDS: dict[bytes, type[hashes.HashAlgorithm]] = {
 }
 
 
-def _pss(der: bytes) -> tuple[hashes.HashAlgorithm, padding.AsymmetricPadding]:
+def _pss(encoded: bytes) -> tuple[hashes.HashAlgorithm, padding.AsymmetricPadding]:
     """Hash and padding from a certificate's RSASSA-PSS parameters (RFC 4055).
 
     cryptography 38 cannot report them (``signature_hash_algorithm`` raises
     for PSS), so read them from the outer signatureAlgorithm ourselves; the
     salt length is recovered by ``PSS.AUTO`` during verification.
     """
-    _, signature_algorithm, _ = _children(_value(der, 0x30))
-    parameters = _children(_value(signature_algorithm, 0x30))
-    fields = {tag: body for tag, body in _tagged(_value(parameters[1], 0x30))} if len(parameters) > 1 else {}
+    _, signature_algorithm, _ = der.children(der.value(encoded, 0x30))
+    parameters = der.children(der.value(signature_algorithm, 0x30))
+    fields = {tag: body for tag, body in der.tagged(der.value(parameters[1], 0x30))} if len(parameters) > 1 else {}
     message_hash: type[hashes.HashAlgorithm] = hashes.SHA1  # the RFC 4055 defaults
     mask_hash: type[hashes.HashAlgorithm] = hashes.SHA1
     if 0xA0 in fields:
         message_hash = _hash_of(fields[0xA0])
     if 0xA1 in fields:
-        _, mgf_parameters = _children(_value(fields[0xA1], 0x30))
+        _, mgf_parameters = der.children(der.value(fields[0xA1], 0x30))
         mask_hash = _hash_of(mgf_parameters)
     return message_hash(), padding.PSS(mgf=padding.MGF1(mask_hash()), salt_length=padding.PSS.AUTO)
 
 
 def _hash_of(algorithm_identifier: bytes) -> type[hashes.HashAlgorithm]:
-    oid = _value(_children(_value(algorithm_identifier, 0x30))[0], 0x06)
+    oid = der.value(der.children(der.value(algorithm_identifier, 0x30))[0], 0x06)
     if oid not in _HASH_OIDS:
         raise UnsupportedAlgorithm("unknown PSS hash")
     return _HASH_OIDS[oid]
-
-
-def _tlv(data: bytes, offset: int) -> tuple[int, int, int]:
-    """(tag, start of value, end of value) of the DER element at ``offset``."""
-    if offset + 2 > len(data):
-        raise ValueError("truncated DER")
-    tag, length = data[offset], data[offset + 1]
-    start = offset + 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or start + count > len(data):
-            raise ValueError("bad DER length")
-        length = int.from_bytes(data[start : start + count], "big")
-        start += count
-    if start + length > len(data):
-        raise ValueError("truncated DER")
-    return tag, start, start + length
-
-
-def _value(element: bytes, tag: int) -> bytes:
-    found, start, end = _tlv(element, 0)
-    if found != tag:
-        raise ValueError("unexpected DER tag")
-    return element[start:end]
-
-
-def _tagged(content: bytes) -> list[tuple[int, bytes]]:
-    """The elements inside a constructed value, each with its tag, values unwrapped."""
-    out, offset = [], 0
-    while offset < len(content):
-        tag, start, end = _tlv(content, offset)
-        out.append((tag, content[start:end]))
-        offset = end
-    return out
-
-
-def _children(content: bytes) -> list[bytes]:
-    """The whole encodings of the elements inside a constructed value."""
-    out, offset = [], 0
-    while offset < len(content):
-        _, _, end = _tlv(content, offset)
-        out.append(content[offset:end])
-        offset = end
-    return out

@@ -1,0 +1,181 @@
+"""The command line as a user and a monitoring script see it: streams, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainwatch import __version__
+from chainwatch.pem import parse_certificates
+from tests.conftest import VECTORS, vector_cert
+from tests.pki import CA, key_pem, pem
+
+DST_CHAIN = VECTORS / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem"
+
+
+def chainwatch(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", *map(str, args)], capture_output=True, text=True, check=False, env=env
+    )
+
+
+@pytest.fixture
+def legacy_store(tmp_path: Path) -> Path:
+    path = tmp_path / "legacy.pem"
+    path.write_bytes(vector_cert("dst-root-ca-x3").pem() + vector_cert("isrg-root-x1").pem())
+    return path
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_trim_prints_only_the_sanitized_chain_and_one_line_per_drop(legacy_store: Path) -> None:
+    result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01", "--trust-store", legacy_store)
+    assert result.returncode == 0
+    served = parse_certificates(result.stdout.encode(), "stdout")
+    assert [c.short_subject for c in served] == ["demo.cosmian.app", "R3"]
+    assert result.stdout.startswith("-----BEGIN CERTIFICATE-----")
+    assert result.stderr.splitlines() == [
+        "chainwatch: dropped #3 ISRG Root X1 (issued by DST Root CA X3, sha256 6d99fb265eb1c5b3): "
+        "issuer-expired: its issuer DST Root CA X3 expired on 2021-09-30"
+    ]
+
+
+def test_trim_json_has_the_documented_shape(legacy_store: Path) -> None:
+    result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01T00:00:00Z", "--trust-store", legacy_store, "--json")
+    assert result.returncode == 0
+    document = json.loads(result.stdout)
+    assert set(document) == {"chain", "dropped", "warnings"}
+    leaf = document["chain"][0]
+    assert leaf == {
+        "subject": "CN=demo.cosmian.app",
+        "issuer": "CN=R3,O=Let's Encrypt,C=US",
+        "sha256": "1307fa65aa731bd0b8a20c979ecd52f204e0568fb570abc8ea487a4a29650991",
+        "not_before": "2022-11-08T08:54:59Z",
+        "not_after": "2023-02-06T08:54:58Z",
+        "role": "leaf",
+    }
+    assert [c["role"] for c in document["chain"]] == ["leaf", "intermediate"]
+    (drop,) = document["dropped"]
+    assert drop["reason"] == "issuer-expired"
+    assert drop["issuer"] == "CN=DST Root CA X3,O=Digital Signature Trust Co."
+    assert document["warnings"] == []
+
+
+def test_exit_status_is_1_when_the_leaf_has_expired(legacy_store: Path) -> None:
+    result = chainwatch("trim", DST_CHAIN, "--at", "2023-03-01", "--trust-store", legacy_store)
+    assert result.returncode == 1
+    assert "warning: leaf-expired: the leaf demo.cosmian.app expired on 2023-02-06" in result.stderr
+    assert len(parse_certificates(result.stdout.encode(), "stdout")) == 2
+
+
+def test_exit_status_is_1_when_a_store_cannot_validate(tmp_path: Path) -> None:
+    only_dst = tmp_path / "dst.pem"
+    only_dst.write_bytes(vector_cert("dst-root-ca-x3").pem())
+    result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01", "--trust-store", only_dst, "--json")
+    assert result.returncode == 1
+    assert [w["code"] for w in json.loads(result.stdout)["warnings"]] == ["incomplete"]
+
+
+def test_key_selects_the_leaf_and_a_foreign_key_is_refused(tmp_path: Path) -> None:
+    root = CA.root("Root")
+    leaf, key = root.leaf()
+    (tmp_path / "chain.pem").write_bytes(pem(root.cert, leaf))
+    (tmp_path / "store.pem").write_bytes(pem(root.cert))
+    (tmp_path / "key.pem").write_bytes(key_pem(key))
+    (tmp_path / "other.pem").write_bytes(key_pem(CA.root("x").key))
+    store = ("--trust-store", tmp_path / "store.pem", "--at", "2030-01-01")
+    good = chainwatch("trim", tmp_path / "chain.pem", "--key", tmp_path / "key.pem", *store, "--json")
+    assert good.returncode == 0
+    assert [c["role"] for c in json.loads(good.stdout)["chain"]] == ["leaf"]
+    bad = chainwatch("trim", tmp_path / "chain.pem", "--key", tmp_path / "other.pem", *store)
+    assert_one_line_error(bad, str(tmp_path / "chain.pem"), "the private key matches no certificate")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "file is empty"),
+        (b"not a certificate\n", "contains no certificate"),
+        (b"\x30\x82\x01\x00" + b"\x00" * 256, "is DER, not PEM"),
+        (b"-----BEGIN PKCS7-----\nAAAA\n-----END PKCS7-----\n", "openssl pkcs7 -print_certs"),
+    ],
+)
+def test_bad_chain_files_give_one_line_and_exit_2(tmp_path: Path, content: bytes, fragment: str) -> None:
+    path = tmp_path / "fullchain.pem"
+    path.write_bytes(content)
+    assert_one_line_error(chainwatch("trim", path), str(path), fragment)
+
+
+def test_private_key_in_the_chain_is_refused_without_printing_it(tmp_path: Path) -> None:
+    key = key_pem(CA.root("r").key)
+    path = tmp_path / "fullchain.pem"
+    path.write_bytes(DST_CHAIN.read_bytes() + key)
+    result = chainwatch("trim", path)
+    assert_one_line_error(result, "contains a private key")
+    assert key.split(b"\n")[1].decode() not in result.stderr
+
+
+def test_chain_of_only_ca_certificates_is_refused() -> None:
+    bundle = VECTORS / "chains" / "bundle-logzio-quadca.pem"
+    assert_one_line_error(chainwatch("trim", bundle), str(bundle), "no end-entity certificate")
+
+
+def test_missing_trust_store_and_bad_time_are_usage_errors(tmp_path: Path) -> None:
+    assert_one_line_error(
+        chainwatch("trim", DST_CHAIN, "--trust-store", tmp_path / "none.pem"), "none.pem: no such file"
+    )
+    assert_one_line_error(chainwatch("trim", DST_CHAIN, "--at", "yesterday"), "--at 'yesterday': not a time")
+
+
+def test_unknown_option_is_a_one_line_usage_error() -> None:
+    assert_one_line_error(chainwatch("trim", DST_CHAIN, "--frobnicate"), "unrecognized arguments: --frobnicate")
+
+
+def test_explain_draws_the_tree_with_anchors_and_verdicts(legacy_store: Path) -> None:
+    result = chainwatch("explain", DST_CHAIN, "--at", "2022-12-01", "--trust-store", legacy_store)
+    assert result.returncode == 0
+    text = result.stdout
+    assert "\033[" not in text  # not a terminal: no colour
+    assert "demo.cosmian.app  kept · leaf" in text
+    assert "└── R3 ← ISRG Root X1  kept · intermediate · needed by legacy.pem" in text
+    assert "ISRG Root X1 ← DST Root CA X3  dropped · issuer-expired" in text
+    assert "DST Root CA X3  anchor in legacy.pem · not valid at this time" in text
+    assert "RSA 4096 · 2015-06-04 → 2035-06-04 · 4568 days left" in text
+    assert "served: demo.cosmian.app → R3" in text
+
+
+def test_explain_colours_on_request_and_honours_no_color(legacy_store: Path) -> None:
+    args = ("explain", DST_CHAIN, "--at", "2022-12-01", "--trust-store", legacy_store)
+    assert "\033[32m" in chainwatch(*args, "--color", "always").stdout
+    assert "\033[" not in chainwatch(*args, "--color", "never").stdout
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is installed by .ci/run; absent here")
+def test_explain_dot_is_valid_graphviz(legacy_store: Path) -> None:
+    result = chainwatch("explain", DST_CHAIN, "--at", "2022-12-01", "--trust-store", legacy_store, "--format", "dot")
+    assert result.returncode == 0
+    assert result.stdout.startswith("digraph chain {")
+    svg = subprocess.run(["dot", "-Tsvg"], input=result.stdout, capture_output=True, text=True, check=True)
+    assert "dropped: issuer&#45;expired" in svg.stdout  # SVG escapes the hyphen
+
+
+def test_version_and_help_teach_with_examples() -> None:
+    assert chainwatch("--version").stdout.strip() == f"chainwatch {__version__}"
+    for command in ("trim", "explain"):
+        text = chainwatch(command, "--help").stdout
+        assert "examples:" in text
+        assert "issuer-expired" in text
+        assert "exit status" in text
+    assert chainwatch().returncode == 2

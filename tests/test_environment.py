@@ -1,0 +1,42 @@
+"""The suite knows which cryptography it runs on, and the demo tree is what its script builds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cryptography
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif("CHAINWATCH_EXPECT_CRYPTOGRAPHY" not in os.environ, reason="only .ci/run says which to expect")
+def test_runs_on_the_cryptography_it_was_asked_to() -> None:
+    # Guards the Debian leg of .ci/run against silently testing a PyPI wheel.
+    assert cryptography.__version__ == os.environ["CHAINWATCH_EXPECT_CRYPTOGRAPHY"]
+    if cryptography.__version__.startswith("38."):
+        assert cryptography.__file__.startswith("/usr/lib/python3/dist-packages/")
+
+
+def test_committed_demo_tree_is_what_its_script_builds(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "demo" / "build-tree"), str(tmp_path)], check=True)
+    built = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.pem"))
+    committed = sorted(p.relative_to(ROOT / "demo" / "tree") for p in (ROOT / "demo" / "tree").rglob("*.pem"))
+    assert built == committed
+    for relative in built:
+        assert (tmp_path / relative).read_bytes() == (ROOT / "demo" / "tree" / relative).read_bytes()
+
+
+def test_readme_shows_what_the_demo_prints() -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "chainwatch", "explain", "demo/tree/live/classic-2021/fullchain.pem",
+            "--at", "2022-12-01", "--trust-store", "/etc/ssl/certs/ca-certificates.crt",
+            "--trust-store", "demo/tree/stores/legacy-with-dst.pem",
+        ],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout in (ROOT / "README.md").read_text()
