@@ -1,8 +1,10 @@
 """The ``chainwatch`` command line.
 
-Exit codes: 0 a chain was produced; 1 it was produced but clients will not
-all accept it (incomplete, leaf expired or not yet valid); 2 bad input or
-usage. Errors are one line on standard error, never a traceback.
+Exit codes of ``trim`` and ``explain``: 0 a chain was produced; 1 it was
+produced but clients will not all accept it (incomplete, leaf expired or not
+yet valid); 2 bad input or usage. ``status`` follows the monitoring plugin
+convention (0 ok, 1 warning, 2 critical, 3 unknown). Errors are one line on
+standard error, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chainwatch import __version__
+from chainwatch.agent import Agent
+from chainwatch.config import DEFAULT_CONFIG, Config, load_config, render_config
 from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.explain import Palette, render_dot, render_tree
+from chainwatch.journal import Event, Journal
+from chainwatch.lineage import list_lineages, valid_name
 from chainwatch.pem import read_chain
 from chainwatch.policy import Decision, Distrust, Mode, Policy, WarningCode, decide
 from chainwatch.private_key import public_key_of
+from chainwatch.reconcile import Processor
 from chainwatch.report import decision_json, dropped_line, warning_lines
+from chainwatch.status import render_status, status_report
 from chainwatch.trust import DEFAULT_STORE, TrustStore, load_store
 
 __all__ = ["main", "parse_time"]
@@ -29,6 +37,7 @@ __all__ = ["main", "parse_time"]
 EXIT_OK = 0
 EXIT_DEGRADED = 1
 EXIT_USAGE = 2
+EXIT_SOFTWARE = 70  # sysexits.h EX_SOFTWARE
 
 _DEGRADING = (WarningCode.INCOMPLETE, WarningCode.LEAF_EXPIRED, WarningCode.LEAF_NOT_YET_VALID)
 
@@ -150,7 +159,76 @@ examples:
     explain.add_argument(
         "--color", choices=["auto", "always", "never"], default="auto", help="colour the tree (default: on a terminal)"
     )
+    _add_service_commands(commands)
     return parser
+
+
+_CONFIG_HELP = f"configuration file (default {DEFAULT_CONFIG}; without it, built-in defaults)"
+
+
+def _add_service_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = commands.add_parser(
+        "run",
+        help="watch certbot's lineages and publish sanitized copies (the agent)",
+        description="Reconcile every lineage, then follow changes with inotify until SIGTERM. "
+        "SIGHUP re-reads the configuration. systemd runs this as chainwatch.service.",
+        epilog="""examples:
+  chainwatch run
+  chainwatch run --config /etc/chainwatch/chainwatch.toml
+  chainwatch run --config demo.toml   # see README: the agent on the demo tree
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+
+    sync = commands.add_parser(
+        "sync",
+        help="one reconcile pass, then exit (also a certbot deploy hook)",
+        description="Process the named lineages (default: $RENEWED_LINEAGE when certbot runs us as a "
+        "deploy hook, else all) through the same code as the agent, then exit.",
+        epilog="""exit status: 0 all published or unchanged, 1 some served chain has warnings,
+2 some lineage was not published (see the messages) or bad usage.
+
+examples:
+  chainwatch sync
+  chainwatch sync mail.example.org
+  certbot renew --deploy-hook 'chainwatch sync'
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sync.add_argument("lineages", nargs="*", metavar="LINEAGE", help="lineage names under the live directory")
+    sync.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+
+    status = commands.add_parser(
+        "status",
+        help="what is served, since when, and whether to worry",
+        description="Show each lineage: leaf and expiry, the served chain, what was dropped and why, "
+        "when it was published, and its state; and whether the agent runs.",
+        epilog="""exit status (monitoring plugin convention): 0 ok, 1 warning, 2 critical,
+3 unknown (nothing published yet, or no such lineage).
+
+examples:
+  chainwatch status
+  chainwatch status mail.example.org --json
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("lineages", nargs="*", metavar="LINEAGE", help="only these lineages")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    status.add_argument(
+        "--color", choices=["auto", "always", "never"], default="auto", help="colour (default: on a terminal)"
+    )
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration and print the effective one",
+        description="Read the configuration, check every key and named file, and print the effective "
+        "configuration (defaults filled in) as TOML.",
+        epilog="examples:\n  chainwatch check-config\n  chainwatch check-config --config /tmp/new.toml\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
 
 
 def _load_stores(paths: Sequence[Path] | None) -> list[TrustStore]:
@@ -201,18 +279,78 @@ def _explain(args: argparse.Namespace) -> int:
     elif args.format == "dot":
         sys.stdout.write(render_dot(decision, at))
     else:
-        colour = args.color == "always" or (
-            args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        )
-        sys.stdout.write(render_tree(decision, at, str(args.file), Palette(colour)))
+        sys.stdout.write(render_tree(decision, at, str(args.file), Palette(_use_colour(args.color))))
     return _exit_status(decision)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, required=args.config is not None)
+
+
+def _use_colour(choice: str) -> bool:
+    return choice == "always" or (choice == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    journal = Journal()
+    return Agent(config, args.config, journal).run()
+
+
+def _sync(args: argparse.Namespace) -> int:
+    config = _config(args)
+    names = list(args.lineages)
+    renewed = os.environ.get("RENEWED_LINEAGE")
+    if not names and renewed:
+        names = [Path(renewed).name]
+    for name in names:
+        if not valid_name(name):
+            raise InputError(f"{name!r}: not a lineage name")
+    processor = Processor(config, Journal())
+    outcomes = []
+    with processor.exclusive():
+        for name in names or list_lineages(config.live_dir):
+            outcomes.append(processor.process(name))
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
+    summary = ", ".join(f"{n} {event}" for event, n in sorted(counts.items())) or f"no lineage under {config.live_dir}"
+    print(f"chainwatch sync: {summary}")
+    if any(o.event in (Event.REJECTED, Event.INCONSISTENT) for o in outcomes):
+        return EXIT_USAGE
+    if any(o.decision is not None and o.decision.warnings for o in outcomes):
+        return EXIT_DEGRADED
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    report = status_report(config.output_dir / "state.json", args.lineages, config.horizon_days)
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_status(report, Palette(_use_colour(args.color))))
+    code: int = report["exit"]
+    return code
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_config(_config(args)))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    handlers = {"trim": _trim, "explain": _explain}
+    handlers = {
+        "trim": _trim,
+        "explain": _explain,
+        "run": _run,
+        "sync": _sync,
+        "status": _status,
+        "check-config": _check_config,
+    }
     if args.command not in handlers:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -227,3 +365,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        if os.environ.get("CHAINWATCH_DEBUG"):
+            raise
+        # A bug, not bad input: one line for the journal, and how to see more.
+        print(
+            f"chainwatch: internal error: {type(error).__name__}: {error} "
+            "(run with CHAINWATCH_DEBUG=1 for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_SOFTWARE

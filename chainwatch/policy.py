@@ -203,6 +203,9 @@ class Decision:
     """For every anchor met: the stores that hold it."""
     distrusted: frozenset[Cert]
     """Certificates met that the distrust list names."""
+    changes_at: dt.datetime | None = None
+    """The next instant a certificate met starts or stops being valid: the
+    decision may differ from then on (an agent re-decides at that moment)."""
 
     @property
     def dropped(self) -> tuple[Verdict, ...]:
@@ -385,6 +388,7 @@ class _Judge:
         kept_set = set(chain)
         validating = tuple(store.name for store in self.stores if self._valid_paths(store, kept_set))
         ordered_verdicts = tuple(verdicts[position] for position in range(len(self.certs)))
+        met = {*self.first_position, *(a for anchors in self.anchor_issuers.values() for a in anchors)}
         return Decision(
             leaf=self.leaf,
             chain=chain,
@@ -399,10 +403,15 @@ class _Judge:
                 for anchors in self.anchor_issuers.values()
                 for anchor in anchors
             },
-            distrusted=frozenset(
-                cert
-                for cert in {*self.first_position, *(a for anchors in self.anchor_issuers.values() for a in anchors)}
-                if self.policy.distrust.matches(cert)
+            distrusted=frozenset(cert for cert in met if self.policy.distrust.matches(cert)),
+            changes_at=min(
+                (
+                    edge
+                    for cert in met
+                    for edge in (cert.not_before, cert.not_after + dt.timedelta(seconds=1))
+                    if edge > self.at
+                ),
+                default=None,
             ),
         )
 

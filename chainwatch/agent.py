@@ -1,0 +1,253 @@
+"""The long-running agent: inotify, signals and timers in one selector.
+
+When nothing is pending the agent sleeps in ``select`` with no timeout: it
+wakes for inotify events, signals (through ``signal.set_wakeup_fd``), the
+settle time of a changed lineage, the moment a certificate it serves starts or
+stops being valid, and the systemd watchdog when ``WatchdogSec=`` asks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import selectors
+import signal
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from chainwatch import __version__
+from chainwatch.config import Config, load_config
+from chainwatch.errors import ChainwatchError
+from chainwatch.journal import Event, Journal
+from chainwatch.lineage import archive_dirs
+from chainwatch.notify import Notifier
+from chainwatch.reconcile import Outcome, Processor
+from chainwatch.state import now_iso
+from chainwatch.watch import LineageWatcher
+
+__all__ = ["Agent", "BatchHook"]
+
+BatchHook = Callable[[Processor, list[Outcome]], None]
+"""Called after each batch of lineages is processed (the consumers' reload)."""
+
+# While idle with a watchdog, refresh the heartbeat in state.json this often:
+# often enough for `status`, rarely enough not to wear the disk.
+_HEARTBEAT_EVERY = 600.0
+_LONGEST_SLEEP = 20 * 86400.0
+
+
+def _no_batch_hook(processor: Processor, outcomes: list[Outcome]) -> None:
+    del processor, outcomes
+
+
+class Agent:
+    """``chainwatch run``: reconcile, then follow events until told to stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None,
+        journal: Journal,
+        notifier: Notifier | None = None,
+        after_batch: BatchHook = _no_batch_hook,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.journal = journal
+        self.notifier = notifier or Notifier()
+        self.after_batch = after_batch
+        self.processor = Processor(config, journal)
+        self.watcher = LineageWatcher(config.live_dir)
+        self.known: set[str] = set()
+        self.pending: dict[str, float] = {}
+        """lineage -> monotonic time of its last event."""
+        self.rechecks: dict[str, dt.datetime] = {}
+        self.last = ""
+        self._signals: list[int] = []
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit status."""
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous_fd = signal.set_wakeup_fd(write_end)
+        handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+        previous = {number: signal.signal(number, self._on_signal) for number in handled}
+        selector = selectors.DefaultSelector()
+        selector.register(read_end, selectors.EVENT_READ, "signal")
+        selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
+        self.processor.agent_record = {
+            "pid": os.getpid(),
+            "started": now_iso(),
+            "mode": "run",
+            "version": __version__,
+            "config": str(self.config_path or "built-in defaults"),
+        }
+        self.journal.log(Event.STARTED, f"chainwatch {__version__} watching {self.config.live_dir}")
+        try:
+            self.reconcile_all()
+            self.notifier.ready(self._status_line())
+            next_ping = time.monotonic()
+            next_heartbeat = time.monotonic() + _HEARTBEAT_EVERY
+            while True:
+                timeout = self._timeout(next_ping)
+                for key, _ in selector.select(timeout):
+                    if key.data == "signal":
+                        self._drain(read_end)
+                    else:
+                        self._on_inotify(selector)
+                if signal.SIGTERM in self._signals or signal.SIGINT in self._signals:
+                    break
+                if signal.SIGHUP in self._signals:
+                    self._signals.clear()
+                    self._reload_config(selector)
+                self._run_due()
+                now = time.monotonic()
+                if self.notifier.watchdog_interval and now >= next_ping:
+                    self.notifier.watchdog()
+                    next_ping = now + self.notifier.watchdog_interval / 2
+                    if now >= next_heartbeat:
+                        with self.processor.exclusive():
+                            self.processor.save()
+                        next_heartbeat = now + _HEARTBEAT_EVERY
+        finally:
+            self.notifier.stopping()
+            self.journal.log(Event.STOPPING, "stopping")
+            with self.processor.exclusive():
+                self.processor.agent_record["stopped"] = now_iso()
+                self.processor.save()
+            selector.close()
+            self.watcher.close()
+            signal.set_wakeup_fd(previous_fd)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            os.close(read_end)
+            os.close(write_end)
+        return 0
+
+    def _on_signal(self, number: int, frame: object) -> None:
+        del frame
+        self._signals.append(number)
+
+    @staticmethod
+    def _drain(fd: int) -> None:
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _timeout(self, next_ping: float) -> float | None:
+        deadlines: list[float] = []
+        now = time.monotonic()
+        settle = self.config.settle_ms / 1000
+        deadlines += [last + settle for last in self.pending.values()]
+        if self.rechecks:
+            wall = dt.datetime.now(dt.UTC)
+            deadlines.append(now + max(0.0, (min(self.rechecks.values()) - wall).total_seconds()))
+        if self.notifier.watchdog_interval:
+            deadlines.append(next_ping)
+        if not deadlines:
+            return None  # idle: block in the kernel until something happens
+        # epoll takes at most ~24.8 days; a later deadline is simply re-armed then.
+        return min(max(0.0, min(deadlines) - now), _LONGEST_SLEEP)
+
+    def _on_inotify(self, selector: selectors.BaseSelector) -> None:
+        changes = self.watcher.read()
+        now = time.monotonic()
+        for name in changes.lineages:
+            self.pending[name] = now
+        if changes.overflow:
+            self.journal.log(Event.ERROR, "inotify queue overflowed; reconciling every lineage", priority=4)
+            self.reconcile_all()
+        elif changes.rescan:
+            self._rescan()
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        settle = self.config.settle_ms / 1000
+        due = [name for name, last in self.pending.items() if now - last >= settle]
+        wall = dt.datetime.now(dt.UTC)
+        due += [name for name, at in self.rechecks.items() if at <= wall and name not in due]
+        if due:
+            for name in due:
+                self.pending.pop(name, None)
+                self.rechecks.pop(name, None)
+            self.process(sorted(n for n in due if n in self.known))
+
+    # -- lineages ------------------------------------------------------------------------------
+
+    def _rescan(self) -> list[str]:
+        names = self.watcher.rescan()
+        current = set(names)
+        for name in sorted(current - self.known):
+            self.journal.log(Event.LINEAGE_ADDED, f"new lineage {name}", lineage=name)
+            self.pending.setdefault(name, time.monotonic())
+        gone = sorted(self.known - current)
+        for name in gone:
+            self.pending.pop(name, None)
+            self.rechecks.pop(name, None)
+        if gone:
+            with self.processor.exclusive():
+                for name in gone:
+                    self.processor.removed(name)
+        self.known = current
+        return names
+
+    def reconcile_all(self) -> None:
+        """Process every lineage now: at start, after SIGHUP, after an overflow."""
+        names = self._rescan()
+        with self.processor.exclusive():
+            for name in set(self.processor.state.names()) - set(names):
+                self.processor.removed(name)
+        self.pending.clear()
+        self.process(names)
+
+    def process(self, names: Iterable[str]) -> list[Outcome]:
+        outcomes = []
+        with self.processor.exclusive():
+            for name in names:
+                outcome = self.processor.process(name)
+                self.watcher.follow_archives(name, archive_dirs(self.config.live_dir, name))
+                if outcome.recheck_at:
+                    self.rechecks[name] = outcome.recheck_at
+                if outcome.event != Event.UNCHANGED:
+                    self.last = f"{name} {outcome.event} {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}"
+                outcomes.append(outcome)
+            if outcomes:
+                self.after_batch(self.processor, outcomes)
+        if outcomes:
+            self.notifier.status(self._status_line())
+        return outcomes
+
+    def _status_line(self) -> str:
+        line = f"watching {len(self.known)} lineage{'s' if len(self.known) != 1 else ''}"
+        return f"{line}; last: {self.last}" if self.last else line
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def _reload_config(self, selector: selectors.BaseSelector) -> None:
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config_path, required=self.config_path is not None)
+            processor = Processor(config, self.journal)
+        except ChainwatchError as error:
+            message = f"configuration not reloaded, keeping the previous one: {error}"
+            self.journal.log(Event.CONFIG_REJECTED, message)
+            with self.processor.exclusive():
+                self.processor.agent_record["config_error"] = message
+                self.processor.save()
+            self.notifier.ready(self._status_line())
+            return
+        processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
+        if config.live_dir != self.config.live_dir:
+            selector.unregister(self.watcher.fileno())
+            self.watcher.close()
+            self.watcher = LineageWatcher(config.live_dir)
+            selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
+            self.known = set()
+        self.config, self.processor = config, processor
+        self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {config.source or 'built-in defaults'}")
+        self.reconcile_all()
+        self.notifier.ready(self._status_line())

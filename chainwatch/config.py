@@ -1,0 +1,297 @@
+"""The configuration file: every key optional, every mistake named with its line.
+
+With no file at all the defaults serve a stock Debian server: certbot's
+lineages under /etc/letsencrypt/live, Debian's trust store, and Dovecot
+reloaded through systemd.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chainwatch.errors import InputError
+from chainwatch.policy import Mode
+from chainwatch.trust import DEFAULT_STORE
+
+__all__ = ["DEFAULT_CONFIG", "Config", "ConsumerConfig", "load_config", "render_config"]
+
+DEFAULT_CONFIG = Path("/etc/chainwatch/chainwatch.toml")
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """A service that serves published files and must reload to see new ones."""
+
+    name: str
+    lineages: tuple[str, ...] = ("*",)
+    unit: str | None = None
+    reload_command: tuple[str, ...] | None = None
+    reload_timeout_s: float = 30.0
+    probe: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration; ``source`` is the file it came from, if any."""
+
+    source: Path | None = None
+    live_dir: Path = Path("/etc/letsencrypt/live")
+    settle_ms: int = 300
+    output_dir: Path = Path("/var/lib/chainwatch")
+    key_group: str = ""
+    trust_stores: tuple[Path, ...] = (DEFAULT_STORE,)
+    mode: Mode = Mode.SAFE
+    distrust: tuple[str, ...] = ()
+    horizon_days: int = 21
+    consumers: tuple[ConsumerConfig, ...] = field(
+        default_factory=lambda: (ConsumerConfig("dovecot", unit="dovecot.service"),)
+    )
+    metrics_textfile: Path | None = None
+
+
+# -- validation ---------------------------------------------------------------------
+
+
+class _Where:
+    """Finds the line of a key in the file's text, for messages (tomllib keeps none)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line(self, table: str, key: str | None, index: int = 0) -> int | None:
+        header = re.compile(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$")
+        seen, start = -1, None
+        for number, text in enumerate(self.lines, 1):
+            if header.match(text):
+                seen += 1
+                if seen == index:
+                    start = number
+                    break
+        if start is None:
+            return None
+        if key is None:
+            return start
+        assignment = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        for number in range(start + 1, len(self.lines) + 1):
+            text = self.lines[number - 1]
+            if re.match(r"^\s*\[", text):
+                return start
+            if assignment.match(text):
+                return number
+        return start
+
+    def error(self, table: str, key: str | None, problem: str, index: int = 0) -> InputError:
+        line = self.line(table, key, index)
+        place = f"{self.path}:{line}" if line else str(self.path)
+        name = f"[{table}]" + (f" {key}" if key else "")
+        if table == "consumer":
+            name = f"[[consumer]] #{index + 1}" + (f" {key}" if key else "")
+        return InputError(f"{place}: {name}: {problem}")
+
+
+def _expect(kind: type | tuple[type, ...], describe: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            return f"expected {describe}, got {value!r}"
+        return None if isinstance(value, kind) else f"expected {describe}, got {value!r}"
+
+    return check
+
+
+def _string_list(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return None
+    return f"expected a list of strings, got {value!r}"
+
+
+_TABLES: Mapping[str, Mapping[str, Callable[[Any], str | None]]] = {
+    "watch": {"live_dir": _expect(str, "a path"), "settle_ms": _expect(int, "milliseconds (an integer)")},
+    "output": {"dir": _expect(str, "a path"), "key_group": _expect(str, "a group name")},
+    "policy": {
+        "trust_stores": _string_list,
+        "mode": _expect(str, "safe or minimal"),
+        "distrust": _string_list,
+        "horizon_days": _expect(int, "days (an integer)"),
+    },
+    "metrics": {"textfile": _expect(str, "a path")},
+}
+_CONSUMER: Mapping[str, Callable[[Any], str | None]] = {
+    "name": _expect(str, "a name"),
+    "lineages": _string_list,
+    "unit": _expect(str, "a systemd unit name"),
+    "reload_command": _string_list,
+    "reload_timeout_s": _expect((int, float), "seconds"),
+    "probe": _string_list,
+}
+
+
+def load_config(path: Path | None = None, *, required: bool = False) -> Config:
+    """Read and validate the configuration.
+
+    ``path`` defaults to /etc/chainwatch/chainwatch.toml; a missing default
+    file means "all defaults", a missing file the user named is an error.
+    """
+    path = path or DEFAULT_CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise InputError(f"{path}: no such file") from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"{path}: not valid TOML: {error}") from None
+    return _build(document, _Where(path, text), path)
+
+
+def _check_table(
+    where: _Where, name: str, table: Any, keys: Mapping[str, Callable[[Any], str | None]], index: int = 0
+) -> None:
+    if not isinstance(table, dict):
+        raise where.error(name, None, "expected a table", index)
+    for key, value in table.items():
+        if key not in keys:
+            known = ", ".join(keys)
+            raise where.error(name, key, f"unknown key (known: {known})", index)
+        problem = keys[key](value)
+        if problem:
+            raise where.error(name, key, problem, index)
+
+
+def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
+    for name in document:
+        if name not in (*_TABLES, "consumer"):
+            raise where.error(name, None, f"unknown table (known: {', '.join([*_TABLES, 'consumer'])})")
+    for name, keys in _TABLES.items():
+        if name in document:
+            _check_table(where, name, document[name], keys)
+    watch, output = document.get("watch", {}), document.get("output", {})
+    policy, metrics = document.get("policy", {}), document.get("metrics", {})
+
+    settle = watch.get("settle_ms", 300)
+    if not 0 <= settle <= 60_000:
+        raise where.error("watch", "settle_ms", "must be between 0 and 60000")
+    mode = policy.get("mode", "safe")
+    if mode not in {m.value for m in Mode}:
+        raise where.error("policy", "mode", f"expected safe or minimal, got {mode!r}")
+    horizon = policy.get("horizon_days", 21)
+    if horizon < 0:
+        raise where.error("policy", "horizon_days", "must not be negative")
+    stores = tuple(Path(p) for p in policy.get("trust_stores", [str(DEFAULT_STORE)]))
+    if not stores:
+        raise where.error("policy", "trust_stores", "needs at least one trust store")
+    for store in stores:
+        if not store.is_file():
+            raise where.error("policy", "trust_stores", f"{store}: no such file")
+    for key, value in (("live_dir", watch.get("live_dir")), ("dir", output.get("dir"))):
+        if value is not None and not Path(value).is_absolute():
+            raise where.error(
+                "watch" if key == "live_dir" else "output", key, f"must be an absolute path, got {value!r}"
+            )
+
+    consumers = Config().consumers
+    if "consumer" in document:
+        raw = document["consumer"]
+        if not isinstance(raw, list):
+            raise where.error("consumer", None, "expected [[consumer]] tables")
+        consumers = tuple(_consumer(where, index, table) for index, table in enumerate(raw))
+        names = [consumer.name for consumer in consumers]
+        if len(set(names)) != len(names):
+            raise where.error("consumer", "name", "consumer names must be unique", len(names) - 1)
+
+    textfile = metrics.get("textfile") or None
+    return Config(
+        source=path,
+        live_dir=Path(watch.get("live_dir", "/etc/letsencrypt/live")),
+        settle_ms=settle,
+        output_dir=Path(output.get("dir", "/var/lib/chainwatch")),
+        key_group=output.get("key_group", ""),
+        trust_stores=stores,
+        mode=Mode(mode),
+        distrust=tuple(policy.get("distrust", [])),
+        horizon_days=horizon,
+        consumers=consumers,
+        metrics_textfile=Path(textfile) if textfile else None,
+    )
+
+
+def _consumer(where: _Where, index: int, table: Any) -> ConsumerConfig:
+    _check_table(where, "consumer", table, _CONSUMER, index)
+    if "name" not in table:
+        raise where.error("consumer", None, "needs a name", index)
+    unit, command = table.get("unit"), table.get("reload_command")
+    if (unit is None) == (command is None):
+        raise where.error("consumer", None, "needs exactly one of unit or reload_command", index)
+    if command is not None and not command:
+        raise where.error("consumer", "reload_command", "must not be empty", index)
+    timeout = table.get("reload_timeout_s", 30.0)
+    if not 0 < timeout <= 600:
+        raise where.error("consumer", "reload_timeout_s", "must be between 0 and 600 seconds", index)
+    return ConsumerConfig(
+        name=table["name"],
+        lineages=tuple(table.get("lineages", ["*"])),
+        unit=unit,
+        reload_command=tuple(command) if command is not None else None,
+        reload_timeout_s=float(timeout),
+        probe=tuple(table.get("probe", [])),
+    )
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML that ``load_config`` reads back."""
+    lines = [f"# effective configuration{f' from {config.source}' if config.source else ' (built-in defaults)'}"]
+    if not config.consumers:
+        lines.append("consumer = []  # nothing is reloaded")
+    lines += [
+        "[watch]",
+        f"live_dir = {_toml_value(config.live_dir)}",
+        f"settle_ms = {config.settle_ms}",
+        "",
+        "[output]",
+        f"dir = {_toml_value(config.output_dir)}",
+        f"key_group = {_toml_value(config.key_group)}",
+        "",
+        "[policy]",
+        f"trust_stores = {_toml_value([str(p) for p in config.trust_stores])}",
+        f"mode = {_toml_value(config.mode.value)}",
+        f"distrust = {_toml_value(list(config.distrust))}",
+        f"horizon_days = {config.horizon_days}",
+        "",
+        "[metrics]",
+        f"textfile = {_toml_value(config.metrics_textfile or '')}",
+    ]
+    for consumer in config.consumers:
+        lines += [
+            "",
+            "[[consumer]]",
+            f"name = {_toml_value(consumer.name)}",
+            f"lineages = {_toml_value(consumer.lineages)}",
+        ]
+        if consumer.unit:
+            lines.append(f"unit = {_toml_value(consumer.unit)}")
+        if consumer.reload_command:
+            lines.append(f"reload_command = {_toml_value(consumer.reload_command)}")
+        lines.append(f"reload_timeout_s = {consumer.reload_timeout_s}")
+        if consumer.probe:
+            lines.append(f"probe = {_toml_value(consumer.probe)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,124 @@
+"""Read a certbot lineage (``live/NAME/*.pem`` → ``archive/NAME/*N.pem``) only when it is whole.
+
+certbot switches a lineage's four links one at a time, after creating
+``previous_*.pem`` links, and removes those when done (FIELD-NOTES). While
+any ``previous_*`` link is left, or a link does not resolve, the lineage is
+*inconsistent*: certbot is at work (or died at work) and nothing is read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from chainwatch.certificate import Cert
+from chainwatch.errors import InputError
+from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
+from chainwatch.private_key import public_key_from_pem
+
+__all__ = [
+    "KINDS",
+    "Inconsistent",
+    "Lineage",
+    "Rejected",
+    "archive_dirs",
+    "list_lineages",
+    "read_lineage",
+    "valid_name",
+]
+
+KINDS = ("cert", "privkey", "chain", "fullchain")
+_NAME = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9._*-]{0,250}$")
+
+
+class Inconsistent(Exception):
+    """The lineage is mid-update (or was left so); try again after the next event."""
+
+
+class Rejected(Exception):
+    """The lineage is whole but unusable; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A consistent lineage's content, read once."""
+
+    name: str
+    fullchain: bytes
+    privkey: bytes
+    certs: tuple[Cert, ...]
+    """The certificates of fullchain.pem, in file order."""
+    leaf_key: bytes
+    """The DER public key of privkey.pem."""
+
+
+def valid_name(name: str) -> bool:
+    """Is ``name`` a lineage directory name (and safe as a path component)?"""
+    return bool(_NAME.match(name)) and name not in (".", "..")
+
+
+def list_lineages(live_dir: Path) -> list[str]:
+    """Names of the lineage directories under ``live_dir`` (certbot's README is not one)."""
+    try:
+        entries = sorted(live_dir.iterdir())
+    except FileNotFoundError:
+        return []
+    return [entry.name for entry in entries if entry.is_dir() and not entry.is_symlink() and valid_name(entry.name)]
+
+
+def archive_dirs(live_dir: Path, name: str) -> tuple[Path, ...]:
+    """The directories the lineage's links point into (watched, so edits in place are seen)."""
+    found: dict[Path, None] = {}
+    for kind in KINDS:
+        try:
+            found[(live_dir / name / f"{kind}.pem").resolve(strict=True).parent] = None
+        except (OSError, RuntimeError):
+            continue
+    return tuple(found)
+
+
+def read_lineage(live_dir: Path, name: str) -> Lineage:
+    """Read lineage ``name``; raises :class:`Inconsistent` or :class:`Rejected`."""
+    directory = live_dir / name
+    if not directory.is_dir():
+        raise Inconsistent(f"{directory} is gone")
+    leftovers = sorted(p.name for p in directory.glob("previous_*.pem"))
+    if leftovers:
+        raise Inconsistent(f"certbot is updating it ({', '.join(leftovers)} present)")
+    content: dict[str, bytes] = {}
+    for kind in KINDS:
+        path = directory / f"{kind}.pem"
+        try:
+            target = path.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            raise Inconsistent(f"{kind}.pem does not resolve to a file") from None
+        try:
+            with target.open("rb") as handle:
+                content[kind] = handle.read(MAX_CHAIN_BYTES + 1)
+        except IsADirectoryError:
+            raise Rejected(f"{path}: is a directory, not a file") from None
+        except OSError as error:
+            raise Rejected(f"{path}: cannot read ({error.strerror})") from None
+        if len(content[kind]) > MAX_CHAIN_BYTES:
+            raise Rejected(f"{path}: larger than 1 MiB")
+    try:
+        certs = tuple(parse_certificates(content["fullchain"], str(directory / "fullchain.pem")))
+        cert = parse_certificates(content["cert"], str(directory / "cert.pem"))
+    except InputError as error:
+        raise Rejected(str(error)) from None
+    try:
+        leaf_key = public_key_from_pem(content["privkey"], str(directory / "privkey.pem"))
+    except InputError as error:
+        raise Rejected(str(error)) from None
+    if not any(c.has_public_key(leaf_key) for c in certs):
+        raise Rejected(f"{directory / 'privkey.pem'}: the key does not match any certificate in fullchain.pem")
+    if cert[0] not in certs:
+        raise Rejected(f"{directory / 'cert.pem'}: its certificate is not in fullchain.pem")
+    return Lineage(
+        name=name,
+        fullchain=content["fullchain"],
+        privkey=content["privkey"],
+        certs=certs,
+        leaf_key=leaf_key,
+    )

@@ -1,0 +1,150 @@
+"""Publish a lineage's sanitized set for consumers, all files at once.
+
+Layout under the output directory::
+
+    live/NAME -> ../versions/NAME/7      one symlink, switched atomically
+    versions/NAME/7/fullchain.pem        sanitized chain, leaf first
+                   chain.pem            the same without the leaf
+                   cert.pem             the leaf
+                   privkey.pem          copy of the key (0600, or 0640 with key_group)
+                   key+fullchain.pem    key, leaf, chain: Postfix's smtpd_tls_chain_files
+                   decision.json        what was decided, for status, probes and rollback
+    versions/NAME/6/...                 the previous set, kept for rollback
+
+A version directory is written under a temporary name, fsynced, renamed into
+place, and only then does the ``live/NAME`` link switch to it. A crash at any
+instant leaves the link on a complete old or complete new set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from chainwatch.atomic import open_dir, private_dir, write_in
+from chainwatch.policy import Decision
+
+__all__ = ["CERT_FILES", "KEY_FILES", "Publisher", "set_for"]
+
+CERT_FILES = ("fullchain.pem", "chain.pem", "cert.pem")
+KEY_FILES = ("privkey.pem", "key+fullchain.pem")
+_META = "decision.json"
+_KEEP_VERSIONS = 3
+
+
+def set_for(decision: Decision, privkey: bytes) -> dict[str, bytes]:
+    """The files to publish for a decision and its key."""
+    fullchain = decision.pem()
+    key = privkey if privkey.endswith(b"\n") else privkey + b"\n"
+    return {
+        "fullchain.pem": fullchain,
+        "chain.pem": b"".join(cert.pem() for cert in decision.chain[1:]),
+        "cert.pem": decision.chain[0].pem(),
+        "privkey.pem": key,
+        "key+fullchain.pem": key + fullchain,
+    }
+
+
+class Publisher:
+    """Owns ``<output>/live`` and ``<output>/versions``."""
+
+    def __init__(self, output_dir: Path, gid: int | None = None) -> None:
+        self.root = output_dir
+        self.gid = gid
+        self.live = output_dir / "live"
+        self.versions = output_dir / "versions"
+
+    def prepare(self) -> None:
+        """Create the directories root-only and clear what a crash left half done."""
+        for directory in (self.root, self.live, self.versions):
+            private_dir(directory, self.gid)
+        for leftover in self.live.glob(".*.new"):
+            leftover.unlink(missing_ok=True)
+        for leftover in self.versions.glob("*/.new-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def current_version(self, lineage: str) -> int | None:
+        try:
+            target = os.readlink(self.live / lineage)
+        except (FileNotFoundError, OSError):
+            return None
+        name = Path(target).name
+        return int(name) if name.isdigit() else None
+
+    def versions_of(self, lineage: str) -> list[int]:
+        folder = self.versions / lineage
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+    def files_of(self, lineage: str, version: int | None = None) -> dict[str, bytes] | None:
+        """The published files of a version (default: the served one)."""
+        version = self.current_version(lineage) if version is None else version
+        if version is None:
+            return None
+        folder = self.versions / lineage / str(version)
+        try:
+            return {name: (folder / name).read_bytes() for name in (*CERT_FILES, *KEY_FILES)}
+        except OSError:
+            return None
+
+    def meta_of(self, lineage: str, version: int | None = None) -> dict[str, Any] | None:
+        version = self.current_version(lineage) if version is None else version
+        if version is None:
+            return None
+        try:
+            meta = json.loads((self.versions / lineage / str(version) / _META).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    def publish(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> int | None:
+        """Publish ``files`` as a new version; None when they equal the served set."""
+        if self.files_of(lineage) == dict(files):
+            return None
+        folder = self.versions / lineage
+        private_dir(folder, self.gid)
+        version = max([0, *self.versions_of(lineage)]) + 1
+        staging = folder / f".new-{version}"
+        shutil.rmtree(staging, ignore_errors=True)
+        os.mkdir(staging, 0o750 if self.gid is not None else 0o700)
+        if self.gid is not None:
+            os.chown(staging, -1, self.gid)
+        with open_dir(staging) as dir_fd:
+            for name, data in files.items():
+                secret = name in KEY_FILES
+                mode = (0o640 if self.gid is not None else 0o600) if secret else 0o644
+                write_in(dir_fd, name, data, mode, self.gid if secret else None)
+            write_in(dir_fd, _META, json.dumps({**meta, "version": version}, indent=2).encode() + b"\n", 0o644)
+            os.fsync(dir_fd)
+        os.rename(staging, folder / str(version))
+        with open_dir(folder) as dir_fd:
+            os.fsync(dir_fd)
+        self.switch(lineage, version)
+        self._prune(lineage, keep=version)
+        return version
+
+    def switch(self, lineage: str, version: int) -> None:
+        """Point ``live/NAME`` at ``version`` in one rename."""
+        temporary = self.live / f".{lineage}.new"
+        temporary.unlink(missing_ok=True)
+        os.symlink(f"../versions/{lineage}/{version}", temporary)
+        os.rename(temporary, self.live / lineage)
+        with open_dir(self.live) as dir_fd:
+            os.fsync(dir_fd)
+
+    def previous_version(self, lineage: str) -> int | None:
+        current = self.current_version(lineage)
+        older = [v for v in self.versions_of(lineage) if current is None or v < current]
+        return older[-1] if older else None
+
+    def _prune(self, lineage: str, keep: int) -> None:
+        for version in self.versions_of(lineage)[:-_KEEP_VERSIONS]:
+            if version != keep:
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(self.versions / lineage / str(version))

@@ -1,0 +1,281 @@
+"""One lineage, one pass: read it, decide, publish or refuse, record, log.
+
+The same code serves the agent (``chainwatch run``) and one-shot passes
+(``chainwatch sync``, certbot deploy hooks), so both behave alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+
+from chainwatch.atomic import group_id
+from chainwatch.config import Config
+from chainwatch.errors import ChainwatchError, InputError
+from chainwatch.journal import Event, Journal
+from chainwatch.lineage import Inconsistent, Lineage, Rejected, read_lineage
+from chainwatch.pem import parse_certificates
+from chainwatch.policy import Decision, Distrust, Policy, WarningCode, decide
+from chainwatch.publish import Publisher, set_for
+from chainwatch.report import decision_json, iso
+from chainwatch.state import StateFile, now_iso, parse_iso
+from chainwatch.trust import TrustStore, load_store
+
+__all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor", "load_stores"]
+
+# certbot switches a lineage in milliseconds; a minute of inconsistency means
+# it died half way (or someone is editing by hand).
+INCONSISTENT_GRACE = dt.timedelta(seconds=60)
+
+Clock = Callable[[], dt.datetime]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def load_stores(config: Config) -> list[TrustStore]:
+    """The configured stores, named by file (by path when two names clash)."""
+    stores = [load_store(path) for path in config.trust_stores]
+    if len({s.name for s in stores}) != len(stores):
+        stores = [TrustStore.of(str(path), s.anchors) for path, s in zip(config.trust_stores, stores, strict=True)]
+    return stores
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing one lineage did."""
+
+    lineage: str
+    event: Event
+    message: str
+    version: int | None = None
+    decision: Decision | None = None
+    recheck_at: dt.datetime | None = None
+    """When to look again even without an event (time-dependent decisions,
+    the end of the grace for an inconsistent lineage)."""
+
+    @property
+    def published(self) -> bool:
+        return self.event == Event.PUBLISHED
+
+
+class Processor:
+    """Holds the configuration, stores, publisher and state for passes over lineages."""
+
+    def __init__(self, config: Config, journal: Journal, clock: Clock = _utcnow) -> None:
+        self.config = config
+        self.journal = journal
+        self.clock = clock
+        self.stores = load_stores(config)
+        self.policy = Policy(config.mode, Distrust(config.distrust), dt.timedelta(days=config.horizon_days))
+        self.publisher = Publisher(config.output_dir, group_id(config.key_group))
+        self.publisher.prepare()
+        self.state = StateFile(config.output_dir / "state.json")
+        self.state.load()
+        self.agent_record: dict[str, Any] = {}
+        """Set by the agent: its own entry in state.json, re-applied on every save."""
+
+    # -- one lineage --------------------------------------------------------------------
+
+    def process(self, name: str) -> Outcome:
+        """Bring lineage ``name``'s published set up to date, or say why not."""
+        now = self.clock()
+        record = self.state.lineage(name)
+        record.pop("removed", None)
+        try:
+            lineage = read_lineage(self.config.live_dir, name)
+        except Inconsistent as problem:
+            return self._inconsistent(name, record, str(problem), now)
+        except Rejected as problem:
+            return self._reject(name, record, str(problem), now)
+        record.pop("inconsistent_since", None)
+        try:
+            decision = decide(lineage.certs, self.stores, now, self.policy, lineage.leaf_key)
+        except InputError as problem:
+            return self._reject(name, record, f"{self.config.live_dir / name / 'fullchain.pem'}: {problem}", now)
+        refusal = self._refusal(name, decision, now)
+        if refusal:
+            return self._reject(name, record, refusal, now, decision)
+        files = set_for(decision, lineage.privkey)
+        try:
+            version = self.publisher.publish(name, files, self._meta(name, lineage, decision, now))
+        except OSError as error:
+            return self._reject(name, record, f"cannot write {self.config.output_dir}: {error.strerror}", now, decision)
+        current = self.publisher.current_version(name)
+        self._describe(record, decision, current, now)
+        dropped = [v.cert.sha256 for v in decision.dropped]
+        if version is None:
+            outcome = Outcome(name, Event.UNCHANGED, f"unchanged, serving version {current}", current, decision)
+        else:
+            record["published_at"] = now_iso(now)
+            summary = ", ".join(f"{v.cert.short_subject} ({v.reason})" for v in decision.dropped) or "nothing"
+            outcome = Outcome(
+                name, Event.PUBLISHED, f"published version {version}; dropped {summary}", version, decision
+            )
+            self.journal.log(Event.PUBLISHED, outcome.message, lineage=name, dropped=dropped, version=version)
+        self._settle_status(record, decision, now)
+        record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
+        self.save()
+        return Outcome(name, outcome.event, outcome.message, outcome.version, decision, decision.changes_at)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the output directory's lock and see the latest state.
+
+        The agent and a `chainwatch sync` from a deploy hook may run at once;
+        each pass reads, changes and writes state.json under this lock.
+        """
+        fd = os.open(self.config.output_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.state.load()
+            yield
+        finally:
+            os.close(fd)
+
+    def removed(self, name: str) -> None:
+        """A lineage directory vanished: say so, keep what is published."""
+        record = self.state.lineage(name)
+        if record.get("removed"):
+            return
+        record["removed"] = True
+        record["status"] = "warning"
+        record["message"] = "lineage removed from the live directory; its published copy is kept"
+        record["since"] = now_iso(self.clock())
+        self.journal.log(Event.LINEAGE_REMOVED, record["message"], lineage=name)
+        self.save()
+
+    def save(self) -> None:
+        if self.agent_record:
+            self.state.agent.clear()
+            self.state.agent.update(self.agent_record)
+            self.state.agent["heartbeat"] = now_iso(self.clock())
+        try:
+            self.state.save()
+        except OSError as error:
+            self.journal.log(Event.ERROR, f"cannot write {self.state.path}: {error.strerror}")
+
+    # -- decisions about decisions -----------------------------------------------------------
+
+    def _refusal(self, name: str, decision: Decision, now: dt.datetime) -> str | None:
+        if decision.has(WarningCode.LEAF_EXPIRED):
+            return f"the leaf expired on {decision.leaf.not_after:%Y-%m-%d %H:%M} UTC"
+        if decision.validating_stores:
+            return None
+        served = self.publisher.files_of(name)
+        if served is None:
+            return None
+        try:
+            served_certs = parse_certificates(served["fullchain.pem"], "published fullchain.pem")
+            served_decision = decide(served_certs, self.stores, now, self.policy)
+        except ChainwatchError:
+            return None
+        if served_decision.validating_stores and not served_decision.has(WarningCode.LEAF_EXPIRED):
+            version = self.publisher.current_version(name)
+            return (
+                "no configured store can validate the new chain, while served version "
+                f"{version} validates for {', '.join(served_decision.validating_stores)}"
+            )
+        return None
+
+    def _meta(self, name: str, lineage: Lineage, decision: Decision, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "lineage": name,
+            "published_at": now_iso(now),
+            "source_fullchain_sha256": hashlib.sha256(lineage.fullchain).hexdigest(),
+            "mode": str(self.policy.mode),
+            "stores": list(decision.stores),
+            **decision_json(decision),
+        }
+
+    # -- the record in state.json ------------------------------------------------------------
+
+    def _describe(self, record: dict[str, Any], decision: Decision, version: int | None, now: dt.datetime) -> None:
+        leaf = decision.leaf
+        record["version"] = version
+        record["leaf"] = {
+            "subject": leaf.subject,
+            "short": leaf.short_subject,
+            "names": _dns_names(decision),
+            "not_after": iso(leaf.not_after),
+            "sha256": leaf.sha256,
+        }
+        record["served"] = [
+            {
+                "short": c.short_subject,
+                "sha256": c.sha256,
+                "role": str(decision.role_of(c)),
+                "not_after": iso(c.not_after),
+            }
+            for c in decision.chain
+        ]
+        record["dropped"] = [
+            {"short": v.cert.short_subject, "sha256": v.cert.sha256, "reason": str(v.reason), "detail": v.detail}
+            for v in decision.dropped
+        ]
+        record["warnings"] = [{"code": str(w.code), "message": w.message} for w in decision.warnings]
+        record["validating_stores"] = list(decision.validating_stores)
+        record.setdefault("published_at", now_iso(now))
+
+    def _settle_status(self, record: dict[str, Any], decision: Decision, now: dt.datetime) -> None:
+        status = "warning" if decision.warnings else "ok"
+        message = "; ".join(w.message for w in decision.warnings) or "serving the sanitized chain"
+        if record.get("status") != status or record.get("message") != message:
+            record["since"] = now_iso(now)
+        record.update(status=status, message=message, error=None)
+
+    def _inconsistent(self, name: str, record: dict[str, Any], reason: str, now: dt.datetime) -> Outcome:
+        since = parse_iso(record.get("inconsistent_since")) or now
+        record["inconsistent_since"] = now_iso(since)
+        overdue = now - since >= INCONSISTENT_GRACE
+        serving = self._serving(name)
+        if overdue:
+            message = f"inconsistent for {int((now - since).total_seconds())} s: {reason}; {serving}"
+            self._error(record, "inconsistent", message, now)
+            self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=3)
+            recheck = None
+        else:
+            message = f"{reason}; waiting for certbot to finish"
+            self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=6)
+            recheck = since + INCONSISTENT_GRACE
+        self.save()
+        return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
+
+    def _reject(
+        self, name: str, record: dict[str, Any], reason: str, now: dt.datetime, decision: Decision | None = None
+    ) -> Outcome:
+        record.pop("inconsistent_since", None)
+        message = f"not published: {reason}; {self._serving(name)}"
+        self._error(record, "rejected", message, now)
+        self.journal.log(Event.REJECTED, message, lineage=name)
+        self.save()
+        return Outcome(name, Event.REJECTED, message, decision=decision)
+
+    def _error(self, record: dict[str, Any], kind: str, message: str, now: dt.datetime) -> None:
+        previous = record.get("error") or {}
+        since = previous.get("since") if previous.get("kind") == kind else None
+        record["error"] = {"kind": kind, "message": message, "since": since or now_iso(now)}
+        if record.get("status") != "error":
+            record["since"] = now_iso(now)
+        record.update(status="error", message=message)
+
+    def _serving(self, name: str) -> str:
+        version = self.publisher.current_version(name)
+        return f"serving version {version}" if version is not None else "nothing published yet"
+
+
+def _dns_names(decision: Decision) -> list[str]:
+    try:
+        names = decision.leaf.x509.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name) for name in names.value.get_values_for_type(x509.DNSName)]

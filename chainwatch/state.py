@@ -1,0 +1,71 @@
+"""``state.json``: what is published, why, and how the agent is doing.
+
+Written atomically after every change, read by ``chainwatch status``. The
+format is versioned; readers ignore keys they do not know.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from chainwatch.atomic import atomic_write
+
+__all__ = ["FORMAT", "StateFile", "now_iso", "parse_iso"]
+
+FORMAT = 1
+
+
+def now_iso(moment: dt.datetime | None = None) -> str:
+    moment = moment or dt.datetime.now(dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class StateFile:
+    """The state document, kept in memory and saved whole."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"format": FORMAT, "agent": {}, "lineages": {}}
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any] | None:
+        """The saved document, or None when there is none (or it is unreadable)."""
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def load(self) -> None:
+        saved = self.read(self.path)
+        if saved and saved.get("format") == FORMAT:
+            self.data = saved
+            self.data.setdefault("agent", {})
+            self.data.setdefault("lineages", {})
+
+    @property
+    def agent(self) -> dict[str, Any]:
+        agent: dict[str, Any] = self.data["agent"]
+        return agent
+
+    def lineage(self, name: str) -> dict[str, Any]:
+        lineages: dict[str, dict[str, Any]] = self.data["lineages"]
+        return lineages.setdefault(name, {})
+
+    def names(self) -> list[str]:
+        return sorted(self.data["lineages"])
+
+    def save(self) -> None:
+        atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True).encode() + b"\n", 0o644)

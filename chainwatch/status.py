@@ -1,0 +1,139 @@
+"""``chainwatch status``: what is served, for how long, and whether to worry.
+
+Read from ``state.json`` and judged at the time of asking, so an expiry that
+passed since the last event still counts. Exit codes follow the monitoring
+plugin convention: 0 ok, 1 warning, 2 critical, 3 unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chainwatch.explain import Palette
+from chainwatch.state import StateFile, parse_iso
+
+__all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "agent_running", "render_status", "status_report"]
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+_WORDS = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNKNOWN: "unknown"}
+
+
+def agent_running(agent: dict[str, Any]) -> bool:
+    """Is the process recorded in state alive and a chainwatch?"""
+    pid = agent.get("pid")
+    if not isinstance(pid, int) or agent.get("stopped"):
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"chainwatch" in command
+
+
+def _lineage_report(name: str, record: dict[str, Any], now: dt.datetime, horizon: dt.timedelta) -> dict[str, Any]:
+    leaf = dict(record.get("leaf") or {})
+    expires = parse_iso(leaf.get("not_after"))
+    level = {"ok": OK, "warning": WARNING, "error": CRITICAL}.get(record.get("status", ""), UNKNOWN)
+    message = record.get("message", "")
+    if expires is not None:
+        leaf["days_left"] = (expires - now).days
+        if expires < now:
+            level, message = CRITICAL, f"the served leaf expired on {expires:%Y-%m-%d %H:%M} UTC; {message}"
+        elif expires - now <= horizon and level == OK:
+            level, message = WARNING, f"the served leaf expires in {(expires - now).days} days"
+    return {
+        "lineage": name,
+        "state": _WORDS[level],
+        "level": level,
+        "message": message,
+        "since": record.get("since"),
+        "version": record.get("version"),
+        "published_at": record.get("published_at"),
+        "leaf": leaf,
+        "served": record.get("served", []),
+        "dropped": record.get("dropped", []),
+        "warnings": record.get("warnings", []),
+        "error": record.get("error"),
+        "removed": bool(record.get("removed")),
+    }
+
+
+def status_report(
+    state_path: Path, names: Sequence[str] = (), horizon_days: int = 21, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """The status as data (what ``--json`` prints); ``exit`` holds the exit code."""
+    now = now or dt.datetime.now(dt.UTC)
+    data = StateFile.read(state_path)
+    if data is None:
+        return {"exit": UNKNOWN, "state": "unknown", "message": f"no state at {state_path}: chainwatch has not run yet"}
+    agent = dict(data.get("agent") or {})
+    agent["running"] = agent_running(agent)
+    lineages: dict[str, Any] = data.get("lineages") or {}
+    missing = [name for name in names if name not in lineages]
+    if missing:
+        return {
+            "exit": UNKNOWN,
+            "state": "unknown",
+            "message": f"unknown lineage: {', '.join(missing)}",
+            "agent": agent,
+        }
+    chosen = names or sorted(lineages)
+    reports = [_lineage_report(name, lineages[name], now, dt.timedelta(days=horizon_days)) for name in chosen]
+    level = max((r["level"] for r in reports), default=OK)
+    if agent.get("mode") == "run" and not agent["running"]:
+        level = max(level, WARNING)
+        agent["message"] = "the agent is not running"
+    if agent.get("config_error"):
+        level = max(level, WARNING)
+    return {"exit": level, "state": _WORDS[level], "agent": agent, "lineages": reports}
+
+
+def _when(text: str | None) -> str:
+    moment = parse_iso(text)
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "never"
+
+
+def render_status(report: dict[str, Any], palette: Palette) -> str:
+    """The report as a few lines per lineage, read at a glance."""
+    p = palette
+    if "lineages" not in report:
+        return f"chainwatch: {report['message']}\n"
+    colour = {"ok": p.kept, "warning": p.warn, "critical": p.dropped, "unknown": p.warn}
+    agent = report.get("agent") or {}
+    if agent.get("running"):
+        head = f"agent running (pid {agent.get('pid')}) since {_when(agent.get('started'))}"
+    elif agent.get("mode") == "run":
+        head = p.warn(f"agent not running (last heartbeat {_when(agent.get('heartbeat'))})")
+    else:
+        head = "agent not in use (published by chainwatch sync)" if report["lineages"] else "no lineages yet"
+    lines = [f"chainwatch {colour[report['state']](report['state'])} · {head}"]
+    if agent.get("config_error"):
+        lines.append(p.warn(f"  {agent['config_error']}"))
+    for item in report["lineages"]:
+        leaf = item["leaf"]
+        published = (
+            f"version {item['version']} published {_when(item['published_at'])}"
+            if item["version"]
+            else "nothing published"
+        )
+        paint = colour[item["state"]]
+        lines += ["", f"{paint('●')} {p.bold(item['lineage'])}  {paint(item['state'])} · {published}"]
+        if leaf:
+            names = leaf.get("names") or []
+            alias = f" (+ {', '.join(n for n in names if n != leaf.get('short'))})" if len(names) > 1 else ""
+            expiry = parse_iso(leaf.get("not_after"))
+            lines.append(
+                f"    leaf      {leaf.get('short')}{alias} · expires {expiry:%Y-%m-%d} ({leaf.get('days_left')} days)"
+                if expiry
+                else f"    leaf      {leaf.get('short')}"
+            )
+        if item["served"]:
+            lines.append("    serves    " + " → ".join(c["short"] for c in item["served"]))
+        for drop in item["dropped"]:
+            lines.append(f"    dropped   {drop['short']} ({drop['reason']}: {drop['detail']})")
+        if item["state"] != "ok":
+            lines.append(f"    {colour[item['state']]('why')}       {item['message']} (since {_when(item['since'])})")
+    return "\n".join(lines) + "\n"
