@@ -19,7 +19,7 @@ from pathlib import Path
 
 from chainwatch import __version__
 from chainwatch.agent import Agent
-from chainwatch.config import DEFAULT_CONFIG, Config, load_config, render_config
+from chainwatch.config import DEFAULT_CONFIG, Config, load_config, output_dir_hint, render_config
 from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.explain import Palette, render_dot, render_tree
 from chainwatch.journal import Event, Journal
@@ -324,8 +324,16 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    config = _config(args)
-    report = status_report(config.output_dir / "state.json", args.lineages, config.horizon_days)
+    try:
+        config = _config(args)
+        output_dir, horizon, config_error = config.output_dir, config.horizon_days, None
+    except ChainwatchError as error:
+        output_dir, horizon, config_error = output_dir_hint(args.config), Config().horizon_days, str(error)
+    report = status_report(output_dir / "state.json", args.lineages, horizon)
+    if config_error:
+        report["config_error"] = config_error
+        report["exit"] = max(report["exit"], 1) if report["exit"] != 3 else 3
+        print(f"chainwatch: warning: the configuration is invalid: {config_error}", file=sys.stderr)
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:

@@ -18,7 +18,7 @@ from chainwatch.errors import InputError
 from chainwatch.policy import Mode
 from chainwatch.trust import DEFAULT_STORE
 
-__all__ = ["DEFAULT_CONFIG", "Config", "ConsumerConfig", "load_config", "render_config"]
+__all__ = ["DEFAULT_CONFIG", "Config", "ConsumerConfig", "load_config", "output_dir_hint", "render_config"]
 
 DEFAULT_CONFIG = Path("/etc/chainwatch/chainwatch.toml")
 
@@ -151,6 +151,20 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"{path}: not valid TOML: {error}") from None
     return _build(document, _Where(path, text), path)
+
+
+def output_dir_hint(path: Path | None) -> Path:
+    """Where the state lives, even when the configuration is invalid.
+
+    ``status`` must still report when someone broke the file (that is when
+    it is needed most): take ``[output] dir`` if it can be read at all.
+    """
+    try:
+        document = tomllib.loads((path or DEFAULT_CONFIG).read_text(encoding="utf-8"))
+        value = document.get("output", {}).get("dir")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        value = None
+    return Path(value) if isinstance(value, str) and value.startswith("/") else Config().output_dir
 
 
 def _check_table(

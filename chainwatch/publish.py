@@ -115,13 +115,17 @@ class Publisher:
         os.mkdir(staging, 0o750 if self.gid is not None else 0o700)
         if self.gid is not None:
             os.chown(staging, -1, self.gid)
-        with open_dir(staging) as dir_fd:
-            for name, data in files.items():
-                secret = name in KEY_FILES
-                mode = (0o640 if self.gid is not None else 0o600) if secret else 0o644
-                write_in(dir_fd, name, data, mode, self.gid if secret else None)
-            write_in(dir_fd, _META, json.dumps({**meta, "version": version}, indent=2).encode() + b"\n", 0o644)
-            os.fsync(dir_fd)
+        try:
+            with open_dir(staging) as dir_fd:
+                for name, data in files.items():
+                    secret = name in KEY_FILES
+                    mode = (0o640 if self.gid is not None else 0o600) if secret else 0o644
+                    write_in(dir_fd, name, data, mode, self.gid if secret else None)
+                write_in(dir_fd, _META, json.dumps({**meta, "version": version}, indent=2).encode() + b"\n", 0o644)
+                os.fsync(dir_fd)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # a full disk must not keep it full
+            raise
         os.rename(staging, folder / str(version))
         with open_dir(folder) as dir_fd:
             os.fsync(dir_fd)

@@ -66,7 +66,7 @@ PYCA_HAS_VERIFIER = tuple(int(part) for part in cryptography.__version__.split("
 
 def pyca_accepts(chain: Sequence[Cert], anchors: Sequence[Cert], at: dt.datetime, dns_name: str) -> bool:
     """pyca/cryptography's Web PKI verifier (42+), as a server certificate for ``dns_name``."""
-    from cryptography.x509 import verification  # noqa: PLC0415 - absent before 42
+    from cryptography.x509 import verification
 
     builder = (
         verification.PolicyBuilder().store(verification.Store([a.x509 for a in anchors])).time(at.replace(tzinfo=None))

@@ -1,0 +1,205 @@
+"""The agent on real inotify, as a real process, reporting to a real sd_notify socket."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.certbot_tree import issued
+from tests.pki import CA, pem
+from tests.workspace import NAME, LivePKI, Workspace, utcnow
+
+
+@pytest.fixture(scope="module")
+def pki() -> LivePKI:
+    return LivePKI()
+
+
+@pytest.fixture
+def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
+    return Workspace(tmp_path, pki)
+
+
+def test_start_publishes_existing_lineages_then_reports_ready(ws: Workspace) -> None:
+    first = ws.pki.issue()
+    ws.certbot.write(NAME, first)
+    with ws.agent() as agent:
+        assert ws.published() == ws.pki.trimmed(first)
+        assert ws.published(file="privkey.pem") == first.privkey
+        ready = next(n for n in agent.notifications if "READY=1" in n)
+        assert "STATUS=watching 1 lineage; last: mail.example.test published" in ready
+
+
+def test_renewal_replayed_step_by_step_is_published_once_and_whole(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        assert ws.versions() == [1]
+        renewed = ws.pki.issue()
+        # Pauses shorter than settle_ms (100 ms): certbot's real pace is faster still.
+        ws.certbot.write(NAME, renewed, pause=0.03)
+        agent.wait_for(lambda: ws.versions() == [1, 2], what="version 2")
+        time.sleep(0.3)
+        assert ws.versions() == [1, 2]
+        assert ws.published() == ws.pki.trimmed(renewed)
+        assert ws.published(file="key+fullchain.pem") == renewed.privkey + ws.pki.trimmed(renewed)
+        assert len(agent.events("published")) == 2
+        assert agent.events("inconsistent") == []
+
+
+def test_nothing_is_published_while_certbot_is_mid_update(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        seen: list[tuple[str, list[int]]] = []
+
+        def look(step: str) -> None:
+            time.sleep(0.25)  # longer than settle_ms: the agent does look at this state
+            seen.append((step, ws.versions()))
+
+        renewed = ws.pki.issue()
+        ws.certbot.write(NAME, renewed, between=look)
+        agent.wait_for(lambda: ws.versions() == [1, 2], what="version 2")
+    assert all(versions == [1] for step, versions in seen[:-1]), seen
+    assert ws.published() == ws.pki.trimmed(renewed)
+    assert "waiting for certbot to finish" in agent.log()
+
+
+def test_new_lineage_is_picked_up_and_removed_lineage_is_reported_but_kept(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        other = ws.pki.issue("imap.example.test")
+        ws.certbot.write("imap.example.test", other)
+        agent.wait_for(lambda: ws.published("imap.example.test") is not None, what="new lineage")
+        assert ws.published("imap.example.test") == ws.pki.trimmed(other)
+        shutil.rmtree(ws.certbot.live / NAME)
+        agent.wait_for(lambda: bool(agent.events("lineage-removed")), what="removal")
+        assert ws.published() is not None
+        assert ws.state()["lineages"][NAME]["removed"] is True
+
+
+def test_edit_in_place_of_an_archive_file_is_seen(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        other = ws.pki.issue()
+        # An admin "fixes" the chain by hand, in the archive file the link points to.
+        archive = ws.certbot.archive / NAME
+        (archive / "fullchain1.pem").write_bytes(other.fullchain)
+        (archive / "cert1.pem").write_bytes(other.cert)
+        (archive / "privkey1.pem").write_bytes(other.privkey)
+        agent.wait_for(lambda: ws.published() == ws.pki.trimmed(other), what="edited chain published")
+
+
+def test_live_directory_created_after_start_is_watched(tmp_path: Path, pki: LivePKI) -> None:
+    ws = Workspace(tmp_path, pki)
+    shutil.rmtree(ws.certbot.root)
+    with ws.agent() as agent:
+        ws.certbot.__init__(ws.certbot.root)  # type: ignore[misc]
+        ws.certbot.write(NAME, pki.issue())
+        agent.wait_for(lambda: ws.published() is not None, what="publication after live/ appeared")
+
+
+def test_sighup_with_a_broken_configuration_keeps_the_old_one_and_says_why(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        ws.write_config(extra="mode = 'fast'\n")
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: bool(agent.events("config-rejected")), what="config-rejected")
+        rejected = agent.events("config-rejected")[0]
+        assert "keeping the previous one" in rejected
+        assert "chainwatch.toml:9: [policy] mode: expected safe or minimal, got 'fast'" in rejected
+        assert agent.process.poll() is None
+        status = ws.chainwatch("status")
+        assert "configuration not reloaded" in status.stdout
+        assert "the configuration is invalid" in status.stderr
+        assert status.returncode == 1
+        assert any("RELOADING=1" in n for n in agent.read_notifications())
+        # Still working with the old configuration:
+        renewed = ws.pki.issue()
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), what="publication after bad HUP")
+
+
+def test_sighup_applies_a_changed_configuration(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        ws.write_config(extra="mode = 'minimal'\n")
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: bool(agent.events("config-reloaded")), what="config-reloaded")
+        assert "configuration not reloaded" not in ws.chainwatch("status").stdout
+
+
+def test_sigterm_stops_within_a_second(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        started = time.monotonic()
+        agent.process.send_signal(signal.SIGTERM)
+        assert agent.process.wait(2) == 0
+        assert time.monotonic() - started < 1.0
+        assert any("STOPPING=1" in n for n in agent.read_notifications(0.2))
+
+
+def test_idle_agent_does_not_wake_up(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        time.sleep(0.3)
+
+        def switches() -> tuple[int, int]:
+            lines = Path(f"/proc/{agent.process.pid}/status").read_text().splitlines()
+            values = {k: int(v) for k, v in (line.split(":\t") for line in lines if "ctxt_switches" in line)}
+            return values["voluntary_ctxt_switches"], values["nonvoluntary_ctxt_switches"]
+
+        before = switches()
+        time.sleep(2.0)
+        assert switches()[0] == before[0], "the agent woke up while idle"
+
+
+def test_watchdog_is_pinged_when_systemd_asks(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent(env={"WATCHDOG_USEC": "400000"}) as agent:
+        agent.wait_for(lambda: sum("WATCHDOG=1" in n for n in agent.read_notifications()) >= 3, what="3 pings")
+
+
+def test_inotify_overflow_leads_to_a_full_reconcile(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    limit = Path("/proc/sys/fs/inotify/max_queued_events")
+    if os.geteuid() != 0:
+        pytest.fail("needs root to lower fs.inotify.max_queued_events (CI runs as root)")
+    saved = limit.read_text()
+    limit.write_text("8\n")  # read by inotify_init only: the agent's queue gets 8 slots
+    try:
+        with ws.agent() as agent:
+            limit.write_text(saved)
+            agent.process.send_signal(signal.SIGSTOP)
+            renewed = ws.pki.issue()
+            ws.certbot.write(NAME, renewed)
+            for index in range(20):
+                (ws.certbot.live / NAME / f"noise{index}").write_text("x")
+            agent.process.send_signal(signal.SIGCONT)
+            agent.wait_for(lambda: "inotify queue overflowed" in agent.log(), what="overflow")
+            agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), what="reconciled publication")
+    finally:
+        limit.write_text(saved)
+
+
+def test_agent_re_trims_the_moment_an_old_root_expires(tmp_path: Path) -> None:
+    now = utcnow()
+    day = dt.timedelta(days=1)
+    soon = now + dt.timedelta(seconds=3)
+    old = CA.root("Old Root", not_before=now - 3000 * day, not_after=soon)
+    new = CA.root("New Root", not_before=now - 3000 * day, not_after=now + 3000 * day)
+    cross = old.cross_sign(new, not_before=now - day, not_after=now + 300 * day)
+    issuing = new.intermediate("Issuing CA", not_before=now - day, not_after=now + 300 * day)
+    leaf, key = issuing.leaf(NAME, not_before=now - day, not_after=now + 60 * day)
+    pki = LivePKI()
+    ws = Workspace(tmp_path, pki)
+    ws.store.write_bytes(pem(old.cert, new.cert))
+    ws.certbot.write(NAME, issued(leaf, key, issuing.cert, cross))
+    with ws.agent() as agent:
+        assert ws.published() == pem(leaf, issuing.cert, cross)
+        agent.wait_for(lambda: ws.published() == pem(leaf, issuing.cert), timeout=8, what="re-trim at expiry")
+        assert ws.versions() == [1, 2]

@@ -1,0 +1,139 @@
+"""The configuration file: defaults that serve a stock host, mistakes named with their line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainwatch.config import Config, ConsumerConfig, load_config, render_config
+from chainwatch.errors import InputError
+from chainwatch.policy import Mode
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "chainwatch.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_means_defaults_for_certbot_and_dovecot(tmp_path: Path) -> None:
+    config = load_config(tmp_path / "absent.toml")
+    assert config == Config()
+    assert config.live_dir == Path("/etc/letsencrypt/live")
+    assert config.output_dir == Path("/var/lib/chainwatch")
+    assert config.consumers == (ConsumerConfig("dovecot", unit="dovecot.service"),)
+
+
+def test_a_file_the_user_named_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="absent.toml: no such file"):
+        load_config(tmp_path / "absent.toml", required=True)
+
+
+def test_every_key_is_read(tmp_path: Path) -> None:
+    store = tmp_path / "store.pem"
+    store.write_text("")
+    config = load_config(
+        write(
+            tmp_path,
+            f"""
+[watch]
+live_dir = "/srv/le/live"
+settle_ms = 50
+[output]
+dir = "/srv/out"
+key_group = "mail"
+[policy]
+trust_stores = ["{store}"]
+mode = "minimal"
+distrust = ["CN=Old"]
+horizon_days = 10
+[metrics]
+textfile = "/var/lib/prometheus/node-exporter/chainwatch.prom"
+[[consumer]]
+name = "postfix"
+reload_command = ["postfix", "reload"]
+lineages = ["mail.*"]
+probe = ["smtp+starttls://127.0.0.1:25"]
+""",
+        )
+    )
+    assert config.live_dir == Path("/srv/le/live")
+    assert config.settle_ms == 50
+    assert config.key_group == "mail"
+    assert config.trust_stores == (store,)
+    assert config.mode == Mode.MINIMAL
+    assert config.distrust == ("CN=Old",)
+    assert config.horizon_days == 10
+    assert config.metrics_textfile == Path("/var/lib/prometheus/node-exporter/chainwatch.prom")
+    assert config.consumers == (
+        ConsumerConfig("postfix", ("mail.*",), None, ("postfix", "reload"), 30.0, ("smtp+starttls://127.0.0.1:25",)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[watch]\nsettle_ms = 'soon'\n", ":2: [watch] settle_ms: expected milliseconds (an integer), got 'soon'"),
+        ("[watch]\nsettle_ms = true\n", ":2: [watch] settle_ms: expected milliseconds (an integer), got True"),
+        ("[watch]\n\nlive_dri = '/x'\n", ":3: [watch] live_dri: unknown key (known: live_dir, settle_ms)"),
+        ("[wach]\n", ":1: [wach]: unknown table"),
+        ("[policy]\nmode = 'fast'\n", ":2: [policy] mode: expected safe or minimal, got 'fast'"),
+        (
+            "[policy]\ntrust_stores = ['/nonexistent.pem']\n",
+            ":2: [policy] trust_stores: /nonexistent.pem: no such file",
+        ),
+        ("[output]\ndir = 'relative'\n", ":2: [output] dir: must be an absolute path"),
+        ("[[consumer]]\nname = 'x'\n", ":1: [[consumer]] #1: needs exactly one of unit or reload_command"),
+        (
+            "[[consumer]]\nname='a'\nunit='a.service'\n[[consumer]]\nname='b'\nunit='b'\nprobe = 'imaps://x'\n",
+            ":7: [[consumer]] #2 probe: expected a list of strings",
+        ),
+        ("[watch\n", ": not valid TOML: "),
+    ],
+)
+def test_mistakes_give_one_line_naming_the_key_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(str(path))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_effective_configuration_reads_back_the_same(tmp_path: Path) -> None:
+    store = tmp_path / "store.pem"
+    store.write_text("")
+    original = load_config(
+        write(
+            tmp_path,
+            f'[policy]\ntrust_stores = ["{store}"]\nmode = "minimal"\n'
+            '[[consumer]]\nname = "dovecot"\nreload_command = ["doveadm", "reload"]\nprobe = ["imaps://127.0.0.1:993"]\n',
+        )
+    )
+    again = load_config(write(tmp_path, render_config(original)))
+    assert again == Config(**{**original.__dict__, "source": again.source})
+
+
+def test_no_consumers_reads_back_as_none(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "consumer = []\n"))
+    assert config.consumers == ()
+    assert load_config(write(tmp_path, render_config(config))).consumers == ()
+
+
+def test_check_config_prints_the_effective_configuration_or_one_line(tmp_path: Path) -> None:
+    good = write(tmp_path, "[watch]\nsettle_ms = 50\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "check-config", "--config", str(good)], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "settle_ms = 50" in result.stdout
+    assert 'name = "dovecot"' in result.stdout
+    bad = write(tmp_path, "[watch]\nsettle_ms = -1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "check-config", "--config", str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"chainwatch: {bad}:2: [watch] settle_ms: must be between 0 and 60000\n"

@@ -1,0 +1,142 @@
+"""Publishing sets: versioned, atomic, root-only, never through someone else's link."""
+
+from __future__ import annotations
+
+import grp
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from chainwatch.atomic import UnsafePathError
+from chainwatch.publish import Publisher
+
+
+def files(tag: bytes) -> dict[str, bytes]:
+    return {
+        "fullchain.pem": b"full " + tag,
+        "chain.pem": b"chain " + tag,
+        "cert.pem": b"cert " + tag,
+        "privkey.pem": b"key " + tag,
+        "key+fullchain.pem": b"key+full " + tag,
+    }
+
+
+@pytest.fixture
+def publisher(tmp_path: Path) -> Publisher:
+    publisher = Publisher(tmp_path / "var" / "lib" / "chainwatch")
+    publisher.prepare()
+    return publisher
+
+
+def test_first_publication_creates_version_one_behind_a_stable_link(publisher: Publisher) -> None:
+    assert publisher.publish("mail", files(b"1"), {"note": "x"}) == 1
+    live = publisher.root / "live" / "mail"
+    assert os.readlink(live) == "../versions/mail/1"
+    assert (live / "fullchain.pem").read_bytes() == b"full 1"
+    assert publisher.meta_of("mail") == {"note": "x", "version": 1}
+
+
+def test_created_directories_and_keys_are_root_only(publisher: Publisher) -> None:
+    publisher.publish("mail", files(b"1"), {})
+    for directory in (publisher.root, publisher.root.parent, publisher.live, publisher.versions / "mail" / "1"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    version = publisher.versions / "mail" / "1"
+    assert stat.S_IMODE((version / "privkey.pem").stat().st_mode) == 0o600
+    assert stat.S_IMODE((version / "key+fullchain.pem").stat().st_mode) == 0o600
+    assert stat.S_IMODE((version / "fullchain.pem").stat().st_mode) == 0o644
+
+
+def test_key_group_makes_keys_0640_for_that_group(tmp_path: Path) -> None:
+    group = next(g for g in ("mail", "adm", "daemon") if _group_exists(g))
+    gid = grp.getgrnam(group).gr_gid
+    publisher = Publisher(tmp_path / "out", gid)
+    publisher.prepare()
+    publisher.publish("mail", files(b"1"), {})
+    key = publisher.versions / "mail" / "1" / "privkey.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o640
+    assert key.stat().st_gid == gid
+    assert stat.S_IMODE(publisher.root.stat().st_mode) == 0o750
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def test_identical_content_is_not_written_again(publisher: Publisher) -> None:
+    publisher.publish("mail", files(b"1"), {})
+    before = (publisher.versions / "mail" / "1" / "fullchain.pem").stat().st_mtime_ns
+    assert publisher.publish("mail", files(b"1"), {}) is None
+    assert publisher.versions_of("mail") == [1]
+    assert (publisher.versions / "mail" / "1" / "fullchain.pem").stat().st_mtime_ns == before
+
+
+def test_new_content_becomes_the_next_version_and_the_previous_stays(publisher: Publisher) -> None:
+    publisher.publish("mail", files(b"1"), {})
+    assert publisher.publish("mail", files(b"2"), {}) == 2
+    assert publisher.previous_version("mail") == 1
+    assert publisher.files_of("mail", 1) == files(b"1")
+    publisher.switch("mail", 1)
+    assert (publisher.live / "mail" / "cert.pem").read_bytes() == b"cert 1"
+
+
+def test_only_the_three_newest_versions_are_kept(publisher: Publisher) -> None:
+    for tag in (b"1", b"2", b"3", b"4", b"5"):
+        publisher.publish("mail", files(tag), {})
+    assert publisher.versions_of("mail") == [3, 4, 5]
+
+
+def test_prepare_clears_what_a_crash_left_half_done(publisher: Publisher) -> None:
+    publisher.publish("mail", files(b"1"), {})
+    (publisher.versions / "mail" / ".new-2").mkdir()
+    (publisher.versions / "mail" / ".new-2" / "fullchain.pem").write_bytes(b"half")
+    os.symlink("../versions/mail/2", publisher.live / ".mail.new")
+    publisher.prepare()
+    assert not (publisher.versions / "mail" / ".new-2").exists()
+    assert not (publisher.live / ".mail.new").is_symlink()
+    assert publisher.publish("mail", files(b"2"), {}) == 2
+
+
+def test_output_directory_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "out")
+    with pytest.raises(UnsafePathError, match="is not a directory"):
+        Publisher(tmp_path / "out").prepare()
+
+
+def test_output_directory_writable_by_others_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out").chmod(0o777)
+    with pytest.raises(UnsafePathError, match="writable by group or others"):
+        Publisher(tmp_path / "out").prepare()
+
+
+def test_output_directory_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root to give a directory away (CI runs as root)")
+    (tmp_path / "out").mkdir(mode=0o700)
+    os.chown(tmp_path / "out", 65534, 65534)
+    with pytest.raises(UnsafePathError, match="owned by uid 65534"):
+        Publisher(tmp_path / "out").prepare()
+
+
+def test_a_planted_symlink_in_place_of_a_temporary_file_is_not_followed(publisher: Publisher, tmp_path: Path) -> None:
+    from chainwatch.atomic import open_dir, write_in
+
+    target = tmp_path / "victim"
+    target.write_bytes(b"precious")
+    folder = publisher.root / "x"
+    folder.mkdir(mode=0o700)
+    with open_dir(folder) as fd:
+        # Every temporary name is fresh and opened O_EXCL|O_NOFOLLOW, so only
+        # the final rename touches the name; it replaces a link, never writes through it.
+        os.symlink(target, folder / "state.json")
+        write_in(fd, "state.json", b"new")
+    assert target.read_bytes() == b"precious"
+    assert (folder / "state.json").read_bytes() == b"new"
+    assert not (folder / "state.json").is_symlink()

@@ -1,0 +1,182 @@
+"""A temporary host for the agent: a certbot tree, a configuration, and the agent itself.
+
+The agent runs as a real process (``python -m chainwatch run``) on real
+inotify; systemd's notification socket is a real AF_UNIX datagram socket
+that the test reads, exactly as systemd would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from chainwatch.pem import parse_certificates
+from tests.certbot_tree import CertbotTree, Issued, issued
+from tests.pki import CA, pem
+
+NAME = "mail.example.test"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class LivePKI:
+    """A DST-like hierarchy around the real current time: the old root expired yesterday."""
+
+    def __init__(self) -> None:
+        now = utcnow()
+        day = dt.timedelta(days=1)
+        self.old = CA.root("Old Root", not_before=now - 3000 * day, not_after=now - day)
+        self.new = CA.root("New Root", not_before=now - 3000 * day, not_after=now + 3000 * day)
+        self.cross = self.old.cross_sign(self.new, not_before=now - 300 * day, not_after=now + 300 * day)
+        self.issuing = self.new.intermediate("Issuing CA", not_before=now - 300 * day, not_after=now + 600 * day)
+
+    def issue(self, name: str = NAME) -> Issued:
+        """A fresh leaf, served the way certbot got it: with the cross-sign."""
+        now = utcnow()
+        leaf, key = self.issuing.leaf(
+            name, not_before=now - dt.timedelta(hours=1), not_after=now + dt.timedelta(days=89)
+        )
+        return issued(leaf, key, self.issuing.cert, self.cross)
+
+    def trimmed(self, content: Issued) -> bytes:
+        """What chainwatch should publish as fullchain.pem for ``content``."""
+        return content.cert + pem(self.issuing.cert)
+
+    def store_pem(self) -> bytes:
+        return pem(self.old.cert, self.new.cert)
+
+
+@dataclass
+class Agent:
+    """A running ``chainwatch run`` and what it told systemd."""
+
+    process: subprocess.Popen[str]
+    notify: socket.socket
+    log_path: Path
+    notifications: list[str] = field(default_factory=list)
+
+    def read_notifications(self, timeout: float = 0.0) -> list[str]:
+        self.notify.settimeout(timeout if timeout > 0 else 0.0001)
+        with contextlib.suppress(TimeoutError, BlockingIOError):
+            while True:
+                self.notifications.append(self.notify.recv(4096).decode())
+                self.notify.settimeout(0.0001)
+        return self.notifications
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"agent exited ({self.process.returncode}) waiting for {what}:\n{self.log()}")
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; agent log:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def events(self, event: str) -> list[str]:
+        return [line for line in self.log().splitlines() if re.search(rf" chainwatch {event}[ :]", line)]
+
+
+class Workspace:
+    """tmp/le (certbot), tmp/out (published), tmp/chainwatch.toml."""
+
+    def __init__(self, root: Path, pki: LivePKI, *, settle_ms: int = 100, extra: str = "") -> None:
+        self.root = root
+        self.pki = pki
+        self.certbot = CertbotTree(root / "le")
+        self.out = root / "out"
+        self.store = root / "store.pem"
+        self.store.write_bytes(pki.store_pem())
+        self.config = root / "chainwatch.toml"
+        self.write_config(settle_ms=settle_ms, extra=extra)
+
+    def write_config(
+        self,
+        *,
+        settle_ms: int = 100,
+        extra: str = "",
+        consumers: str = "consumer = []\n",
+        stores: tuple[Path, ...] = (),
+    ) -> None:
+        """Write chainwatch.toml; ``extra`` lands in [policy], ``consumers`` on top."""
+        store_list = ", ".join(f'"{path}"' for path in (stores or (self.store,)))
+        self.config.write_text(
+            f"{consumers}"
+            f'[watch]\nlive_dir = "{self.certbot.live}"\nsettle_ms = {settle_ms}\n'
+            f'[output]\ndir = "{self.out}"\n'
+            f"[policy]\ntrust_stores = [{store_list}]\n{extra}"
+        )
+
+    def chainwatch(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chainwatch", *args, "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
+
+    def published(self, name: str = NAME, file: str = "fullchain.pem") -> bytes | None:
+        path = self.out / "live" / name / file
+        return path.read_bytes() if path.exists() else None
+
+    def versions(self, name: str = NAME) -> list[int]:
+        folder = self.out / "versions" / name
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.out / "state.json").read_text())
+        return data
+
+    @contextlib.contextmanager
+    def agent(self, env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[Agent]:
+        notify_path = self.root / "notify.sock"
+        notify_path.unlink(missing_ok=True)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(notify_path))
+        log_path = self.root / "agent.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "chainwatch", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "NOTIFY_SOCKET": str(notify_path), **(env or {})},
+            )
+        agent = Agent(process, notify, log_path)
+        try:
+            if wait_ready:
+                agent.wait_for(lambda: any("READY=1" in n for n in agent.read_notifications()), what="READY=1")
+            yield agent
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            notify.close()
+
+
+def served_leaf(fullchain: bytes) -> x509.Certificate:
+    return parse_certificates(fullchain, "published")[0].x509
