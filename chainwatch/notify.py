@@ -18,6 +18,11 @@ class Notifier:
     def __init__(self) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
+        if self._notifier is not None and self._notifier.socket is not None:
+            # A notification must never stall the agent: if the receiver's
+            # queue is full the message is dropped (sdnotify swallows EAGAIN)
+            # instead of blocking the event loop.
+            self._notifier.socket.setblocking(False)
         usec = os.environ.get("WATCHDOG_USEC", "")
         pid = os.environ.get("WATCHDOG_PID", "")
         own = not pid or pid == str(os.getpid())

@@ -18,6 +18,7 @@ from typing import Any
 from cryptography import x509
 
 from chainwatch.atomic import group_id
+from chainwatch.certificate import Cert
 from chainwatch.config import Config
 from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.journal import Event, Journal
@@ -117,7 +118,7 @@ class Processor:
             outcome = Outcome(name, Event.UNCHANGED, f"unchanged, serving version {current}", current, decision)
         else:
             record["published_at"] = now_iso(now)
-            summary = ", ".join(f"{v.cert.short_subject} ({v.reason})" for v in decision.dropped) or "nothing"
+            summary = ", ".join(f"{_name(v.cert)} ({v.reason})" for v in decision.dropped) or "nothing"
             outcome = Outcome(
                 name, Event.PUBLISHED, f"published version {version}; dropped {summary}", version, decision
             )
@@ -219,7 +220,7 @@ class Processor:
             for c in decision.chain
         ]
         record["dropped"] = [
-            {"short": v.cert.short_subject, "sha256": v.cert.sha256, "reason": str(v.reason), "detail": v.detail}
+            {"short": _name(v.cert), "sha256": v.cert.sha256, "reason": str(v.reason), "detail": v.detail}
             for v in decision.dropped
         ]
         record["warnings"] = [{"code": str(w.code), "message": w.message} for w in decision.warnings]
@@ -271,6 +272,11 @@ class Processor:
     def _serving(self, name: str) -> str:
         version = self.publisher.current_version(name)
         return f"serving version {version}" if version is not None else "nothing published yet"
+
+
+def _name(cert: Cert) -> str:
+    """ "R3", or "ISRG Root X1 ← DST Root CA X3" where the issuer is not itself."""
+    return cert.short_subject if cert.names_itself else f"{cert.short_subject} ← {cert.short_issuer}"
 
 
 def _dns_names(decision: Decision) -> list[str]:

@@ -203,3 +203,13 @@ def test_agent_re_trims_the_moment_an_old_root_expires(tmp_path: Path) -> None:
         assert ws.published() == pem(leaf, issuing.cert, cross)
         agent.wait_for(lambda: ws.published() == pem(leaf, issuing.cert), timeout=8, what="re-trim at expiry")
         assert ws.versions() == [1, 2]
+
+
+def test_a_notification_socket_nobody_reads_does_not_stall_the_agent(ws: Workspace) -> None:
+    # A datagram socket queues ~10 messages; the agent sends one per batch.
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        for _ in range(15):
+            renewed = ws.pki.issue()
+            ws.certbot.write(NAME, renewed)
+            agent.wait_for(lambda r=renewed: ws.published() == ws.pki.trimmed(r), what="publication")

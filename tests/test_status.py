@@ -43,7 +43,7 @@ def test_sync_publishes_and_status_reads_ok_at_a_glance(ws: Workspace) -> None:
     assert lines[3].startswith("    leaf      mail.example.test · expires ")
     assert lines[3].endswith("(88 days)")
     assert lines[4] == "    serves    mail.example.test → Issuing CA"
-    assert lines[5].startswith("    dropped   New Root (issuer-expired: its issuer Old Root expired on ")
+    assert lines[5].startswith("    dropped   New Root ← Old Root (issuer-expired: its issuer Old Root expired on ")
 
 
 def test_sync_twice_reports_unchanged(ws: Workspace) -> None:

@@ -1,0 +1,142 @@
+"""A real ACME server (Debian's pebble) on loopback, and real certbot talking to it.
+
+pebble keeps accounts in memory, so one server serves a whole test module;
+certbot's `renew` sleeps up to 8 minutes when not on a terminal unless told
+`--no-random-sleep-on-renew` (FIELD-NOTES).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "pebble-cert.pem", folder / "pebble-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class Pebble:
+    """A running pebble; ``root_pem()`` is the CA its certificates chain to."""
+
+    def __init__(self, folder: Path) -> None:
+        if not shutil.which("pebble") or not shutil.which("certbot"):
+            raise RuntimeError("pebble and certbot are Debian packages that .ci/setup installs")
+        self.folder = folder
+        self.tls_cert, tls_key = _self_signed(folder)
+        self.acme_port, self.management_port, self.http_port = free_port(), free_port(), free_port()
+        config = {
+            "pebble": {
+                "listenAddress": f"127.0.0.1:{self.acme_port}",
+                "managementListenAddress": f"127.0.0.1:{self.management_port}",
+                "certificate": str(self.tls_cert),
+                "privateKey": str(tls_key),
+                "httpPort": self.http_port,
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
+        (folder / "pebble.json").write_text(json.dumps(config))
+        self.log = (folder / "pebble.log").open("w")
+        self.process = subprocess.Popen(
+            ["pebble", "-config", str(folder / "pebble.json")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PEBBLE_VA_ALWAYS_VALID": "1", "PEBBLE_VA_NOSLEEP": "1"},
+        )
+        deadline = time.monotonic() + 15
+        while "Listening on" not in (folder / "pebble.log").read_text():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("pebble did not start:\n" + (folder / "pebble.log").read_text())
+            time.sleep(0.05)
+
+    @property
+    def directory(self) -> str:
+        return f"https://127.0.0.1:{self.acme_port}/dir"
+
+    def root_pem(self) -> bytes:
+        context = ssl.create_default_context(cafile=str(self.tls_cert))
+        url = f"https://127.0.0.1:{self.management_port}/roots/0"
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            data: bytes = response.read()
+            return data
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.log.close()
+
+
+class Certbot:
+    """certbot with its own config, work and logs directories."""
+
+    def __init__(self, pebble: Pebble, folder: Path) -> None:
+        self.pebble = pebble
+        self.config_dir = folder / "config"
+        self.live = self.config_dir / "live"
+        self.common = [
+            "--server", pebble.directory,
+            "--config-dir", str(self.config_dir), "--work-dir", str(folder / "work"), "--logs-dir", str(folder / "logs"),
+            "--non-interactive",
+        ]  # fmt: skip
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            ["certbot", *args, *self.common],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "REQUESTS_CA_BUNDLE": str(self.pebble.tls_cert)},
+            timeout=120,
+        )
+
+    def certonly(self, name: str) -> None:
+        self._run(
+            "certonly", "--agree-tos", "-m", "a@example.test", "--standalone",
+            "--http-01-port", str(self.pebble.http_port), "--http-01-address", "127.0.0.1", "-d", name,
+        )  # fmt: skip
+
+    def renew(self) -> None:
+        self._run("renew", "--force-renewal", "--no-random-sleep-on-renew")
