@@ -119,7 +119,8 @@ class Certbot:
         self.live = self.config_dir / "live"
         self.common = [
             "--server", pebble.directory,
-            "--config-dir", str(self.config_dir), "--work-dir", str(folder / "work"), "--logs-dir", str(folder / "logs"),
+            "--config-dir", str(self.config_dir),
+            "--work-dir", str(folder / "work"), "--logs-dir", str(folder / "logs"),
             "--non-interactive",
         ]  # fmt: skip
 
