@@ -109,14 +109,13 @@ class Agent:
                     next_ping = now + self.notifier.watchdog_interval / 2
                     if now >= next_heartbeat:
                         with self.processor.exclusive():
-                            self.processor.save()
+                            pass  # leaving saves, with a fresh heartbeat
                         next_heartbeat = now + _HEARTBEAT_EVERY
         finally:
             self.notifier.stopping()
             self.journal.log(Event.STOPPING, "stopping")
             with self.processor.exclusive():
                 self.processor.agent_record["stopped"] = now_iso()
-                self.processor.save()
             selector.close()
             self.watcher.close()
             signal.set_wakeup_fd(previous_fd)
@@ -207,8 +206,8 @@ class Agent:
     def process(self, names: Iterable[str]) -> list[Outcome]:
         outcomes = []
         with self.processor.exclusive():
-            for name in names:
-                outcome = self.processor.process(name)
+            for outcome in self.processor.process_batch(list(names)):
+                name = outcome.lineage
                 self.watcher.follow_archives(name, archive_dirs(self.config.live_dir, name))
                 if outcome.recheck_at:
                     self.rechecks[name] = outcome.recheck_at
@@ -237,7 +236,6 @@ class Agent:
             self.journal.log(Event.CONFIG_REJECTED, message)
             with self.processor.exclusive():
                 self.processor.agent_record["config_error"] = message
-                self.processor.save()
             self.notifier.ready(self._status_line())
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}

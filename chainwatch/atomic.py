@@ -8,6 +8,7 @@ symlink planted by someone else is never written through.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import grp
 import os
 import secrets
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from chainwatch.errors import ChainwatchError
 
-__all__ = ["UnsafePathError", "atomic_write", "group_id", "open_dir", "private_dir", "write_in"]
+__all__ = ["UnsafePathError", "atomic_write", "group_id", "open_dir", "private_dir", "syncfs", "write_in"]
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class UnsafePathError(ChainwatchError):
@@ -79,8 +82,26 @@ def open_dir(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def write_in(dir_fd: int, name: str, data: bytes, mode: int = 0o600, gid: int | None = None) -> None:
-    """Write ``name`` inside an open directory atomically (no directory fsync: callers batch it)."""
+def syncfs(path: Path) -> None:
+    """Flush the whole filesystem holding ``path`` (data and metadata) and wait.
+
+    One call makes a batch of writes durable where a file-by-file fsync
+    would cost one disk flush per file: publishing 10,000 sets at start-up
+    needs three of these instead of ~90,000 fsyncs.
+    """
+    with open_dir(path) as fd:
+        if _libc.syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error), str(path))
+
+
+def write_in(
+    dir_fd: int, name: str, data: bytes, mode: int = 0o600, gid: int | None = None, *, durable: bool = True
+) -> None:
+    """Write ``name`` inside an open directory atomically (no directory fsync: callers batch it).
+
+    ``durable=False`` leaves the data fsync to the caller (see :func:`syncfs`).
+    """
     temporary = f".{name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
@@ -91,7 +112,8 @@ def write_in(dir_fd: int, name: str, data: bytes, mode: int = 0o600, gid: int | 
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

@@ -307,10 +307,8 @@ def _sync(args: argparse.Namespace) -> int:
         if not valid_name(name):
             raise InputError(f"{name!r}: not a lineage name")
     processor = Processor(config, Journal())
-    outcomes = []
     with processor.exclusive():
-        for name in names or list_lineages(config.live_dir):
-            outcomes.append(processor.process(name))
+        outcomes = processor.process_batch(names or list_lineages(config.live_dir))
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
@@ -318,7 +316,7 @@ def _sync(args: argparse.Namespace) -> int:
     print(f"chainwatch sync: {summary}")
     if any(o.event in (Event.REJECTED, Event.INCONSISTENT) for o in outcomes):
         return EXIT_USAGE
-    if any(o.decision is not None and o.decision.warnings for o in outcomes):
+    if any(o.warned for o in outcomes):
         return EXIT_DEGRADED
     return EXIT_OK
 

@@ -78,8 +78,12 @@ def archive_dirs(live_dir: Path, name: str) -> tuple[Path, ...]:
     return tuple(found)
 
 
-def read_lineage(live_dir: Path, name: str) -> Lineage:
-    """Read lineage ``name``; raises :class:`Inconsistent` or :class:`Rejected`."""
+def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
+    """The four files of lineage ``name``, read only if the lineage is whole.
+
+    Raises :class:`Inconsistent` while certbot is (or was left) mid-update and
+    :class:`Rejected` for a file that cannot be read.
+    """
     directory = live_dir / name
     if not directory.is_dir():
         raise Inconsistent(f"{directory} is gone")
@@ -102,12 +106,15 @@ def read_lineage(live_dir: Path, name: str) -> Lineage:
             raise Rejected(f"{path}: cannot read ({error.strerror})") from None
         if len(content[kind]) > MAX_CHAIN_BYTES:
             raise Rejected(f"{path}: larger than 1 MiB")
+    return content
+
+
+def parse_lineage(live_dir: Path, name: str, content: dict[str, bytes]) -> Lineage:
+    """Parse what :func:`read_files` returned; raises :class:`Rejected`."""
+    directory = live_dir / name
     try:
         certs = tuple(parse_certificates(content["fullchain"], str(directory / "fullchain.pem")))
         cert = parse_certificates(content["cert"], str(directory / "cert.pem"))
-    except InputError as error:
-        raise Rejected(str(error)) from None
-    try:
         leaf_key = public_key_from_pem(content["privkey"], str(directory / "privkey.pem"))
     except InputError as error:
         raise Rejected(str(error)) from None
@@ -116,9 +123,10 @@ def read_lineage(live_dir: Path, name: str) -> Lineage:
     if cert[0] not in certs:
         raise Rejected(f"{directory / 'cert.pem'}: its certificate is not in fullchain.pem")
     return Lineage(
-        name=name,
-        fullchain=content["fullchain"],
-        privkey=content["privkey"],
-        certs=certs,
-        leaf_key=leaf_key,
+        name=name, fullchain=content["fullchain"], privkey=content["privkey"], certs=certs, leaf_key=leaf_key
     )
+
+
+def read_lineage(live_dir: Path, name: str) -> Lineage:
+    """Read and parse lineage ``name``; raises :class:`Inconsistent` or :class:`Rejected`."""
+    return parse_lineage(live_dir, name, read_files(live_dir, name))

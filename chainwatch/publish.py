@@ -22,11 +22,11 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chainwatch.atomic import open_dir, private_dir, write_in
+from chainwatch.atomic import open_dir, private_dir, syncfs, write_in
 from chainwatch.policy import Decision
 
 __all__ = ["CERT_FILES", "KEY_FILES", "Publisher", "set_for"]
@@ -105,40 +105,88 @@ class Publisher:
 
     def publish(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> int | None:
         """Publish ``files`` as a new version; None when they equal the served set."""
-        if self.files_of(lineage) == dict(files):
-            return None
+        result = self.publish_many([(lineage, files, meta)])[lineage]
+        if isinstance(result, OSError):
+            raise result
+        return result
+
+    def publish_many(
+        self, sets: Sequence[tuple[str, Mapping[str, bytes], Mapping[str, Any]]]
+    ) -> dict[str, int | OSError | None]:
+        """Publish several lineages' sets with three filesystem flushes in all.
+
+        Order is what keeps every published set whole across a crash: all new
+        content is flushed before any version directory gets its final name,
+        and those names are flushed before any ``live/`` link points at them.
+        A lineage that fails (a full disk) keeps its served set; the others go on.
+        """
+        results: dict[str, int | OSError | None] = {}
+        staged: list[tuple[str, int, Path]] = []
+        for lineage, files, meta in sets:
+            try:
+                if self.files_of(lineage) == dict(files):
+                    results[lineage] = None
+                    continue
+                staged.append(self._stage(lineage, files, meta))
+            except OSError as error:
+                results[lineage] = error
+        if not staged:
+            return results
+        try:
+            syncfs(self.root)
+        except OSError as error:
+            for lineage, _, staging in staged:
+                shutil.rmtree(staging, ignore_errors=True)
+                results[lineage] = error
+            return results
+        renamed = []
+        for lineage, version, staging in staged:
+            try:
+                os.rename(staging, self.versions / lineage / str(version))
+                renamed.append((lineage, version))
+            except OSError as error:
+                shutil.rmtree(staging, ignore_errors=True)
+                results[lineage] = error
+        syncfs(self.root)
+        for lineage, version in renamed:
+            self._point(lineage, version)
+            results[lineage] = version
+        syncfs(self.root)
+        for lineage, version in renamed:
+            self._prune(lineage, keep=version)
+        return results
+
+    def _stage(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> tuple[str, int, Path]:
         folder = self.versions / lineage
         private_dir(folder, self.gid)
         version = max([0, *self.versions_of(lineage)]) + 1
         staging = folder / f".new-{version}"
         shutil.rmtree(staging, ignore_errors=True)
         os.mkdir(staging, 0o750 if self.gid is not None else 0o700)
-        if self.gid is not None:
-            os.chown(staging, -1, self.gid)
         try:
+            if self.gid is not None:
+                os.chown(staging, -1, self.gid)
             with open_dir(staging) as dir_fd:
                 for name, data in files.items():
                     secret = name in KEY_FILES
                     mode = (0o640 if self.gid is not None else 0o600) if secret else 0o644
-                    write_in(dir_fd, name, data, mode, self.gid if secret else None)
-                write_in(dir_fd, _META, json.dumps({**meta, "version": version}, indent=2).encode() + b"\n", 0o644)
-                os.fsync(dir_fd)
+                    write_in(dir_fd, name, data, mode, self.gid if secret else None, durable=False)
+                document = json.dumps({**meta, "version": version}, indent=2).encode() + b"\n"
+                write_in(dir_fd, _META, document, 0o644, durable=False)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # a full disk must not keep it full
             raise
-        os.rename(staging, folder / str(version))
-        with open_dir(folder) as dir_fd:
-            os.fsync(dir_fd)
-        self.switch(lineage, version)
-        self._prune(lineage, keep=version)
-        return version
+        return lineage, version, staging
 
-    def switch(self, lineage: str, version: int) -> None:
-        """Point ``live/NAME`` at ``version`` in one rename."""
+    def _point(self, lineage: str, version: int) -> None:
         temporary = self.live / f".{lineage}.new"
         temporary.unlink(missing_ok=True)
         os.symlink(f"../versions/{lineage}/{version}", temporary)
         os.rename(temporary, self.live / lineage)
+
+    def switch(self, lineage: str, version: int) -> None:
+        """Point ``live/NAME`` at ``version`` in one rename (a rollback), durably."""
+        self._point(lineage, version)
         with open_dir(self.live) as dir_fd:
             os.fsync(dir_fd)
 

@@ -11,7 +11,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from chainwatch.certificate import Cert
 from chainwatch.config import Config
 from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.journal import Event, Journal
-from chainwatch.lineage import Inconsistent, Lineage, Rejected, read_lineage
+from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage, read_files
 from chainwatch.pem import parse_certificates
 from chainwatch.policy import Decision, Distrust, Policy, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
@@ -52,6 +52,17 @@ def load_stores(config: Config) -> list[TrustStore]:
 
 
 @dataclass(frozen=True)
+class _Ready:
+    """A lineage decided and ready to publish."""
+
+    name: str
+    decision: Decision
+    files: dict[str, bytes]
+    meta: dict[str, Any]
+    digest: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What processing one lineage did."""
 
@@ -63,6 +74,8 @@ class Outcome:
     recheck_at: dt.datetime | None = None
     """When to look again even without an event (time-dependent decisions,
     the end of the grace for an inconsistent lineage)."""
+    warned: bool = False
+    """The served chain has warnings (incomplete for a store, expiring soon...)."""
 
     @property
     def published(self) -> bool:
@@ -82,23 +95,69 @@ class Processor:
         self.publisher.prepare()
         self.state = StateFile(config.output_dir / "state.json")
         self.state.load()
+        self.fingerprint = hashlib.sha256(
+            repr(
+                (
+                    [(s.name, sorted(a.sha256 for a in s.anchors)) for s in self.stores],
+                    str(self.policy.mode),
+                    self.policy.distrust.entries,
+                    config.horizon_days,
+                )
+            ).encode()
+        ).hexdigest()
+        """What besides the lineage the decision depends on: a change re-decides everything."""
         self.agent_record: dict[str, Any] = {}
         """Set by the agent: its own entry in state.json, re-applied on every save."""
 
-    # -- one lineage --------------------------------------------------------------------
+    # -- passes ---------------------------------------------------------------------------
 
     def process(self, name: str) -> Outcome:
         """Bring lineage ``name``'s published set up to date, or say why not."""
+        return self.process_batch([name])[0]
+
+    def process_batch(self, names: Sequence[str]) -> list[Outcome]:
+        """Process several lineages and publish what changed in one flush.
+
+        Call inside :meth:`exclusive`, which saves the state when it ends.
+        """
         now = self.clock()
+        outcomes: dict[str, Outcome] = {}
+        ready: list[_Ready] = []
+        for name in names:
+            result = self._prepare(name, now)
+            if isinstance(result, Outcome):
+                outcomes[name] = result
+            else:
+                ready.append(result)
+        written = self.publisher.publish_many([(r.name, r.files, r.meta) for r in ready])
+        for item in ready:
+            outcomes[item.name] = self._finish(item, written[item.name], now)
+        return [outcomes[name] for name in names]
+
+    def _prepare(self, name: str, now: dt.datetime) -> Outcome | _Ready:
         record = self.state.lineage(name)
         record.pop("removed", None)
         try:
-            lineage = read_lineage(self.config.live_dir, name)
+            content = read_files(self.config.live_dir, name)
         except Inconsistent as problem:
             return self._inconsistent(name, record, str(problem), now)
         except Rejected as problem:
             return self._reject(name, record, str(problem), now)
         record.pop("inconsistent_since", None)
+        digest = hashlib.sha256(b"".join(content[kind] for kind in KINDS)).hexdigest()
+        if self._still_valid(name, record, digest, now):
+            # Same input, same configuration, before any certificate met
+            # changes validity: the decision would be the same.
+            version = record.get("version")
+            changes_at = parse_iso(record.get("changes_at"))
+            return Outcome(
+                name, Event.UNCHANGED, f"unchanged, serving version {version}", version, None, changes_at,
+                warned=record.get("status") == "warning",
+            )  # fmt: skip
+        try:
+            lineage = parse_lineage(self.config.live_dir, name, content)
+        except Rejected as problem:
+            return self._reject(name, record, str(problem), now)
         try:
             decision = decide(lineage.certs, self.stores, now, self.policy, lineage.leaf_key)
         except InputError as problem:
@@ -106,27 +165,42 @@ class Processor:
         refusal = self._refusal(name, decision, now)
         if refusal:
             return self._reject(name, record, refusal, now, decision)
-        files = set_for(decision, lineage.privkey)
-        try:
-            version = self.publisher.publish(name, files, self._meta(name, lineage, decision, now))
-        except OSError as error:
-            return self._reject(name, record, f"cannot write {self.config.output_dir}: {error.strerror}", now, decision)
+        return _Ready(
+            name, decision, set_for(decision, lineage.privkey), self._meta(name, lineage, decision, now), digest
+        )
+
+    def _still_valid(self, name: str, record: dict[str, Any], digest: str, now: dt.datetime) -> bool:
+        changes_at = parse_iso(record.get("changes_at"))
+        return (
+            record.get("source") == digest
+            and record.get("config") == self.fingerprint
+            and record.get("status") in ("ok", "warning")
+            and record.get("version") is not None
+            and record.get("version") == self.publisher.current_version(name)
+            and (changes_at is None or now < changes_at)
+        )
+
+    def _finish(self, item: _Ready, written: int | OSError | None, now: dt.datetime) -> Outcome:
+        name, decision = item.name, item.decision
+        record = self.state.lineage(name)
+        if isinstance(written, OSError):
+            reason = f"cannot write {self.config.output_dir}: {written.strerror}"
+            return self._reject(name, record, reason, now, decision)
         current = self.publisher.current_version(name)
         self._describe(record, decision, current, now)
-        dropped = [v.cert.sha256 for v in decision.dropped]
-        if version is None:
-            outcome = Outcome(name, Event.UNCHANGED, f"unchanged, serving version {current}", current, decision)
+        if written is None:
+            event, message = Event.UNCHANGED, f"unchanged, serving version {current}"
         else:
             record["published_at"] = now_iso(now)
             summary = ", ".join(f"{_name(v.cert)} ({v.reason})" for v in decision.dropped) or "nothing"
-            outcome = Outcome(
-                name, Event.PUBLISHED, f"published version {version}; dropped {summary}", version, decision
-            )
-            self.journal.log(Event.PUBLISHED, outcome.message, lineage=name, dropped=dropped, version=version)
+            event, message = Event.PUBLISHED, f"published version {written}; dropped {summary}"
+            dropped = [v.cert.sha256 for v in decision.dropped]
+            self.journal.log(event, message, lineage=name, dropped=dropped, version=written)
         self._settle_status(record, decision, now)
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
-        self.save()
-        return Outcome(name, outcome.event, outcome.message, outcome.version, decision, decision.changes_at)
+        record["source"] = item.digest
+        record["config"] = self.fingerprint
+        return Outcome(name, event, message, current, decision, decision.changes_at, warned=bool(decision.warnings))
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -140,6 +214,7 @@ class Processor:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self.state.load()
             yield
+            self.save()
         finally:
             os.close(fd)
 
@@ -153,7 +228,6 @@ class Processor:
         record["message"] = "lineage removed from the live directory; its published copy is kept"
         record["since"] = now_iso(self.clock())
         self.journal.log(Event.LINEAGE_REMOVED, record["message"], lineage=name)
-        self.save()
 
     def save(self) -> None:
         if self.agent_record:
@@ -248,7 +322,6 @@ class Processor:
             message = f"{reason}; waiting for certbot to finish"
             self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=6)
             recheck = since + INCONSISTENT_GRACE
-        self.save()
         return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
 
     def _reject(
@@ -258,7 +331,6 @@ class Processor:
         message = f"not published: {reason}; {self._serving(name)}"
         self._error(record, "rejected", message, now)
         self.journal.log(Event.REJECTED, message, lineage=name)
-        self.save()
         return Outcome(name, Event.REJECTED, message, decision=decision)
 
     def _error(self, record: dict[str, Any], kind: str, message: str, now: dt.datetime) -> None:
