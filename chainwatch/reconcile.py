@@ -35,6 +35,7 @@ __all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor", "load_stores"]
 # certbot switches a lineage in milliseconds; a minute of inconsistency means
 # it died half way (or someone is editing by hand).
 INCONSISTENT_GRACE = dt.timedelta(seconds=60)
+_CHUNK = 256
 
 Clock = Callable[[], dt.datetime]
 
@@ -122,16 +123,19 @@ class Processor:
         """
         now = self.clock()
         outcomes: dict[str, Outcome] = {}
-        ready: list[_Ready] = []
-        for name in names:
-            result = self._prepare(name, now)
-            if isinstance(result, Outcome):
-                outcomes[name] = result
-            else:
-                ready.append(result)
-        written = self.publisher.publish_many([(r.name, r.files, r.meta) for r in ready])
-        for item in ready:
-            outcomes[item.name] = self._finish(item, written[item.name], now)
+        # Chunks bound the memory a mass renewal needs (decisions and file
+        # contents are held until their flush) while keeping flushes few.
+        for start in range(0, len(names), _CHUNK):
+            ready: list[_Ready] = []
+            for name in names[start : start + _CHUNK]:
+                result = self._prepare(name, now)
+                if isinstance(result, Outcome):
+                    outcomes[name] = result
+                else:
+                    ready.append(result)
+            written = self.publisher.publish_many([(r.name, r.files, r.meta) for r in ready])
+            for item in ready:
+                outcomes[item.name] = self._finish(item, written[item.name], now)
         return [outcomes[name] for name in names]
 
     def _prepare(self, name: str, now: dt.datetime) -> Outcome | _Ready:
