@@ -28,8 +28,9 @@ from chainwatch.watch import LineageWatcher
 
 __all__ = ["Agent", "BatchHook"]
 
-BatchHook = Callable[[Processor, list[Outcome]], None]
-"""Called after each batch of lineages is processed (the consumers' reload)."""
+BatchHook = Callable[[Processor, list[Outcome]], dict[str, dt.datetime]]
+"""Called after each batch of lineages is processed (the consumers' reload);
+returns lineages to process again at the given times (retries)."""
 
 # While idle with a watchdog, refresh the heartbeat in state.json this often:
 # often enough for `status`, rarely enough not to wear the disk.
@@ -37,8 +38,9 @@ _HEARTBEAT_EVERY = 600.0
 _LONGEST_SLEEP = 20 * 86400.0
 
 
-def _no_batch_hook(processor: Processor, outcomes: list[Outcome]) -> None:
+def _no_batch_hook(processor: Processor, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
     del processor, outcomes
+    return {}
 
 
 class Agent:
@@ -215,7 +217,7 @@ class Agent:
                     self.last = f"{name} {outcome.event} {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}"
                 outcomes.append(outcome)
             if outcomes:
-                self.after_batch(self.processor, outcomes)
+                self.rechecks.update(self.after_batch(self.processor, outcomes))
         if outcomes:
             self.notifier.status(self._status_line())
         return outcomes

@@ -16,19 +16,26 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from chainwatch import __version__
 from chainwatch.agent import Agent
+from chainwatch.certificate import Cert
 from chainwatch.config import DEFAULT_CONFIG, Config, load_config, output_dir_hint, render_config
+from chainwatch.consumer_config import dovecot_snippet, dovecot_version, postfix_snippet
+from chainwatch.consumers import ConsumerHook
 from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.explain import Palette, render_dot, render_tree
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import list_lineages, valid_name
+from chainwatch.metrics import write_metrics
 from chainwatch.pem import read_chain
 from chainwatch.policy import Decision, Distrust, Mode, Policy, WarningCode, decide
 from chainwatch.private_key import public_key_of
-from chainwatch.reconcile import Processor
-from chainwatch.report import decision_json, dropped_line, warning_lines
+from chainwatch.probe import ProbeError, fetch_chain, parse_endpoint
+from chainwatch.reconcile import Outcome, Processor, load_stores
+from chainwatch.report import decision_json, dropped_line, iso, warning_lines
+from chainwatch.state import StateFile
 from chainwatch.status import render_status, status_report
 from chainwatch.trust import DEFAULT_STORE, TrustStore, load_store
 
@@ -230,6 +237,50 @@ examples:
     )
     check.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
 
+    probe = commands.add_parser(
+        "probe",
+        help="show the chain a server sends now, and what chainwatch thinks of it",
+        description="Connect to each endpoint (STARTTLS spoken for imap+starttls and smtp+starttls), "
+        "read the certificate chain it sends, and judge it with the trim policy; compare it with "
+        "what chainwatch published when the state knows the lineage. Without endpoints, the "
+        "configured consumers' probes are used.",
+        epilog="""endpoints: imaps://HOST[:993]  imap+starttls://HOST[:143]  smtps://HOST[:465]
+           smtp+starttls://HOST[:587]  pop3s://HOST[:995]  https://HOST[:443]
+
+exit status: 0 every endpoint serves a chain that needs no trimming (and matches
+what was published), 1 some chain would be trimmed or has warnings, 2 some
+endpoint could not be probed, or serves something else than was published.
+
+examples:
+  chainwatch probe imaps://mail.example.org --name mail.example.org
+  chainwatch probe smtp+starttls://127.0.0.1:25 --name mail.example.org --json
+  chainwatch probe            # every probe configured for the consumers
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    probe.add_argument("endpoints", nargs="*", metavar="ENDPOINT", help="where to connect")
+    probe.add_argument("--name", metavar="SNI", help="server name to ask for (default: the endpoint's host)")
+    probe.add_argument("--at", type=str, metavar="TIME", help="judge at this time (default now)")
+    probe.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per connection (default 10 s)")
+    probe.add_argument("--json", action="store_true", help="print one JSON object")
+    probe.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+
+    snippet = commands.add_parser(
+        "consumer-config",
+        help="print the Dovecot or Postfix lines that serve the published files",
+        description="Print configuration lines to paste, pointing at the stable paths under the "
+        "output directory. The installed Dovecot version (2.3 or 2.4) is detected when possible.",
+        epilog="""examples:
+  chainwatch consumer-config dovecot
+  chainwatch consumer-config postfix mail.example.org imap.example.org
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    snippet.add_argument("server", choices=["dovecot", "postfix"], help="which server")
+    snippet.add_argument("lineages", nargs="*", metavar="LINEAGE", help="default: every published lineage")
+    snippet.add_argument("--dovecot-version", metavar="X.Y", help="override detection (2.3 or 2.4)")
+    snippet.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+
 
 def _load_stores(paths: Sequence[Path] | None) -> list[TrustStore]:
     chosen = list(paths or [DEFAULT_STORE])
@@ -291,10 +342,27 @@ def _use_colour(choice: str) -> bool:
     return choice == "always" or (choice == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
 
 
+class _AfterBatch:
+    """Reload and probe consumers, then refresh the metrics file."""
+
+    def __init__(self) -> None:
+        self.consumers = ConsumerHook()
+
+    def __call__(self, processor: Processor, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
+        retries = self.consumers(processor, outcomes)
+        target = processor.config.metrics_textfile
+        if target is not None:
+            try:
+                write_metrics(target, processor.state.data)
+            except OSError as error:
+                processor.journal.log(Event.ERROR, f"cannot write metrics to {target}: {error.strerror}")
+        return retries
+
+
 def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     journal = Journal()
-    return Agent(config, args.config, journal).run()
+    return Agent(config, args.config, journal, after_batch=_AfterBatch()).run()
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -309,6 +377,7 @@ def _sync(args: argparse.Namespace) -> int:
     processor = Processor(config, Journal())
     with processor.exclusive():
         outcomes = processor.process_batch(names or list_lineages(config.live_dir))
+        _AfterBatch()(processor, outcomes)
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
@@ -340,6 +409,81 @@ def _status(args: argparse.Namespace) -> int:
     return code
 
 
+def _probe(args: argparse.Namespace) -> int:
+    config = _config(args)
+    at = parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
+    targets = [(parse_endpoint(text), args.name) for text in args.endpoints]
+    if not targets:
+        state = StateFile.read(config.output_dir / "state.json") or {}
+        for consumer in config.consumers:
+            for text in consumer.probe:
+                for record in (state.get("lineages") or {}).values():
+                    for name in (record.get("leaf") or {}).get("names", [])[:1]:
+                        targets.append((parse_endpoint(text), name))
+        if not targets:
+            raise InputError("no endpoint given and no probe configured (see 'chainwatch probe --help')")
+    stores = load_stores(config)
+    policy = Policy(config.mode, Distrust(config.distrust), dt.timedelta(days=config.horizon_days))
+    results, worst = [], EXIT_OK
+    for endpoint, name in targets:
+        server_name = name or endpoint.host
+        entry: dict[str, object] = {"endpoint": str(endpoint), "server_name": server_name}
+        try:
+            served = fetch_chain(endpoint, server_name, args.timeout)
+        except ProbeError as error:
+            entry.update(ok=False, error=str(error))
+            worst = EXIT_USAGE
+            results.append(entry)
+            continue
+        decision = decide(served, stores, at, policy)
+        would_trim = list(decision.chain) != served
+        entry.update(ok=not would_trim and not decision.warnings, served=[_served(c) for c in served])
+        entry.update(decision_json(decision))
+        if would_trim or decision.warnings:
+            worst = max(worst, EXIT_DEGRADED)
+        results.append(entry)
+    if args.json:
+        sys.stdout.write(json.dumps({"exit": worst, "endpoints": results}, indent=2) + "\n")
+    else:
+        for entry in results:
+            sys.stdout.write(_probe_text(entry))
+    return worst
+
+
+def _served(cert: Cert) -> dict[str, str]:
+    return {"subject": cert.subject, "issuer": cert.issuer, "sha256": cert.sha256, "not_after": iso(cert.not_after)}
+
+
+def _probe_text(entry: dict[str, Any]) -> str:
+    head = f"{entry['endpoint']} (SNI {entry['server_name']})"
+    if "error" in entry:
+        return f"{head}: {entry['error']}\n"
+    lines = [f"{head} sends:"]
+    for index, cert in enumerate(entry["served"], 1):
+        lines.append(f"  #{index} {cert['subject']}  (issued by {cert['issuer']}; until {cert['not_after']})")
+    for drop in entry["dropped"]:
+        lines.append(f"  would drop {drop['subject']}: {drop['reason']}: {drop['detail']}")
+    for warning in entry["warnings"]:
+        lines.append(f"  warning: {warning['code']}: {warning['message']}")
+    lines.append("  verdict: fine as served" if entry["ok"] else "  verdict: chainwatch would serve this differently")
+    return "\n".join(lines) + "\n"
+
+
+def _consumer_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    state = StateFile.read(config.output_dir / "state.json") or {}
+    records = state.get("lineages") or {}
+    chosen = list(args.lineages) or sorted(records)
+    if not chosen:
+        raise InputError(f"no lineage published yet under {config.output_dir}; name one: consumer-config dovecot NAME")
+    pairs = [(name, (records.get(name, {}).get("leaf") or {}).get("names") or [name]) for name in chosen]
+    if args.server == "dovecot":
+        sys.stdout.write(dovecot_snippet(config.output_dir, pairs, args.dovecot_version or dovecot_version()))
+    else:
+        sys.stdout.write(postfix_snippet(config.output_dir, pairs))
+    return EXIT_OK
+
+
 def _check_config(args: argparse.Namespace) -> int:
     sys.stdout.write(render_config(_config(args)))
     return EXIT_OK
@@ -356,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sync": _sync,
         "status": _status,
         "check-config": _check_config,
+        "probe": _probe,
+        "consumer-config": _consumer_config,
     }
     if args.command not in handlers:
         parser.print_help(sys.stderr)

@@ -71,7 +71,6 @@ class Outcome:
     event: Event
     message: str
     version: int | None = None
-    decision: Decision | None = None
     recheck_at: dt.datetime | None = None
     """When to look again even without an event (time-dependent decisions,
     the end of the grace for an inconsistent lineage)."""
@@ -155,7 +154,7 @@ class Processor:
             version = record.get("version")
             changes_at = parse_iso(record.get("changes_at"))
             return Outcome(
-                name, Event.UNCHANGED, f"unchanged, serving version {version}", version, None, changes_at,
+                name, Event.UNCHANGED, f"unchanged, serving version {version}", version, changes_at,
                 warned=record.get("status") == "warning",
             )  # fmt: skip
         try:
@@ -204,7 +203,7 @@ class Processor:
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
         record["source"] = item.digest
         record["config"] = self.fingerprint
-        return Outcome(name, event, message, current, decision, decision.changes_at, warned=bool(decision.warnings))
+        return Outcome(name, event, message, current, decision.changes_at, warned=bool(decision.warnings))
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -335,7 +334,7 @@ class Processor:
         message = f"not published: {reason}; {self._serving(name)}"
         self._error(record, "rejected", message, now)
         self.journal.log(Event.REJECTED, message, lineage=name)
-        return Outcome(name, Event.REJECTED, message, decision=decision)
+        return Outcome(name, Event.REJECTED, message)
 
     def _error(self, record: dict[str, Any], kind: str, message: str, now: dt.datetime) -> None:
         previous = record.get("error") or {}

@@ -38,6 +38,7 @@ class StateFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data: dict[str, Any] = {"format": FORMAT, "agent": {}, "lineages": {}}
+        self._seen: tuple[int, int, int] | None = None
 
     @staticmethod
     def read(path: Path) -> dict[str, Any] | None:
@@ -49,11 +50,26 @@ class StateFile:
         return data if isinstance(data, dict) else None
 
     def load(self) -> None:
+        """Read the file again, unless it is the one this object last wrote or read.
+
+        With thousands of lineages the document is megabytes; a renewal in a
+        quiet agent must not parse it again when nobody else wrote it.
+        """
+        if self._signature() == self._seen and self._seen is not None:
+            return
         saved = self.read(self.path)
         if saved and saved.get("format") == FORMAT:
             self.data = saved
             self.data.setdefault("agent", {})
             self.data.setdefault("lineages", {})
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
 
     @property
     def agent(self) -> dict[str, Any]:
@@ -64,8 +80,13 @@ class StateFile:
         lineages: dict[str, dict[str, Any]] = self.data["lineages"]
         return lineages.setdefault(name, {})
 
+    def consumer(self, name: str) -> dict[str, Any]:
+        consumers: dict[str, dict[str, Any]] = self.data.setdefault("consumers", {})
+        return consumers.setdefault(name, {})
+
     def names(self) -> list[str]:
         return sorted(self.data["lineages"])
 
     def save(self) -> None:
-        atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True).encode() + b"\n", 0o644)
+        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode() + b"\n", 0o644)
+        self._seen = self._signature()

@@ -1,0 +1,76 @@
+"""node_exporter textfile metrics, for hosts watched from a central Prometheus.
+
+Written atomically after every batch from state.json's content, so the
+file never shows half an update. Names follow Prometheus conventions:
+``chainwatch_`` prefix, base units (seconds) in the name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from chainwatch.atomic import atomic_write
+from chainwatch.state import parse_iso
+
+__all__ = ["render_metrics", "write_metrics"]
+
+_HELP = {
+    "chainwatch_leaf_expiry_timestamp_seconds": "When the served leaf certificate expires.",
+    "chainwatch_chain_earliest_expiry_timestamp_seconds": "When the first certificate of the served chain expires.",
+    "chainwatch_dropped_certificates": "Certificates of the source chain that are not served.",
+    "chainwatch_last_publish_timestamp_seconds": "When a set was last published for the lineage.",
+    "chainwatch_lineage_ok": "1 when the lineage is served without error, else 0.",
+    "chainwatch_reload_failures_total": "Reloads of the consumer that failed since state began.",
+    "chainwatch_served_chain_match": "1 when the endpoint serves the published chain for the SNI name, else 0.",
+}
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _samples(state: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float]]:
+    for name, record in sorted((state.get("lineages") or {}).items()):
+        labels = {"lineage": name}
+        leaf_expiry = parse_iso((record.get("leaf") or {}).get("not_after"))
+        if leaf_expiry:
+            yield "chainwatch_leaf_expiry_timestamp_seconds", labels, leaf_expiry.timestamp()
+        expiries = [parse_iso(c.get("not_after")) for c in record.get("served", [])]
+        known = [e for e in expiries if e is not None]
+        if known:
+            yield "chainwatch_chain_earliest_expiry_timestamp_seconds", labels, min(known).timestamp()
+        yield "chainwatch_dropped_certificates", labels, float(len(record.get("dropped", [])))
+        published = parse_iso(record.get("published_at"))
+        if published:
+            yield "chainwatch_last_publish_timestamp_seconds", labels, published.timestamp()
+        yield "chainwatch_lineage_ok", labels, 0.0 if record.get("status") == "error" else 1.0
+    for consumer, record in sorted((state.get("consumers") or {}).items()):
+        yield "chainwatch_reload_failures_total", {"consumer": consumer}, float(record.get("failures", 0))
+        for probe in record.get("probes", []):
+            labels = {
+                "consumer": consumer,
+                "endpoint": probe["endpoint"],
+                "lineage": probe["lineage"],
+                "server_name": probe["server_name"],
+            }
+            yield "chainwatch_served_chain_match", labels, 1.0 if probe["ok"] else 0.0
+
+
+def render_metrics(state: dict[str, Any]) -> str:
+    """The state as Prometheus text exposition format."""
+    by_name: dict[str, list[str]] = {}
+    for name, labels, value in _samples(state):
+        rendered = ",".join(f'{key}="{_label(text)}"' for key, text in labels.items())
+        by_name.setdefault(name, []).append(f"{name}{{{rendered}}} {value:.17g}")
+    lines = []
+    for name, samples in by_name.items():
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} {kind}", *samples]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def write_metrics(path: Path, state: dict[str, Any]) -> None:
+    """Replace the textfile atomically (node_exporter reads it at any moment)."""
+    atomic_write(path, render_metrics(state).encode(), 0o644)

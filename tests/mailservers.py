@@ -1,0 +1,198 @@
+"""Real Dovecot and Postfix, each started by the tests on loopback ports.
+
+Both are Debian's packages, run in the foreground with their own minimal
+configuration in a temporary directory, serving chainwatch's published files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.acme import free_port
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Dovecot:
+    """``dovecot -F -c CONF`` with IMAPS and IMAP+STARTTLS on loopback."""
+
+    def __init__(self, folder: Path, cert: Path, key: Path) -> None:
+        if not shutil.which("dovecot"):
+            raise RuntimeError("dovecot-imapd is a Debian package that .ci/setup installs")
+        self.folder = folder
+        self.imaps_port, self.imap_port = free_port(), free_port()
+        for sub in ("run", "state", "mail"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        dh = Path("/usr/share/dovecot/dh.pem")
+        self.conf = folder / "dovecot.conf"
+        self.conf.write_text(
+            f"""instance_name = chainwatch-test-{self.imaps_port}
+base_dir = {folder}/run
+state_dir = {folder}/state
+log_path = {folder}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <{cert}
+ssl_key = <{key}
+{f"ssl_dh = <{dh}" if dh.exists() else ""}
+mail_location = maildir:{folder}/mail/%u
+passdb {{
+  driver = static
+  args = password=test
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={folder}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
+        )
+        self.process = subprocess.Popen(
+            ["dovecot", "-F", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.imaps_port)
+
+    @property
+    def reload_command(self) -> list[str]:
+        return ["doveadm", "-c", str(self.conf), "reload"]
+
+    def log(self) -> str:
+        path = self.folder / "dovecot.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        subprocess.run(["doveadm", "-c", str(self.conf), "stop"], capture_output=True, check=False)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Postfix:
+    """``postfix start-fg`` with one smtpd on a loopback port, TLS from key+fullchain.pem."""
+
+    def __init__(self, folder: Path, chain_file: Path) -> None:
+        if not shutil.which("postfix"):
+            raise RuntimeError("postfix is a Debian package that .ci/setup installs")
+        del folder  # Postfix's own processes (user postfix) must reach their directories:
+        # pytest's tmp_path lives below a root-only directory, so use one of our own.
+        self.folder = folder = Path(tempfile.mkdtemp(prefix="chainwatch-postfix-", dir="/var/tmp"))
+        folder.chmod(0o755)
+        self.port = free_port()
+        self.conf = folder / "conf"
+        self.conf.mkdir(parents=True, exist_ok=True)
+        queue = folder / "queue"
+        queue.mkdir(mode=0o755)
+        data = folder / "data"
+        data.mkdir(exist_ok=True)
+        os.chown(data, _uid("postfix"), -1)
+        (self.conf / "main.cf").write_text(
+            f"""compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mail.example.test
+mydestination =
+smtpd_tls_security_level = may
+smtpd_tls_chain_files = {chain_file}
+maillog_file = {folder}/postfix.log
+maillog_file_prefixes = {folder}
+"""
+        )
+        (self.conf / "master.cf").write_text(
+            f"""{self.port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+        )
+        subprocess.run(
+            ["postfix", "-c", str(self.conf), "check"], capture_output=True, check=False
+        )  # creates the queue directories
+        self.process = subprocess.Popen(
+            ["postfix", "-c", str(self.conf), "start-fg"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.port, timeout=20)
+
+    @property
+    def reload_command(self) -> list[str]:
+        return ["postfix", "-c", str(self.conf), "reload"]
+
+    def log(self) -> str:
+        path = self.folder / "postfix.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True, check=False)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _uid(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_uid
+
+
+@contextlib.contextmanager
+def running(server: Dovecot | Postfix) -> Iterator[Dovecot | Postfix]:
+    try:
+        yield server
+    finally:
+        server.stop()

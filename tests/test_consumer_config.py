@@ -1,0 +1,96 @@
+"""`consumer-config` prints lines that work, and metrics read like Prometheus expects."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from chainwatch.consumer_config import dovecot_snippet, dovecot_version, postfix_snippet
+from chainwatch.metrics import render_metrics
+from tests.workspace import NAME, LivePKI, Workspace
+
+OUT = Path("/var/lib/chainwatch")
+
+
+def test_dovecot_23_uses_ssl_cert_with_local_name_blocks_for_more_lineages() -> None:
+    text = dovecot_snippet(
+        OUT, [("mail.example.org", ["mail.example.org"]), ("imap.example.net", ["imap.example.net"])], "2.3"
+    )
+    assert "ssl_cert = </var/lib/chainwatch/live/mail.example.org/fullchain.pem" in text
+    assert "ssl_key = </var/lib/chainwatch/live/mail.example.org/privkey.pem" in text
+    assert (
+        "local_name imap.example.net {\n  ssl_cert = </var/lib/chainwatch/live/imap.example.net/fullchain.pem" in text
+    )
+
+
+def test_dovecot_24_uses_the_renamed_settings() -> None:
+    text = dovecot_snippet(OUT, [("mail.example.org", ["mail.example.org"])], "2.4")
+    assert "ssl_server_cert_file = /var/lib/chainwatch/live/mail.example.org/fullchain.pem" in text
+    assert "ssl_server_key_file = /var/lib/chainwatch/live/mail.example.org/privkey.pem" in text
+    assert "dovecot_config_version" in text
+    assert "ssl_cert =" not in text
+
+
+def test_installed_dovecot_version_is_detected() -> None:
+    assert dovecot_version() in ("2.3", "2.4")
+
+
+def test_postfix_uses_one_file_for_key_and_chain_and_an_sni_map_for_more() -> None:
+    single = postfix_snippet(OUT, [("mail.example.org", ["mail.example.org"])])
+    assert "smtpd_tls_chain_files = /var/lib/chainwatch/live/mail.example.org/key+fullchain.pem" in single
+    assert "sni_maps" not in single
+    several = postfix_snippet(OUT, [("a.example", ["a.example"]), ("b.example", ["b.example", "mx.b.example"])])
+    assert "tls_server_sni_maps = hash:/etc/postfix/sni_maps" in several
+    assert "mx.b.example /var/lib/chainwatch/live/b.example/key+fullchain.pem" in several
+    assert "postmap -F hash:/etc/postfix/sni_maps && postfix reload" in several
+
+
+def test_consumer_config_command_uses_published_lineages(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    result = ws.chainwatch("consumer-config", "dovecot", "--dovecot-version", "2.3")
+    assert result.returncode == 0
+    assert f"ssl_cert = <{ws.out}/live/{NAME}/fullchain.pem" in result.stdout
+
+
+@pytest.fixture
+def synced(tmp_path: Path) -> Workspace:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    metrics = tmp_path / "textfile" / "chainwatch.prom"
+    metrics.parent.mkdir()
+    ws.write_config(consumers=f'consumer = []\n[metrics]\ntextfile = "{metrics}"\n')
+    assert ws.chainwatch("sync").returncode == 0
+    return ws
+
+
+def test_sync_writes_the_metrics_textfile(synced: Workspace) -> None:
+    text = (synced.root / "textfile" / "chainwatch.prom").read_text()
+    assert "# TYPE chainwatch_leaf_expiry_timestamp_seconds gauge" in text
+    assert re.search(
+        rf'^chainwatch_leaf_expiry_timestamp_seconds{{lineage="{NAME}"}} \d+(\.\d+)?(e\+\d+)?$', text, re.M
+    )
+    assert f'chainwatch_dropped_certificates{{lineage="{NAME}"}} 1\n' in text
+    assert f'chainwatch_lineage_ok{{lineage="{NAME}"}} 1\n' in text
+
+
+def test_metrics_cover_consumers_and_escape_labels() -> None:
+    state = {
+        "lineages": {},
+        "consumers": {
+            "dovecot": {
+                "failures": 2,
+                "probes": [{"endpoint": 'imaps://"x"', "lineage": "a", "server_name": "a", "ok": False}],
+            }
+        },
+    }
+    text = render_metrics(state)
+    assert 'chainwatch_reload_failures_total{consumer="dovecot"} 2\n' in text
+    assert "# TYPE chainwatch_reload_failures_total counter" in text
+    assert (
+        'chainwatch_served_chain_match{consumer="dovecot",endpoint="imaps://\\"x\\"",lineage="a",server_name="a"} 0'
+        in text
+    )

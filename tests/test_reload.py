@@ -1,0 +1,88 @@
+"""The reload paths without a booted systemd: a real dbus-daemon, real systemctl, real commands.
+
+A systemd manager on the bus exists only in the packaging issue's booted
+container; here the D-Bus client meets a real bus on which no systemd
+answers, which is exactly what proves error replies are surfaced, not ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jeepney.io.blocking import open_dbus_connection
+
+from chainwatch.config import ConsumerConfig
+from chainwatch.reload import Result, reload_command, reload_consumer, reload_unit_dbus, reload_unit_systemctl
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[str]:
+    """A private dbus-daemon (session configuration) on a socket in tmp_path."""
+    address = f"unix:path={tmp_path / 'bus'}"
+    # No <servicedir>: nothing is auto-started, so a missing name is just missing.
+    (tmp_path / "bus.conf").write_text(
+        '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"'
+        ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">'
+        f"<busconfig><type>session</type><listen>{address}</listen><auth>EXTERNAL</auth>"
+        '<policy context="default"><allow send_destination="*"/><allow receive_sender="*"/>'
+        '<allow own="*"/></policy></busconfig>'
+    )
+    process = subprocess.Popen(
+        ["dbus-daemon", f"--config-file={tmp_path / 'bus.conf'}", "--nofork", "--nopidfile"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        if (tmp_path / "bus").exists():
+            break
+        subprocess.run(["sleep", "0.02"], check=True)
+    yield address
+    process.terminate()
+    process.wait()
+
+
+def test_dbus_error_reply_is_a_failure_that_names_it(bus: str) -> None:
+    connection = open_dbus_connection(bus)
+    try:
+        result = reload_unit_dbus("dovecot.service", timeout=5, connection=connection)
+    finally:
+        connection.close()
+    assert result.result == Result.FAILED
+    assert result.via == "dbus"
+    assert result.detail.startswith("D-Bus error org.freedesktop.DBus.Error.ServiceUnknown")
+
+
+def test_unreachable_system_bus_falls_back_to_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'nobody-here'}")
+    result = reload_consumer(ConsumerConfig("dovecot", unit="dovecot.service", reload_timeout_s=10))
+    assert result.via == "systemctl"
+
+
+def test_systemctl_without_a_running_systemd_is_a_failure_with_its_reason() -> None:
+    if Path("/run/systemd/system").is_dir():
+        pytest.skip("this host runs systemd; the booted-container tests cover systemctl there")
+    result = reload_unit_systemctl("dovecot.service", timeout=10)
+    assert result.result == Result.FAILED
+    assert "systemctl is-active dovecot.service" in result.detail
+    assert "booted with systemd" in result.detail or "Failed to connect" in result.detail
+
+
+def test_reload_command_success_failure_and_timeout() -> None:
+    assert reload_command(("true",), 5).result == Result.RELOADED
+    failed = reload_command(("sh", "-c", "echo 'doveadm: Fatal: no config' >&2; exit 89"), 5)
+    assert failed.result == Result.FAILED
+    assert failed.detail == "sh -c echo 'doveadm: Fatal: no config' >&2; exit 89: doveadm: Fatal: no config"
+    slow = reload_command(("sleep", "5"), 0.5)
+    assert slow.result == Result.FAILED
+    assert slow.detail == "sleep did not finish within 0.5 s"
+    missing = reload_command(("/nonexistent/doveadm", "reload"), 5)
+    assert missing.detail == "/nonexistent/doveadm: No such file or directory"
+
+
+def test_environment_does_not_leak_a_system_bus_into_tests() -> None:
+    # Sanity for the fallback test above: no system bus on this machine.
+    assert not os.path.exists("/run/dbus/system_bus_socket") or Path("/run/systemd/system").is_dir()
