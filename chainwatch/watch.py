@@ -13,7 +13,10 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inotify_simple import INotify, flags
+try:
+    from inotify_simple import INotify, flags
+except ImportError:  # the .deb bundles it: no Debian release packages inotify-simple
+    from chainwatch._vendor.inotify_simple import INotify, flags  # type: ignore[no-redef]
 
 from chainwatch.lineage import list_lineages, valid_name
 

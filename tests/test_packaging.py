@@ -1,0 +1,56 @@
+"""What the package ships, checked with systemd's own tools."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from chainwatch.journal import MESSAGE_IDS
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "chainwatch.service"
+CATALOG = ROOT / "systemd" / "chainwatch.catalog"
+
+
+def test_journal_catalog_explains_every_event_and_journalctl_reads_it(tmp_path: Path) -> None:
+    text = CATALOG.read_text()
+    assert sorted(re.findall(r"^-- ([0-9a-f]{32})$", text, re.M)) == sorted(MESSAGE_IDS.values())
+    catalog_dir = tmp_path / "usr" / "lib" / "systemd" / "catalog"
+    catalog_dir.mkdir(parents=True)
+    shutil.copy(CATALOG, catalog_dir)
+    subprocess.run(["journalctl", f"--root={tmp_path}", "--update-catalog"], check=True, capture_output=True)
+    listed = subprocess.run(
+        ["journalctl", f"--root={tmp_path}", "--list-catalog"], check=True, capture_output=True, text=True
+    ).stdout
+    for message_id in MESSAGE_IDS.values():
+        assert message_id in listed
+
+
+def test_unit_exposure_is_at_most_2_0() -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(UNIT)], capture_output=True, text=True, check=False
+    )
+    match = re.search(r"Overall exposure level for chainwatch.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0
+
+
+def test_every_unit_setting_has_a_reason_in_a_comment() -> None:
+    # Settings come in commented groups; a run of more than a few uncommented
+    # lines means someone added settings without saying why.
+    run = 0
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("#") or not line.strip() or line.startswith("["):
+            run = 0
+            continue
+        run += 1
+        assert run <= 20, f"too many settings without a comment before {line!r}"
+
+
+@pytest.mark.parametrize("script", ["chainwatch.postinst", "chainwatch.postrm"])
+def test_maintainer_scripts_are_valid_posix_shell(script: str) -> None:
+    subprocess.run(["sh", "-n", str(ROOT / "packaging" / "debian" / script)], check=True)
