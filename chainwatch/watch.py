@@ -16,7 +16,7 @@ from pathlib import Path
 try:
     from inotify_simple import INotify, flags
 except ImportError:  # the .deb bundles it: no Debian release packages inotify-simple
-    from chainwatch._vendor.inotify_simple import INotify, flags  # type: ignore[no-redef]
+    from chainwatch._vendor.inotify_simple import INotify, flags  # type: ignore[import-not-found]
 
 from chainwatch.lineage import list_lineages, valid_name
 
