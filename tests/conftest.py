@@ -37,3 +37,14 @@ def utc(text: str) -> dt.datetime:
 def debian_store() -> TrustStore:
     """The machine's own Debian store, as the product uses it by default."""
     return TrustStore.of("ca-certificates.crt", read_bundle(DEFAULT_STORE))
+
+
+@pytest.fixture(scope="session")
+def built_deb() -> Path:
+    """dist/chainwatch_<version>_all.deb, freshly built by the documented command."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([str(root / "packaging" / "build-deb")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Path(result.stdout.strip().splitlines()[-1])

@@ -54,3 +54,29 @@ def test_every_unit_setting_has_a_reason_in_a_comment() -> None:
 @pytest.mark.parametrize("script", ["chainwatch.postinst", "chainwatch.postrm"])
 def test_maintainer_scripts_are_valid_posix_shell(script: str) -> None:
     subprocess.run(["sh", "-n", str(ROOT / "packaging" / "debian" / script)], check=True)
+
+
+def test_lintian_reports_no_error_and_no_warning(built_deb: Path) -> None:
+    result = subprocess.run(["lintian", "--allow-root", str(built_deb)], capture_output=True, text=True, check=False)
+    complaints = [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert complaints == [], result.stdout
+
+
+def test_package_installs_what_it_promises(built_deb: Path) -> None:
+    listing = subprocess.run(["dpkg", "-c", str(built_deb)], capture_output=True, text=True, check=True).stdout
+    for path in (
+        "./usr/bin/chainwatch",
+        "./lib/systemd/system/chainwatch.service",
+        "./etc/chainwatch/chainwatch.toml",
+        "./usr/share/man/man8/chainwatch.8.gz",
+        "./usr/lib/systemd/catalog/chainwatch.catalog",
+        "./usr/lib/python3/dist-packages/chainwatch/_vendor/inotify_simple.py",
+        "./usr/share/chainwatch/certbot-deploy-hook",
+    ):
+        assert path in listing, path
+    conffiles = subprocess.run(["dpkg-deb", "-I", str(built_deb), "conffiles"], capture_output=True, text=True).stdout
+    assert "/etc/chainwatch/chainwatch.toml" in conffiles
+    depends = subprocess.run(["dpkg-deb", "-f", str(built_deb), "Depends"], capture_output=True, text=True).stdout
+    for package in ("python3-cryptography", "python3-systemd", "python3-sdnotify", "python3-jeepney", "openssl"):
+        assert package in depends
+    assert "inotify" not in depends

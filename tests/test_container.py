@@ -1,0 +1,228 @@
+"""The .deb in a booted Debian 12: systemd as PID 1, Dovecot, D-Bus, the journal.
+
+One container boots for the module; the tests run in order, each checking one
+promise of the package. These machines can boot one, so nothing here skips:
+a missing tool is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chainwatch.pem import parse_certificates
+from tests.certbot_tree import CertbotTree, Issued
+from tests.container import Container, rootfs
+from tests.workspace import NAME, LivePKI
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+RENEW = """
+import sys
+sys.path.insert(0, "/srv/src")
+from pathlib import Path
+from tests.certbot_tree import CertbotTree, Issued
+folder = Path(sys.argv[1])
+content = Issued((folder / "cert.pem").read_bytes(), (folder / "chain.pem").read_bytes(), (folder / "privkey.pem").read_bytes())
+print(CertbotTree(Path("/etc/letsencrypt")).write(sys.argv[2], content, pause=0.01))
+"""
+
+
+def _save(folder: Path, content: Issued) -> None:
+    folder.mkdir(parents=True)
+    (folder / "cert.pem").write_bytes(content.cert)
+    (folder / "chain.pem").write_bytes(content.chain)
+    (folder / "privkey.pem").write_bytes(content.privkey)
+
+
+class Host:
+    """The booted container and what the tests put in it."""
+
+    def __init__(self, box: Container, pki: LivePKI, shared: Path) -> None:
+        self.box = box
+        self.pki = pki
+        self.shared = shared
+        self.issued: dict[str, Issued] = {}
+
+    def renew(self, label: str) -> None:
+        self.box.run("python3", "-c", RENEW, f"/srv/x/{label}", NAME)
+
+    def served(self) -> list[bytes]:
+        output = self.box.sh(
+            f"openssl s_client -connect 127.0.0.1:993 -servername {NAME} -showcerts </dev/null 2>/dev/null", check=False
+        ).stdout
+        return [c.pem() for c in parse_certificates(output.encode(), "served")] if "BEGIN" in output else []
+
+    def wait(self, predicate, timeout: float = 30, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.2)
+        journal = self.box.run("journalctl", "-u", "chainwatch", "--no-pager", "-n", "40", check=False).stdout
+        raise AssertionError(f"timed out waiting for {what}; chainwatch journal:\n{journal}")
+
+    def status(self) -> subprocess.CompletedProcess[str]:
+        return self.box.run("chainwatch", "status", check=False)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory, built_deb: Path) -> Iterator[Host]:
+    tree = rootfs("bookworm")
+    deb = built_deb
+    shared = tmp_path_factory.mktemp("shared")
+    shared.chmod(0o755)
+    (shared / "chainwatch.deb").write_bytes(deb.read_bytes())
+    pki = LivePKI()
+    first = pki.issue()
+    _save(shared / "v1", first)
+    (shared / "store.pem").write_bytes(pki.store_pem())
+    # The initial lineage, laid out by certbot's own sequence, copied in whole.
+    CertbotTree(shared / "letsencrypt").write(NAME, first)
+    box = Container(tree, f"cw{int(time.time()) % 100000}", {shared: "/srv/x", ROOT: "/srv/src"})
+    try:
+        box.sh("cp -a /srv/x/letsencrypt /etc/letsencrypt && chmod 0700 /etc/letsencrypt/live /etc/letsencrypt/archive")
+        box.sh("mkdir -p /etc/chainwatch")
+        box.run(
+            "sh", "-c",
+            "cat > /etc/chainwatch/chainwatch.toml <<'EOF'\n"
+            '[policy]\ntrust_stores = ["/srv/x/store.pem"]\n'
+            '[[consumer]]\nname = "dovecot"\nunit = "dovecot.service"\nprobe = ["imaps://127.0.0.1:993"]\n'
+            "EOF",
+        )  # fmt: skip
+        installed = box.run(
+            "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-o", "Dpkg::Options::=--force-confold",
+            "/srv/x/chainwatch.deb", timeout=300,
+        )  # fmt: skip
+        assert "chainwatch" in installed.stdout
+        box.sh(
+            "cat > /etc/dovecot/conf.d/99-chainwatch.conf <<EOF\n"
+            f"ssl_cert = </var/lib/chainwatch/live/{NAME}/fullchain.pem\n"
+            f"ssl_key = </var/lib/chainwatch/live/{NAME}/privkey.pem\n"
+            "EOF\n"
+            "systemctl restart dovecot"
+        )
+        current = Host(box, pki, shared)
+        current.issued["v1"] = first
+        yield current
+    finally:
+        box.stop()
+
+
+def test_1_service_is_active_ready_and_shows_its_status_line(host: Host) -> None:
+    assert host.box.run("systemctl", "is-active", "chainwatch").stdout.strip() == "active"
+    shown = host.box.run("systemctl", "show", "-p", "StatusText", "-p", "Type", "chainwatch").stdout
+    assert "Type=notify" in shown
+    assert "StatusText=watching 1 lineage; last: mail.example.test published" in shown
+    assert "watching 1 lineage" in host.box.run("systemctl", "status", "chainwatch", "--no-pager", check=False).stdout
+
+
+def test_2_renewal_with_an_expired_cross_sign_is_served_trimmed_via_dbus_reload(host: Host) -> None:
+    renewed = host.pki.issue()
+    _save(host.shared / "v2", renewed)
+    host.issued["v2"] = renewed
+    host.renew("v2")
+    expected = [c.pem() for c in parse_certificates(host.pki.trimmed(renewed), "expected")]
+    host.wait(lambda: host.served() == expected, what="dovecot serving the sanitized v2 chain")
+    journal = host.box.run("journalctl", "-u", "chainwatch", "--no-pager", check=False).stdout
+    assert "dovecot reloaded via dbus" in journal
+    dovecot = host.box.run("journalctl", "-u", "dovecot", "--no-pager", check=False).stdout
+    assert "Reloading" in dovecot or "SIGHUP received" in dovecot
+
+
+def test_3_journal_carries_structured_fields_and_catalog_text(host: Host) -> None:
+    lines = host.box.run("journalctl", "-u", "chainwatch", "-o", "json", "--no-pager").stdout.splitlines()
+    published = [json.loads(line) for line in lines if '"CHAINWATCH_EVENT":"published"' in line.replace(" ", "")]
+    assert published, "no published event in the journal"
+    last = published[-1]
+    assert last["CHAINWATCH_LINEAGE"] == NAME
+    assert last["CHAINWATCH_VERSION"] == "2"
+    assert last["MESSAGE_ID"] == "8d7fc54f71424686b9e17e6cf230358c"
+    assert len(last["CHAINWATCH_DROPPED"]) == 64
+    explained = host.box.run("journalctl", "-x", "-u", "chainwatch", "--no-pager").stdout
+    assert "is now what consumers read" in explained
+
+
+def test_4_status_is_ok_then_critical_after_a_broken_key_while_dovecot_keeps_the_good_pair(host: Host) -> None:
+    ok = host.status()
+    assert ok.returncode == 0, ok.stdout
+    assert "● mail.example.test  ok" in ok.stdout
+    served_before = host.served()
+    broken = host.pki.issue()
+    _save(host.shared / "v3", Issued(broken.cert, broken.chain, host.pki.issue().privkey))
+    host.renew("v3")
+    host.wait(lambda: host.status().returncode == 2, what="status critical")
+    assert "the key does not match" in host.status().stdout
+    assert host.served() == served_before
+
+
+def test_5_a_frozen_agent_is_restarted_by_the_watchdog(host: Host) -> None:
+    host.box.sh(
+        "mkdir -p /run/systemd/system/chainwatch.service.d && "
+        "printf '[Service]\\nWatchdogSec=2s\\n' > /run/systemd/system/chainwatch.service.d/watchdog.conf && "
+        "systemctl daemon-reload && systemctl restart chainwatch"
+    )
+    before = host.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
+    host.box.run("sh", "-c", f"kill -STOP {before}")
+    host.wait(
+        lambda: (
+            host.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
+            not in (before, "0")
+            and host.box.run("systemctl", "is-active", "chainwatch", check=False).stdout.strip() == "active"
+        ),
+        timeout=40,
+        what="a new main process after the watchdog fired",
+    )
+    journal = host.box.run("journalctl", "-u", "chainwatch", "--no-pager", check=False).stdout
+    assert "Watchdog timeout" in journal
+    host.box.sh("rm -r /run/systemd/system/chainwatch.service.d && systemctl daemon-reload")
+
+
+def test_6_reload_rereads_the_configuration_and_refuses_a_broken_one(host: Host) -> None:
+    host.box.sh(
+        "cp /etc/chainwatch/chainwatch.toml /srv/x/good.toml && echo 'mode = 1' >> /etc/chainwatch/chainwatch.toml"
+    )
+    host.box.run("systemctl", "reload", "chainwatch")
+    host.wait(
+        lambda: (
+            "configuration not reloaded"
+            in host.box.run("journalctl", "-u", "chainwatch", "--no-pager", check=False).stdout
+        ),
+        what="config-rejected",
+    )
+    assert host.box.run("systemctl", "is-active", "chainwatch").stdout.strip() == "active"
+    host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
+    host.box.run("systemctl", "reload", "chainwatch")
+    host.wait(
+        lambda: (
+            "configuration reloaded" in host.box.run("journalctl", "-u", "chainwatch", "--no-pager", check=False).stdout
+        ),
+        what="config-reloaded",
+    )
+
+
+def test_7_the_sandbox_was_in_force_for_all_of_the_above(host: Host) -> None:
+    shown = host.box.run(
+        "systemctl", "show", "chainwatch", "-p", "ProtectSystem", "-p", "NoNewPrivileges", "-p",
+        "CapabilityBoundingSet", "-p", "MemoryDenyWriteExecute", "-p", "PrivateTmp", "-p", "RestrictAddressFamilies",
+    ).stdout  # fmt: skip
+    assert "ProtectSystem=strict" in shown
+    assert "NoNewPrivileges=yes" in shown
+    assert "CapabilityBoundingSet=cap_chown" in shown
+    assert "MemoryDenyWriteExecute=yes" in shown
+    assert "PrivateTmp=yes" in shown
+
+
+def test_8_remove_stops_and_keeps_state_purge_removes_it(host: Host) -> None:
+    host.box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "chainwatch")
+    assert host.box.run("systemctl", "is-active", "chainwatch", check=False).stdout.strip() in ("inactive", "unknown")
+    assert host.box.run("test", "-f", "/var/lib/chainwatch/state.json", check=False).returncode == 0
+    purged = host.box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "chainwatch")
+    assert "purging /var/lib/chainwatch" in purged.stdout + purged.stderr
+    assert host.box.run("test", "-e", "/var/lib/chainwatch", check=False).returncode != 0
