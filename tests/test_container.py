@@ -29,7 +29,7 @@ sys.path.insert(0, "/srv/src")
 from pathlib import Path
 from tests.certbot_tree import CertbotTree, Issued
 folder = Path(sys.argv[1])
-content = Issued((folder / "cert.pem").read_bytes(), (folder / "chain.pem").read_bytes(), (folder / "privkey.pem").read_bytes())
+content = Issued(*((folder / f"{kind}.pem").read_bytes() for kind in ("cert", "chain", "privkey")))
 print(CertbotTree(Path("/etc/letsencrypt")).write(sys.argv[2], content, pause=0.01))
 """
 
@@ -97,8 +97,8 @@ def host(tmp_path_factory: pytest.TempPathFactory, built_deb: Path) -> Iterator[
             "EOF",
         )  # fmt: skip
         installed = box.run(
-            "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-o", "Dpkg::Options::=--force-confold",
-            "/srv/x/chainwatch.deb", timeout=300,
+            "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+            "-o", "Dpkg::Options::=--force-confold", "/srv/x/chainwatch.deb", timeout=300,
         )  # fmt: skip
         assert "chainwatch" in installed.stdout
         box.sh(
