@@ -10,6 +10,7 @@ import pytest
 from chainwatch.certificate import Cert
 from chainwatch.pem import read_bundle, read_chain
 from chainwatch.trust import DEFAULT_STORE, TrustStore
+from tests.workspace import LivePKI
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -48,3 +49,9 @@ def built_deb() -> Path:
     result = subprocess.run([str(root / "packaging" / "build-deb")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def pki() -> LivePKI:
+    """A DST-like hierarchy around the current time, shared by a module's tests."""
+    return LivePKI()

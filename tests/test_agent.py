@@ -16,11 +16,6 @@ from tests.pki import CA, pem
 from tests.workspace import NAME, LivePKI, Workspace, utcnow
 
 
-@pytest.fixture(scope="module")
-def pki() -> LivePKI:
-    return LivePKI()
-
-
 @pytest.fixture
 def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
     return Workspace(tmp_path, pki)

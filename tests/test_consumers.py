@@ -18,11 +18,6 @@ from tests.mailservers import Dovecot, Postfix
 from tests.workspace import NAME, LivePKI, Workspace
 
 
-@pytest.fixture(scope="module")
-def pki() -> LivePKI:
-    return LivePKI()
-
-
 @pytest.fixture
 def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
     workspace = Workspace(tmp_path, pki)

@@ -1,4 +1,4 @@
-"""The .deb in a booted Debian 12: systemd as PID 1, Dovecot, D-Bus, the journal.
+"""The .deb in a booted Debian 12 and 13: systemd as PID 1, Dovecot, D-Bus, the journal.
 
 One container boots for the module; the tests run in order, each checking one
 promise of the package. These machines can boot one, so nothing here skips:
@@ -72,9 +72,10 @@ class Host:
         return self.box.run("chainwatch", "status", check=False)
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory, built_deb: Path) -> Iterator[Host]:
-    tree = rootfs("bookworm")
+@pytest.fixture(scope="module", params=["bookworm", "trixie"])
+def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, built_deb: Path) -> Iterator[Host]:
+    """Debian 12 (Dovecot 2.3) and Debian 13 (Dovecot 2.4), each booted once."""
+    tree = rootfs(request.param)
     deb = built_deb
     shared = tmp_path_factory.mktemp("shared")
     shared.chmod(0o755)
@@ -101,18 +102,25 @@ def host(tmp_path_factory: pytest.TempPathFactory, built_deb: Path) -> Iterator[
             "-o", "Dpkg::Options::=--force-confold", "/srv/x/chainwatch.deb", timeout=300,
         )  # fmt: skip
         assert "chainwatch" in installed.stdout
+        # The lines chainwatch itself prints for the installed Dovecot (2.3 or 2.4).
         box.sh(
-            "cat > /etc/dovecot/conf.d/99-chainwatch.conf <<EOF\n"
-            f"ssl_cert = </var/lib/chainwatch/live/{NAME}/fullchain.pem\n"
-            f"ssl_key = </var/lib/chainwatch/live/{NAME}/privkey.pem\n"
-            "EOF\n"
-            "systemctl restart dovecot"
+            "chainwatch consumer-config dovecot > /etc/dovecot/conf.d/99-chainwatch.conf && systemctl restart dovecot"
         )
         current = Host(box, pki, shared)
         current.issued["v1"] = first
         yield current
     finally:
         box.stop()
+
+
+def test_0_consumer_config_speaks_the_installed_dovecot(host: Host) -> None:
+    version = host.box.run("dovecot", "--version").stdout
+    written = host.box.run("cat", "/etc/dovecot/conf.d/99-chainwatch.conf").stdout
+    if version.startswith("2.4"):
+        assert f"ssl_server_cert_file = /var/lib/chainwatch/live/{NAME}/fullchain.pem" in written
+    else:
+        assert version.startswith("2.3")
+        assert f"ssl_cert = </var/lib/chainwatch/live/{NAME}/fullchain.pem" in written
 
 
 def test_1_service_is_active_ready_and_shows_its_status_line(host: Host) -> None:

@@ -25,11 +25,6 @@ from chainwatch.reconcile import INCONSISTENT_GRACE, Processor
 from tests.workspace import NAME, LivePKI, Workspace
 
 
-@pytest.fixture(scope="module")
-def pki() -> LivePKI:
-    return LivePKI()
-
-
 @pytest.fixture
 def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
     workspace = Workspace(tmp_path, pki)

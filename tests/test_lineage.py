@@ -12,11 +12,6 @@ from tests.certbot_tree import CertbotTree
 from tests.workspace import NAME, LivePKI
 
 
-@pytest.fixture(scope="module")
-def pki() -> LivePKI:
-    return LivePKI()
-
-
 @pytest.fixture
 def tree(tmp_path: Path) -> CertbotTree:
     return CertbotTree(tmp_path)

@@ -14,11 +14,6 @@ from tests.pki import pem
 from tests.workspace import NAME, LivePKI, Workspace
 
 
-@pytest.fixture(scope="module")
-def pki() -> LivePKI:
-    return LivePKI()
-
-
 @pytest.fixture
 def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
     return Workspace(tmp_path, pki)
