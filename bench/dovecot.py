@@ -70,7 +70,8 @@ def main() -> int:
                     ws.certbot.write(NAME, content)
                     changed = time.monotonic()
                     end_to_end.append(wait_served(dovecot.imaps_port, ws.pki.trimmed(content)) - changed)
-                    agent.wait_for(lambda n=len(reloads): len(agent.events("reloaded")) > n, what="reload line")
+                    seen = len(reloads)
+                    agent.wait_for(lambda: len(agent.events("reloaded")) > seen, what="reload line")
                     took = re.search(r"in (\d+) ms", agent.events("reloaded")[-1])
                     reloads.append(int(took.group(1)) / 1000 if took else float("nan"))
             manual = []
@@ -83,17 +84,16 @@ def main() -> int:
                 manual.append(wait_served(dovecot.imaps_port, ws.pki.trimmed(content)) - started)
         finally:
             dovecot.stop()
-    print(
-        f"{renewals} renewals, Dovecot {subprocess.run(['dovecot', '--version'], capture_output=True, text=True).stdout.split()[0]}"
-    )
-    print(f"  certbot's last link change -> Dovecot serves the new chain: median {statistics.median(end_to_end) * 1000:.0f} ms "
+    version = subprocess.run(["dovecot", "--version"], capture_output=True, text=True, check=False).stdout.split()[0]
+
+    def ms(samples: list[float]) -> str:
+        return f"{statistics.median(samples) * 1000:.0f} ms"
+
+    print(f"{renewals} renewals, Dovecot {version}")
+    print(f"  last link change -> Dovecot serves the new chain: median {ms(end_to_end)} "
           f"(max {max(end_to_end) * 1000:.0f} ms; includes settle_ms=300)")  # fmt: skip
-    print(
-        f"  chainwatch's reload command (doveadm reload):               median {statistics.median(reloads) * 1000:.0f} ms"
-    )
-    print(
-        f"  baseline: doveadm reload by hand -> served:                 median {statistics.median(manual) * 1000:.0f} ms"
-    )
+    print(f"  chainwatch's reload command (doveadm reload):     median {ms(reloads)}")
+    print(f"  baseline, doveadm reload by hand -> served:       median {ms(manual)}")
     return 0
 
 
