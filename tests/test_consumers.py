@@ -3,12 +3,13 @@ openssl and gnutls-cli; reload failures roll back; probes say what is served."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -162,66 +163,59 @@ def _closed_port() -> int:
     return port
 
 
-@pytest.fixture
-def hanging_server() -> Iterator[int]:
-    """Accepts connections and never says a word."""
+@contextlib.contextmanager
+def loopback_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A TCP server on a free loopback port; ``handle`` gets each connection."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    held: list[socket.socket] = []
+    listener.settimeout(0.2)
     stop = threading.Event()
 
     def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for connection in held:
-        connection.close()
-    listener.close()
-
-
-@pytest.fixture
-def imap_without_starttls() -> Iterator[int]:
-    """An IMAP server whose capabilities lack STARTTLS."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.2)
         while not stop.is_set():
             try:
                 connection, _ = listener.accept()
             except TimeoutError:
                 continue
-            with connection:
-                connection.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
-                connection.settimeout(2)
-                try:
-                    line = connection.recv(1024)
-                    tag = line.split(b" ")[0] or b"a"
-                    connection.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
-                    connection.recv(1024)
-                    connection.sendall(tag + b" BAD unknown command\r\n")
-                except OSError:
-                    pass
+            handle(connection)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    listener.close()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[int]:
+    """Accepts connections and never says a word."""
+    held: list[socket.socket] = []
+    with loopback_server(held.append) as port:
+        yield port
+    for connection in held:
+        connection.close()
+
+
+def _imap_without_starttls(connection: socket.socket) -> None:
+    with connection:
+        connection.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
+        connection.settimeout(2)
+        with contextlib.suppress(OSError):
+            tag = connection.recv(1024).split(b" ")[0] or b"a"
+            connection.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
+            connection.recv(1024)
+            connection.sendall(tag + b" BAD unknown command\r\n")
+
+
+@pytest.fixture
+def imap_without_starttls() -> Iterator[int]:
+    """An IMAP server whose capabilities lack STARTTLS."""
+    with loopback_server(_imap_without_starttls) as port:
+        yield port
 
 
 @pytest.fixture
