@@ -13,7 +13,7 @@ import grp
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from chainwatch.errors import ChainwatchError
@@ -96,7 +96,13 @@ def syncfs(path: Path) -> None:
 
 
 def write_in(
-    dir_fd: int, name: str, data: bytes, mode: int = 0o600, gid: int | None = None, *, durable: bool = True
+    dir_fd: int,
+    name: str,
+    data: bytes | Iterable[bytes],
+    mode: int = 0o600,
+    gid: int | None = None,
+    *,
+    durable: bool = True,
 ) -> None:
     """Write ``name`` inside an open directory atomically (no directory fsync: callers batch it).
 
@@ -109,9 +115,12 @@ def write_in(
             if gid is not None:
                 os.fchown(fd, -1, gid)
             os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            # Chunks let a large document be written as it is encoded,
+            # without holding all of it in memory at once.
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
             if durable:
                 os.fsync(fd)
         finally:
@@ -123,7 +132,7 @@ def write_in(
         raise
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600, gid: int | None = None) -> None:
+def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int = 0o600, gid: int | None = None) -> None:
     """Replace ``path`` with ``data``: a reader sees the old or the new file, never a mix."""
     with open_dir(path.parent) as dir_fd:
         write_in(dir_fd, path.name, data, mode, gid)

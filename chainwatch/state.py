@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,25 @@ from chainwatch.atomic import atomic_write
 __all__ = ["FORMAT", "StateFile", "now_iso", "parse_iso"]
 
 FORMAT = 1
+
+
+def _with_newline(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    yield from chunks
+    yield b"\n"
+
+
+def _batched(chunks: Iterator[bytes], size: int = 1 << 16) -> Iterator[bytes]:
+    """Join small pieces into writes of about ``size`` bytes."""
+    buffer: list[bytes] = []
+    length = 0
+    for chunk in chunks:
+        buffer.append(chunk)
+        length += len(chunk)
+        if length >= size:
+            yield b"".join(buffer)
+            buffer, length = [], 0
+    if buffer:
+        yield b"".join(buffer)
 
 
 def now_iso(moment: dt.datetime | None = None) -> str:
@@ -88,5 +108,9 @@ class StateFile:
         return sorted(self.data["lineages"])
 
     def save(self) -> None:
-        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode() + b"\n", 0o644)
+        # Streamed: with 10,000 lineages the text is ~10 MB, and json.dumps
+        # would hold it (and its pieces) in memory next to the document.
+        encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+        chunks = (piece.encode() for piece in encoder.iterencode(self.data))
+        atomic_write(self.path, _batched(_with_newline(chunks)), 0o644)
         self._seen = self._signature()
