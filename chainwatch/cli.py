@@ -33,11 +33,11 @@ from chainwatch.pem import read_chain
 from chainwatch.policy import Decision, Distrust, Mode, Policy, WarningCode, decide
 from chainwatch.private_key import public_key_of
 from chainwatch.probe import ProbeError, fetch_chain, parse_endpoint
-from chainwatch.reconcile import Outcome, Processor, load_stores
+from chainwatch.reconcile import Outcome, Processor
 from chainwatch.report import decision_json, dropped_line, iso, warning_lines
 from chainwatch.state import StateFile
 from chainwatch.status import render_status, status_report
-from chainwatch.trust import DEFAULT_STORE, TrustStore, load_store
+from chainwatch.trust import DEFAULT_STORE, load_stores
 
 __all__ = ["main", "parse_time"]
 
@@ -282,23 +282,13 @@ examples:
     snippet.add_argument("--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
 
 
-def _load_stores(paths: Sequence[Path] | None) -> list[TrustStore]:
-    chosen = list(paths or [DEFAULT_STORE])
-    stores = [load_store(path) for path in chosen]
-    names = [store.name for store in stores]
-    if len(set(names)) != len(names):
-        # Two bundles with the same file name: tell them apart by path.
-        stores = [TrustStore.of(str(path), store.anchors) for path, store in zip(chosen, stores, strict=True)]
-    return stores
-
-
 def _decide(args: argparse.Namespace) -> tuple[Decision, dt.datetime]:
     at = parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
     if args.horizon_days < 0:
         raise InputError("--horizon-days: must not be negative")
     certs = read_chain(args.file)
     leaf_key = public_key_of(args.key) if args.key else None
-    stores = _load_stores(args.trust_store)
+    stores = load_stores(args.trust_store or [DEFAULT_STORE])
     policy = Policy(Mode(args.mode), Distrust(args.distrust), dt.timedelta(days=args.horizon_days))
     try:
         return decide(certs, stores, at, policy, leaf_key), at
@@ -422,8 +412,8 @@ def _probe(args: argparse.Namespace) -> int:
                         targets.append((parse_endpoint(text), name))
         if not targets:
             raise InputError("no endpoint given and no probe configured (see 'chainwatch probe --help')")
-    stores = load_stores(config)
-    policy = Policy(config.mode, Distrust(config.distrust), dt.timedelta(days=config.horizon_days))
+    stores = load_stores(config.trust_stores)
+    policy = config.trim_policy()
     results, worst = [], EXIT_OK
     for endpoint, name in targets:
         server_name = name or endpoint.host

@@ -7,6 +7,7 @@ reloaded through systemd.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chainwatch.errors import InputError
-from chainwatch.policy import Mode
+from chainwatch.policy import Distrust, Mode, Policy
 from chainwatch.trust import DEFAULT_STORE
 
 __all__ = ["DEFAULT_CONFIG", "Config", "ConsumerConfig", "load_config", "output_dir_hint", "render_config"]
@@ -52,6 +53,10 @@ class Config:
         default_factory=lambda: (ConsumerConfig("dovecot", unit="dovecot.service"),)
     )
     metrics_textfile: Path | None = None
+
+    def trim_policy(self) -> Policy:
+        """The trim policy these settings describe."""
+        return Policy(self.mode, Distrust(self.distrust), dt.timedelta(days=self.horizon_days))
 
 
 # -- validation ---------------------------------------------------------------------

@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chainwatch.certificate import Cert
 from chainwatch.config import ConsumerConfig
 from chainwatch.errors import ChainwatchError
 from chainwatch.journal import Event
 from chainwatch.pem import parse_certificates
-from chainwatch.probe import ProbeError, fetch_chain, parse_endpoint
+from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
 from chainwatch.reconcile import Outcome, Processor
 from chainwatch.reload import ReloadResult, reload_consumer
 from chainwatch.state import now_iso
@@ -54,7 +55,7 @@ class ProbeReport:
 
 
 def compare_served(
-    processor: Processor, lineage: str, served: list[Any], consumer: str, endpoint: str
+    processor: Processor, lineage: str, served: list[Cert], consumer: str, endpoint: str
 ) -> tuple[bool, str, int | None]:
     """Which published version of ``lineage`` is ``served``? (match, message, version)."""
     publisher = processor.publisher
@@ -150,7 +151,7 @@ class ConsumerHook:
         return reports
 
     def _probe_one(
-        self, processor: Processor, consumer: ConsumerConfig, endpoint: Any, lineage: str, server_name: str | None
+        self, processor: Processor, consumer: ConsumerConfig, endpoint: Endpoint, lineage: str, server_name: str | None
     ) -> ProbeReport:
         deadline = time.monotonic() + PROBE_PATIENCE_S
         while True:

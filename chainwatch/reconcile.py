@@ -24,13 +24,13 @@ from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage, read_files
 from chainwatch.pem import parse_certificates
-from chainwatch.policy import Decision, Distrust, Policy, WarningCode, decide
+from chainwatch.policy import Decision, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
 from chainwatch.report import decision_json, iso
 from chainwatch.state import StateFile, now_iso, parse_iso
-from chainwatch.trust import TrustStore, load_store
+from chainwatch.trust import load_stores
 
-__all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor", "load_stores"]
+__all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor"]
 
 # certbot switches a lineage in milliseconds; a minute of inconsistency means
 # it died half way (or someone is editing by hand).
@@ -42,14 +42,6 @@ Clock = Callable[[], dt.datetime]
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def load_stores(config: Config) -> list[TrustStore]:
-    """The configured stores, named by file (by path when two names clash)."""
-    stores = [load_store(path) for path in config.trust_stores]
-    if len({s.name for s in stores}) != len(stores):
-        stores = [TrustStore.of(str(path), s.anchors) for path, s in zip(config.trust_stores, stores, strict=True)]
-    return stores
 
 
 @dataclass(frozen=True)
@@ -89,8 +81,8 @@ class Processor:
         self.config = config
         self.journal = journal
         self.clock = clock
-        self.stores = load_stores(config)
-        self.policy = Policy(config.mode, Distrust(config.distrust), dt.timedelta(days=config.horizon_days))
+        self.stores = load_stores(config.trust_stores)
+        self.policy = config.trim_policy()
         self.publisher = Publisher(config.output_dir, group_id(config.key_group))
         self.publisher.prepare()
         self.state = StateFile(config.output_dir / "state.json")

@@ -9,7 +9,7 @@ from pathlib import Path
 from chainwatch.certificate import Cert
 from chainwatch.pem import read_bundle
 
-__all__ = ["DEFAULT_STORE", "TrustStore", "load_store"]
+__all__ = ["DEFAULT_STORE", "TrustStore", "load_store", "load_stores"]
 
 DEFAULT_STORE = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -48,3 +48,11 @@ class TrustStore:
 def load_store(path: Path) -> TrustStore:
     """Read a PEM bundle; the store is named after the file."""
     return TrustStore.of(path.name, read_bundle(path))
+
+
+def load_stores(paths: Sequence[Path]) -> list[TrustStore]:
+    """Read several bundles; each is named by its file, or by its path when two file names clash."""
+    stores = [load_store(path) for path in paths]
+    if len({store.name for store in stores}) != len(stores):
+        stores = [TrustStore.of(str(path), store.anchors) for path, store in zip(paths, stores, strict=True)]
+    return stores

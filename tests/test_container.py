@@ -48,7 +48,6 @@ class Host:
         self.box = box
         self.pki = pki
         self.shared = shared
-        self.issued: dict[str, Issued] = {}
 
     def renew(self, label: str) -> None:
         self.box.run("python3", "-c", RENEW, f"/srv/x/{label}", NAME)
@@ -107,7 +106,6 @@ def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             "chainwatch consumer-config dovecot > /etc/dovecot/conf.d/99-chainwatch.conf && systemctl restart dovecot"
         )
         current = Host(box, pki, shared)
-        current.issued["v1"] = first
         yield current
     finally:
         box.stop()
@@ -134,7 +132,6 @@ def test_1_service_is_active_ready_and_shows_its_status_line(host: Host) -> None
 def test_2_renewal_with_an_expired_cross_sign_is_served_trimmed_via_dbus_reload(host: Host) -> None:
     renewed = host.pki.issue()
     _save(host.shared / "v2", renewed)
-    host.issued["v2"] = renewed
     host.renew("v2")
     expected = [c.pem() for c in parse_certificates(host.pki.trimmed(renewed), "expected")]
     host.wait(lambda: host.served() == expected, what="dovecot serving the sanitized v2 chain")
