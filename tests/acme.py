@@ -85,7 +85,16 @@ class Pebble:
             ["pebble", "-config", str(folder / "pebble.json")],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PEBBLE_VA_ALWAYS_VALID": "1", "PEBBLE_VA_NOSLEEP": "1"},
+            # pebble rejects 5 % of nonces by default to exercise clients' retry;
+            # certbot retries once, so a run of ~50 requests failed now and then
+            # (seen in CI: badNonce on `renew`). That is pebble testing certbot,
+            # not something chainwatch's tests are about.
+            env={
+                **os.environ,
+                "PEBBLE_VA_ALWAYS_VALID": "1",
+                "PEBBLE_VA_NOSLEEP": "1",
+                "PEBBLE_WFE_NONCEREJECT": "0",
+            },
         )
         deadline = time.monotonic() + 15
         while "Listening on" not in (folder / "pebble.log").read_text():
@@ -125,13 +134,16 @@ class Certbot:
         ]  # fmt: skip
 
     def _run(self, *args: str) -> None:
-        subprocess.run(
+        done = subprocess.run(
             ["certbot", *args, *self.common],
-            check=True,
             capture_output=True,
+            text=True,
             env={**os.environ, "REQUESTS_CA_BUNDLE": str(self.pebble.tls_cert)},
             timeout=120,
         )
+        if done.returncode:
+            # certbot's own words, so a CI failure says why and not just "exit 1".
+            raise RuntimeError(f"certbot {args[0]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
 
     def certonly(self, name: str) -> None:
         self._run(
