@@ -73,12 +73,14 @@ class Cert:
 
     @classmethod
     def from_der(cls, der: bytes) -> Cert:
-        """Parse DER; raises ``ValueError`` when it is not a certificate."""
-        with warnings.catch_warnings():
-            # Real trust bundles hold a few old roots that newer cryptography
-            # frowns upon (negative serials); they still verify fine.
-            warnings.simplefilter("ignore")
-            return cls(x509.load_der_x509_certificate(der), der)
+        """Parse DER; raises ``ValueError`` when it is not a certificate.
+
+        The same bytes give the same object: a host's lineages share a few
+        intermediates and cross-signs, and a shared object keeps what was
+        derived from them (names, key, signature links) instead of redoing it
+        for every lineage. Cert is never changed after parsing, so sharing is safe.
+        """
+        return _parse(der)
 
     @cached_property
     def sha256(self) -> str:
@@ -201,3 +203,12 @@ class Cert:
 
     def pem(self) -> bytes:
         return self.x509.public_bytes(serialization.Encoding.PEM)
+
+
+@lru_cache(maxsize=1024)
+def _parse(der: bytes) -> Cert:
+    with warnings.catch_warnings():
+        # Real trust bundles hold a few old roots that newer cryptography
+        # frowns upon (negative serials); they still verify fine.
+        warnings.simplefilter("ignore")
+        return Cert(x509.load_der_x509_certificate(der), der)

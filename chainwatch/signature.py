@@ -7,6 +7,8 @@ same code runs on Debian 12's python3-cryptography 38.0.4.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
@@ -22,12 +24,15 @@ __all__ = ["signed_by"]
 _BROKEN_HASHES = (hashes.MD5,)
 
 
+@lru_cache(maxsize=1024)
 def signed_by(child: Cert, issuer: Cert) -> bool:
     """True when ``issuer``'s public key verifies ``child``'s signature.
 
     SHA-1 is accepted only when the issuer is a self-named root (the legacy
     roots that still sign that way); anything malformed or unsupported is
-    simply "no link".
+    simply "no link". The answer depends on the two encodings alone, so it is
+    remembered: every lineage below the same intermediate asks the same
+    questions about the intermediate and its cross-signs.
     """
     certificate = child.x509
     key = issuer.public_key
