@@ -8,6 +8,7 @@ any ``previous_*`` link is left, or a link does not resolve, the lineage is
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,15 +95,15 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
     for kind in KINDS:
         path = directory / f"{kind}.pem"
         try:
-            target = path.resolve(strict=True)
-        except (FileNotFoundError, RuntimeError):
-            raise Inconsistent(f"{kind}.pem does not resolve to a file") from None
-        try:
-            with target.open("rb") as handle:
+            with path.open("rb") as handle:
                 content[kind] = handle.read(MAX_CHAIN_BYTES + 1)
         except IsADirectoryError:
             raise Rejected(f"{path}: is a directory, not a file") from None
         except OSError as error:
+            # A dangling or looping link is certbot between two steps (or
+            # interrupted there), not a broken file.
+            if error.errno in (errno.ENOENT, errno.ELOOP):
+                raise Inconsistent(f"{kind}.pem does not resolve to a file") from None
             raise Rejected(f"{path}: cannot read ({error.strerror})") from None
         if len(content[kind]) > MAX_CHAIN_BYTES:
             raise Rejected(f"{path}: larger than 1 MiB")
