@@ -7,7 +7,7 @@ from functools import cache
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chainwatch import der
 from chainwatch.errors import InputError
@@ -70,7 +70,31 @@ def test_rebuilt_pkcs1_key_is_the_same_key() -> None:
     assert pkcs1_with() == private_pem(rsa_key(), PKCS1)
 
 
-@pytest.mark.parametrize("kind", ["ec", "ed25519"])
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()], ids=lambda c: c.name)
+@pytest.mark.parametrize("layout", [PKCS8, PKCS1], ids=["pkcs8", "sec1"])
+def test_ec_key_gives_the_public_key_cryptography_derives(
+    curve: ec.EllipticCurve, layout: serialization.PrivateFormat
+) -> None:
+    key = ec.generate_private_key(curve)
+    assert public_key_from_pem(private_pem(key, layout), "privkey.pem") == key.public_key().public_bytes(*SPKI)
+
+
+def test_ec_key_whose_scalar_no_longer_matches_its_point_is_refused() -> None:
+    # Debian 12's cryptography 38 loads such a key and reports the stored point,
+    # so a corrupted key would pass for the certificate's.
+    encoded = bytearray(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.DER, PKCS1, serialization.NoEncryption()
+        )
+    )
+    encoded[7 + 5] ^= 1  # SEC1: 30 77 02 01 01 04 20, then the scalar
+    body = base64.encodebytes(bytes(encoded))
+    damaged = b"-----BEGIN EC PRIVATE KEY-----\n" + body + b"-----END EC PRIVATE KEY-----\n"
+    with pytest.raises(InputError, match="privkey.pem: the private key is damaged"):
+        public_key_from_pem(damaged, "privkey.pem")
+
+
+@pytest.mark.parametrize("kind", ["ed25519"])
 def test_other_key_types_give_their_public_key(kind: str) -> None:
     key = new_key(kind)
     assert public_key_from_pem(private_pem(key), "privkey.pem") == key.public_key().public_bytes(*SPKI)
@@ -83,14 +107,15 @@ def test_rsa_key_with_one_damaged_number_is_refused(field: str) -> None:
         "n": numbers.public_numbers.n, "e": numbers.public_numbers.e, "d": numbers.d, "p": numbers.p,
         "q": numbers.q, "dp": numbers.dmp1, "dq": numbers.dmq1, "qinv": numbers.iqmp,
     }[field]  # fmt: skip
-    with pytest.raises(InputError, match=r"^privkey\.pem: is not a readable PEM private key$"):
+    with pytest.raises(InputError, match=r"^privkey\.pem: the private key is damaged \(its numbers do not agree\)$"):
         public_key_from_pem(pkcs1_with(**{field: original + 2}), "privkey.pem")
 
 
-def test_encrypted_rsa_key_is_refused_as_encrypted() -> None:
-    encrypted = rsa_key().private_bytes(
-        serialization.Encoding.PEM, PKCS1, serialization.BestAvailableEncryption(b"secret")
-    )
+@pytest.mark.parametrize("layout", [PKCS8, PKCS1], ids=["pkcs8", "traditional"])
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_encrypted_key_is_refused_as_encrypted(kind: str, layout: serialization.PrivateFormat) -> None:
+    key = rsa_key() if kind == "rsa" else new_key("ec")
+    encrypted = key.private_bytes(serialization.Encoding.PEM, layout, serialization.BestAvailableEncryption(b"secret"))
     with pytest.raises(InputError, match="the private key is encrypted"):
         public_key_from_pem(encrypted, "privkey.pem")
 
