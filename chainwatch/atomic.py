@@ -18,7 +18,7 @@ from pathlib import Path
 
 from chainwatch.errors import ChainwatchError
 
-__all__ = ["UnsafePathError", "atomic_write", "group_id", "open_dir", "private_dir", "syncfs", "write_in"]
+__all__ = ["UnsafePathError", "atomic_write", "create_in", "group_id", "open_dir", "private_dir", "syncfs", "write_in"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -109,27 +109,45 @@ def write_in(
     ``durable=False`` leaves the data fsync to the caller (see :func:`syncfs`).
     """
     temporary = f".{name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
-        try:
-            if gid is not None:
-                os.fchown(fd, -1, gid)
-            os.fchmod(fd, mode)
-            # Chunks let a large document be written as it is encoded,
-            # without holding all of it in memory at once.
-            for chunk in (data,) if isinstance(data, bytes) else data:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        create_in(dir_fd, temporary, data, mode, gid, durable=durable)
         os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary, dir_fd=dir_fd)
         raise
+
+
+def create_in(
+    dir_fd: int,
+    name: str,
+    data: bytes | Iterable[bytes],
+    mode: int = 0o600,
+    gid: int | None = None,
+    *,
+    durable: bool = True,
+) -> None:
+    """Create ``name``, which must not exist yet, inside an open directory.
+
+    Not atomic by itself: use it directly only in a directory nobody reads
+    until it is complete, flushed and renamed into place (a staging
+    directory); :func:`write_in` is the atomic form.
+    """
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        os.fchmod(fd, mode)
+        # Chunks let a large document be written as it is encoded,
+        # without holding all of it in memory at once.
+        for chunk in (data,) if isinstance(data, bytes) else data:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int = 0o600, gid: int | None = None) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chainwatch.atomic import open_dir, private_dir, syncfs, write_in
+from chainwatch.atomic import create_in, open_dir, private_dir, syncfs
 from chainwatch.policy import Decision
 
 __all__ = ["CERT_FILES", "KEY_FILES", "Publisher", "set_for"]
@@ -170,9 +170,11 @@ class Publisher:
                 for name, data in files.items():
                     secret = name in KEY_FILES
                     mode = (0o640 if self.gid is not None else 0o600) if secret else 0o644
-                    write_in(dir_fd, name, data, mode, self.gid if secret else None, durable=False)
+                    # The staging directory is complete before it gets its
+                    # visible name, so its files need no temporary names.
+                    create_in(dir_fd, name, data, mode, self.gid if secret else None, durable=False)
                 document = json.dumps({**meta, "version": version}, indent=2).encode() + b"\n"
-                write_in(dir_fd, _META, document, 0o644, durable=False)
+                create_in(dir_fd, _META, document, 0o644, durable=False)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # a full disk must not keep it full
             raise
