@@ -9,6 +9,7 @@ any ``previous_*`` link is left, or a link does not resolve, the lineage is
 from __future__ import annotations
 
 import errno
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,9 +87,11 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
     :class:`Rejected` for a file that cannot be read.
     """
     directory = live_dir / name
-    if not directory.is_dir():
-        raise Inconsistent(f"{directory} is gone")
-    leftovers = sorted(p.name for p in directory.glob("previous_*.pem"))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        raise Inconsistent(f"{directory} is gone") from None
+    leftovers = sorted(e for e in entries if e.startswith("previous_") and e.endswith(".pem"))
     if leftovers:
         raise Inconsistent(f"certbot is updating it ({', '.join(leftovers)} present)")
     content: dict[str, bytes] = {}
