@@ -83,6 +83,9 @@ def agent(base: Path) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
     sock_path.unlink(missing_ok=True)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(sock_path))
+    # Flush what the bench itself just wrote (the certbot trees): on a real
+    # host those are long on disk, and the agent's own flushes would pay for them.
+    os.sync()
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "chainwatch", "run", "--config", str(base / "chainwatch.toml")],
