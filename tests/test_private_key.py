@@ -27,6 +27,14 @@ def rsa_key() -> rsa.RSAPrivateKey:
     return key
 
 
+def rsa_numbers() -> dict[str, int]:
+    """The test key's numbers, in RSAPrivateKey order (RFC 8017)."""
+    numbers = rsa_key().private_numbers()
+    public = numbers.public_numbers
+    values = (public.n, public.e, numbers.d, numbers.p, numbers.q, numbers.dmp1, numbers.dmq1, numbers.iqmp)
+    return dict(zip(FIELDS, values, strict=True))
+
+
 def private_pem(key: object, layout: serialization.PrivateFormat = PKCS8) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, layout, serialization.NoEncryption())  # type: ignore[attr-defined, no-any-return]
 
@@ -47,12 +55,7 @@ def _element(tag: int, body: bytes) -> bytes:
 
 def pkcs1_with(**changed: int) -> bytes:
     """The test key as PKCS#1 PEM with some of its numbers replaced."""
-    numbers = rsa_key().private_numbers()
-    values = {
-        "n": numbers.public_numbers.n, "e": numbers.public_numbers.e, "d": numbers.d, "p": numbers.p,
-        "q": numbers.q, "dp": numbers.dmp1, "dq": numbers.dmq1, "qinv": numbers.iqmp,
-    }  # fmt: skip
-    values.update(changed)
+    values = {**rsa_numbers(), **changed}
     body = _element(0x30, _integer(0) + b"".join(_integer(values[f]) for f in FIELDS))
     lines = base64.encodebytes(body).replace(b"\n", b"")
     wrapped = b"\n".join(lines[i : i + 64] for i in range(0, len(lines), 64))
@@ -102,11 +105,7 @@ def test_other_key_types_give_their_public_key(kind: str) -> None:
 
 @pytest.mark.parametrize("field", FIELDS)
 def test_rsa_key_with_one_damaged_number_is_refused(field: str) -> None:
-    numbers = rsa_key().private_numbers()
-    original = {
-        "n": numbers.public_numbers.n, "e": numbers.public_numbers.e, "d": numbers.d, "p": numbers.p,
-        "q": numbers.q, "dp": numbers.dmp1, "dq": numbers.dmq1, "qinv": numbers.iqmp,
-    }[field]  # fmt: skip
+    original = rsa_numbers()[field]
     with pytest.raises(InputError, match=r"^privkey\.pem: the private key is damaged \(its numbers do not agree\)$"):
         public_key_from_pem(pkcs1_with(**{field: original + 2}), "privkey.pem")
 
