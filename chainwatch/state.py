@@ -14,14 +14,35 @@ from typing import Any
 
 from chainwatch.atomic import atomic_write
 
-__all__ = ["FORMAT", "StateFile", "now_iso", "parse_iso"]
+__all__ = ["FORMAT", "StateFile", "encode", "now_iso", "parse_iso"]
 
 FORMAT = 1
 
 
-def _with_newline(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    yield from chunks
-    yield b"\n"
+def encode(data: dict[str, Any]) -> Iterator[bytes]:
+    """``data`` as compact JSON with sorted keys, one lineage at a time.
+
+    The same bytes as one ``json.dumps(data, sort_keys=True,
+    separators=(",", ":"))``, without holding the ~10 MB text of 10,000
+    lineages in memory, and through json's C encoder: its streaming
+    ``iterencode`` is pure Python and took ~1.5 s per save for 3,000 lineages.
+    """
+    yield b"{"
+    for position, key in enumerate(sorted(data)):
+        value = data[key]
+        head = (b"," if position else b"") + _dump(key) + b":"
+        if key != "lineages":
+            yield head + _dump(value)
+            continue
+        yield head + b"{"
+        for index, name in enumerate(sorted(value)):
+            yield (b"," if index else b"") + _dump(name) + b":" + _dump(value[name])
+        yield b"}"
+    yield b"}\n"
+
+
+def _dump(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _batched(chunks: Iterator[bytes], size: int = 1 << 16) -> Iterator[bytes]:
@@ -108,9 +129,5 @@ class StateFile:
         return sorted(self.data["lineages"])
 
     def save(self) -> None:
-        # Streamed: with 10,000 lineages the text is ~10 MB, and json.dumps
-        # would hold it (and its pieces) in memory next to the document.
-        encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-        chunks = (piece.encode() for piece in encoder.iterencode(self.data))
-        atomic_write(self.path, _batched(_with_newline(chunks)), 0o644)
+        atomic_write(self.path, _batched(encode(self.data)), 0o644)
         self._seen = self._signature()
