@@ -199,16 +199,20 @@ class Agent:
     def reconcile_all(self) -> None:
         """Process every lineage now: at start, after SIGHUP, after an overflow."""
         names = self._rescan()
-        with self.processor.exclusive():
-            for name in set(self.processor.state.names()) - set(names):
-                self.processor.removed(name)
         self.pending.clear()
-        self.process(names)
+        self.process(names, everything=True)
 
-    def process(self, names: Iterable[str]) -> list[Outcome]:
+    def process(self, names: Iterable[str], everything: bool = False) -> list[Outcome]:
+        """Process ``names`` in one batch; ``everything``: they are all there is."""
+        names = list(names)
         outcomes = []
+        # One pass under the lock, so one save of state.json (megabytes with
+        # thousands of lineages) however much changed.
         with self.processor.exclusive():
-            for outcome in self.processor.process_batch(list(names)):
+            if everything:
+                for name in set(self.processor.state.names()) - set(names):
+                    self.processor.removed(name)
+            for outcome in self.processor.process_batch(names):
                 name = outcome.lineage
                 self.watcher.follow_archives(name, archive_dirs(self.config.live_dir, name))
                 if outcome.recheck_at:
