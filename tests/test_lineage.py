@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.lineage import Inconsistent, Rejected, list_lineages, read_lineage
+from chainwatch.lineage import Inconsistent, Rejected, archive_dirs, list_lineages, read_lineage
 from tests.certbot_tree import CertbotTree
 from tests.workspace import NAME, LivePKI
 
@@ -97,3 +97,17 @@ def test_removed_lineage_is_inconsistent(tree: CertbotTree) -> None:
     with pytest.raises(Inconsistent, match="is gone"):
         read_lineage(tree.live, "nothing-here")
     assert not os.path.exists(tree.live / "nothing-here")
+
+
+def test_archive_directory_is_where_the_links_point_listed_once(tree: CertbotTree, pki: LivePKI) -> None:
+    tree.write(NAME, pki.issue())
+    assert archive_dirs(tree.live, NAME) == ((tree.archive / NAME).resolve(),)
+
+
+def test_lineage_of_plain_files_has_no_archive_directory(tmp_path: Path, pki: LivePKI) -> None:
+    content = pki.issue()
+    lineage = tmp_path / "live" / NAME
+    lineage.mkdir(parents=True)
+    for kind in ("cert", "chain", "fullchain", "privkey"):
+        (lineage / f"{kind}.pem").write_bytes(getattr(content, kind))
+    assert archive_dirs(tmp_path / "live", NAME) == ()
