@@ -41,6 +41,16 @@ def _save(folder: Path, content: Issued) -> None:
     (folder / "privkey.pem").write_bytes(content.privkey)
 
 
+def _repack_as_newer(deb: Path, target: Path, work: Path) -> None:
+    """The same package under a higher version: what dpkg sees on a real upgrade."""
+    tree = work / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN" / "control"
+    lines = control.read_text().splitlines()
+    control.write_text("".join(f"{line}+upgrade1\n" if line.startswith("Version:") else f"{line}\n" for line in lines))
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(target)], check=True, capture_output=True)
+
+
 class Host:
     """The booted container and what the tests put in it."""
 
@@ -79,6 +89,7 @@ def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     shared = tmp_path_factory.mktemp("shared")
     shared.chmod(0o755)
     (shared / "chainwatch.deb").write_bytes(deb.read_bytes())
+    _repack_as_newer(deb, shared / "chainwatch-newer.deb", tmp_path_factory.mktemp("newer"))
     pki = LivePKI()
     first = pki.issue()
     _save(shared / "v1", first)
@@ -224,7 +235,35 @@ def test_7_the_sandbox_was_in_force_for_all_of_the_above(host: Host) -> None:
     assert "PrivateTmp=yes" in shown
 
 
-def test_8_remove_stops_and_keeps_state_purge_removes_it(host: Host) -> None:
+def test_8_an_upgrade_restarts_the_agent_and_keeps_state_config_and_what_is_served(host: Host) -> None:
+    def main_pid() -> str:
+        return host.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
+
+    before_pid = main_pid()
+    served_before = host.served()
+    published_before = host.box.run("readlink", f"/var/lib/chainwatch/live/{NAME}").stdout
+    upgraded = host.box.run(
+        "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+        "-o", "Dpkg::Options::=--force-confold", "/srv/x/chainwatch-newer.deb", timeout=300,
+    )  # fmt: skip
+    assert "+upgrade1" in host.box.run("dpkg-query", "-W", "-f=${Version}", "chainwatch").stdout, upgraded.stdout
+    host.wait(
+        lambda: (
+            main_pid() not in (before_pid, "0")
+            and host.box.run("systemctl", "is-active", "chainwatch", check=False).stdout.strip() == "active"
+        ),
+        what="the upgraded agent running",
+    )
+    # The admin's configuration, the published version and the last verdict all survive.
+    assert "/srv/x/store.pem" in host.box.run("cat", "/etc/chainwatch/chainwatch.toml").stdout
+    assert host.box.run("readlink", f"/var/lib/chainwatch/live/{NAME}").stdout == published_before
+    assert host.served() == served_before
+    still = host.status()
+    assert still.returncode == 2, still.stdout
+    assert "the key does not match" in still.stdout
+
+
+def test_9_remove_stops_and_keeps_state_purge_removes_it(host: Host) -> None:
     host.box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "chainwatch")
     assert host.box.run("systemctl", "is-active", "chainwatch", check=False).stdout.strip() in ("inactive", "unknown")
     assert host.box.run("test", "-f", "/var/lib/chainwatch/state.json", check=False).returncode == 0
