@@ -8,6 +8,8 @@ from functools import cache
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chainwatch import der
 from chainwatch.errors import InputError
@@ -25,6 +27,11 @@ def rsa_key() -> rsa.RSAPrivateKey:
     key = new_key("rsa")
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
+
+
+@cache
+def ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def rsa_numbers() -> dict[str, int]:
@@ -123,3 +130,27 @@ def test_rsa_key_in_der_slices_is_what_the_reader_expects() -> None:
     # Guards the layout the fast reader relies on: version 0 and eight integers.
     body = der.value(base64.b64decode(b"".join(private_pem(rsa_key(), PKCS1).splitlines()[1:-1])), 0x30)
     assert [tag for tag, _ in der.tagged(body)] == [0x02] * 9
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["rsa", "ec-pkcs8", "ec-sec1"]), position=st.integers(min_value=0), flip=st.integers(1, 255)
+)
+def test_a_key_with_any_byte_changed_gives_its_own_public_key_or_a_one_line_error(
+    kind: str, position: int, flip: int
+) -> None:
+    key = rsa_key() if kind == "rsa" else ec_key()
+    layout = PKCS1 if kind == "ec-sec1" else PKCS8
+    encoded = bytearray(key.private_bytes(serialization.Encoding.DER, layout, serialization.NoEncryption()))
+    encoded[position % len(encoded)] ^= flip
+    label = b"EC PRIVATE KEY" if kind == "ec-sec1" else b"PRIVATE KEY"
+    text = b"-----BEGIN " + label + b"-----\n" + base64.encodebytes(bytes(encoded)) + b"-----END " + label + b"-----\n"
+    try:
+        spki = public_key_from_pem(text, "privkey.pem")
+    except InputError as error:
+        assert str(error).startswith("privkey.pem: ")
+        assert "\n" not in str(error)
+    else:
+        # Bytes that change nothing the key is made of (a length's or an
+        # unused field's) may still read as the same key, never as another.
+        assert spki == key.public_key().public_bytes(*SPKI)
