@@ -101,16 +101,11 @@ def write_in(
     data: bytes | Iterable[bytes],
     mode: int = 0o600,
     gid: int | None = None,
-    *,
-    durable: bool = True,
 ) -> None:
-    """Write ``name`` inside an open directory atomically (no directory fsync: callers batch it).
-
-    ``durable=False`` leaves the data fsync to the caller (see :func:`syncfs`).
-    """
+    """Write ``name`` inside an open directory atomically (no directory fsync: callers batch it)."""
     temporary = f".{name}.{secrets.token_hex(6)}.tmp"
     try:
-        create_in(dir_fd, temporary, data, mode, gid, durable=durable)
+        create_in(dir_fd, temporary, data, mode, gid)
         os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
