@@ -8,14 +8,21 @@ file mean something else than a list of certificates.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from pathlib import Path
 
 from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
 
-__all__ = ["MAX_CHAIN_BYTES", "MAX_CHAIN_CERTS", "parse_certificates", "read_bundle", "read_chain"]
+__all__ = [
+    "MAX_CHAIN_BYTES",
+    "MAX_CHAIN_CERTS",
+    "blocks",
+    "decode_body",
+    "parse_certificates",
+    "read_bundle",
+    "read_chain",
+]
 
 # A served chain is a handful of certificates; these bounds keep a hostile or
 # mistaken file (a whole CA bundle, a log) from costing more than a moment.
@@ -39,12 +46,11 @@ def parse_certificates(data: bytes, source: str, *, max_certs: int | None = MAX_
         raise InputError(f"{source}: file is empty")
     if b"-----BEGIN" not in data:
         raise InputError(f"{source}: {_describe_binary(data, source)}")
-    blocks = list(_BLOCK.finditer(data))
-    if len(blocks) != len(_BEGIN.findall(data)):
+    found = blocks(data)
+    if len(found) != len(_BEGIN.findall(data)):
         raise InputError(f"{source}: a -----BEGIN line has no matching -----END line")
     certificates: list[Cert] = []
-    for block in blocks:
-        label = block.group(1).decode("ascii")
+    for label, body in found:
         if "PRIVATE KEY" in label:
             raise InputError(
                 f"{source}: contains a private key; a chain file must hold certificates only "
@@ -60,18 +66,30 @@ def parse_certificates(data: bytes, source: str, *, max_certs: int | None = MAX_
         number = len(certificates) + 1
         if max_certs is not None and number > max_certs:
             raise InputError(f"{source}: more than {max_certs} certificates; this is not a served chain")
-        certificates.append(_decode_block(block.group(2), source, number))
+        certificates.append(_decode_block(body, source, number))
     if not certificates:
         raise InputError(f"{source}: contains no certificate (no -----BEGIN CERTIFICATE----- block)")
     return certificates
+
+
+def blocks(data: bytes) -> list[tuple[str, bytes]]:
+    """Every ``-----BEGIN X-----`` … ``-----END X-----`` block as (label, body), in file order."""
+    return [(match.group(1).decode("ascii"), match.group(2)) for match in _BLOCK.finditer(data)]
+
+
+def decode_body(body: bytes) -> bytes:
+    """The bytes a block's body encodes; ``ValueError`` for PEM headers (encryption) or bad base64."""
+    if b":" in body:
+        raise ValueError("the block has PEM headers")
+    return base64.b64decode(b"".join(body.split()), validate=True)  # binascii.Error is a ValueError
 
 
 def _decode_block(body: bytes, source: str, number: int) -> Cert:
     if b":" in body:
         raise InputError(f"{source}: certificate {number} has PEM headers (encrypted or not a certificate)")
     try:
-        der = base64.b64decode(b"".join(body.split()), validate=True)
-    except (binascii.Error, ValueError):
+        der = decode_body(body)
+    except ValueError:
         raise InputError(f"{source}: certificate {number} is not valid base64") from None
     try:
         return Cert.from_der(der)

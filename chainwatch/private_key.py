@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from chainwatch import der
+from chainwatch import der, pem
 from chainwatch.errors import InputError
 
 __all__ = ["public_key_from_pem", "public_key_of"]
@@ -19,7 +16,7 @@ __all__ = ["public_key_from_pem", "public_key_of"]
 _MAX_KEY_BYTES = 1 << 20
 _SPKI = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
 _POINT = serialization.PublicFormat.UncompressedPoint
-_PEM_KEY = re.compile(rb"-----BEGIN ((?:RSA |EC )?)PRIVATE KEY-----\r?\n(.*?)-----END \1PRIVATE KEY-----", re.DOTALL)
+_KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
 _RSA_OID = bytes.fromhex("2a864886f70d010101")  # rsaEncryption
 _EC_OID = bytes.fromhex("2a8648ce3d0201")  # id-ecPublicKey
 _CURVES: dict[bytes, ec.EllipticCurve] = {
@@ -84,15 +81,15 @@ def _public_key_without_loading(data: bytes) -> bytes | None:
     type, an encrypted or odd encoding) returns None and goes through
     cryptography, which also gives the error message.
     """
-    blocks = _PEM_KEY.findall(data)
-    if len(blocks) != 1 or b":" in blocks[0][1]:
+    keys = [(label, body) for label, body in pem.blocks(data) if label in _KEY_LABELS]
+    if len(keys) != 1:
         return None
-    label, body = blocks[0]
+    label, body = keys[0]
     try:
-        encoded = base64.b64decode(b"".join(body.split()), validate=True)
-        if label == b"RSA ":
+        encoded = pem.decode_body(body)  # an encrypted key has headers: ValueError
+        if label == "RSA PRIVATE KEY":
             return _rsa(der.tagged(der.value(encoded, 0x30)))
-        if label == b"EC ":
+        if label == "EC PRIVATE KEY":
             return _ec(der.tagged(der.value(encoded, 0x30)), None)
         # PKCS#8: the algorithm says what the wrapped key is.
         version, algorithm, key = der.tagged(der.value(encoded, 0x30))[:3]
@@ -103,7 +100,7 @@ def _public_key_without_loading(data: bytes) -> bytes | None:
             return _rsa(der.tagged(der.value(key[1], 0x30)))
         if identifier[0] == (0x06, _EC_OID) and len(identifier) == 2 and identifier[1][0] == 0x06:
             return _ec(der.tagged(der.value(key[1], 0x30)), identifier[1][1])
-    except (binascii.Error, ValueError, IndexError):
+    except (ValueError, IndexError):
         return None
     return None
 
