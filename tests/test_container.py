@@ -34,6 +34,14 @@ print(CertbotTree(Path("/etc/letsencrypt")).write(sys.argv[2], content, pause=0.
 """
 
 
+def _apt(box: Container, *args: str) -> subprocess.CompletedProcess[str]:
+    """apt-get as a package upgrade runs it: no questions, the admin's conffiles kept."""
+    return box.run(
+        "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-o", "Dpkg::Options::=--force-confold", *args,
+        timeout=300,
+    )  # fmt: skip
+
+
 def _save(folder: Path, content: Issued) -> None:
     folder.mkdir(parents=True)
     (folder / "cert.pem").write_bytes(content.cert)
@@ -80,6 +88,16 @@ class Host:
     def status(self) -> subprocess.CompletedProcess[str]:
         return self.box.run("chainwatch", "status", check=False)
 
+    def active_state(self) -> str:
+        return self.box.run("systemctl", "is-active", "chainwatch", check=False).stdout.strip()
+
+    def main_pid(self) -> str:
+        return self.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
+
+    def wait_for_new_agent(self, old_pid: str, timeout: float, what: str) -> None:
+        """Until chainwatch runs again, in another process than ``old_pid``."""
+        self.wait(lambda: self.main_pid() not in (old_pid, "0") and self.active_state() == "active", timeout, what)
+
 
 @pytest.fixture(scope="module", params=["bookworm", "trixie"])
 def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, built_deb: Path) -> Iterator[Host]:
@@ -107,10 +125,7 @@ def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             '[[consumer]]\nname = "dovecot"\nunit = "dovecot.service"\nprobe = ["imaps://127.0.0.1:993"]\n'
             "EOF",
         )  # fmt: skip
-        installed = box.run(
-            "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
-            "-o", "Dpkg::Options::=--force-confold", "/srv/x/chainwatch.deb", timeout=300,
-        )  # fmt: skip
+        installed = _apt(box, "install", "/srv/x/chainwatch.deb")
         assert "chainwatch" in installed.stdout
         # The lines chainwatch itself prints for the installed Dovecot (2.3 or 2.4).
         box.sh(
@@ -133,7 +148,7 @@ def test_0_consumer_config_speaks_the_installed_dovecot(host: Host) -> None:
 
 
 def test_1_service_is_active_ready_and_shows_its_status_line(host: Host) -> None:
-    assert host.box.run("systemctl", "is-active", "chainwatch").stdout.strip() == "active"
+    assert host.active_state() == "active"
     shown = host.box.run("systemctl", "show", "-p", "StatusText", "-p", "Type", "chainwatch").stdout
     assert "Type=notify" in shown
     assert "StatusText=watching 1 lineage; last: mail.example.test published" in shown
@@ -184,17 +199,9 @@ def test_5_a_frozen_agent_is_restarted_by_the_watchdog(host: Host) -> None:
         "printf '[Service]\\nWatchdogSec=2s\\n' > /run/systemd/system/chainwatch.service.d/watchdog.conf && "
         "systemctl daemon-reload && systemctl restart chainwatch"
     )
-    before = host.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
+    before = host.main_pid()
     host.box.run("sh", "-c", f"kill -STOP {before}")
-    host.wait(
-        lambda: (
-            host.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
-            not in (before, "0")
-            and host.box.run("systemctl", "is-active", "chainwatch", check=False).stdout.strip() == "active"
-        ),
-        timeout=40,
-        what="a new main process after the watchdog fired",
-    )
+    host.wait_for_new_agent(before, timeout=40, what="a new main process after the watchdog fired")
     journal = host.box.run("journalctl", "-u", "chainwatch", "--no-pager", check=False).stdout
     assert "Watchdog timeout" in journal
     host.box.sh("rm -r /run/systemd/system/chainwatch.service.d && systemctl daemon-reload")
@@ -212,7 +219,7 @@ def test_6_reload_rereads_the_configuration_and_refuses_a_broken_one(host: Host)
         ),
         what="config-rejected",
     )
-    assert host.box.run("systemctl", "is-active", "chainwatch").stdout.strip() == "active"
+    assert host.active_state() == "active"
     host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
     host.box.run("systemctl", "reload", "chainwatch")
     host.wait(
@@ -236,24 +243,12 @@ def test_7_the_sandbox_was_in_force_for_all_of_the_above(host: Host) -> None:
 
 
 def test_8_an_upgrade_restarts_the_agent_and_keeps_state_config_and_what_is_served(host: Host) -> None:
-    def main_pid() -> str:
-        return host.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
-
-    before_pid = main_pid()
+    before_pid = host.main_pid()
     served_before = host.served()
     published_before = host.box.run("readlink", f"/var/lib/chainwatch/live/{NAME}").stdout
-    upgraded = host.box.run(
-        "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
-        "-o", "Dpkg::Options::=--force-confold", "/srv/x/chainwatch-newer.deb", timeout=300,
-    )  # fmt: skip
+    upgraded = _apt(host.box, "install", "/srv/x/chainwatch-newer.deb")
     assert "+upgrade1" in host.box.run("dpkg-query", "-W", "-f=${Version}", "chainwatch").stdout, upgraded.stdout
-    host.wait(
-        lambda: (
-            main_pid() not in (before_pid, "0")
-            and host.box.run("systemctl", "is-active", "chainwatch", check=False).stdout.strip() == "active"
-        ),
-        what="the upgraded agent running",
-    )
+    host.wait_for_new_agent(before_pid, timeout=30, what="the upgraded agent running")
     # The admin's configuration, the published version and the last verdict all survive.
     assert "/srv/x/store.pem" in host.box.run("cat", "/etc/chainwatch/chainwatch.toml").stdout
     assert host.box.run("readlink", f"/var/lib/chainwatch/live/{NAME}").stdout == published_before
@@ -264,9 +259,9 @@ def test_8_an_upgrade_restarts_the_agent_and_keeps_state_config_and_what_is_serv
 
 
 def test_9_remove_stops_and_keeps_state_purge_removes_it(host: Host) -> None:
-    host.box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "chainwatch")
-    assert host.box.run("systemctl", "is-active", "chainwatch", check=False).stdout.strip() in ("inactive", "unknown")
+    _apt(host.box, "remove", "chainwatch")
+    assert host.active_state() in ("inactive", "unknown")
     assert host.box.run("test", "-f", "/var/lib/chainwatch/state.json", check=False).returncode == 0
-    purged = host.box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "chainwatch")
+    purged = _apt(host.box, "purge", "chainwatch")
     assert "purging /var/lib/chainwatch" in purged.stdout + purged.stderr
     assert host.box.run("test", "-e", "/var/lib/chainwatch", check=False).returncode != 0
