@@ -159,7 +159,7 @@ class Processor:
             return self._reject(name, record, f"{self.config.live_dir / name / 'fullchain.pem'}: {problem}", now)
         refusal = self._refusal(name, decision, now)
         if refusal:
-            return self._reject(name, record, refusal, now, decision)
+            return self._reject(name, record, refusal, now)
         return _Ready(
             name, decision, set_for(decision, lineage.privkey), self._meta(name, lineage, decision, now), digest
         )
@@ -180,7 +180,7 @@ class Processor:
         record = self.state.lineage(name)
         if isinstance(written, OSError):
             reason = f"cannot write {self.config.output_dir}: {written.strerror}"
-            return self._reject(name, record, reason, now, decision)
+            return self._reject(name, record, reason, now)
         current = self.publisher.current_version(name)
         self._describe(record, decision, current, now)
         if written is None:
@@ -319,9 +319,7 @@ class Processor:
             recheck = since + INCONSISTENT_GRACE
         return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
 
-    def _reject(
-        self, name: str, record: dict[str, Any], reason: str, now: dt.datetime, decision: Decision | None = None
-    ) -> Outcome:
+    def _reject(self, name: str, record: dict[str, Any], reason: str, now: dt.datetime) -> Outcome:
         record.pop("inconsistent_since", None)
         message = f"not published: {reason}; {self._serving(name)}"
         self._error(record, "rejected", message, now)
