@@ -137,7 +137,3 @@ class LineageWatcher:
         if changes.overflow:
             changes.rescan = True
         return changes
-
-    def watched_paths(self) -> list[Path]:
-        """For tests and ``status``: what is watched now."""
-        return sorted(self._by_path)
