@@ -240,6 +240,8 @@ def test_7_the_sandbox_was_in_force_for_all_of_the_above(host: Host) -> None:
     assert "CapabilityBoundingSet=cap_chown" in shown
     assert "MemoryDenyWriteExecute=yes" in shown
     assert "PrivateTmp=yes" in shown
+    families = next(line for line in shown.splitlines() if line.startswith("RestrictAddressFamilies="))
+    assert set(families.split("=", 1)[1].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}  # order varies
 
 
 def test_8_an_upgrade_restarts_the_agent_and_keeps_state_config_and_what_is_served(host: Host) -> None:
