@@ -9,7 +9,6 @@ import fnmatch
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from chainwatch.certificate import Cert
 from chainwatch.config import ConsumerConfig
@@ -17,7 +16,7 @@ from chainwatch.errors import ChainwatchError
 from chainwatch.journal import Event
 from chainwatch.pem import parse_certificates
 from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
-from chainwatch.reconcile import Outcome, Processor
+from chainwatch.reconcile import Outcome, Processor, record_error
 from chainwatch.reload import ReloadResult, reload_consumer
 from chainwatch.state import now_iso
 
@@ -132,7 +131,7 @@ class ConsumerHook:
                 lineage.pop("retries", None)
                 wrong = [p["message"] for p in record.get("probes", []) if p["lineage"] == name and not p["ok"]]
                 if wrong:
-                    _mark(lineage, "error", "; ".join(dict.fromkeys(wrong)), self.clock())
+                    record_error(lineage, "consumer", "; ".join(dict.fromkeys(wrong)), self.clock())
             return {}
         record["failures"] = record.get("failures", 0) + 1
         record["failures_in_a_row"] = record.get("failures_in_a_row", 0) + 1
@@ -189,7 +188,7 @@ class ConsumerHook:
                 )
                 journal.log(Event.ROLLED_BACK, message, lineage=name, version=previous, consumer=consumer.name)
             lineage["version"] = publisher.current_version(name)
-            _mark(lineage, "error", message, self.clock())
+            record_error(lineage, "consumer", message, self.clock())
         if rolled:
             again = self.reloader(consumer)
             if not again.ok:
@@ -199,11 +198,3 @@ class ConsumerHook:
                     consumer=consumer.name,
                 )
         return retries
-
-
-def _mark(lineage: dict[str, Any], status: str, message: str, clock: dt.datetime) -> None:
-    if lineage.get("status") != status:
-        lineage["since"] = now_iso(clock)
-    lineage.update(
-        status=status, message=message, error={"kind": "consumer", "message": message, "since": lineage.get("since")}
-    )

@@ -30,7 +30,7 @@ from chainwatch.report import decision_json, iso
 from chainwatch.state import StateFile, now_iso, parse_iso
 from chainwatch.trust import load_stores
 
-__all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor"]
+__all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor", "record_error"]
 
 # certbot switches a lineage in milliseconds; a minute of inconsistency means
 # it died half way (or someone is editing by hand).
@@ -310,7 +310,7 @@ class Processor:
         serving = self._serving(name)
         if overdue:
             message = f"inconsistent for {int((now - since).total_seconds())} s: {reason}; {serving}"
-            self._error(record, "inconsistent", message, now)
+            record_error(record, "inconsistent", message, now)
             self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=3)
             recheck = None
         else:
@@ -322,21 +322,24 @@ class Processor:
     def _reject(self, name: str, record: dict[str, Any], reason: str, now: dt.datetime) -> Outcome:
         record.pop("inconsistent_since", None)
         message = f"not published: {reason}; {self._serving(name)}"
-        self._error(record, "rejected", message, now)
+        record_error(record, "rejected", message, now)
         self.journal.log(Event.REJECTED, message, lineage=name)
         return Outcome(name, Event.REJECTED, message)
-
-    def _error(self, record: dict[str, Any], kind: str, message: str, now: dt.datetime) -> None:
-        previous = record.get("error") or {}
-        since = previous.get("since") if previous.get("kind") == kind else None
-        record["error"] = {"kind": kind, "message": message, "since": since or now_iso(now)}
-        if record.get("status") != "error":
-            record["since"] = now_iso(now)
-        record.update(status="error", message=message)
 
     def _serving(self, name: str) -> str:
         version = self.publisher.current_version(name)
         return f"serving version {version}" if version is not None else "nothing published yet"
+
+
+def record_error(record: dict[str, Any], kind: str, message: str, now: dt.datetime) -> None:
+    """Put lineage ``record`` in error: ``since`` is when its status became an error,
+    the error's own ``since`` when this kind of error began."""
+    previous = record.get("error") or {}
+    since = previous.get("since") if previous.get("kind") == kind else None
+    record["error"] = {"kind": kind, "message": message, "since": since or now_iso(now)}
+    if record.get("status") != "error":
+        record["since"] = now_iso(now)
+    record.update(status="error", message=message)
 
 
 def _name(cert: Cert) -> str:
