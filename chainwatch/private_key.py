@@ -125,14 +125,16 @@ def _ec(fields: list[tuple[int, bytes]], curve_oid: bytes | None) -> bytes | Non
     if len(fields) < 2 or fields[0] != (0x02, b"\x01") or fields[1][0] != 0x04:
         return None
     extras = dict(fields[2:])
+    if len(extras) != len(fields) - 2 or not set(extras) <= {0xA0, 0xA1}:
+        return None  # not the layout RFC 5915 allows: cryptography judges it
     if 0xA0 in extras:
         tag, oid = der.tagged(extras[0xA0])[0]
         if tag != 0x06 or (curve_oid is not None and oid != curve_oid):
             return None
         curve_oid = oid
     curve = _CURVES.get(curve_oid or b"")
-    if curve is None:
-        return None
+    if curve is None or len(fields[1][1]) != (curve.key_size + 7) // 8:
+        return None  # the scalar is stored at exactly the curve's size
     # Deriving the point from the scalar is the check: a damaged scalar gives
     # another point than the one stored beside it (and than the certificate's).
     public = ec.derive_private_key(int.from_bytes(fields[1][1], "big"), curve).public_key()

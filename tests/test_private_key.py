@@ -104,6 +104,17 @@ def test_ec_key_whose_scalar_no_longer_matches_its_point_is_refused() -> None:
         public_key_from_pem(damaged, "privkey.pem")
 
 
+def test_ec_key_whose_scalar_length_was_changed_is_not_read_as_another_key() -> None:
+    # Found by the property below: 0x20 -> 0x22 made the scalar swallow the
+    # next field's header, so the stored point went unseen and unchecked.
+    encoded = bytearray(ec_key().private_bytes(serialization.Encoding.DER, PKCS8, serialization.NoEncryption()))
+    assert encoded[34:36] == b"\x04\x20"  # PKCS#8 P-256: the scalar's OCTET STRING header
+    encoded[35] = 0x22
+    body = base64.encodebytes(bytes(encoded))
+    with pytest.raises(InputError, match=r"^privkey\.pem: "):
+        public_key_from_pem(b"-----BEGIN PRIVATE KEY-----\n" + body + b"-----END PRIVATE KEY-----\n", "privkey.pem")
+
+
 @pytest.mark.parametrize("kind", ["ed25519"])
 def test_other_key_types_give_their_public_key(kind: str) -> None:
     key = new_key(kind)
