@@ -8,8 +8,6 @@ from functools import cache
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from chainwatch import der
 from chainwatch.errors import InputError
@@ -143,25 +141,36 @@ def test_rsa_key_in_der_slices_is_what_the_reader_expects() -> None:
     assert [tag for tag, _ in der.tagged(body)] == [0x02] * 9
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    kind=st.sampled_from(["rsa", "ec-pkcs8", "ec-sec1"]), position=st.integers(min_value=0), flip=st.integers(1, 255)
-)
-def test_a_key_with_any_byte_changed_gives_its_own_public_key_or_a_one_line_error(
-    kind: str, position: int, flip: int
-) -> None:
+def read_with_one_byte_changed(kind: str, position: int, flip: int) -> str | None:
+    """What reading the test key with one byte changed gives, when it is wrong; None when right.
+
+    Right is the key's own public half, or a one-line error naming the file:
+    bytes that change nothing the key is made of (a length's, an unused
+    field's) may still read as the same key, never as another.
+    """
     key = rsa_key() if kind == "rsa" else ec_key()
     layout = PKCS1 if kind == "ec-sec1" else PKCS8
     encoded = bytearray(key.private_bytes(serialization.Encoding.DER, layout, serialization.NoEncryption()))
-    encoded[position % len(encoded)] ^= flip
+    encoded[position] ^= flip
     label = b"EC PRIVATE KEY" if kind == "ec-sec1" else b"PRIVATE KEY"
     text = b"-----BEGIN " + label + b"-----\n" + base64.encodebytes(bytes(encoded)) + b"-----END " + label + b"-----\n"
     try:
         spki = public_key_from_pem(text, "privkey.pem")
     except InputError as error:
-        assert str(error).startswith("privkey.pem: ")
-        assert "\n" not in str(error)
-    else:
-        # Bytes that change nothing the key is made of (a length's or an
-        # unused field's) may still read as the same key, never as another.
-        assert spki == key.public_key().public_bytes(*SPKI)
+        one_line = str(error).startswith("privkey.pem: ") and "\n" not in str(error)
+        return None if one_line else f"{kind} byte {position} ^ {flip}: error {error!r}"
+    if spki != key.public_key().public_bytes(*SPKI):
+        return f"{kind} byte {position} ^ {flip}: read as another key"
+    return None
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec-pkcs8", "ec-sec1"])
+def test_a_key_with_any_byte_changed_reads_as_itself_or_fails_in_one_line(kind: str) -> None:
+    # Every byte with five flips, not a sample: a sampled run once missed the
+    # one EC byte that mattered. About 2 s for the RSA key, well under 1 s for EC.
+    key = rsa_key() if kind == "rsa" else ec_key()
+    layout = PKCS1 if kind == "ec-sec1" else PKCS8
+    size = len(key.private_bytes(serialization.Encoding.DER, layout, serialization.NoEncryption()))
+    flips = (0x01, 0x02, 0x20, 0x80, 0xFF)
+    wrong = [read_with_one_byte_changed(kind, position, flip) for position in range(size) for flip in flips]
+    assert [w for w in wrong if w] == []
