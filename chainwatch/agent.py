@@ -221,6 +221,7 @@ class Agent:
                     self.last = f"{name} {outcome.event} {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}"
                 outcomes.append(outcome)
             if outcomes:
+                self.processor.checkpoint()
                 self.rechecks.update(self.after_batch(self.processor, outcomes))
         if outcomes:
             self.notifier.status(self._status_line())
@@ -239,9 +240,9 @@ class Agent:
             processor = Processor(config, self.journal)
         except ChainwatchError as error:
             message = f"configuration not reloaded, keeping the previous one: {error}"
-            self.journal.log(Event.CONFIG_REJECTED, message)
             with self.processor.exclusive():
                 self.processor.agent_record["config_error"] = message
+                self.journal.log(Event.CONFIG_REJECTED, message)
             self.notifier.ready(self._status_line())
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
@@ -252,6 +253,8 @@ class Agent:
             selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
             self.known = set()
         self.config, self.processor = config, processor
-        self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {config.source or 'built-in defaults'}")
-        self.reconcile_all()
+        with self.journal.held():  # said once the first pass under it has saved state
+            source = config.source or "built-in defaults"
+            self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")
+            self.reconcile_all()
         self.notifier.ready(self._status_line())

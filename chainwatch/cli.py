@@ -367,6 +367,7 @@ def _sync(args: argparse.Namespace) -> int:
     processor = Processor(config, Journal())
     with processor.exclusive():
         outcomes = processor.process_batch(names or list_lineages(config.live_dir))
+        processor.checkpoint()
         _AfterBatch()(processor, outcomes)
     counts: dict[str, int] = {}
     for outcome in outcomes:

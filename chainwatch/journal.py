@@ -7,11 +7,12 @@ tells a person what happened and what to do. Codes never change meaning.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from typing import Any, TextIO
 
@@ -103,6 +104,30 @@ class Journal:
                 self._send = importlib.import_module("systemd.journal").send
             except ImportError:
                 self._send = None
+        self._holding = 0
+        self._held: list[tuple[str, dict[str, Any], str]] = []
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep events back until the block ends (nested blocks: the outermost).
+
+        A pass logs as it goes but saves state.json at its end; holding its
+        events until then means that whoever reads a journal line and runs
+        `chainwatch status` sees the state that line describes.
+        """
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if self._holding == 0:
+                self.release()
+
+    def release(self) -> None:
+        """Write the events held so far, in order (after state is saved)."""
+        held, self._held = self._held, []
+        for message, fields, moment in held:
+            self._write(message, fields, moment)
 
     @property
     def native(self) -> bool:
@@ -136,10 +161,17 @@ class Journal:
             fields["CHAINWATCH_VERSION"] = str(version)
         for key, value in extra.items():
             fields[f"CHAINWATCH_{key.upper()}"] = str(value)
+        moment = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        if self._holding:
+            self._held.append((message, fields, moment))
+        else:
+            self._write(message, fields, moment)
+
+    def _write(self, message: str, fields: dict[str, Any], moment: str) -> None:
         if self._send is not None:
             self._send(message, **fields)
             return
-        moment = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        lineage = fields.get("CHAINWATCH_LINEAGE")
         where = f" {lineage}:" if lineage else ":"
-        self.stream.write(f"{moment} chainwatch {event}{where} {message}\n")
+        self.stream.write(f"{moment} chainwatch {fields['CHAINWATCH_EVENT']}{where} {message}\n")
         self.stream.flush()

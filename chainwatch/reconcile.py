@@ -208,10 +208,20 @@ class Processor:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self.state.load()
-            yield
-            self.save()
+            with self.journal.held():
+                yield
+                self.save()
         finally:
             os.close(fd)
+
+    def checkpoint(self) -> None:
+        """Inside :meth:`exclusive`: save state now, then log what led to it.
+
+        For work that follows in the same pass and takes time (reloading
+        and probing consumers): `status` shows the new state meanwhile.
+        """
+        self.save()
+        self.journal.release()
 
     def removed(self, name: str) -> None:
         """A lineage directory vanished: say so, keep what is published."""
