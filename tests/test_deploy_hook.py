@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,21 +37,27 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
 
 
 def as_packaged(folder: Path, config: Path) -> list[str]:
-    """A command prefix: run under a /usr/bin/chainwatch and /etc/chainwatch/chainwatch.toml of our own."""
+    """A command prefix: run under a /usr/bin/chainwatch and /etc/chainwatch/chainwatch.toml of our own.
+
+    The overlays' upper layers live on a tmpfs mounted inside the namespace:
+    overlayfs refuses an upper layer on some filesystems (another overlay),
+    and the tmpfs vanishes with the namespace.
+    """
     entry_point = Path(sys.executable).parent / "chainwatch"
     assert entry_point.is_file(), f"{entry_point}: the checkout is not installed in this interpreter's venv"
-    for layer in ("bin", "etc"):
-        (folder / layer / "work").mkdir(parents=True)
-    (folder / "bin" / "upper").mkdir()
-    (folder / "bin" / "upper" / "chainwatch").symlink_to(entry_point)
-    (folder / "etc" / "upper" / "chainwatch").mkdir(parents=True)
-    (folder / "etc" / "upper" / "chainwatch" / "chainwatch.toml").symlink_to(config)
-    mounts = " && ".join(
-        f"mount -t overlay overlay -o lowerdir={target},upperdir={folder / layer / 'upper'},"
-        f"workdir={folder / layer / 'work'} {target}"
-        for layer, target in (("bin", "/usr/bin"), ("etc", "/etc"))
-    )
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$@"', "overlaid"]
+    folder.mkdir()
+    layers = shlex.quote(str(folder))
+    script = f"""
+        mount -t tmpfs tmpfs {layers} && cd {layers}
+        mkdir -p bin/upper bin/work etc/upper/chainwatch etc/work
+        ln -s {shlex.quote(str(entry_point))} bin/upper/chainwatch
+        ln -s {shlex.quote(str(config))} etc/upper/chainwatch/chainwatch.toml
+        mount -t overlay overlay -o lowerdir=/usr/bin,upperdir=bin/upper,workdir=bin/work /usr/bin
+        mount -t overlay overlay -o lowerdir=/etc,upperdir=etc/upper,workdir=etc/work /etc
+        cd /
+        exec "$@"
+    """
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "as-packaged"]
 
 
 @pytest.fixture
