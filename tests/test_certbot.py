@@ -58,6 +58,7 @@ def test_each_certbot_renewal_is_published_without_the_cross_sign_and_the_hierar
                 certbot.renew()
             agent.wait_for(
                 lambda v=expected_version: ws.state()["lineages"].get(NAME, {}).get("version") == v,
+                timeout=30,
                 what=f"state of version {expected_version}",
             )
             # A minute ahead: faketime takes whole seconds, and the leaf may
