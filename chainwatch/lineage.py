@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
 from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 KINDS = ("cert", "privkey", "chain", "fullchain")
-_NAME = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9._*-]{0,250}$")
+_NAME = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._*-]{0,250}")
 
 
 class Inconsistent(Exception):
@@ -57,7 +58,8 @@ class Lineage:
 
 def valid_name(name: str) -> bool:
     """Is ``name`` a lineage directory name (and safe as a path component)?"""
-    return bool(_NAME.match(name)) and name not in (".", "..")
+    # fullmatch: "$" would also accept a trailing newline ("mail\n").
+    return bool(_NAME.fullmatch(name)) and name not in (".", "..")
 
 
 def list_lineages(live_dir: Path) -> list[str]:
@@ -111,18 +113,17 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
     for kind in KINDS:
         path = directory / f"{kind}.pem"
         try:
-            with path.open("rb") as handle:
-                content[kind] = handle.read(MAX_CHAIN_BYTES + 1)
-        except IsADirectoryError:
-            raise Rejected(f"{path}: is a directory, not a file") from None
+            content[kind] = read_regular(path, MAX_CHAIN_BYTES)
+        except NotRegularFile as error:
+            raise Rejected(str(error)) from None
+        except TooLarge:
+            raise Rejected(f"{path}: larger than 1 MiB") from None
         except OSError as error:
             # A dangling or looping link is certbot between two steps (or
             # interrupted there), not a broken file.
             if error.errno in (errno.ENOENT, errno.ELOOP):
                 raise Inconsistent(f"{kind}.pem does not resolve to a file") from None
             raise Rejected(f"{path}: cannot read ({error.strerror})") from None
-        if len(content[kind]) > MAX_CHAIN_BYTES:
-            raise Rejected(f"{path}: larger than 1 MiB")
     return content
 
 

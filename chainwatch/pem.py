@@ -11,6 +11,7 @@ import base64
 import re
 from pathlib import Path
 
+from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
 
@@ -22,6 +23,7 @@ __all__ = [
     "parse_certificates",
     "read_bundle",
     "read_chain",
+    "read_input",
 ]
 
 # A served chain is a handful of certificates; these bounds keep a hostile or
@@ -31,8 +33,11 @@ MAX_CHAIN_CERTS = 64
 # Trust bundles are larger (Debian's has ~150 roots) but still bounded.
 MAX_BUNDLE_BYTES = 16 << 20
 
-_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
-_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 #]+-----")
+# Markers are found in one pass and paired in order: a back-referencing
+# regex that searches for each BEGIN's END rescans the rest of the file per
+# BEGIN line, which made a file of BEGIN lines cost minutes.
+_MARKER = re.compile(rb"-----(BEGIN|END) ([A-Z0-9 #]{1,64})-----")
+_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 #]{1,64}-----")
 _PKCS7_SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
 
 
@@ -74,7 +79,16 @@ def parse_certificates(data: bytes, source: str, *, max_certs: int | None = MAX_
 
 def blocks(data: bytes) -> list[tuple[str, bytes]]:
     """Every ``-----BEGIN X-----`` … ``-----END X-----`` block as (label, body), in file order."""
-    return [(match.group(1).decode("ascii"), match.group(2)) for match in _BLOCK.finditer(data)]
+    found: list[tuple[str, bytes]] = []
+    opened: tuple[bytes, int] | None = None
+    for marker in _MARKER.finditer(data):
+        kind, label = marker.group(1), marker.group(2)
+        if kind == b"BEGIN":
+            opened = (label, marker.end())  # an earlier BEGIN left open stays unmatched
+        elif opened is not None and opened[0] == label:
+            found.append((label.decode("ascii"), data[opened[1] : marker.start()]))
+            opened = None
+    return found
 
 
 def decode_body(body: bytes) -> bytes:
@@ -109,28 +123,27 @@ def _describe_binary(data: bytes, source: str) -> str:
     return "contains no certificate (no -----BEGIN CERTIFICATE----- block)"
 
 
-def _read(path: Path, limit: int) -> bytes:
+def read_input(path: Path, limit: int, what: str = "certificate file") -> bytes:
+    """A file given to us, bounded; every failure is an :class:`InputError` naming ``path``."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a file") from None
+        return read_regular(path, limit)
+    except NotRegularFile as error:
+        raise InputError(str(error)) from None
+    except TooLarge:
+        raise InputError(f"{path}: larger than {limit >> 20} MiB; this is not a {what}") from None
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read ({error.strerror})") from None
-    if len(data) > limit:
-        raise InputError(f"{path}: larger than {limit >> 20} MiB; this is not a certificate file")
-    return data
 
 
 def read_chain(path: Path) -> list[Cert]:
     """The certificates of a served chain file (at most 64, at most 1 MiB)."""
-    return parse_certificates(_read(path, MAX_CHAIN_BYTES), str(path))
+    return parse_certificates(read_input(path, MAX_CHAIN_BYTES), str(path))
 
 
 def read_bundle(path: Path) -> list[Cert]:
     """The certificates of a trust bundle such as ``ca-certificates.crt``."""
-    return parse_certificates(_read(path, MAX_BUNDLE_BYTES), str(path), max_certs=None)
+    return parse_certificates(read_input(path, MAX_BUNDLE_BYTES), str(path), max_certs=None)

@@ -50,16 +50,7 @@ def public_key_from_pem(data: bytes, source: str) -> bytes:
 
 def public_key_of(path: Path) -> bytes:
     """The DER SubjectPublicKeyInfo of the PEM private key at ``path``."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_KEY_BYTES + 1)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror})") from None
-    return public_key_from_pem(data, str(path))
+    return public_key_from_pem(pem.read_input(path, _MAX_KEY_BYTES, "private key file"), str(path))
 
 
 class _Damaged(Exception):

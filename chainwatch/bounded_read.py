@@ -1,0 +1,77 @@
+"""Read a file that another program controls, without letting it hang or flood us.
+
+chainwatch runs as root and reads trees that certbot, admins and (through a
+mistake) anyone able to write there shape. ``open()`` on a FIFO blocks until
+a writer comes; a device or ``/proc`` file can be endless. So: open without
+blocking, insist on a regular file, and read at most one byte past the limit.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+__all__ = ["NotRegularFile", "TooLarge", "read_regular"]
+
+
+class NotRegularFile(OSError):
+    """A FIFO, socket, device or directory where a file was expected."""
+
+
+class TooLarge(OSError):
+    """More bytes than the caller's limit."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def read_regular(path: Path | str, limit: int, *, follow_links: bool = True) -> bytes:
+    """The whole content of regular file ``path``, at most ``limit`` bytes.
+
+    Raises :class:`NotRegularFile`, :class:`TooLarge`, or the ``OSError`` of
+    the failed call (``ELOOP`` for a link when ``follow_links`` is false).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    if not follow_links:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno != errno.ENXIO:
+            raise
+        # open() of a socket fails with ENXIO; say what it is instead.
+        raise NotRegularFile(
+            f"{path}: is {_kind(os.stat(path, follow_symlinks=follow_links).st_mode)}, not a file"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(f"{path}: is {_kind(info.st_mode)}, not a file")
+        if info.st_size > limit:
+            raise TooLarge(f"{path}: larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        # A file may grow between fstat and read: the loop still stops one
+        # byte past the limit.
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"{path}: larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -1,0 +1,145 @@
+"""Files that would hang or flood a naive reader: FIFOs, devices, sockets, huge
+inputs, names with a newline. Each one is refused in one line, quickly,
+and nothing else stops.
+
+Anything that could hang runs in a real subprocess under a timeout, so a
+regression fails the test instead of freezing the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainwatch.errors import InputError
+from chainwatch.lineage import valid_name
+from chainwatch.pem import MAX_CHAIN_BYTES, blocks, parse_certificates
+from chainwatch.private_key import public_key_from_pem
+from tests.workspace import NAME, LivePKI, Workspace
+
+HANG_GUARD_S = 60  # far beyond any honest run; only a hang reaches it
+
+
+@pytest.fixture
+def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
+    workspace = Workspace(tmp_path, pki)
+    workspace.first = pki.issue()  # type: ignore[attr-defined]
+    workspace.certbot.write(NAME, workspace.first)  # type: ignore[attr-defined]
+    workspace.certbot.write("other.example.test", pki.issue("other.example.test"))
+    return workspace
+
+
+def sync(ws: Workspace) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", "sync", "--config", str(ws.config)],
+        capture_output=True, text=True, timeout=HANG_GUARD_S, check=False,
+    )  # fmt: skip
+
+
+def point_fullchain_at(ws: Workspace, target: Path) -> None:
+    link = ws.certbot.live / NAME / "fullchain.pem"
+    link.unlink()
+    link.symlink_to(target)
+
+
+def test_a_fifo_as_fullchain_is_refused_and_the_other_lineages_are_published(ws: Workspace) -> None:
+    fifo = ws.certbot.archive / NAME / "fifo.pem"
+    os.mkfifo(fifo)
+    point_fullchain_at(ws, fifo)
+    result = sync(ws)
+    assert result.returncode == 2
+    assert f"{ws.certbot.live / NAME / 'fullchain.pem'}: is a FIFO, not a file" in result.stderr
+    assert ws.published() is None
+    assert ws.published("other.example.test") is not None
+
+
+def test_a_character_device_as_fullchain_is_refused_without_reading_it(ws: Workspace) -> None:
+    point_fullchain_at(ws, Path("/dev/zero"))
+    result = sync(ws)
+    assert result.returncode == 2
+    assert "fullchain.pem: is a device, not a file" in result.stderr
+    assert ws.published("other.example.test") is not None
+
+
+def test_a_socket_as_privkey_is_refused(ws: Workspace) -> None:
+    path = ws.certbot.archive / NAME / "socket.pem"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        link = ws.certbot.live / NAME / "privkey.pem"
+        link.unlink()
+        link.symlink_to(path)
+        result = sync(ws)
+    assert result.returncode == 2
+    assert "privkey.pem: is a socket, not a file" in result.stderr
+
+
+def test_trim_refuses_a_fifo_given_on_the_command_line(tmp_path: Path) -> None:
+    fifo = tmp_path / "chain.pem"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "trim", str(fifo)],
+        capture_output=True, text=True, timeout=HANG_GUARD_S, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"chainwatch: {fifo}: is a FIFO, not a file"
+
+
+def _cpu_seconds_to_parse(data: bytes) -> float:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    with pytest.raises(InputError):
+        parse_certificates(data, "hostile.pem")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
+
+
+def test_doubling_a_file_of_begin_lines_at_most_about_doubles_the_parse_time() -> None:
+    # Quadratic parsing took 0.45 s of CPU for 32 KiB of these and 1.9 s for
+    # 64 KiB. CPU time (not wall time) of the same input at two sizes in one
+    # process: the ratio, not the machine's speed or load, decides.
+    line = b"-----BEGIN A-----\n"
+    small_input = line * (32768 // len(line))
+    small = min(_cpu_seconds_to_parse(small_input) for _ in range(3))
+    large = min(_cpu_seconds_to_parse(small_input * 2) for _ in range(3))
+    # Linear: about 2x; quadratic: about 4x. The absolute floor keeps timer
+    # granularity (10 ms ticks on some kernels) from deciding.
+    assert large <= max(2.5 * small, 0.05), (small, large)
+
+
+def test_a_megabyte_of_begin_lines_parses_in_under_half_a_second_of_cpu() -> None:
+    # The issue's bound for the 1 MiB limit; linear parsing takes ~10 ms here.
+    data = b"-----BEGIN A-----\n" * (MAX_CHAIN_BYTES // 18)
+    assert _cpu_seconds_to_parse(data) <= 0.5
+
+
+def test_an_unmatched_begin_between_blocks_is_refused_in_one_line() -> None:
+    cert_pem = LivePKI().issuing.c.pem()
+    with pytest.raises(InputError, match=r"^x.pem: a -----BEGIN line has no matching -----END line$"):
+        parse_certificates(cert_pem + b"-----BEGIN CERTIFICATE-----\nAAAA\n" + cert_pem, "x.pem")
+
+
+def test_blocks_pair_markers_in_file_order() -> None:
+    data = (
+        b"-----END X-----\n-----BEGIN A-----\na\n-----END B-----\nb\n-----END A-----\n"
+        b"-----BEGIN C-----\nc\n-----END C-----"
+    )
+    assert blocks(data) == [("A", b"\na\n-----END B-----\nb\n"), ("C", b"\nc\n")]
+
+
+def test_a_megabyte_of_begin_lines_as_a_key_is_refused() -> None:
+    data = b"-----BEGIN PRIVATE KEY-----\n" * (MAX_CHAIN_BYTES // 28)
+    with pytest.raises(InputError):
+        public_key_from_pem(data, "privkey.pem")
+
+
+@pytest.mark.parametrize("name", ["mail\n", "mail\r", "..", ".", "a/b", "", "-x", "mail\x00"])
+def test_names_that_are_not_a_single_safe_path_component_are_refused(name: str) -> None:
+    assert not valid_name(name)
+
+
+def test_ordinary_certbot_names_are_lineage_names() -> None:
+    assert all(valid_name(n) for n in ["mail.example.org", "example.org-0001", "*.example.org", "xn--bcher-kva.de"])
