@@ -86,7 +86,7 @@ class Processor:
         self.publisher = Publisher(config.output_dir, group_id(config.key_group))
         self.publisher.prepare()
         self.state = StateFile(config.output_dir / "state.json")
-        self.state.load()
+        """Loaded under :meth:`exclusive` only: loading may move an unusable file aside."""
         self.fingerprint = hashlib.sha256(
             repr(
                 (
@@ -207,8 +207,10 @@ class Processor:
         fd = os.open(self.config.output_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self.state.load()
+            problem = self.state.load()
             with self.journal.held():
+                if problem:
+                    self.journal.log(Event.ERROR, problem, priority=4)
                 yield
                 self.save()
         finally:

@@ -7,16 +7,21 @@ format is versioned; readers ignore keys they do not know.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from chainwatch.atomic import atomic_write
+from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 
-__all__ = ["FORMAT", "StateFile", "encode", "now_iso", "parse_iso"]
+__all__ = ["FORMAT", "MAX_STATE_BYTES", "StateFile", "encode", "now_iso", "parse_iso", "read_document"]
 
 FORMAT = 1
+# ~1 KiB a lineage: room for far more lineages than certbot is used with.
+MAX_STATE_BYTES = 256 << 20
 
 
 def encode(data: dict[str, Any]) -> Iterator[bytes]:
@@ -59,6 +64,32 @@ def _batched(chunks: Iterator[bytes], size: int = 1 << 16) -> Iterator[bytes]:
         yield b"".join(buffer)
 
 
+def read_document(path: Path) -> dict[str, Any]:
+    """The document at ``path``; ValueError when it is not one this version can use."""
+    try:
+        data = json.loads(read_regular(path, MAX_STATE_BYTES, follow_links=False))
+    except TooLarge:
+        raise ValueError(f"larger than {MAX_STATE_BYTES >> 20} MiB") from None
+    except NotRegularFile:
+        raise ValueError("not a regular file") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ValueError("a symbolic link") from None
+        raise
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"not a state document of format {FORMAT}")
+    data.setdefault("agent", {})
+    data.setdefault("lineages", {})
+    data.setdefault("consumers", {})
+    for section in ("agent", "lineages", "consumers"):
+        if not isinstance(data[section], dict):
+            raise ValueError(f"{section!r} is not an object")
+    for section in ("lineages", "consumers"):
+        if not all(isinstance(record, dict) for record in data[section].values()):
+            raise ValueError(f"an entry of {section!r} is not an object")
+    return data
+
+
 def now_iso(moment: dt.datetime | None = None) -> str:
     moment = moment or dt.datetime.now(dt.UTC)
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -78,32 +109,44 @@ class StateFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = {"format": FORMAT, "agent": {}, "lineages": {}}
+        self.data: dict[str, Any] = {"format": FORMAT, "agent": {}, "lineages": {}, "consumers": {}}
         self._seen: tuple[int, int, int] | None = None
 
     @staticmethod
     def read(path: Path) -> dict[str, Any] | None:
-        """The saved document, or None when there is none (or it is unreadable)."""
+        """The saved document, or None when there is none (or it is unusable)."""
         try:
-            data = json.loads(path.read_bytes())
+            return read_document(path)
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) else None
 
-    def load(self) -> None:
+    def load(self) -> str | None:
         """Read the file again, unless it is the one this object last wrote or read.
 
         With thousands of lineages the document is megabytes; a renewal in a
-        quiet agent must not parse it again when nobody else wrote it.
+        quiet agent must not parse it again when nobody else wrote it. An
+        unusable file is moved aside (the next pass rebuilds the records from
+        what is published); the returned message says so, for the journal.
         """
         if self._signature() == self._seen and self._seen is not None:
-            return
-        saved = self.read(self.path)
-        if saved and saved.get("format") == FORMAT:
-            self.data = saved
-            self.data.setdefault("agent", {})
-            self.data.setdefault("lineages", {})
+            return None
+        problem = None
+        try:
+            self.data = read_document(self.path)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as error:
+            problem = self._set_aside(str(error) if isinstance(error, ValueError) else error.strerror)
         self._seen = self._signature()
+        return problem
+
+    def _set_aside(self, reason: str | None) -> str:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}")
+        try:
+            os.rename(self.path, aside)
+        except OSError as error:
+            return f"{self.path} is unusable ({reason}) and cannot be moved aside ({error.strerror}); rebuilding it"
+        return f"{self.path} was unusable ({reason}); kept as {aside.name}, rebuilt from what is published"
 
     def _signature(self) -> tuple[int, int, int] | None:
         try:

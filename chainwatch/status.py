@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chainwatch.explain import Palette
-from chainwatch.state import StateFile, parse_iso
+from chainwatch.state import parse_iso, read_document
 
 __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "agent_running", "render_status", "status_report"]
 
@@ -66,9 +66,14 @@ def status_report(
 ) -> dict[str, Any]:
     """The status as data (what ``--json`` prints); ``exit`` holds the exit code."""
     now = now or dt.datetime.now(dt.UTC)
-    data = StateFile.read(state_path)
-    if data is None:
+    try:
+        data = read_document(state_path)
+    except FileNotFoundError:
         return {"exit": UNKNOWN, "state": "unknown", "message": f"no state at {state_path}: chainwatch has not run yet"}
+    except (OSError, ValueError) as error:
+        reason = str(error) if isinstance(error, ValueError) else error.strerror
+        message = f"{state_path} is unusable ({reason}); the next pass of chainwatch sets it aside and rebuilds it"
+        return {"exit": UNKNOWN, "state": "unknown", "message": message}
     agent = dict(data.get("agent") or {})
     agent["running"] = agent_running(agent)
     lineages: dict[str, Any] = data.get("lineages") or {}

@@ -143,3 +143,38 @@ def test_names_that_are_not_a_single_safe_path_component_are_refused(name: str) 
 
 def test_ordinary_certbot_names_are_lineage_names() -> None:
     assert all(valid_name(n) for n in ["mail.example.org", "example.org-0001", "*.example.org", "xn--bcher-kva.de"])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"format": 1, "lineages": []}', b'{"format": 1, "lineages": {"mail": "x"}}', b"[]", b"{not json", b""],
+    ids=["lineages-a-list", "lineage-a-string", "a-list", "not-json", "empty"],
+)
+def test_an_unusable_state_file_is_set_aside_and_rebuilt_from_what_is_published(ws: Workspace, content: bytes) -> None:
+    assert sync(ws).returncode == 0
+    (ws.out / "state.json").write_bytes(content)
+    status = ws.chainwatch("status")
+    assert status.returncode == 3
+    assert "state.json is unusable" in status.stdout
+    result = sync(ws)
+    assert result.returncode == 0, result.stderr
+    assert "was unusable" in result.stderr
+    (aside,) = ws.out.glob("state.json.corrupt-*")
+    assert aside.read_bytes() == content
+    assert ws.state()["lineages"][NAME]["version"] == 1
+    assert ws.versions() == [1]  # rebuilt from the published set, not published again
+    assert ws.chainwatch("status").returncode == 0
+
+
+def test_a_fifo_as_state_file_hangs_neither_status_nor_sync(ws: Workspace) -> None:
+    assert sync(ws).returncode == 0
+    (ws.out / "state.json").unlink()
+    os.mkfifo(ws.out / "state.json")
+    status = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "status", "--config", str(ws.config)],
+        capture_output=True, text=True, timeout=HANG_GUARD_S, check=False,
+    )  # fmt: skip
+    assert status.returncode == 3
+    assert "not a regular file" in status.stdout
+    assert sync(ws).returncode == 0
+    assert ws.state()["lineages"][NAME]["status"] == "ok"
