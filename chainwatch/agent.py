@@ -9,6 +9,7 @@ stops being valid, and the systemd watchdog when ``WatchdogSec=`` asks.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import selectors
 import signal
@@ -36,6 +37,9 @@ returns lineages to process again at the given times (retries)."""
 # often enough for `status`, rarely enough not to wear the disk.
 _HEARTBEAT_EVERY = 600.0
 _LONGEST_SLEEP = 20 * 86400.0
+# An output directory that failed as a whole is tried again this often.
+_RETRY_OUTPUT = dt.timedelta(seconds=30)
+_RETRY_SAVE = 10.0
 
 
 def _no_batch_hook(processor: Processor, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
@@ -72,6 +76,30 @@ class Agent:
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status."""
+        instance = self._claim()
+        try:
+            return self._run()
+        finally:
+            os.close(instance)
+
+    def _claim(self) -> int:
+        """Be the only agent publishing to this output directory, or say which one is."""
+        path = self.config.output_dir / "agent.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ChainwatchError(
+                f"another chainwatch agent (pid {holder}) already publishes to {self.config.output_dir}; "
+                "stop it first (systemctl stop chainwatch)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _run(self) -> int:
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous_fd = signal.set_wakeup_fd(write_end)
         handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
@@ -92,8 +120,9 @@ class Agent:
             self.notifier.ready(self._status_line())
             next_ping = time.monotonic()
             next_heartbeat = time.monotonic() + _HEARTBEAT_EVERY
+            next_save = time.monotonic() + _RETRY_SAVE
             while True:
-                timeout = self._timeout(next_ping)
+                timeout = self._timeout(next_ping, next_save if self.processor.unsaved else None)
                 for key, _ in selector.select(timeout):
                     if key.data == "signal":
                         self._drain(read_end)
@@ -106,18 +135,20 @@ class Agent:
                     self._reload_config(selector)
                 self._run_due()
                 now = time.monotonic()
+                if self.processor.unsaved and now >= next_save:
+                    self._save()
+                    next_save = now + _RETRY_SAVE
                 if self.notifier.watchdog_interval and now >= next_ping:
                     self.notifier.watchdog()
                     next_ping = now + self.notifier.watchdog_interval / 2
                     if now >= next_heartbeat:
-                        with self.processor.exclusive():
-                            pass  # leaving saves, with a fresh heartbeat
+                        self._save()  # with a fresh heartbeat
                         next_heartbeat = now + _HEARTBEAT_EVERY
         finally:
             self.notifier.stopping()
             self.journal.log(Event.STOPPING, "stopping")
-            with self.processor.exclusive():
-                self.processor.agent_record["stopped"] = now_iso()
+            self.processor.agent_record["stopped"] = now_iso()
+            self._save()
             selector.close()
             self.watcher.close()
             signal.set_wakeup_fd(previous_fd)
@@ -126,6 +157,15 @@ class Agent:
             os.close(read_end)
             os.close(write_end)
         return 0
+
+    def _save(self) -> None:
+        """Save state.json (the agent's record, a heartbeat) outside any pass."""
+        try:
+            with self.processor.exclusive():
+                pass  # leaving saves
+        except (OSError, ChainwatchError) as error:
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            self.journal.log(Event.ERROR, f"cannot use {self.config.output_dir}: {detail}")
 
     def _on_signal(self, number: int, frame: object) -> None:
         del frame
@@ -139,8 +179,8 @@ class Agent:
         except BlockingIOError:
             pass
 
-    def _timeout(self, next_ping: float) -> float | None:
-        deadlines: list[float] = []
+    def _timeout(self, next_ping: float, next_save: float | None = None) -> float | None:
+        deadlines: list[float] = [] if next_save is None else [next_save]
         now = time.monotonic()
         settle = self.config.settle_ms / 1000
         deadlines += [last + settle for last in self.pending.values()]
@@ -205,7 +245,24 @@ class Agent:
     def process(self, names: Iterable[str], everything: bool = False) -> list[Outcome]:
         """Process ``names`` in one batch; ``everything``: they are all there is."""
         names = list(names)
-        outcomes = []
+        outcomes: list[Outcome] = []
+        try:
+            self._process_locked(names, everything, outcomes)
+        except (OSError, ChainwatchError) as error:
+            # The output directory itself failed (removed, full, replaced by
+            # something unsafe): say so and try these lineages again later.
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            retry_at = dt.datetime.now(dt.UTC) + _RETRY_OUTPUT
+            self.journal.log(
+                Event.ERROR, f"cannot use {self.config.output_dir}: {detail}; retrying at {retry_at:%H:%M:%S} UTC"
+            )
+            for name in names:
+                self.rechecks[name] = min(self.rechecks.get(name, retry_at), retry_at)
+        if outcomes:
+            self.notifier.status(self._status_line())
+        return outcomes
+
+    def _process_locked(self, names: list[str], everything: bool, outcomes: list[Outcome]) -> None:
         # One pass under the lock, so one save of state.json (megabytes with
         # thousands of lineages) however much changed.
         with self.processor.exclusive():
@@ -223,9 +280,6 @@ class Agent:
             if outcomes:
                 self.processor.checkpoint()
                 self.rechecks.update(self.after_batch(self.processor, outcomes))
-        if outcomes:
-            self.notifier.status(self._status_line())
-        return outcomes
 
     def _status_line(self) -> str:
         line = f"watching {len(self.known)} lineage{'s' if len(self.known) != 1 else ''}"
@@ -240,9 +294,10 @@ class Agent:
             processor = Processor(config, self.journal)
         except ChainwatchError as error:
             message = f"configuration not reloaded, keeping the previous one: {error}"
-            with self.processor.exclusive():
-                self.processor.agent_record["config_error"] = message
+            self.processor.agent_record["config_error"] = message
+            with self.journal.held():
                 self.journal.log(Event.CONFIG_REJECTED, message)
+                self._save()
             self.notifier.ready(self._status_line())
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}

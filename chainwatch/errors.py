@@ -4,7 +4,7 @@ A chain that merely validates badly is not an exception: the policy returns
 that as a decision. These are for files that cannot be read at all.
 """
 
-__all__ = ["ChainwatchError", "InputError"]
+__all__ = ["ChainwatchError", "InputError", "OutputError"]
 
 
 class ChainwatchError(Exception):
@@ -15,3 +15,7 @@ class ChainwatchError(Exception):
 
 class InputError(ChainwatchError):
     """A file or argument that cannot be used; the message names it."""
+
+
+class OutputError(ChainwatchError):
+    """The output directory cannot be used (not a directory, not ours, not writable)."""

@@ -7,20 +7,22 @@ The same code serves the agent (``chainwatch run``) and one-shot passes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
 import os
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 
-from chainwatch.atomic import group_id
+from chainwatch.atomic import group_id, private_dir
 from chainwatch.certificate import Cert
 from chainwatch.config import Config
-from chainwatch.errors import ChainwatchError, InputError
+from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage, read_files
 from chainwatch.pem import parse_certificates
@@ -84,7 +86,11 @@ class Processor:
         self.stores = load_stores(config.trust_stores)
         self.policy = config.trim_policy()
         self.publisher = Publisher(config.output_dir, group_id(config.key_group))
-        self.publisher.prepare()
+        try:
+            self.publisher.prepare()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise OutputError(f"{config.output_dir}: cannot use it as the output directory ({reason})") from None
         self.state = StateFile(config.output_dir / "state.json")
         """Loaded under :meth:`exclusive` only: loading may move an unusable file aside."""
         self.fingerprint = hashlib.sha256(
@@ -98,6 +104,8 @@ class Processor:
             ).encode()
         ).hexdigest()
         """What besides the lineage the decision depends on: a change re-decides everything."""
+        self.unsaved = False
+        """The last save failed: what `status` reads is behind; the agent retries."""
         self.agent_record: dict[str, Any] = {}
         """Set by the agent: its own entry in state.json, re-applied on every save."""
 
@@ -119,15 +127,45 @@ class Processor:
         for start in range(0, len(names), _CHUNK):
             ready: list[_Ready] = []
             for name in names[start : start + _CHUNK]:
-                result = self._prepare(name, now)
+                try:
+                    result = self._prepare(name, now)
+                except Exception as error:  # noqa: BLE001 - one lineage's bug must not stop the others
+                    result = self._internal_error(name, error, now)
                 if isinstance(result, Outcome):
                     outcomes[name] = result
                 else:
                     ready.append(result)
-            written = self.publisher.publish_many([(r.name, r.files, r.meta) for r in ready])
-            for item in ready:
-                outcomes[item.name] = self._finish(item, written[item.name], now)
+            for item, written in self._publish(ready):
+                try:
+                    outcomes[item.name] = self._finish(item, written, now)
+                except Exception as error:  # noqa: BLE001 - as above
+                    outcomes[item.name] = self._internal_error(item.name, error, now)
         return [outcomes[name] for name in names]
+
+    def _publish(self, ready: list[_Ready]) -> list[tuple[_Ready, int | Exception | None]]:
+        """Publish a chunk together; if that fails as a whole, each lineage alone, so
+        that one lineage's damaged output directory does not hold back the others."""
+        try:
+            written = self.publisher.publish_many([(r.name, r.files, r.meta) for r in ready])
+            return [(item, written[item.name]) for item in ready]
+        except Exception:  # noqa: BLE001 - isolated below, lineage by lineage
+            pass
+        results: list[tuple[_Ready, int | Exception | None]] = []
+        for item in ready:
+            try:
+                results.append((item, self.publisher.publish_many([(item.name, item.files, item.meta)])[item.name]))
+            except Exception as error:  # noqa: BLE001 - recorded on this lineage
+                results.append((item, error))
+        return results
+
+    def _internal_error(self, name: str, error: Exception, now: dt.datetime) -> Outcome:
+        """A bug met while processing ``name``: said with its traceback, retried later."""
+        record = self.state.lineage(name)
+        message = f"internal error, not published: {type(error).__name__}: {error}; {self._serving(name)}"
+        record_error(record, "internal", message, now)
+        trace = "".join(traceback.format_exception(error))
+        self.journal.log(Event.ERROR, message, lineage=name, priority=3, traceback=trace)
+        return Outcome(name, Event.REJECTED, message, recheck_at=now + _backoff(record))
 
     def _prepare(self, name: str, now: dt.datetime) -> Outcome | _Ready:
         record = self.state.lineage(name)
@@ -175,12 +213,16 @@ class Processor:
             and (changes_at is None or now < changes_at)
         )
 
-    def _finish(self, item: _Ready, written: int | OSError | None, now: dt.datetime) -> Outcome:
+    def _finish(self, item: _Ready, written: int | Exception | None, now: dt.datetime) -> Outcome:
         name, decision = item.name, item.decision
         record = self.state.lineage(name)
         if isinstance(written, OSError):
+            # A full disk or a read-only remount passes: look again later.
             reason = f"cannot write {self.config.output_dir}: {written.strerror}"
-            return self._reject(name, record, reason, now)
+            rejected = self._reject(name, record, reason, now, kind="write")
+            return dataclasses.replace(rejected, recheck_at=now + _backoff(record))
+        if isinstance(written, Exception):
+            return self._reject(name, record, str(written), now, kind="write")
         current = self.publisher.current_version(name)
         self._describe(record, decision, current, now)
         if written is None:
@@ -204,6 +246,9 @@ class Processor:
         The agent and a `chainwatch sync` from a deploy hook may run at once;
         each pass reads, changes and writes state.json under this lock.
         """
+        # Recreated if someone removed them while the agent runs.
+        for directory in (self.publisher.root, self.publisher.live, self.publisher.versions):
+            private_dir(directory, self.publisher.gid)
         fd = os.open(self.config.output_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -243,8 +288,10 @@ class Processor:
             self.state.agent["heartbeat"] = now_iso(self.clock())
         try:
             self.state.save()
+            self.unsaved = False
         except OSError as error:
-            self.journal.log(Event.ERROR, f"cannot write {self.state.path}: {error.strerror}")
+            self.unsaved = True
+            self.journal.log(Event.ERROR, f"cannot write {self.state.path}: {error.strerror}; retrying")
 
     # -- decisions about decisions -----------------------------------------------------------
 
@@ -331,10 +378,12 @@ class Processor:
             recheck = since + INCONSISTENT_GRACE
         return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
 
-    def _reject(self, name: str, record: dict[str, Any], reason: str, now: dt.datetime) -> Outcome:
+    def _reject(
+        self, name: str, record: dict[str, Any], reason: str, now: dt.datetime, kind: str = "rejected"
+    ) -> Outcome:
         record.pop("inconsistent_since", None)
         message = f"not published: {reason}; {self._serving(name)}"
-        record_error(record, "rejected", message, now)
+        record_error(record, kind, message, now)
         self.journal.log(Event.REJECTED, message, lineage=name)
         return Outcome(name, Event.REJECTED, message)
 
@@ -347,11 +396,19 @@ def record_error(record: dict[str, Any], kind: str, message: str, now: dt.dateti
     """Put lineage ``record`` in error: ``since`` is when its status became an error,
     the error's own ``since`` when this kind of error began."""
     previous = record.get("error") or {}
-    since = previous.get("since") if previous.get("kind") == kind else None
-    record["error"] = {"kind": kind, "message": message, "since": since or now_iso(now)}
+    same = previous.get("kind") == kind
+    since = previous.get("since") if same else None
+    attempts = int(previous.get("attempts", 1)) + 1 if same else 1
+    record["error"] = {"kind": kind, "message": message, "since": since or now_iso(now), "attempts": attempts}
     if record.get("status") != "error":
         record["since"] = now_iso(now)
     record.update(status="error", message=message)
+
+
+def _backoff(record: dict[str, Any]) -> dt.timedelta:
+    """10 s after the first failure of a kind, doubling up to 10 minutes."""
+    attempts = int((record.get("error") or {}).get("attempts", 1))
+    return dt.timedelta(seconds=min(10 * 2 ** min(attempts - 1, 10), 600))
 
 
 def _name(cert: Cert) -> str:
