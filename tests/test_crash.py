@@ -63,15 +63,20 @@ def served_files(ws: Workspace, name: str) -> dict[str, bytes] | None:
     link = ws.out / "live" / name
     if not os.path.lexists(link):
         return None
-    # A link that dangles or a set with a file missing fails here, as it would for Dovecot.
-    return {file: (link / file).read_bytes() for file in SET_FILES}
+    try:
+        return {file: (link / file).read_bytes() for file in SET_FILES}
+    except OSError as error:  # what Dovecot would meet too
+        raise AssertionError(f"live/{name} leads to no whole set: {error}") from None
 
 
 def assert_whole(ws: Workspace, before: dict[str, bytes], after: dict[str, bytes], when: str) -> None:
     """Every lineage serves a whole set, its old one or its new one; state.json parses."""
     state = ws.out / "state.json"
     if os.path.lexists(state):
-        assert isinstance(json.loads(state.read_bytes()), dict), when
+        try:
+            assert isinstance(json.loads(state.read_bytes()), dict), when
+        except ValueError as error:
+            raise AssertionError(f"state.json does not parse, {when}: {error}") from None
     for name in LINEAGES:
         files = served_files(ws, name)
         if files is None:
