@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -191,6 +193,66 @@ def test_sigkill_before_any_filesystem_change_of_sync_leaves_every_set_whole_and
     print(f"kill points per pass: {points}")
     # Each kind of change a pass makes was an instant killed before.
     assert kinds >= {"mkdir", "chmod", "open", "write", "fsync", "syncfs", "rename", "symlink", "remove", "rmtree"}
+
+
+# What the kernel sees a pass change, named as the test hook names it; any
+# other system call on the output directory must be one that changes nothing.
+KERNEL_CHANGES = {
+    "write": "write", "fsync": "fsync", "fdatasync": "fsync", "syncfs": "syncfs",
+    "rename": "rename", "renameat": "rename", "renameat2": "rename", "mkdir": "mkdir", "mkdirat": "mkdir",
+    "symlink": "symlink", "symlinkat": "symlink", "unlink": "remove", "rmdir": "rmdir",
+    "chmod": "chmod", "fchmod": "chmod", "fchmodat": "chmod", "chown": "chown", "fchown": "chown",
+    "fchownat": "chown", "lchown": "chown", "truncate": "truncate", "ftruncate": "truncate",
+    "link": "link", "linkat": "link", "utimensat": "utime",
+}  # fmt: skip
+KERNEL_READS = {"close", "getdents64", "newfstatat", "fstat", "statx", "readlink", "readlinkat", "read", "pread64",
+                "lseek", "flock", "fcntl", "ioctl", "access", "faccessat2", "mmap"}  # fmt: skip
+WRITING_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
+
+
+def kernel_changes(strace_log: str, out: Path) -> Counter[str]:
+    """The filesystem changes in ``out`` an strace log records, by kind."""
+    changes: Counter[str] = Counter()
+    for line in strace_log.splitlines():
+        match = re.match(r"\d+ (\w+)\((.*)", line)
+        if not match:
+            continue
+        call, args = match.groups()
+        # A path argument, or a file descriptor that strace -y names: not the data written.
+        head = args.split('"', 1)[0] if call == "write" else args
+        if str(out) not in head:
+            continue
+        if call == "openat":
+            if any(flag in args for flag in WRITING_FLAGS):
+                changes["open"] += 1
+        elif call == "unlinkat":
+            changes["rmdir" if "AT_REMOVEDIR" in args else "remove"] += 1
+        elif call in KERNEL_CHANGES:
+            changes[KERNEL_CHANGES[call]] += 1
+        else:
+            assert call in KERNEL_READS, f"{call} on the output directory: a change the hook may not count?"
+    return changes
+
+
+def test_the_hook_counts_every_filesystem_change_the_kernel_sees_a_sync_make(tmp_path: Path, pki: LivePKI) -> None:
+    # The kill test visits each change the hook counts; this proves those are
+    # all of them, by strace's account of the same real process.
+    ws = Workspace(tmp_path, pki)
+    for round_ in range(1, 5):  # the first publication, and the fourth version that prunes the first
+        renew_all(ws, pki)
+        if round_ in (2, 3):
+            assert forked_sync(ws) == 0
+            continue
+        trace, log = tmp_path / f"trace-{round_}", tmp_path / f"strace-{round_}"
+        command = ["strace", "-f", "-y", "-qq", "-e", "trace=%file,%desc,syncfs", "-e", "signal=none", "-o", str(log)]
+        command += [sys.executable, "-m", "chainwatch", "sync", "--config", str(ws.config)]
+        env = {**os.environ, "CHAINWATCH_TEST_TRACE": str(trace)}
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert result.returncode == 0, result.stderr
+        counted = Counter(line.split()[0] for line in trace.read_text().splitlines())
+        del counted["rmtree"]  # the removals inside are counted one by one
+        assert kernel_changes(log.read_text(), ws.out) == counted
+    assert counted["rmdir"] >= 1 and counted["rename"] >= 2 * len(LINEAGES) + 1
 
 
 # -- power loss --------------------------------------------------------------------------------
