@@ -35,6 +35,13 @@ LINEAGES = [f"host{index}.example.test" for index in range(3)]
 SET_FILES = ("fullchain.pem", "chain.pem", "cert.pem", "privkey.pem", "key+fullchain.pem", "decision.json")
 
 
+@pytest.fixture(autouse=True)
+def _no_bytecode_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hook counts every file a process opens for writing; an interpreter
+    # caching bytecode would add changes that are not the pass's.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+
+
 def forked_sync(ws: Workspace, fault: str = "", trace: Path | None = None) -> int:
     """Run ``chainwatch sync`` in a child process; its exit status, or -9 when killed.
 
@@ -141,6 +148,7 @@ def kill_at_every_change(ws: Workspace, before: dict[str, bytes], after: dict[st
     at = 0
     while True:
         at += 1
+        assert at <= len(changes) + 1, f"{label}: more kill points than a clean pass makes changes"
         restore(snapshot, ws.out)
         trace = ws.root / f"trace-{label}-{at}"
         status = forked_sync(ws, f"kill {at}", trace)
@@ -394,6 +402,7 @@ def test_deploy_hook_sync_racing_the_agents_mass_renewal_leaves_every_lineage_pu
         agent.wait_for(
             lambda: len(agent.events("published") + agent.events("rejected")) == len(LINEAGES),
             what="the agent's outcome for each lineage",
+            timeout=60,
         )
         assert agent.events("rejected") == []
         output, _ = hook.communicate(timeout=60)
@@ -421,7 +430,7 @@ def test_agent_starting_while_a_sync_publishes_leaves_every_lineage_published_an
             output, _ = hook.communicate(timeout=60)
             assert hook.returncode == 0, output
             assert f"{len(LINEAGES)} published" in output
-            agent.wait_for(lambda: any("READY=1" in n for n in agent.read_notifications()), what="READY=1")
+            agent.wait_for(lambda: any("READY=1" in n for n in agent.read_notifications()), what="READY=1", timeout=60)
             assert agent.events("rejected") == [] and agent.events("published") == []
     finally:
         if hook.poll() is None:
@@ -429,10 +438,3 @@ def test_agent_starting_while_a_sync_publishes_leaves_every_lineage_published_an
             hook.wait()
     assert_published_and_recorded(ws, after)
     assert_whole(ws, before, after, "after the race")
-
-
-@pytest.fixture(autouse=True)
-def _no_bytecode_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The hook counts every file a process opens for writing; an interpreter
-    # caching bytecode would add changes that are not the pass's.
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
