@@ -222,7 +222,7 @@ def kernel_changes(strace_log: str, out: Path) -> Counter[str]:
     """The filesystem changes in ``out`` an strace log records, by kind."""
     changes: Counter[str] = Counter()
     for line in strace_log.splitlines():
-        match = re.match(r"\d+ (\w+)\((.*)", line)
+        match = re.match(r"(?:\d+\s+)?(\w+)\((.*)", line)  # strace pads the pid with spaces
         if not match:
             continue
         call, args = match.groups()
