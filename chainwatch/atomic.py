@@ -12,13 +12,26 @@ import ctypes
 import grp
 import os
 import secrets
+import signal
 import stat
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from chainwatch.errors import ChainwatchError
 
-__all__ = ["UnsafePathError", "atomic_write", "create_in", "group_id", "open_dir", "private_dir", "syncfs", "write_in"]
+__all__ = [
+    "UnsafePathError",
+    "atomic_write",
+    "create_in",
+    "fsync_dir",
+    "group_id",
+    "install_test_hook",
+    "open_dir",
+    "private_dir",
+    "syncfs",
+    "write_in",
+]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -90,6 +103,7 @@ def syncfs(path: Path) -> None:
     needs three of these instead of ~90,000 fsyncs.
     """
     with open_dir(path) as fd:
+        sys.audit("chainwatch.syncfs", fd)
         if _libc.syncfs(fd) != 0:
             error = ctypes.get_errno()
             raise OSError(error, os.strerror(error), str(path))
@@ -138,8 +152,10 @@ def create_in(
         for chunk in (data,) if isinstance(data, bytes) else data:
             view = memoryview(chunk)
             while view:
+                sys.audit("chainwatch.write", fd)
                 view = view[os.write(fd, view) :]
         if durable:
+            sys.audit("chainwatch.fsync", fd)
             os.fsync(fd)
     finally:
         os.close(fd)
@@ -149,4 +165,98 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int = 0o600, g
     """Replace ``path`` with ``data``: a reader sees the old or the new file, never a mix."""
     with open_dir(path.parent) as dir_fd:
         write_in(dir_fd, path.name, data, mode, gid)
-        os.fsync(dir_fd)
+        fsync_dir(dir_fd)
+
+
+def fsync_dir(dir_fd: int) -> None:
+    """Flush a directory's entries (the names renamed or created in it)."""
+    sys.audit("chainwatch.fsync", dir_fd)
+    os.fsync(dir_fd)
+
+
+# -- the crash tests' fault-injection hook -----------------------------------------------------
+#
+# A test hook, never set in production: with CHAINWATCH_TEST_FAULT="kill N" (or
+# "stop N"), the process sends itself SIGKILL (SIGSTOP) just before its Nth
+# filesystem change; "kill N TEXT" counts only the changes whose description
+# contains TEXT. CHAINWATCH_TEST_TRACE=FILE appends each change's description to
+# FILE, one a line. The changes are seen through Python's audit events (every
+# os.open for writing, rename, mkdir, symlink, unlink, rmdir, rmtree, chmod,
+# chown...) plus this module's own for write, fsync and syncfs, so nothing
+# that changes the disk can slip past a count. Without either variable no hook
+# is installed and the sys.audit calls above cost one check of an empty list.
+
+_WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _where(path: object, dir_fd: object = None) -> str:
+    if isinstance(path, int):
+        return os.readlink(f"/proc/self/fd/{path}")
+    name = os.fsdecode(path)  # type: ignore[arg-type]
+    if os.path.isabs(name):
+        return name
+    if isinstance(dir_fd, int) and dir_fd >= 0:
+        return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), name)
+    return os.path.abspath(name)
+
+
+def _describe_change(event: str, args: tuple[object, ...]) -> str | None:
+    """``"rename /out/versions/a/.new-2 /out/versions/a/2"`` for an audit event
+    that changes the filesystem, None for any other event."""
+    match event, args:
+        case "open", (path, _, int(flags)) if flags & _WRITING:
+            # os.open's event does not carry its dir_fd: a relative name stays relative.
+            return f"open {path if isinstance(path, int) else os.fsdecode(path)}"  # type: ignore[arg-type]
+        case "os.rename" | "os.link", (source, target, source_fd, target_fd):
+            return f"{event[3:]} {_where(source, source_fd)} {_where(target, target_fd)}"
+        case "os.symlink", (content, path, dir_fd):
+            return f"symlink {_where(path, dir_fd)} {os.fsdecode(content)}"  # type: ignore[arg-type]
+        case "os.mkdir" | "os.chmod" | "os.utime", (path, _, *rest):
+            return f"{event[3:]} {_where(path, rest[-1] if rest else None)}"
+        case "os.chown", (path, _, _, dir_fd):
+            return f"chown {_where(path, dir_fd)}"
+        case "os.remove" | "os.rmdir" | "shutil.rmtree", (path, dir_fd):
+            return f"{event.split('.')[1]} {_where(path, dir_fd)}"
+        case "os.truncate", (path, _):
+            return f"truncate {_where(path)}"
+        case "chainwatch.write" | "chainwatch.fsync" | "chainwatch.syncfs", (int(fd),):
+            return f"{event[11:]} {_where(fd)}"
+    return None
+
+
+def install_test_hook(fault: str, trace: str) -> None:
+    """What the two variables above turn on at import (``fault``, ``trace``: their values).
+
+    Public for tests that fork a child instead of starting an interpreter.
+    """
+    words = fault.split(maxsplit=2)
+    action = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}.get(words[0]) if words else None
+    at = int(words[1]) if len(words) > 1 else 0
+    only = words[2] if len(words) > 2 else ""
+    trace_fd = os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600) if trace else -1
+    seen = 0
+    inside = False
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        nonlocal seen, inside
+        if inside:
+            return  # our own readlink and write
+        inside = True
+        try:
+            change = _describe_change(event, args)
+            if change is None:
+                return
+            if action is not None and only in change:
+                seen += 1
+                if seen == at:
+                    os.kill(os.getpid(), action)
+            if trace_fd >= 0:
+                os.write(trace_fd, change.encode(errors="surrogateescape") + b"\n")
+        finally:
+            inside = False
+
+    sys.addaudithook(hook)
+
+
+if os.environ.get("CHAINWATCH_TEST_FAULT") or os.environ.get("CHAINWATCH_TEST_TRACE"):
+    install_test_hook(os.environ.get("CHAINWATCH_TEST_FAULT", ""), os.environ.get("CHAINWATCH_TEST_TRACE", ""))

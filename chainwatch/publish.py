@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chainwatch.atomic import create_in, open_dir, private_dir, syncfs
+from chainwatch.atomic import create_in, fsync_dir, open_dir, private_dir, syncfs
 from chainwatch.policy import Decision
 
 __all__ = ["CERT_FILES", "KEY_FILES", "Publisher", "set_for"]
@@ -60,13 +60,15 @@ class Publisher:
         self.versions = output_dir / "versions"
 
     def prepare(self) -> None:
-        """Create the directories root-only and clear what a crash left half done."""
+        """Create the directories root-only.
+
+        Nothing half done is cleared here: this runs before the lock is taken,
+        and another process's version being written looks exactly like what a
+        crash left. The next publication of a lineage clears its leftovers,
+        under the lock (:meth:`_stage`, :meth:`_point`).
+        """
         for directory in (self.root, self.live, self.versions):
             private_dir(directory, self.gid)
-        for leftover in self.live.glob(".*.new"):
-            leftover.unlink(missing_ok=True)
-        for leftover in self.versions.glob("*/.new-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
 
     def current_version(self, lineage: str) -> int | None:
         try:
@@ -115,6 +117,8 @@ class Publisher:
     ) -> dict[str, int | OSError | None]:
         """Publish several lineages' sets with three filesystem flushes in all.
 
+        Call with the output directory's lock held (``Processor.exclusive``).
+
         Order is what keeps every published set whole across a crash: all new
         content is flushed before any version directory gets its final name,
         and those names are flushed before any ``live/`` link points at them.
@@ -160,8 +164,10 @@ class Publisher:
         folder = self.versions / lineage
         private_dir(folder, self.gid)
         version = max([0, *self.versions_of(lineage)]) + 1
+        # Callers hold the lock: any staging directory here is a crashed pass's.
+        for leftover in folder.glob(".new-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         staging = folder / f".new-{version}"
-        shutil.rmtree(staging, ignore_errors=True)
         os.mkdir(staging, 0o750 if self.gid is not None else 0o700)
         try:
             if self.gid is not None:
@@ -190,7 +196,7 @@ class Publisher:
         """Point ``live/NAME`` at ``version`` in one rename (a rollback), durably."""
         self._point(lineage, version)
         with open_dir(self.live) as dir_fd:
-            os.fsync(dir_fd)
+            fsync_dir(dir_fd)
 
     def previous_version(self, lineage: str) -> int | None:
         current = self.current_version(lineage)

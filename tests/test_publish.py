@@ -91,15 +91,29 @@ def test_only_the_three_newest_versions_are_kept(publisher: Publisher) -> None:
     assert publisher.versions_of("mail") == [3, 4, 5]
 
 
-def test_prepare_clears_what_a_crash_left_half_done(publisher: Publisher) -> None:
+def test_prepare_leaves_a_version_another_process_is_writing_alone(publisher: Publisher) -> None:
+    # prepare() runs before the lock is taken: a staging directory then may be
+    # the agent's, mid-publication (the race itself: tests/test_crash.py).
     publisher.publish("mail", files(b"1"), {})
-    (publisher.versions / "mail" / ".new-2").mkdir()
-    (publisher.versions / "mail" / ".new-2" / "fullchain.pem").write_bytes(b"half")
+    being_written = publisher.versions / "mail" / ".new-2"
+    being_written.mkdir()
+    (being_written / "fullchain.pem").write_bytes(b"full 2")
     os.symlink("../versions/mail/2", publisher.live / ".mail.new")
-    publisher.prepare()
-    assert not (publisher.versions / "mail" / ".new-2").exists()
-    assert not (publisher.live / ".mail.new").is_symlink()
+    Publisher(publisher.root).prepare()
+    assert (being_written / "fullchain.pem").read_bytes() == b"full 2"
+    assert (publisher.live / ".mail.new").is_symlink()
+
+
+def test_the_next_publication_of_a_lineage_clears_what_a_crash_left_half_done(publisher: Publisher) -> None:
+    publisher.publish("mail", files(b"1"), {})
+    for leftover in (".new-2", ".new-7"):
+        (publisher.versions / "mail" / leftover).mkdir()
+        (publisher.versions / "mail" / leftover / "fullchain.pem").write_bytes(b"half")
+    os.symlink("../versions/mail/2", publisher.live / ".mail.new")
     assert publisher.publish("mail", files(b"2"), {}) == 2
+    assert sorted(p.name for p in (publisher.versions / "mail").iterdir()) == ["1", "2"]
+    assert not (publisher.live / ".mail.new").is_symlink()
+    assert publisher.files_of("mail") == files(b"2")
 
 
 def test_output_directory_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
