@@ -18,17 +18,17 @@ def reasons(decision):  # type: ignore[no-untyped-def]
     }
 
 
-def test_dst_cross_sign_is_issuer_untrusted_against_debian_store(debian_store: TrustStore) -> None:
+def test_dst_cross_sign_is_issuer_untrusted_against_debian_12s_store(debian12_store: TrustStore) -> None:
     chain = vector_chain("le-r3-dstcross-demo-cosmian-app-2022")
-    decision = decide(chain, [debian_store], utc("2022-12-01"))
+    decision = decide(chain, [debian12_store], utc("2022-12-01"))
     assert [c.short_subject for c in decision.chain] == ["demo.cosmian.app", "R3"]
     assert reasons(decision) == {"ISRG Root X1←DST Root CA X3": Reason.ISSUER_UNTRUSTED}
     assert decision.warnings == ()
 
 
-def test_dst_cross_sign_is_issuer_expired_when_a_store_still_holds_dst(debian_store: TrustStore) -> None:
+def test_dst_cross_sign_is_issuer_expired_when_a_store_still_holds_dst(debian12_store: TrustStore) -> None:
     chain = vector_chain("le-r3-dstcross-demo-cosmian-app-2022")
-    decision = decide(chain, [debian_store, store_of(*LEGACY_WITH_DST)], utc("2022-12-01"))
+    decision = decide(chain, [debian12_store, store_of(*LEGACY_WITH_DST)], utc("2022-12-01"))
     assert [c.short_subject for c in decision.chain] == ["demo.cosmian.app", "R3"]
     assert reasons(decision) == {"ISRG Root X1←DST Root CA X3": Reason.ISSUER_EXPIRED}
     assert decision.validating_stores == ("ca-certificates.crt", "legacy-with-dst")
@@ -91,9 +91,9 @@ def test_reversed_cloudflare_chain_comes_out_leaf_first() -> None:
     assert reasons(decision) == {"Baltimore CyberTrust Root←Baltimore CyberTrust Root": Reason.ANCHOR}
 
 
-def test_modern_e5_chain_is_unchanged(debian_store: TrustStore) -> None:
+def test_modern_e5_chain_is_unchanged(debian12_store: TrustStore) -> None:
     chain = vector_chain("le-e5-replicated-app-2025")
-    decision = decide(chain, [debian_store], utc("2025-03-01"))
+    decision = decide(chain, [debian12_store], utc("2025-03-01"))
     assert list(decision.chain) == chain
     assert decision.dropped == ()
     assert decision.warnings == ()
@@ -124,17 +124,17 @@ def test_aaa_cross_sign_not_needed_in_minimal_mode_when_usertrust_is_trusted() -
     assert reasons(decision) == {"USERTrust RSA Certification Authority←AAA Certificate Services": Reason.NOT_NEEDED}
 
 
-def test_generation_y_cross_sign_stays_for_stores_without_root_yr(debian_store: TrustStore) -> None:
+def test_generation_y_cross_sign_stays_for_stores_without_root_yr(debian12_store: TrustStore) -> None:
     # No Generation Y leaf is in the vectors; the decision is made above the
     # leaf, so YR1 stands in for it (chosen as the leaf by its public key).
     yr1, cross = vector_cert("yr1"), vector_cert("isrg-root-yr-cross-x1")
     at = utc("2026-06-01")
-    decision = decide([yr1, cross], [debian_store], at, leaf_key=yr1.public_key_der)
+    decision = decide([yr1, cross], [debian12_store], at, leaf_key=yr1.public_key_der)
     assert decision.chain == (yr1, cross)
     assert decision.warnings == ()
     # OpenSSL agrees that Debian 12's store needs the cross-sign.
-    assert openssl_accepts([yr1, cross], list(debian_store.anchors), at)
-    assert not openssl_accepts([yr1], list(debian_store.anchors), at)
+    assert openssl_accepts([yr1, cross], list(debian12_store.anchors), at)
+    assert not openssl_accepts([yr1], list(debian12_store.anchors), at)
 
 
 def test_generation_y_cross_sign_not_needed_in_minimal_mode_when_root_yr_is_trusted() -> None:
@@ -170,11 +170,11 @@ def test_generation_y_two_step_cross_sign_path_is_kept_for_x1_only_clients() -> 
     ],
 )
 def test_real_chains_never_validate_worse_with_openssl_and_gnutls(
-    chain_name: str, at: str, debian_store: TrustStore
+    chain_name: str, at: str, debian12_store: TrustStore
 ) -> None:
     chain = vector_chain(chain_name)
     moment = utc(at)
-    stores = [debian_store, store_of(*LEGACY_WITH_DST), store_of("aaa", "comodo-aaa-certificate-services")]
+    stores = [debian12_store, store_of(*LEGACY_WITH_DST), store_of("aaa", "comodo-aaa-certificate-services")]
     decision = decide(chain, stores, moment)
     for store in stores:
         anchors = list(store.anchors)
