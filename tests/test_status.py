@@ -4,19 +4,43 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.certbot_tree import issued
-from tests.pki import pem
-from tests.workspace import NAME, LivePKI, Workspace
+from tests.pki import CA, pem
+from tests.workspace import NAME, LivePKI, Workspace, utcnow
+
+DAY = dt.timedelta(days=1)
 
 
 @pytest.fixture
 def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
     return Workspace(tmp_path, pki)
+
+
+def status_at(ws: Workspace, moment: dt.datetime, *args: str) -> subprocess.CompletedProcess[str]:
+    """`chainwatch status` asked at a later moment than the pass that wrote the state.
+
+    The future cannot be waited for, so the clock of this one process is set
+    with libfaketime (frozen, so a second boundary cannot flake).
+    """
+    return subprocess.run(
+        [
+            "faketime", "-f", f"{moment:%Y-%m-%d %H:%M:%S}",
+            sys.executable, "-m", "chainwatch", "status", *args, "--config", str(ws.config),
+        ],
+        capture_output=True, text=True, check=False, env={**os.environ, "TZ": "UTC"},
+    )  # fmt: skip
+
+
+def write_leaf(ws: Workspace, not_before: dt.datetime, not_after: dt.datetime) -> None:
+    leaf, key = ws.pki.issuing.leaf(NAME, not_before=not_before, not_after=not_after)
+    ws.certbot.write(NAME, issued(leaf, key, ws.pki.issuing.cert))
 
 
 def test_status_is_unknown_before_anything_ran(ws: Workspace) -> None:
@@ -73,15 +97,89 @@ def test_status_warns_when_a_store_cannot_validate(ws: Workspace, pki: LivePKI) 
     assert "clients using only-old.pem cannot validate the served chain" in status.stdout
 
 
-def test_status_is_critical_when_the_served_leaf_expired_since(ws: Workspace, pki: LivePKI) -> None:
-    now = dt.datetime.now(dt.UTC)
-    leaf, key = pki.issuing.leaf(NAME, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(seconds=2))
-    ws.certbot.write(NAME, issued(leaf, key, pki.issuing.cert))
-    assert ws.chainwatch("sync").returncode == 1  # expiring-soon
-    time.sleep(2.5)
+def test_status_is_critical_when_the_served_leaf_expired_since_the_pass(ws: Workspace) -> None:
+    now = utcnow()
+    write_leaf(ws, now - DAY, now + 60 * DAY)
+    assert ws.chainwatch("sync").returncode == 0
+    status = status_at(ws, now + 61 * DAY)
+    assert status.returncode == 2, status.stdout + status.stderr
+    assert f"the served leaf expired on {now + 60 * DAY:%Y-%m-%d %H:%M} UTC" in status.stdout
+    assert json.loads(status_at(ws, now + 61 * DAY, "--json").stdout)["lineages"][0]["state"] == "critical"
+
+
+def test_status_warns_when_the_served_leaf_came_within_the_horizon_since_the_pass(ws: Workspace) -> None:
+    # The pass judged the leaf far from expiry; no pass ran since (a deploy
+    # hook runs only at renewal), so status itself must notice the horizon.
+    now = utcnow()
+    write_leaf(ws, now - DAY, now + 88 * DAY)
+    assert ws.chainwatch("sync").returncode == 0
+    assert ws.chainwatch("status").returncode == 0
+    later = now + 88 * DAY - 10 * DAY - dt.timedelta(hours=1)
+    status = status_at(ws, later)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert status.stdout.splitlines()[0].startswith("chainwatch warning · ")
+    assert "    why       the served leaf expires in 10 days (since " in status.stdout
+    report = json.loads(status_at(ws, later, "--json").stdout)
+    assert (report["exit"], report["state"]) == (1, "warning")
+    (item,) = report["lineages"]
+    assert (item["state"], item["message"]) == ("warning", "the served leaf expires in 10 days")
+
+
+def test_status_honours_the_configured_horizon_days(ws: Workspace) -> None:
+    now = utcnow()
+    write_leaf(ws, now - DAY, now + 88 * DAY)
+    ws.write_config(extra="horizon_days = 5\n")
+    assert ws.chainwatch("sync").returncode == 0
+    assert status_at(ws, now + 78 * DAY).returncode == 0
+    assert status_at(ws, now + 84 * DAY).returncode == 1
+
+
+def test_status_of_a_six_day_leaf_warns_only_in_the_last_third_of_its_life(ws: Workspace) -> None:
+    # README: the leaf warns within a third of its lifetime when that is
+    # shorter than the horizon, "so 6-day certificates do not warn all their life".
+    now = utcnow()
+    write_leaf(ws, now - dt.timedelta(hours=1), now + 6 * DAY - dt.timedelta(hours=1))
+    assert ws.chainwatch("sync").returncode == 0
+    fresh = ws.chainwatch("status")
+    assert fresh.returncode == 0, fresh.stdout
+    assert status_at(ws, now + 3 * DAY).returncode == 0
+    assert status_at(ws, now + 5 * DAY).returncode == 1
+
+
+def test_sync_keeps_serving_a_chain_that_validates_when_the_new_one_validates_for_no_store(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert ws.chainwatch("sync").returncode == 0
+    served = ws.published()
+    # Renewed by a CA that no configured store knows: publishing it would
+    # turn every client away, while version 1 still serves them all.
+    now = utcnow()
+    stranger = CA.root("Stranger Root", not_before=now - 300 * DAY, not_after=now + 3000 * DAY)
+    issuing = stranger.intermediate("Stranger CA", not_before=now - 300 * DAY, not_after=now + 600 * DAY)
+    leaf, key = issuing.leaf(NAME, not_before=now - DAY, not_after=now + 88 * DAY)
+    ws.certbot.write(NAME, issued(leaf, key, issuing.cert))
+    sync = ws.chainwatch("sync")
+    assert sync.returncode == 2
+    assert sync.stdout == "chainwatch sync: 1 rejected\n"
+    assert ws.published() == served
+    assert ws.versions() == [1]
     status = ws.chainwatch("status")
     assert status.returncode == 2
-    assert "the served leaf expired on" in status.stdout
+    assert (
+        "why       not published: no configured store can validate the new chain, "
+        "while served version 1 validates for store.pem; serving version 1"
+    ) in status.stdout
+
+
+def test_sync_publishes_a_first_chain_that_validates_for_no_store_with_a_warning(ws: Workspace) -> None:
+    # With nothing served yet there is nothing better to keep: the refusal
+    # above is about not making things worse.
+    now = utcnow()
+    stranger = CA.root("Stranger Root", not_before=now - 300 * DAY, not_after=now + 3000 * DAY)
+    leaf, key = stranger.leaf(NAME, not_before=now - DAY, not_after=now + 88 * DAY)
+    ws.certbot.write(NAME, issued(leaf, key))
+    assert ws.chainwatch("sync").returncode == 1
+    assert ws.versions() == [1]
+    assert "cannot validate the served chain" in ws.chainwatch("status").stdout
 
 
 def test_status_of_an_unknown_lineage_is_unknown(ws: Workspace) -> None:
