@@ -71,7 +71,7 @@ def test_sync_twice_reports_unchanged(ws: Workspace) -> None:
     assert ws.chainwatch("sync").stdout == "chainwatch sync: 1 unchanged\n"
 
 
-def test_status_json_carries_the_same_content(ws: Workspace) -> None:
+def test_status_json_carries_version_leaf_served_and_dropped(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     ws.chainwatch("sync")
     report = json.loads(ws.chainwatch("status", "--json").stdout)
@@ -199,7 +199,27 @@ def test_sync_as_a_certbot_deploy_hook_takes_renewed_lineage(ws: Workspace) -> N
     assert ws.published() is not None
 
 
-def test_status_reports_a_running_agent(ws: Workspace) -> None:
+def test_sync_of_named_lineages_processes_only_those(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.certbot.write("other.example.test", ws.pki.issue("other.example.test"))
+    assert ws.chainwatch("sync", "other.example.test").stdout == "chainwatch sync: 1 published\n"
+    assert ws.published() is None
+    assert ws.published("other.example.test") is not None
+
+
+def test_status_of_named_lineages_shows_only_those(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.certbot.write("other.example.test", ws.pki.issue("other.example.test"))
+    ws.chainwatch("sync")
+    assert "● other.example.test  ok" in ws.chainwatch("status").stdout
+    text = ws.chainwatch("status", NAME).stdout
+    assert f"● {NAME}  ok" in text
+    assert "other.example.test" not in text
+    report = json.loads(ws.chainwatch("status", NAME, "--json").stdout)
+    assert [item["lineage"] for item in report["lineages"]] == [NAME]
+
+
+def test_status_reports_a_running_agent_and_warns_once_it_stopped(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     with ws.agent() as agent:
         result = ws.chainwatch("status")
