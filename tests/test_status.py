@@ -160,14 +160,13 @@ def test_sync_keeps_serving_a_chain_that_validates_when_the_new_one_validates_fo
     sync = ws.chainwatch("sync")
     assert sync.returncode == 2
     assert sync.stdout == "chainwatch sync: 1 rejected\n"
+    reason = "no configured store can validate the new chain, while served version 1 validates for store.pem"
+    assert f"not published: {reason}; serving version 1" in sync.stderr  # the journal line
     assert ws.published() == served
     assert ws.versions() == [1]
     status = ws.chainwatch("status")
     assert status.returncode == 2
-    assert (
-        "why       not published: no configured store can validate the new chain, "
-        "while served version 1 validates for store.pem; serving version 1"
-    ) in status.stdout
+    assert f"why       not published: {reason}; serving version 1" in status.stdout
 
 
 def test_sync_publishes_a_first_chain_that_validates_for_no_store_with_a_warning(ws: Workspace) -> None:
