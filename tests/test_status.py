@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.certbot_tree import issued
+from tests.certbot_tree import Issued, issued
 from tests.pki import CA, pem
 from tests.workspace import NAME, LivePKI, Workspace, utcnow
 
@@ -23,8 +23,8 @@ def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
     return Workspace(tmp_path, pki)
 
 
-def status_at(ws: Workspace, moment: dt.datetime, *args: str) -> subprocess.CompletedProcess[str]:
-    """`chainwatch status` asked at a later moment than the pass that wrote the state.
+def chainwatch_at(ws: Workspace, moment: dt.datetime, *args: str) -> subprocess.CompletedProcess[str]:
+    """A chainwatch command run at a later moment than the pass before it.
 
     The future cannot be waited for, so the clock of this one process is set
     with libfaketime (frozen, so a second boundary cannot flake).
@@ -32,10 +32,22 @@ def status_at(ws: Workspace, moment: dt.datetime, *args: str) -> subprocess.Comp
     return subprocess.run(
         [
             "faketime", "-f", f"{moment:%Y-%m-%d %H:%M:%S}",
-            sys.executable, "-m", "chainwatch", "status", *args, "--config", str(ws.config),
+            sys.executable, "-m", "chainwatch", *args, "--config", str(ws.config),
         ],
         capture_output=True, text=True, check=False, env={**os.environ, "TZ": "UTC"},
     )  # fmt: skip
+
+
+def status_at(ws: Workspace, moment: dt.datetime, *args: str) -> subprocess.CompletedProcess[str]:
+    return chainwatch_at(ws, moment, "status", *args)
+
+
+def stranger_issued(now: dt.datetime) -> Issued:
+    """A leaf for NAME from a CA that no configured store knows."""
+    stranger = CA.root("Stranger Root", not_before=now - 300 * DAY, not_after=now + 3000 * DAY)
+    issuing = stranger.intermediate("Stranger CA", not_before=now - 300 * DAY, not_after=now + 600 * DAY)
+    leaf, key = issuing.leaf(NAME, not_before=now - DAY, not_after=now + 200 * DAY)
+    return issued(leaf, key, issuing.cert)
 
 
 def write_leaf(ws: Workspace, not_before: dt.datetime, not_after: dt.datetime) -> None:
@@ -152,11 +164,7 @@ def test_sync_keeps_serving_a_chain_that_validates_when_the_new_one_validates_fo
     served = ws.published()
     # Renewed by a CA that no configured store knows: publishing it would
     # turn every client away, while version 1 still serves them all.
-    now = utcnow()
-    stranger = CA.root("Stranger Root", not_before=now - 300 * DAY, not_after=now + 3000 * DAY)
-    issuing = stranger.intermediate("Stranger CA", not_before=now - 300 * DAY, not_after=now + 600 * DAY)
-    leaf, key = issuing.leaf(NAME, not_before=now - DAY, not_after=now + 88 * DAY)
-    ws.certbot.write(NAME, issued(leaf, key, issuing.cert))
+    ws.certbot.write(NAME, stranger_issued(utcnow()))
     sync = ws.chainwatch("sync")
     assert sync.returncode == 2
     assert sync.stdout == "chainwatch sync: 1 rejected\n"
@@ -167,6 +175,18 @@ def test_sync_keeps_serving_a_chain_that_validates_when_the_new_one_validates_fo
     status = ws.chainwatch("status")
     assert status.returncode == 2
     assert f"why       not published: {reason}; serving version 1" in status.stdout
+
+
+def test_sync_publishes_a_chain_that_validates_for_no_store_once_the_served_leaf_expired(ws: Workspace) -> None:
+    # The served set validates for no one any more either: refusing would
+    # only keep an expired leaf in place.
+    now = utcnow()
+    ws.certbot.write(NAME, ws.pki.issue())  # the leaf expires 89 days from now
+    assert ws.chainwatch("sync").returncode == 0
+    ws.certbot.write(NAME, stranger_issued(now))
+    sync = chainwatch_at(ws, now + 100 * DAY, "sync")
+    assert (sync.returncode, sync.stdout) == (1, "chainwatch sync: 1 published\n"), sync.stderr
+    assert ws.versions() == [1, 2]
 
 
 def test_sync_publishes_a_first_chain_that_validates_for_no_store_with_a_warning(ws: Workspace) -> None:
