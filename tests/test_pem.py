@@ -100,7 +100,7 @@ def test_file_larger_than_one_mib_is_refused(tmp_path: Path) -> None:
 def test_missing_file_and_directory_are_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=f"^{tmp_path}/nope.pem: no such file$"):
         read_chain(tmp_path / "nope.pem")
-    with pytest.raises(InputError, match="is a directory"):
+    with pytest.raises(InputError, match=f"^{tmp_path}: is a directory, not a file$"):
         read_chain(tmp_path)
 
 
