@@ -81,6 +81,16 @@ def test_trim_prints_only_the_sanitized_chain_and_one_line_per_drop(legacy_store
     ]
 
 
+def test_trim_prints_a_reversed_chain_leaf_first_and_says_it_reordered() -> None:
+    reversed_chain = VECTORS / "chains" / "cloudflare-ecc-reversed-order-ipapi-2019.pem"
+    store = VECTORS / "certs" / "baltimore-cybertrust-root.pem"
+    result = chainwatch("trim", reversed_chain, "--at", "2020-01-01", "--trust-store", store)
+    assert result.returncode == 0
+    served = parse_certificates(result.stdout.encode(), "stdout")
+    assert [c.short_subject for c in served] == ["sni.cloudflaressl.com", "CloudFlare Inc ECC CA-2"]
+    assert "chainwatch: warning: reordered: " in result.stderr
+
+
 def test_trim_json_has_the_documented_shape(legacy_store: Path) -> None:
     result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01T00:00:00Z", "--trust-store", legacy_store, "--json")
     assert result.returncode == 0
@@ -251,6 +261,13 @@ def test_explain_draws_the_tree_with_anchors_and_verdicts(legacy_store: Path) ->
     assert "DST Root CA X3  anchor in legacy.pem · not valid at this time" in text
     assert "RSA 4096 · 2015-06-04 → 2035-06-04 · 4568 days left" in text
     assert "served: demo.cosmian.app → R3" in text
+
+
+def test_explain_before_dst_expired_shows_the_cross_sign_still_needed(legacy_store: Path) -> None:
+    # README: "./demo/run --at 2021-09-01 shows the cross-sign still needed".
+    result = chainwatch("explain", DST_CHAIN, "--at", "2021-09-01", "--trust-store", legacy_store)
+    assert "ISRG Root X1 ← DST Root CA X3  kept · cross-sign · needed by legacy.pem" in result.stdout
+    assert "served: demo.cosmian.app → R3 → ISRG Root X1\n" in result.stdout
 
 
 def test_explain_exits_1_and_shows_incomplete_for_a_store_that_cannot_validate(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from tests.certbot_tree import Issued, issued
-from tests.pki import CA, pem
+from tests.pki import CA, new_key, pem
 from tests.workspace import NAME, LivePKI, Workspace, utcnow
 
 DAY = dt.timedelta(days=1)
@@ -75,6 +77,19 @@ def test_sync_publishes_and_status_reads_ok_at_a_glance(ws: Workspace) -> None:
     assert lines[3].endswith("(88 days)")
     assert lines[4] == "    serves    mail.example.test → Issuing CA"
     assert lines[5].startswith("    dropped   New Root ← Old Root (issuer-expired: its issuer Old Root expired on ")
+
+
+def test_status_names_the_leafs_other_names_beside_it(ws: Workspace) -> None:
+    now = utcnow()
+    key = new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)])
+    leaf = ws.pki.issuing.certify(
+        subject, key.public_key(), ca=False, not_before=now - DAY, not_after=now + 88 * DAY,
+        dns_names=(NAME, "imap.example.test"),
+    )  # fmt: skip
+    ws.certbot.write(NAME, issued(leaf, key, ws.pki.issuing.cert))
+    ws.chainwatch("sync")
+    assert f"    leaf      {NAME} (+ imap.example.test) · expires " in ws.chainwatch("status").stdout
 
 
 def test_sync_twice_reports_unchanged(ws: Workspace) -> None:
