@@ -335,6 +335,7 @@ class Processor:
             "subject": leaf.subject,
             "short": leaf.short_subject,
             "names": _dns_names(decision),
+            "not_before": iso(leaf.not_before),
             "not_after": iso(leaf.not_after),
             "sha256": leaf.sha256,
         }

@@ -40,6 +40,11 @@ def _lineage_report(name: str, record: dict[str, Any], now: dt.datetime, horizon
     message = record.get("message", "")
     if expires is not None:
         leaf["days_left"] = (expires - now).days
+        issued = parse_iso(leaf.get("not_before"))
+        if issued is not None:
+            # The policy's rule for the leaf: short-lived certificates warn
+            # only in the last third of their life, not all of it.
+            horizon = min(horizon, (expires - issued) / 3)
         if expires < now:
             level, message = CRITICAL, f"the served leaf expired on {expires:%Y-%m-%d %H:%M} UTC; {message}"
         elif expires - now <= horizon and level == OK:

@@ -9,10 +9,13 @@ import pytest
 
 from chainwatch.certificate import Cert
 from chainwatch.pem import read_bundle, read_chain
-from chainwatch.trust import DEFAULT_STORE, TrustStore
+from chainwatch.trust import TrustStore
 from tests.workspace import LivePKI
 
 VECTORS = Path(__file__).parent / "vectors"
+DEBIAN12_STORE = VECTORS / "stores" / "ca-certificates.crt"
+"""Debian 12's ca-certificates 20230311+deb12u1, frozen (see SOURCES.md): the
+host's own store changes with every ca-certificates update."""
 
 
 def vector_cert(name: str) -> Cert:
@@ -35,9 +38,9 @@ def utc(text: str) -> dt.datetime:
 
 
 @pytest.fixture(scope="session")
-def debian_store() -> TrustStore:
-    """The machine's own Debian store, as the product uses it by default."""
-    return TrustStore.of("ca-certificates.crt", read_bundle(DEFAULT_STORE))
+def debian12_store() -> TrustStore:
+    """Debian 12's store as released, under the name the product gives its default store."""
+    return TrustStore.of("ca-certificates.crt", read_bundle(DEBIAN12_STORE))
 
 
 @pytest.fixture(scope="session")

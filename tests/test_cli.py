@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -12,16 +14,43 @@ import pytest
 
 from chainwatch import __version__
 from chainwatch.pem import parse_certificates
-from tests.conftest import VECTORS, vector_cert
+from tests.conftest import DEBIAN12_STORE, VECTORS, vector_cert
 from tests.pki import CA, key_pem, pem
 
 DST_CHAIN = VECTORS / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem"
+AAA_CHAIN = VECTORS / "chains" / "sectigo-dv-aaacross-nodejs-org-2025.pem"
+AAA_DN = "C=GB, ST=Greater Manchester, L=Salford, O=Comodo CA Limited, CN=AAA Certificate Services"
 
 
 def chainwatch(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chainwatch", *map(str, args)], capture_output=True, text=True, check=False, env=env
     )
+
+
+def chainwatch_on_a_terminal(*args: str | Path, env: dict[str, str]) -> str:
+    """Standard output of a run whose standard output is a real pseudo-terminal."""
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "chainwatch", *map(str, args)], stdout=secondary, stderr=subprocess.DEVNULL, env=env
+    ) as process:
+        os.close(secondary)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed its end of the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        process.wait(timeout=60)
+    os.close(primary)
+    return output.decode().replace("\r\n", "\n")  # the terminal's line discipline adds \r
+
+
+def environment_without_no_color() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name != "NO_COLOR"}
 
 
 @pytest.fixture
@@ -52,6 +81,16 @@ def test_trim_prints_only_the_sanitized_chain_and_one_line_per_drop(legacy_store
     ]
 
 
+def test_trim_prints_a_reversed_chain_leaf_first_and_says_it_reordered() -> None:
+    reversed_chain = VECTORS / "chains" / "cloudflare-ecc-reversed-order-ipapi-2019.pem"
+    store = VECTORS / "certs" / "baltimore-cybertrust-root.pem"
+    result = chainwatch("trim", reversed_chain, "--at", "2020-01-01", "--trust-store", store)
+    assert result.returncode == 0
+    served = parse_certificates(result.stdout.encode(), "stdout")
+    assert [c.short_subject for c in served] == ["sni.cloudflaressl.com", "CloudFlare Inc ECC CA-2"]
+    assert "chainwatch: warning: reordered: " in result.stderr
+
+
 def test_trim_json_has_the_documented_shape(legacy_store: Path) -> None:
     result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01T00:00:00Z", "--trust-store", legacy_store, "--json")
     assert result.returncode == 0
@@ -80,12 +119,79 @@ def test_exit_status_is_1_when_the_leaf_has_expired(legacy_store: Path) -> None:
     assert len(parse_certificates(result.stdout.encode(), "stdout")) == 2
 
 
+def test_exit_status_is_1_when_the_leaf_is_not_yet_valid(legacy_store: Path) -> None:
+    result = chainwatch("trim", DST_CHAIN, "--at", "2022-11-01", "--trust-store", legacy_store)
+    assert result.returncode == 1
+    assert "warning: leaf-not-yet-valid: the leaf demo.cosmian.app is not valid before 2022-11-08" in result.stderr
+
+
+def test_expiring_soon_warns_within_horizon_days_and_keeps_exit_status_0(legacy_store: Path) -> None:
+    # The leaf expires 2023-02-06: 17 days after the moment judged.
+    args = ("trim", DST_CHAIN, "--at", "2023-01-20", "--trust-store", legacy_store)
+    default = chainwatch(*args)
+    assert default.returncode == 0
+    assert "warning: expiring-soon: demo.cosmian.app (served) expires on 2023-02-06, in 17 days" in default.stderr
+    narrower = chainwatch(*args, "--horizon-days", "10")
+    assert narrower.returncode == 0
+    assert "expiring-soon" not in narrower.stderr
+
+
 def test_exit_status_is_1_when_a_store_cannot_validate(tmp_path: Path) -> None:
     only_dst = tmp_path / "dst.pem"
     only_dst.write_bytes(vector_cert("dst-root-ca-x3").pem())
     result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01", "--trust-store", only_dst, "--json")
     assert result.returncode == 1
     assert [w["code"] for w in json.loads(result.stdout)["warnings"]] == ["incomplete"]
+
+
+def test_trust_store_defaults_to_the_hosts_own_store() -> None:
+    # The one test that reads the machine's /etc/ssl/certs/ca-certificates.crt
+    # (the others use Debian 12's, frozen in tests/vectors/stores): the
+    # default is a promise. It holds for any store with ISRG Root X1 and
+    # without DST Root CA X3, as every Debian since 2021 ships.
+    result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [c["role"] for c in document["chain"]] == ["leaf", "intermediate"]
+    assert [d["reason"] for d in document["dropped"]] == ["issuer-untrusted"]
+    explained = chainwatch("explain", DST_CHAIN, "--at", "2022-12-01")
+    assert "stores: ca-certificates.crt\n" in explained.stdout
+
+
+def test_mode_minimal_drops_a_cross_sign_every_store_validates_without(tmp_path: Path) -> None:
+    store = tmp_path / "both.pem"
+    store.write_bytes(vector_cert("comodo-aaa-certificate-services").pem() + vector_cert("usertrust-rsa-ca").pem())
+    args = ("trim", AAA_CHAIN, "--at", "2025-06-01", "--trust-store", store)
+    safe = chainwatch(*args)
+    assert (safe.returncode, safe.stderr) == (0, "")
+    assert len(parse_certificates(safe.stdout.encode(), "stdout")) == 3
+    minimal = chainwatch(*args, "--mode", "minimal")
+    assert minimal.returncode == 0
+    assert [c.short_subject for c in parse_certificates(minimal.stdout.encode(), "stdout")] == [
+        "*.nodejs.org",
+        "Sectigo RSA Domain Validation Secure Server CA",
+    ]
+    assert "USERTrust RSA Certification Authority (issued by AAA Certificate Services" in minimal.stderr
+    assert ": not-needed: " in minimal.stderr
+
+
+@pytest.mark.parametrize(
+    "distrusted",
+    [AAA_DN, "D7:A7:A0:FB:5D:7E:27:31:D7:71:E9:48:4E:BC:DE:F7:1D:5F:0C:3E:0A:29:48:78:2B:C8:3E:E0:EA:69:9E:F4"],
+    ids=["subject", "sha256"],
+)
+def test_distrust_by_subject_or_fingerprint_drops_the_cross_sign_it_issued(tmp_path: Path, distrusted: str) -> None:
+    store = tmp_path / "both.pem"
+    store.write_bytes(vector_cert("comodo-aaa-certificate-services").pem() + vector_cert("usertrust-rsa-ca").pem())
+    result = chainwatch(
+        "trim", AAA_CHAIN, "--at", "2025-06-01", "--trust-store", store, "--distrust", distrusted, "--json"
+    )
+    assert result.returncode == 0
+    (drop,) = json.loads(result.stdout)["dropped"]
+    assert (drop["subject"], drop["reason"]) == (
+        "CN=USERTrust RSA Certification Authority,O=The USERTRUST Network,L=Jersey City,ST=New Jersey,C=US",
+        "issuer-distrusted",
+    )
 
 
 def test_key_selects_the_leaf_and_a_foreign_key_is_refused(tmp_path: Path) -> None:
@@ -129,7 +235,8 @@ def test_private_key_in_the_chain_is_refused_without_printing_it(tmp_path: Path)
 
 def test_chain_of_only_ca_certificates_is_refused() -> None:
     bundle = VECTORS / "chains" / "bundle-logzio-quadca.pem"
-    assert_one_line_error(chainwatch("trim", bundle), str(bundle), "no end-entity certificate")
+    result = chainwatch("trim", bundle, "--trust-store", DEBIAN12_STORE)
+    assert_one_line_error(result, str(bundle), "no end-entity certificate")
 
 
 def test_missing_trust_store_and_bad_time_are_usage_errors(tmp_path: Path) -> None:
@@ -156,10 +263,36 @@ def test_explain_draws_the_tree_with_anchors_and_verdicts(legacy_store: Path) ->
     assert "served: demo.cosmian.app → R3" in text
 
 
-def test_explain_colours_on_request_and_honours_no_color(legacy_store: Path) -> None:
+def test_explain_before_dst_expired_shows_the_cross_sign_still_needed(legacy_store: Path) -> None:
+    # README: "./demo/run --at 2021-09-01 shows the cross-sign still needed".
+    result = chainwatch("explain", DST_CHAIN, "--at", "2021-09-01", "--trust-store", legacy_store)
+    assert "ISRG Root X1 ← DST Root CA X3  kept · cross-sign · needed by legacy.pem" in result.stdout
+    assert "served: demo.cosmian.app → R3 → ISRG Root X1\n" in result.stdout
+
+
+def test_explain_exits_1_and_shows_incomplete_for_a_store_that_cannot_validate(tmp_path: Path) -> None:
+    only_dst = tmp_path / "dst-only.pem"
+    only_dst.write_bytes(vector_cert("dst-root-ca-x3").pem())
+    result = chainwatch("explain", DST_CHAIN, "--at", "2022-12-01", "--trust-store", only_dst)
+    assert result.returncode == 1
+    assert "  incomplete: clients using dst-only.pem cannot validate the served chain" in result.stdout
+    assert "validates for: no configured store" in result.stdout
+
+
+def test_explain_colours_on_a_terminal_unless_no_color_is_set(legacy_store: Path) -> None:
+    args = ("explain", DST_CHAIN, "--at", "2022-12-01", "--trust-store", legacy_store)
+    plain = chainwatch(*args).stdout
+    coloured = chainwatch_on_a_terminal(*args, env=environment_without_no_color())
+    assert "\033[32m" in coloured
+    assert coloured != plain
+    assert chainwatch_on_a_terminal(*args, env={**os.environ, "NO_COLOR": "1"}) == plain
+
+
+def test_explain_color_always_and_never_override_the_terminal(legacy_store: Path) -> None:
     args = ("explain", DST_CHAIN, "--at", "2022-12-01", "--trust-store", legacy_store)
     assert "\033[32m" in chainwatch(*args, "--color", "always").stdout
-    assert "\033[" not in chainwatch(*args, "--color", "never").stdout
+    never = chainwatch_on_a_terminal(*args, "--color", "never", env=environment_without_no_color())
+    assert never == chainwatch(*args).stdout
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is installed by .ci/run; absent here")
@@ -175,7 +308,15 @@ def test_version_and_help_teach_with_examples() -> None:
     assert chainwatch("--version").stdout.strip() == f"chainwatch {__version__}"
     for command in ("trim", "explain"):
         text = chainwatch(command, "--help").stdout
-        assert "examples:" in text
         assert "issuer-expired" in text
         assert "exit status" in text
+    for command in ("trim", "explain", "run", "sync", "status", "probe", "consumer-config", "check-config"):
+        text = chainwatch(command, "--help").stdout
+        assert f"\nexamples:\n  chainwatch {command}" in text, command
     assert chainwatch().returncode == 2
+
+
+def test_a_configuration_file_named_on_the_command_line_must_exist(tmp_path: Path) -> None:
+    # Without --config a missing default file means built-in defaults; a file
+    # the user named and mistyped must not silently mean the same.
+    assert_one_line_error(chainwatch("check-config", "--config", tmp_path / "typo.toml"), "typo.toml: no such file")

@@ -57,11 +57,16 @@ name = "postfix"
 reload_command = ["postfix", "reload"]
 lineages = ["mail.*"]
 probe = ["smtp+starttls://127.0.0.1:25"]
+[[consumer]]
+name = "dovecot"
+unit = "dovecot.service"
+reload_timeout_s = 5
 """,
         )
     )
     assert config.live_dir == Path("/srv/le/live")
     assert config.settle_ms == 50
+    assert config.output_dir == Path("/srv/out")
     assert config.key_group == "mail"
     assert config.trust_stores == (store,)
     assert config.mode == Mode.MINIMAL
@@ -70,6 +75,7 @@ probe = ["smtp+starttls://127.0.0.1:25"]
     assert config.metrics_textfile == Path("/var/lib/prometheus/node-exporter/chainwatch.prom")
     assert config.consumers == (
         ConsumerConfig("postfix", ("mail.*",), None, ("postfix", "reload"), 30.0, ("smtp+starttls://127.0.0.1:25",)),
+        ConsumerConfig("dovecot", unit="dovecot.service", reload_timeout_s=5.0),
     )
 
 
@@ -117,7 +123,7 @@ def test_effective_configuration_reads_back_the_same(tmp_path: Path) -> None:
     assert again == Config(**{**original.__dict__, "source": again.source})
 
 
-def test_no_consumers_reads_back_as_none(tmp_path: Path) -> None:
+def test_an_empty_consumer_list_reads_back_empty_not_as_the_default_dovecot(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "consumer = []\n"))
     assert config.consumers == ()
     assert load_config(write(tmp_path, render_config(config))).consumers == ()

@@ -75,7 +75,7 @@ def test_key_that_matches_no_certificate_is_rejected(tree: CertbotTree, pki: Liv
         read_lineage(tree.live, NAME)
 
 
-def test_unreadable_key_is_rejected(tree: CertbotTree, pki: LivePKI) -> None:
+def test_key_path_that_cannot_be_read_as_a_file_is_rejected(tree: CertbotTree, pki: LivePKI) -> None:
     # Root reads any mode, so "unreadable" is made with a directory in the
     # key's place: the read fails the way a permission error would.
     tree.write(NAME, pki.issue())

@@ -39,7 +39,7 @@ def test_unit_exposure_is_at_most_2_0() -> None:
     assert float(match.group(1)) <= 2.0
 
 
-def test_every_unit_setting_has_a_reason_in_a_comment() -> None:
+def test_unit_file_has_no_more_than_20_settings_in_a_row_without_a_comment() -> None:
     # Settings come in commented groups; a run of more than a few uncommented
     # lines means someone added settings without saying why.
     run = 0

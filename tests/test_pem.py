@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from chainwatch.errors import InputError
 from chainwatch.pem import MAX_CHAIN_CERTS, parse_certificates, read_bundle, read_chain
-from tests.conftest import VECTORS
+from tests.conftest import DEBIAN12_STORE, VECTORS
 from tests.pki import CA, key_pem, pem
 
 CHAIN = (VECTORS / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem").read_bytes()
@@ -100,12 +100,12 @@ def test_file_larger_than_one_mib_is_refused(tmp_path: Path) -> None:
 def test_missing_file_and_directory_are_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=f"^{tmp_path}/nope.pem: no such file$"):
         read_chain(tmp_path / "nope.pem")
-    with pytest.raises(InputError, match="is a directory"):
+    with pytest.raises(InputError, match=f"^{tmp_path}: is a directory, not a file$"):
         read_chain(tmp_path)
 
 
 def test_bundles_may_hold_more_than_a_chains_limit() -> None:
-    assert len(read_bundle(Path("/etc/ssl/certs/ca-certificates.crt"))) > MAX_CHAIN_CERTS
+    assert len(read_bundle(DEBIAN12_STORE)) == 142 > MAX_CHAIN_CERTS
 
 
 _pem_like = st.one_of(

@@ -4,19 +4,57 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
-from tests.certbot_tree import issued
-from tests.pki import pem
-from tests.workspace import NAME, LivePKI, Workspace
+from tests.certbot_tree import Issued, issued
+from tests.pki import CA, new_key, pem
+from tests.workspace import NAME, LivePKI, Workspace, utcnow
+
+DAY = dt.timedelta(days=1)
 
 
 @pytest.fixture
 def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
     return Workspace(tmp_path, pki)
+
+
+def chainwatch_at(ws: Workspace, moment: dt.datetime, *args: str) -> subprocess.CompletedProcess[str]:
+    """A chainwatch command run at a later moment than the pass before it.
+
+    The future cannot be waited for, so the clock of this one process is set
+    with libfaketime (frozen, so a second boundary cannot flake).
+    """
+    return subprocess.run(
+        [
+            "faketime", "-f", f"{moment:%Y-%m-%d %H:%M:%S}",
+            sys.executable, "-m", "chainwatch", *args, "--config", str(ws.config),
+        ],
+        capture_output=True, text=True, check=False, env={**os.environ, "TZ": "UTC"},
+    )  # fmt: skip
+
+
+def status_at(ws: Workspace, moment: dt.datetime, *args: str) -> subprocess.CompletedProcess[str]:
+    return chainwatch_at(ws, moment, "status", *args)
+
+
+def stranger_issued(now: dt.datetime) -> Issued:
+    """A leaf for NAME from a CA that no configured store knows."""
+    stranger = CA.root("Stranger Root", not_before=now - 300 * DAY, not_after=now + 3000 * DAY)
+    issuing = stranger.intermediate("Stranger CA", not_before=now - 300 * DAY, not_after=now + 600 * DAY)
+    leaf, key = issuing.leaf(NAME, not_before=now - DAY, not_after=now + 200 * DAY)
+    return issued(leaf, key, issuing.cert)
+
+
+def write_leaf(ws: Workspace, not_before: dt.datetime, not_after: dt.datetime) -> None:
+    leaf, key = ws.pki.issuing.leaf(NAME, not_before=not_before, not_after=not_after)
+    ws.certbot.write(NAME, issued(leaf, key, ws.pki.issuing.cert))
 
 
 def test_status_is_unknown_before_anything_ran(ws: Workspace) -> None:
@@ -41,13 +79,26 @@ def test_sync_publishes_and_status_reads_ok_at_a_glance(ws: Workspace) -> None:
     assert lines[5].startswith("    dropped   New Root ← Old Root (issuer-expired: its issuer Old Root expired on ")
 
 
+def test_status_names_the_leafs_other_names_beside_it(ws: Workspace) -> None:
+    now = utcnow()
+    key = new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)])
+    leaf = ws.pki.issuing.certify(
+        subject, key.public_key(), ca=False, not_before=now - DAY, not_after=now + 88 * DAY,
+        dns_names=(NAME, "imap.example.test"),
+    )  # fmt: skip
+    ws.certbot.write(NAME, issued(leaf, key, ws.pki.issuing.cert))
+    ws.chainwatch("sync")
+    assert f"    leaf      {NAME} (+ imap.example.test) · expires " in ws.chainwatch("status").stdout
+
+
 def test_sync_twice_reports_unchanged(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     ws.chainwatch("sync")
     assert ws.chainwatch("sync").stdout == "chainwatch sync: 1 unchanged\n"
 
 
-def test_status_json_carries_the_same_content(ws: Workspace) -> None:
+def test_status_json_carries_version_leaf_served_and_dropped(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     ws.chainwatch("sync")
     report = json.loads(ws.chainwatch("status", "--json").stdout)
@@ -73,15 +124,96 @@ def test_status_warns_when_a_store_cannot_validate(ws: Workspace, pki: LivePKI) 
     assert "clients using only-old.pem cannot validate the served chain" in status.stdout
 
 
-def test_status_is_critical_when_the_served_leaf_expired_since(ws: Workspace, pki: LivePKI) -> None:
-    now = dt.datetime.now(dt.UTC)
-    leaf, key = pki.issuing.leaf(NAME, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(seconds=2))
-    ws.certbot.write(NAME, issued(leaf, key, pki.issuing.cert))
-    assert ws.chainwatch("sync").returncode == 1  # expiring-soon
-    time.sleep(2.5)
+def test_status_is_critical_when_the_served_leaf_expired_since_the_pass(ws: Workspace) -> None:
+    now = utcnow()
+    write_leaf(ws, now - DAY, now + 60 * DAY)
+    assert ws.chainwatch("sync").returncode == 0
+    status = status_at(ws, now + 61 * DAY)
+    assert status.returncode == 2, status.stdout + status.stderr
+    assert f"the served leaf expired on {now + 60 * DAY:%Y-%m-%d %H:%M} UTC" in status.stdout
+    assert json.loads(status_at(ws, now + 61 * DAY, "--json").stdout)["lineages"][0]["state"] == "critical"
+
+
+def test_status_warns_when_the_served_leaf_came_within_the_horizon_since_the_pass(ws: Workspace) -> None:
+    # The pass judged the leaf far from expiry; no pass ran since (a deploy
+    # hook runs only at renewal), so status itself must notice the horizon.
+    now = utcnow()
+    write_leaf(ws, now - DAY, now + 88 * DAY)
+    assert ws.chainwatch("sync").returncode == 0
+    assert ws.chainwatch("status").returncode == 0
+    later = now + 88 * DAY - 10 * DAY - dt.timedelta(hours=1)
+    status = status_at(ws, later)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert status.stdout.splitlines()[0].startswith("chainwatch warning · ")
+    assert "    why       the served leaf expires in 10 days (since " in status.stdout
+    report = json.loads(status_at(ws, later, "--json").stdout)
+    assert (report["exit"], report["state"]) == (1, "warning")
+    (item,) = report["lineages"]
+    assert (item["state"], item["message"]) == ("warning", "the served leaf expires in 10 days")
+
+
+def test_status_honours_the_configured_horizon_days(ws: Workspace) -> None:
+    now = utcnow()
+    write_leaf(ws, now - DAY, now + 88 * DAY)
+    ws.write_config(extra="horizon_days = 5\n")
+    assert ws.chainwatch("sync").returncode == 0
+    assert status_at(ws, now + 78 * DAY).returncode == 0
+    assert status_at(ws, now + 84 * DAY).returncode == 1
+
+
+def test_status_of_a_six_day_leaf_warns_only_in_the_last_third_of_its_life(ws: Workspace) -> None:
+    # README: the leaf warns within a third of its lifetime when that is
+    # shorter than the horizon, "so 6-day certificates do not warn all their life".
+    now = utcnow()
+    write_leaf(ws, now - dt.timedelta(hours=1), now + 6 * DAY - dt.timedelta(hours=1))
+    assert ws.chainwatch("sync").returncode == 0
+    fresh = ws.chainwatch("status")
+    assert fresh.returncode == 0, fresh.stdout
+    assert status_at(ws, now + 3 * DAY).returncode == 0
+    assert status_at(ws, now + 5 * DAY).returncode == 1
+
+
+def test_sync_keeps_serving_a_chain_that_validates_when_the_new_one_validates_for_no_store(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert ws.chainwatch("sync").returncode == 0
+    served = ws.published()
+    # Renewed by a CA that no configured store knows: publishing it would
+    # turn every client away, while version 1 still serves them all.
+    ws.certbot.write(NAME, stranger_issued(utcnow()))
+    sync = ws.chainwatch("sync")
+    assert sync.returncode == 2
+    assert sync.stdout == "chainwatch sync: 1 rejected\n"
+    reason = "no configured store can validate the new chain, while served version 1 validates for store.pem"
+    assert f"not published: {reason}; serving version 1" in sync.stderr  # the journal line
+    assert ws.published() == served
+    assert ws.versions() == [1]
     status = ws.chainwatch("status")
     assert status.returncode == 2
-    assert "the served leaf expired on" in status.stdout
+    assert f"why       not published: {reason}; serving version 1" in status.stdout
+
+
+def test_sync_publishes_a_chain_that_validates_for_no_store_once_the_served_leaf_expired(ws: Workspace) -> None:
+    # The served set validates for no one any more either: refusing would
+    # only keep an expired leaf in place.
+    now = utcnow()
+    ws.certbot.write(NAME, ws.pki.issue())  # the leaf expires 89 days from now
+    assert ws.chainwatch("sync").returncode == 0
+    ws.certbot.write(NAME, stranger_issued(now))
+    sync = chainwatch_at(ws, now + 100 * DAY, "sync")
+    assert (sync.returncode, sync.stdout) == (1, "chainwatch sync: 1 published\n"), sync.stderr
+    assert ws.versions() == [1, 2]
+
+
+def test_sync_publishes_a_first_chain_that_validates_for_no_store_with_a_warning(ws: Workspace) -> None:
+    # With nothing served yet there is nothing better to keep: the refusal
+    # above is about not making things worse.
+    now = utcnow()
+    stranger = CA.root("Stranger Root", not_before=now - 300 * DAY, not_after=now + 3000 * DAY)
+    leaf, key = stranger.leaf(NAME, not_before=now - DAY, not_after=now + 88 * DAY)
+    ws.certbot.write(NAME, issued(leaf, key))
+    assert ws.chainwatch("sync").returncode == 1
+    assert ws.versions() == [1]
+    assert "cannot validate the served chain" in ws.chainwatch("status").stdout
 
 
 def test_status_of_an_unknown_lineage_is_unknown(ws: Workspace) -> None:
@@ -101,7 +233,27 @@ def test_sync_as_a_certbot_deploy_hook_takes_renewed_lineage(ws: Workspace) -> N
     assert ws.published() is not None
 
 
-def test_status_reports_a_running_agent(ws: Workspace) -> None:
+def test_sync_of_named_lineages_processes_only_those(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.certbot.write("other.example.test", ws.pki.issue("other.example.test"))
+    assert ws.chainwatch("sync", "other.example.test").stdout == "chainwatch sync: 1 published\n"
+    assert ws.published() is None
+    assert ws.published("other.example.test") is not None
+
+
+def test_status_of_named_lineages_shows_only_those(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.certbot.write("other.example.test", ws.pki.issue("other.example.test"))
+    ws.chainwatch("sync")
+    assert "● other.example.test  ok" in ws.chainwatch("status").stdout
+    text = ws.chainwatch("status", NAME).stdout
+    assert f"● {NAME}  ok" in text
+    assert "other.example.test" not in text
+    report = json.loads(ws.chainwatch("status", NAME, "--json").stdout)
+    assert [item["lineage"] for item in report["lineages"]] == [NAME]
+
+
+def test_status_reports_a_running_agent_and_warns_once_it_stopped(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     with ws.agent() as agent:
         result = ws.chainwatch("status")
