@@ -197,7 +197,8 @@ class Processor:
             return self._reject(name, record, f"{self.config.live_dir / name / 'fullchain.pem'}: {problem}", now)
         refusal = self._refusal(name, decision, now)
         if refusal:
-            return self._reject(name, record, refusal, now)
+            reason, recheck_at = refusal
+            return dataclasses.replace(self._reject(name, record, reason, now), recheck_at=recheck_at)
         return _Ready(
             name, decision, set_for(decision, lineage.privkey), self._meta(name, lineage, decision, now), digest
         )
@@ -295,11 +296,16 @@ class Processor:
 
     # -- decisions about decisions -----------------------------------------------------------
 
-    def _refusal(self, name: str, decision: Decision, now: dt.datetime) -> str | None:
+    def _refusal(self, name: str, decision: Decision, now: dt.datetime) -> tuple[str, dt.datetime | None] | None:
+        """Why ``decision`` must not replace what is served, and when to look again."""
+        leaf = decision.leaf
         if decision.has(WarningCode.LEAF_EXPIRED):
-            return f"the leaf expired on {decision.leaf.not_after:%Y-%m-%d %H:%M} UTC"
-        if decision.validating_stores:
-            return None
+            return f"the leaf expired on {leaf.not_after:%Y-%m-%d %H:%M} UTC", None
+        if decision.has(WarningCode.LEAF_NOT_YET_VALID):
+            # A CA's or the host's clock is off; the set becomes publishable then.
+            return f"the leaf is not valid before {leaf.not_before:%Y-%m-%d %H:%M:%S} UTC", leaf.not_before
+        if len(decision.validating_stores) == len(self.stores):
+            return None  # nothing can validate for more stores: no need to judge the served set
         served = self.publisher.files_of(name)
         if served is None:
             return None
@@ -308,13 +314,24 @@ class Processor:
             served_decision = decide(served_certs, self.stores, now, self.policy)
         except ChainwatchError:
             return None
-        if served_decision.validating_stores and not served_decision.has(WarningCode.LEAF_EXPIRED):
-            version = self.publisher.current_version(name)
-            return (
-                "no configured store can validate the new chain, while served version "
-                f"{version} validates for {', '.join(served_decision.validating_stores)}"
+        if served_decision.has(WarningCode.LEAF_EXPIRED) or served_decision.has(WarningCode.LEAF_NOT_YET_VALID):
+            return None
+        lost = [store for store in served_decision.validating_stores if store not in decision.validating_stores]
+        if not lost:
+            return None
+        version = self.publisher.current_version(name)
+        served_for = ", ".join(served_decision.validating_stores)
+        if not decision.validating_stores:
+            reason = "no configured store can validate the new chain, "
+            reason += f"while served version {version} validates for {served_for}"
+        else:
+            reason = (
+                f"the new chain validates for {', '.join(decision.validating_stores)} only, "
+                f"while served version {version} validates for {served_for}"
             )
-        return None
+        # Validity changes at known instants: the comparison may turn then.
+        changes = [moment for moment in (decision.changes_at, served_decision.changes_at) if moment]
+        return reason, min(changes, default=None)
 
     def _meta(self, name: str, lineage: Lineage, decision: Decision, now: dt.datetime) -> dict[str, Any]:
         return {

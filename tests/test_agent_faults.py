@@ -3,6 +3,7 @@ served, retries, and never exits because of it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import shutil
@@ -18,7 +19,9 @@ import chainwatch.reconcile
 from chainwatch.config import load_config
 from chainwatch.journal import Event, Journal
 from chainwatch.reconcile import Processor
-from tests.workspace import NAME, LivePKI, Workspace
+from tests.certbot_tree import issued
+from tests.pki import CA, pem
+from tests.workspace import NAME, LivePKI, Workspace, utcnow
 
 OTHER = "other.example.test"
 
@@ -142,3 +145,60 @@ def test_a_full_disk_is_retried_until_the_renewal_is_published_and_the_state_sav
             assert ws.state()["lineages"][NAME]["status"] == "ok"
     finally:
         subprocess.run(["umount", str(ws.out)], check=True)
+
+
+def test_a_leaf_not_valid_yet_waits_and_is_published_at_its_not_before_by_the_agent(ws: Workspace) -> None:
+    with ws.agent() as agent:
+        served = ws.published()
+        starts = (utcnow() + dt.timedelta(seconds=4)).replace(microsecond=0)
+        leaf, key = ws.pki.issuing.leaf(NAME, not_before=starts, not_after=starts + dt.timedelta(days=60))
+        early = issued(leaf, key, ws.pki.issuing.cert, ws.pki.cross)
+        ws.certbot.write(NAME, early)
+        agent.wait_for(lambda: bool(agent.events("rejected")), what="the refusal")
+        assert f"the leaf is not valid before {starts:%Y-%m-%d %H:%M:%S} UTC; serving version 1" in agent.log()
+        assert ws.published() == served
+        # No event from certbot follows: the agent's own timer publishes it.
+        agent.wait_for(lambda: ws.published() == ws.pki.trimmed(early), timeout=60, what="publication at notBefore")
+    assert dt.datetime.fromisoformat(ws.state()["lineages"][NAME]["published_at"]) >= starts
+
+
+def test_a_host_clock_in_the_past_publishes_nothing(ws: Workspace) -> None:
+    assert ws.chainwatch("sync").returncode == 0
+    ws.certbot.write(NAME, ws.pki.issue())
+    # Only this process's clock is wrong: libfaketime, as an admin's broken RTC would be.
+    result = subprocess.run(
+        ["faketime", "-f", "2000-01-01 00:00:00",
+         sys.executable, "-m", "chainwatch", "sync", "--config", str(ws.config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "the leaf is not valid before" in result.stderr
+    assert ws.versions() == [1]
+    assert ws.versions(OTHER) == [1]
+
+
+def test_a_renewal_that_validates_for_fewer_stores_than_the_served_set_is_kept_back(tmp_path: Path) -> None:
+    now = utcnow()
+    day = dt.timedelta(days=1)
+    old = CA.root("Old Root", not_before=now - 3000 * day, not_after=now + 300 * day)
+    new = CA.root("New Root", not_before=now - 3000 * day, not_after=now + 3000 * day)
+    cross = old.cross_sign(new, not_before=now - day, not_after=now + 300 * day)
+    issuing = new.intermediate("Issuing CA", not_before=now - day, not_after=now + 300 * day)
+    ws = Workspace(tmp_path, LivePKI())
+    modern, legacy = tmp_path / "modern.pem", tmp_path / "legacy.pem"
+    modern.write_bytes(pem(new.cert))
+    legacy.write_bytes(pem(old.cert))
+    ws.write_config(stores=(modern, legacy))
+    leaf, key = issuing.leaf(NAME, not_before=now - day, not_after=now + 60 * day)
+    ws.certbot.write(NAME, issued(leaf, key, issuing.cert, cross))
+    assert ws.chainwatch("sync").returncode == 0
+    # The CA's next chain lacks the cross-sign that clients of the legacy store need.
+    renewed, renewed_key = issuing.leaf(NAME, not_before=now - day, not_after=now + 60 * day)
+    ws.certbot.write(NAME, issued(renewed, renewed_key, issuing.cert))
+    result = ws.chainwatch("sync")
+    assert result.returncode == 2
+    assert (
+        "the new chain validates for modern.pem only, while served version 1 validates for modern.pem, legacy.pem"
+        in (result.stderr)
+    )
+    assert ws.published() == pem(leaf, issuing.cert, cross)
