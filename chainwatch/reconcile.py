@@ -20,12 +20,13 @@ from typing import Any
 from cryptography import x509
 
 from chainwatch.atomic import group_id, private_dir
+from chainwatch.bounded_read import read_regular
 from chainwatch.certificate import Cert
 from chainwatch.config import Config
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage, read_files
-from chainwatch.pem import parse_certificates
+from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
 from chainwatch.policy import Decision, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
 from chainwatch.report import decision_json, iso
@@ -104,6 +105,8 @@ class Processor:
             ).encode()
         ).hexdigest()
         """What besides the lineage the decision depends on: a change re-decides everything."""
+        self._damaged: set[str] = set()
+        """Lineages whose served set must be written again even if its content is unchanged."""
         self.unsaved = False
         """The last save failed: what `status` reads is behind; the agent retries."""
         self.agent_record: dict[str, Any] = {}
@@ -145,15 +148,17 @@ class Processor:
     def _publish(self, ready: list[_Ready]) -> list[tuple[_Ready, int | Exception | None]]:
         """Publish a chunk together; if that fails as a whole, each lineage alone, so
         that one lineage's damaged output directory does not hold back the others."""
+        damaged, self._damaged = self._damaged, set()
         try:
-            written = self.publisher.publish_many([(r.name, r.files, r.meta) for r in ready])
+            written = self.publisher.publish_many([(r.name, r.files, r.meta) for r in ready], again=damaged)
             return [(item, written[item.name]) for item in ready]
         except Exception:  # noqa: BLE001 - isolated below, lineage by lineage
             pass
         results: list[tuple[_Ready, int | Exception | None]] = []
         for item in ready:
             try:
-                results.append((item, self.publisher.publish_many([(item.name, item.files, item.meta)])[item.name]))
+                one = self.publisher.publish_many([(item.name, item.files, item.meta)], again=damaged)
+                results.append((item, one[item.name]))
             except Exception as error:  # noqa: BLE001 - recorded on this lineage
                 results.append((item, error))
         return results
@@ -178,7 +183,15 @@ class Processor:
             return self._reject(name, record, str(problem), now)
         record.pop("inconsistent_since", None)
         digest = hashlib.sha256(b"".join(content[kind] for kind in KINDS)).hexdigest()
-        if self._still_valid(name, record, digest, now):
+        still_valid = self._still_valid(name, record, digest, now)
+        damage = self._damage(name, record) if still_valid else None
+        if damage:
+            self._damaged.add(name)
+            version = record.get("version")
+            self.journal.log(
+                Event.ERROR, f"served version {version} is damaged ({damage}); publishing it again", lineage=name
+            )
+        elif still_valid:
             # Same input, same configuration, before any certificate met
             # changes validity: the decision would be the same.
             version = record.get("version")
@@ -211,8 +224,29 @@ class Processor:
             and record.get("status") in ("ok", "warning")
             and record.get("version") is not None
             and record.get("version") == self.publisher.current_version(name)
+            and isinstance(record.get("files"), dict)
             and (changes_at is None or now < changes_at)
         )
+
+    def _damage(self, name: str, record: dict[str, Any]) -> str | None:
+        """What is wrong with the served set on disk, compared with what was published."""
+        version = record.get("version")
+        link = self.publisher.live / name
+        try:
+            target = os.readlink(link)
+        except OSError as error:
+            return f"{link}: {error.strerror}"
+        if target != f"../versions/{name}/{version}":
+            return f"{link} points to {target}"
+        folder = self.publisher.versions / name / str(version)
+        for file, expected in record["files"].items():
+            try:
+                data = read_regular(folder / file, MAX_CHAIN_BYTES, follow_links=False)
+            except OSError as error:
+                return f"{file}: {error.strerror or error}"
+            if hashlib.sha256(data).hexdigest() != expected:
+                return f"{file} differs from what was published"
+        return None
 
     def _finish(self, item: _Ready, written: int | Exception | None, now: dt.datetime) -> Outcome:
         name, decision = item.name, item.decision
@@ -235,6 +269,7 @@ class Processor:
             dropped = [v.cert.sha256 for v in decision.dropped]
             self.journal.log(event, message, lineage=name, dropped=dropped, version=written)
         self._settle_status(record, decision, now)
+        record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in item.files.items()}
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
         record["source"] = item.digest
         record["config"] = self.fingerprint

@@ -202,3 +202,41 @@ def test_a_renewal_that_validates_for_fewer_stores_than_the_served_set_is_kept_b
         in (result.stderr)
     )
     assert ws.published() == pem(leaf, issuing.cert, cross)
+
+
+def _remove_key(ws: Workspace) -> None:
+    (ws.out / "live" / NAME / "privkey.pem").unlink()
+
+
+def _empty_fullchain(ws: Workspace) -> None:
+    (ws.out / "live" / NAME / "fullchain.pem").write_bytes(b"")
+
+
+def _remove_versions(ws: Workspace) -> None:
+    shutil.rmtree(ws.out / "versions" / NAME)
+
+
+def _point_live_elsewhere(ws: Workspace) -> None:
+    elsewhere = ws.root / "elsewhere" / "1"  # named like the served version
+    shutil.copytree(ws.out / "versions" / NAME / "1", elsewhere)
+    (elsewhere / "fullchain.pem").write_bytes(b"someone else's chain\n")
+    link = ws.out / "live" / NAME
+    link.unlink()
+    link.symlink_to(elsewhere)
+
+
+@pytest.mark.parametrize("damage", [_remove_key, _empty_fullchain, _remove_versions, _point_live_elsewhere])
+def test_a_damaged_served_set_is_published_again_from_the_source(ws: Workspace, damage: object) -> None:
+    assert ws.chainwatch("sync").returncode == 0
+    first_key = ws.published(file="privkey.pem")
+    expected = ws.published()
+    damage(ws)  # type: ignore[operator]
+    result = ws.chainwatch("sync")
+    assert result.returncode == 0, result.stderr
+    assert "is damaged" in result.stderr
+    assert ws.published() == expected
+    assert ws.published(file="privkey.pem") == first_key
+    assert (ws.out / "live" / NAME).readlink().parts[:2] == ("..", "versions")
+    assert ws.chainwatch("status").returncode == 0
+    # Repaired once: the next pass finds it whole.
+    assert "is damaged" not in ws.chainwatch("sync").stderr
