@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["NotRegularFile", "TooLarge", "read_regular"]
@@ -36,9 +37,18 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular(path: Path | str, limit: int, *, follow_links: bool = True) -> bytes:
+def read_regular(
+    path: Path | str,
+    limit: int,
+    *,
+    follow_links: bool = True,
+    check: Callable[[int, os.stat_result], None] | None = None,
+) -> bytes:
     """The whole content of regular file ``path``, at most ``limit`` bytes.
 
+    ``check(fd, stat)`` may refuse the opened file (by raising) before it is
+    read: judging the open descriptor, not the path, leaves no window for a
+    link to be switched between the check and the read.
     Raises :class:`NotRegularFile`, :class:`TooLarge`, or the ``OSError`` of
     the failed call (``ELOOP`` for a link when ``follow_links`` is false).
     """
@@ -58,6 +68,8 @@ def read_regular(path: Path | str, limit: int, *, follow_links: bool = True) -> 
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise NotRegularFile(f"{path}: is {_kind(info.st_mode)}, not a file")
+        if check is not None:
+            check(fd, info)
         if info.st_size > limit:
             raise TooLarge(f"{path}: larger than {limit} bytes")
         chunks: list[bytes] = []

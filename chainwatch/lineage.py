@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,11 +110,23 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
     leftovers = sorted(e for e in entries if e.startswith("previous_") and e.endswith(".pem"))
     if leftovers:
         raise Inconsistent(f"certbot is updating it ({', '.join(leftovers)} present)")
+    archive = _archive_of(live_dir, name)
+    checked: set[str] = set()
+    try:
+        _check_directories(live_dir.parent, [str(live_dir), str(directory)], checked)
+    except _Unsafe as error:
+        raise Rejected(str(error)) from None
     content: dict[str, bytes] = {}
     for kind in KINDS:
         path = directory / f"{kind}.pem"
+
+        def confined(fd: int, info: os.stat_result, path: Path = path) -> None:
+            _check_confined(path, fd, info, archive, live_dir.parent, checked)
+
         try:
-            content[kind] = read_regular(path, MAX_CHAIN_BYTES)
+            content[kind] = read_regular(path, MAX_CHAIN_BYTES, check=confined)
+        except _Unsafe as error:
+            raise Rejected(str(error)) from None
         except NotRegularFile as error:
             raise Rejected(str(error)) from None
         except TooLarge:
@@ -125,6 +138,55 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
                 raise Inconsistent(f"{kind}.pem does not resolve to a file") from None
             raise Rejected(f"{path}: cannot read ({error.strerror})") from None
     return content
+
+
+class _Unsafe(Exception):
+    """A lineage file or directory that someone besides root could have chosen or changed."""
+
+
+def _archive_of(live_dir: Path, name: str) -> str:
+    """certbot's archive directory for lineage ``name``, resolved (it may not exist)."""
+    return os.path.realpath(live_dir.parent / "archive" / name)
+
+
+def _trusted_owner(uid: int) -> bool:
+    # root, or whoever runs chainwatch (a test, a demo): nobody else.
+    return uid in (0, os.geteuid())
+
+
+def _check_directories(top: Path, directories: list[str], checked: set[str]) -> None:
+    """Each of ``directories`` and their parents up to ``top`` is writable by root only."""
+    stop = os.path.realpath(top)
+    for start in directories:
+        directory = os.path.realpath(start)
+        while directory not in checked:
+            checked.add(directory)
+            try:
+                info = os.stat(directory)
+            except OSError:
+                break  # gone: the read that follows says so
+            sticky_root = bool(info.st_mode & stat.S_ISVTX) and info.st_uid == 0
+            if not _trusted_owner(info.st_uid) or (info.st_mode & 0o022 and not sticky_root):
+                raise _Unsafe(
+                    f"{directory}: writable by others than root (owner uid {info.st_uid}, "
+                    f"mode {stat.S_IMODE(info.st_mode):04o}); refusing its certificates and keys"
+                )
+            if directory == stop or directory == os.path.dirname(directory) or not directory.startswith(stop):
+                break
+            directory = os.path.dirname(directory)
+
+
+def _check_confined(path: Path, fd: int, info: os.stat_result, archive: str, top: Path, checked: set[str]) -> None:
+    """``path`` (opened as ``fd``) is a root-only file inside the lineage's archive."""
+    real = os.readlink(f"/proc/self/fd/{fd}")
+    if not real.startswith(archive + os.sep):
+        raise _Unsafe(f"{path}: resolves to {real}, outside certbot's archive {archive}; refused")
+    if not _trusted_owner(info.st_uid) or info.st_mode & 0o022:
+        raise _Unsafe(
+            f"{path}: {real} is writable by others than root (owner uid {info.st_uid}, "
+            f"mode {stat.S_IMODE(info.st_mode):04o}); refused"
+        )
+    _check_directories(top, [os.path.dirname(real)], checked)
 
 
 def parse_lineage(live_dir: Path, name: str, content: dict[str, bytes]) -> Lineage:

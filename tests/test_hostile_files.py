@@ -178,3 +178,69 @@ def test_a_fifo_as_state_file_hangs_neither_status_nor_sync(ws: Workspace) -> No
     assert "not a regular file" in status.stdout
     assert sync(ws).returncode == 0
     assert ws.state()["lineages"][NAME]["status"] == "ok"
+
+
+def test_a_key_linked_from_outside_certbots_archive_is_refused_even_with_its_matching_certificate(
+    ws: Workspace,
+) -> None:
+    # Someone able to write in live/NAME pairs another service's root-only key
+    # with that service's public certificate: chainwatch must not publish it.
+    service = ws.pki.issue("service.example.test")
+    (ws.root / "service").mkdir(mode=0o700)
+    key = ws.root / "service" / "service.key"
+    key.write_bytes(service.privkey)
+    key.chmod(0o600)
+    archive = ws.certbot.archive / NAME
+    (archive / "fullchain1.pem").write_bytes(service.fullchain)
+    (archive / "cert1.pem").write_bytes(service.cert)
+    link = ws.certbot.live / NAME / "privkey.pem"
+    link.unlink()
+    link.symlink_to(key)
+    result = sync(ws)
+    assert result.returncode == 2
+    assert f"privkey.pem: resolves to {key}, outside certbot's archive {archive}; refused" in result.stderr
+    assert ws.published() is None
+    assert ws.published("other.example.test") is not None
+
+
+def test_a_certificate_file_others_can_write_is_refused(ws: Workspace) -> None:
+    (ws.certbot.archive / NAME / "fullchain1.pem").chmod(0o666)
+    result = sync(ws)
+    assert result.returncode == 2
+    assert "fullchain.pem: " in result.stderr
+    assert "is writable by others than root" in result.stderr
+    assert ws.published() is None
+
+
+@pytest.mark.parametrize("where", ["live/NAME", "archive/NAME", "archive"])
+def test_a_directory_others_can_write_on_the_way_to_the_files_is_refused(ws: Workspace, where: str) -> None:
+    directory = ws.certbot.root / where.replace("NAME", NAME)
+    directory.chmod(0o777)
+    result = sync(ws)
+    assert result.returncode == 2
+    assert f"{directory}: writable by others than root" in result.stderr
+    assert ws.published() is None
+
+
+def test_a_directory_owned_by_another_user_is_refused(ws: Workspace) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root to give a directory away (CI runs as root)")
+    directory = ws.certbot.archive / NAME
+    os.chown(directory, 65534, -1)
+    result = sync(ws)
+    assert result.returncode == 2
+    assert f"{directory}: writable by others than root (owner uid 65534" in result.stderr
+
+
+def test_a_root_owned_sticky_directory_above_the_tree_and_reused_key_links_are_accepted(ws: Workspace) -> None:
+    ws.certbot.root.chmod(0o1777)  # like /tmp
+    renewed = ws.pki.issue()
+    ws.certbot.write(NAME, renewed)
+    # certbot --reuse-key: the new privkey is a link to the old one, inside the archive.
+    archive = ws.certbot.archive / NAME
+    (archive / "privkey2.pem").unlink()
+    (archive / "privkey1.pem").write_bytes(renewed.privkey)
+    (archive / "privkey2.pem").symlink_to("privkey1.pem")
+    result = sync(ws)
+    assert result.returncode == 0, result.stderr
+    assert ws.published() == ws.pki.trimmed(renewed)
