@@ -62,11 +62,22 @@ class Publisher:
     def prepare(self) -> None:
         """Create the directories root-only and clear what a crash left half done."""
         for directory in (self.root, self.live, self.versions):
-            private_dir(directory, self.gid)
+            self._private_dir(directory)
         for leftover in self.live.glob(".*.new"):
             leftover.unlink(missing_ok=True)
         for leftover in self.versions.glob("*/.new-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+
+    def _private_dir(self, directory: Path) -> None:
+        """``private_dir``, and with key_group the group's way in even where the directory existed.
+
+        key_group may be set after the directories were made 0700, and the
+        unit's StateDirectoryMode=0700 applies to the default output directory.
+        """
+        private_dir(directory, self.gid)
+        if self.gid is not None:
+            os.chown(directory, -1, self.gid)
+            os.chmod(directory, 0o750)
 
     def current_version(self, lineage: str) -> int | None:
         try:
@@ -158,14 +169,15 @@ class Publisher:
 
     def _stage(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> tuple[str, int, Path]:
         folder = self.versions / lineage
-        private_dir(folder, self.gid)
+        self._private_dir(folder)
         version = max([0, *self.versions_of(lineage)]) + 1
         staging = folder / f".new-{version}"
         shutil.rmtree(staging, ignore_errors=True)
-        os.mkdir(staging, 0o750 if self.gid is not None else 0o700)
+        os.mkdir(staging, 0o700)
         try:
             if self.gid is not None:
                 os.chown(staging, -1, self.gid)
+            os.chmod(staging, 0o750 if self.gid is not None else 0o700)  # not left to the umask (0077 in the unit)
             with open_dir(staging) as dir_fd:
                 for name, data in files.items():
                     secret = name in KEY_FILES
