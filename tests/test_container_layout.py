@@ -77,6 +77,14 @@ def test_a_tree_with_no_hierarchy_systemd_can_use_is_refused_by_name(tmp_path: P
         cgroup_layout(root)
 
 
+def test_a_v1_controller_mounted_at_the_root_itself_is_not_taken_for_cgroup_v2(tmp_path: Path) -> None:
+    # v1 has cgroup.procs too: only cgroup.controllers marks a v2 hierarchy.
+    root = tmp_path / "cgroup"
+    _hierarchy(root, _V1_CONTROLLER_ROOT)
+    with pytest.raises(RuntimeError, match="neither cgroup v2 nor systemd's v1 hierarchy"):
+        cgroup_layout(root)
+
+
 def _layout_from_mount_table() -> CgroupLayout:
     """The layout as /proc/self/mountinfo tells it: the filesystem type at each mount point."""
     types = {}
