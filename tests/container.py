@@ -131,15 +131,22 @@ os.execvp(program[0], program)
 
 
 def remove_cgroups(cgroups: tuple[Path, ...]) -> None:
-    """Remove the directories once every process in them has exited (that takes a moment)."""
+    """Remove the directories and what nspawn and the container made under them, deepest first.
+
+    A cgroup can be removed once its processes have exited (that takes a
+    moment after they are reaped) and its children are gone.
+    """
     for cgroup in cgroups:
-        for _ in range(100):
-            try:
-                if cgroup.is_dir():
-                    cgroup.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        if not cgroup.is_dir():
+            continue
+        tree = sorted((path for path in cgroup.rglob("*") if path.is_dir()), key=lambda path: -len(path.parts))
+        for directory in [*tree, cgroup]:
+            for _ in range(100):
+                try:
+                    directory.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 class Container:

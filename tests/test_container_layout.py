@@ -122,7 +122,7 @@ def _wait_until_it_runs(pid: int, program: str) -> None:
         time.sleep(0.05)
 
 
-def test_a_started_program_runs_in_its_own_cgroups_on_this_machine_and_they_go_away(tmp_path: Path) -> None:
+def test_a_started_program_runs_in_its_own_cgroups_on_this_machine_and_they_go_away_whole(tmp_path: Path) -> None:
     name = f"layout{os.getpid()}"
     cgroups = own_cgroups(name)
     child = start_in_own_cgroups(["sleep", "60"], cgroups, tmp_path / "log", dict(os.environ))
@@ -139,6 +139,8 @@ def test_a_started_program_runs_in_its_own_cgroups_on_this_machine_and_they_go_a
         assert systemd_hierarchies == {expected}
         assert expected not in _cgroups_of(os.getpid())
         assert os.getsid(child.pid) == child.pid  # a session of its own: signals to ours do not reach it
+        for cgroup in cgroups:
+            (cgroup / "payload" / "init.scope").mkdir(parents=True)  # as nspawn and the container's systemd do
     finally:
         child.send_signal(signal.SIGTERM)
         child.wait(30)
