@@ -68,7 +68,18 @@ class Publisher:
         under the lock (:meth:`_stage`, :meth:`_point`).
         """
         for directory in (self.root, self.live, self.versions):
-            private_dir(directory, self.gid)
+            self._private_dir(directory)
+
+    def _private_dir(self, directory: Path) -> None:
+        """``private_dir``, and with key_group the group's way in even where the directory existed.
+
+        key_group may be set after the directories were made 0700, and the
+        unit's StateDirectoryMode=0700 applies to the default output directory.
+        """
+        private_dir(directory, self.gid)
+        if self.gid is not None:
+            os.chown(directory, -1, self.gid)
+            os.chmod(directory, 0o750)
 
     def current_version(self, lineage: str) -> int | None:
         try:
@@ -164,16 +175,21 @@ class Publisher:
 
     def _stage(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> tuple[str, int, Path]:
         folder = self.versions / lineage
-        private_dir(folder, self.gid)
+        self._private_dir(folder)
         version = max([0, *self.versions_of(lineage)]) + 1
-        # Callers hold the lock: any staging directory here is a crashed pass's.
+        # Callers hold the lock: anything staged here is a crashed pass's
+        # (a directory, or a file someone left: either would block the mkdir).
         for leftover in folder.glob(".new-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         staging = folder / f".new-{version}"
-        os.mkdir(staging, 0o750 if self.gid is not None else 0o700)
+        os.mkdir(staging, 0o700)
         try:
             if self.gid is not None:
                 os.chown(staging, -1, self.gid)
+            os.chmod(staging, 0o750 if self.gid is not None else 0o700)  # not left to the umask (0077 in the unit)
             with open_dir(staging) as dir_fd:
                 for name, data in files.items():
                     secret = name in KEY_FILES

@@ -14,7 +14,9 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 
 CACHE = Path(os.environ.get("CHAINWATCH_TEST_CACHE", "/var/cache/chainwatch-tests"))
@@ -56,27 +58,115 @@ def rootfs(suite: str = "bookworm") -> Path:
     return tree
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class CgroupLayout(StrEnum):
+    """How the host mounts cgroups; it decides where a process gets a cgroup of its own."""
+
+    UNIFIED = "unified"
+    """Pure cgroup v2 (a stock Debian 12/13 booted with systemd): one hierarchy at the root."""
+    HYBRID = "hybrid"
+    """v1 controllers, systemd's named v1 hierarchy at ``systemd/`` and v2 at ``unified/``."""
+    LEGACY = "legacy"
+    """v1 only: systemd's named hierarchy at ``systemd/``, no v2 anywhere."""
+
+
+def cgroup_layout(root: Path = CGROUP_ROOT) -> CgroupLayout:
+    """Which layout the cgroup filesystem mounted at ``root`` has.
+
+    cgroup v2 shows ``cgroup.controllers`` in every directory of its
+    hierarchy, and v1 never does: that file tells where v2 is mounted.
+    """
+    if (root / "cgroup.controllers").is_file():
+        return CgroupLayout.UNIFIED
+    if not (root / "systemd" / "cgroup.procs").is_file():
+        raise RuntimeError(f"{root}: neither cgroup v2 nor systemd's v1 hierarchy is mounted there")
+    if (root / "unified" / "cgroup.controllers").is_file():
+        return CgroupLayout.HYBRID
+    return CgroupLayout.LEGACY
+
+
+def own_cgroups(name: str, root: Path = CGROUP_ROOT) -> tuple[Path, ...]:
+    """The directories to create so that a process and its children are in cgroups of their own.
+
+    systemd-nspawn (with --keep-unit) puts the container under the cgroup
+    it was started in, in every hierarchy systemd uses; two containers
+    started from one cgroup would share it.
+    """
+    layout = cgroup_layout(root)
+    hierarchies = {
+        CgroupLayout.UNIFIED: (root,),
+        CgroupLayout.HYBRID: (root / "systemd", root / "unified"),
+        CgroupLayout.LEGACY: (root / "systemd",),
+    }[layout]
+    return tuple(hierarchy / f"chainwatch-test-{name}" for hierarchy in hierarchies)
+
+
+def start_in_own_cgroups(
+    argv: list[str], cgroups: tuple[Path, ...], log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session, already inside ``cgroups`` when it executes."""
+    for cgroup in cgroups:
+        cgroup.mkdir(exist_ok=True)
+    procs = [str(cgroup / "cgroup.procs") for cgroup in cgroups]
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-c", _ENTER_THEN_EXEC, str(len(procs)), *procs, *argv],
+            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+
+
+# Moves itself into the cgroups, then becomes the program (same process, same
+# cgroups); argv only, so no path or argument is ever parsed by a shell.
+_ENTER_THEN_EXEC = """
+import os, sys
+count = int(sys.argv[1])
+for procs in sys.argv[2 : 2 + count]:
+    with open(procs, "w") as file:
+        file.write(str(os.getpid()))
+program = sys.argv[2 + count :]
+os.execvp(program[0], program)
+"""
+
+
+def remove_cgroups(cgroups: tuple[Path, ...]) -> None:
+    """Remove the directories and what nspawn and the container made under them, deepest first.
+
+    A cgroup can be removed once its processes have exited (that takes a
+    moment after they are reaped) and its children are gone.
+    """
+    for cgroup in cgroups:
+        if not cgroup.is_dir():
+            continue
+        tree = sorted((path for path in cgroup.rglob("*") if path.is_dir()), key=lambda path: -len(path.parts))
+        for directory in [*tree, cgroup]:
+            for _ in range(100):
+                try:
+                    directory.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
 class Container:
     """One booted container; ``run`` executes a command inside it."""
 
     def __init__(self, tree: Path, name: str, binds: dict[Path, str]) -> None:
         self.name = name
-        self.cgroups = [Path(f"/sys/fs/cgroup/{h}/chainwatch-test-{name}") for h in ("systemd", "unified")]
-        for cgroup in self.cgroups:
-            if cgroup.parent.is_dir():
-                cgroup.mkdir(exist_ok=True)
-        enter = "; ".join(f"echo $$ > {c}/cgroup.procs" for c in self.cgroups if c.is_dir())
-        bind_args = " ".join(f"--bind={host}:{inside}" for host, inside in binds.items())
+        self.cgroups = own_cgroups(name)
         self.log = Path(f"/tmp/chainwatch-container-{name}.log")
-        # Its own cgroup first, or two containers would share one (FIELD-NOTES).
-        self.nspawn = subprocess.Popen(
+        environment = dict(os.environ)
+        if cgroup_layout() is CgroupLayout.HYBRID:
+            # cgroup v2 inside, as on a real Debian 12/13 (a unified host gives it anyway).
+            environment["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
+        self.nspawn = start_in_own_cgroups(
             [
-                "sh", "-c",
-                f"{enter}; exec setsid systemd-nspawn --boot --register=no --keep-unit --console=passive "
-                f"--private-network --volatile=overlay -D {tree} -M {name} {bind_args}",
+                "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--console=passive",
+                "--private-network", "--volatile=overlay", "-D", str(tree), "-M", name,
+                *(f"--bind={host}:{inside}" for host, inside in binds.items()),
             ],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-            env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
+            self.cgroups, self.log, environment,
         )  # fmt: skip
         self.pid1 = self._find_pid1()
         deadline = time.monotonic() + 60
@@ -128,11 +218,4 @@ class Container:
             except subprocess.TimeoutExpired:
                 self.nspawn.kill()
                 self.nspawn.wait()
-        for cgroup in self.cgroups:
-            for _ in range(50):
-                try:
-                    if cgroup.is_dir():
-                        cgroup.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        remove_cgroups(self.cgroups)

@@ -7,11 +7,13 @@ a missing tool is a failure.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,19 @@ folder = Path(sys.argv[1])
 content = Issued(*((folder / f"{kind}.pem").read_bytes() for kind in ("cert", "chain", "privkey")))
 print(CertbotTree(Path("/etc/letsencrypt")).write(sys.argv[2], content, pause=0.01))
 """
+
+
+CONFIG = """\
+[policy]
+trust_stores = ["/srv/x/store.pem"]
+[[consumer]]
+name = "dovecot"
+unit = "dovecot.service"
+probe = ["imaps://127.0.0.1:993"]
+"""
+STATE = "/var/lib/chainwatch/state.json"
+KEY = f"/var/lib/chainwatch/live/{NAME}/privkey.pem"
+METRICS = "/var/lib/prometheus/node-exporter/chainwatch.prom"
 
 
 def _apt(box: Container, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,6 +84,34 @@ class Host:
 
     def renew(self, label: str) -> None:
         self.box.run("python3", "-c", RENEW, f"/srv/x/{label}", NAME)
+
+    def issue_and_renew(self, label: str) -> Issued:
+        """certbot renewing the lineage with a fresh certificate; returns what it wrote."""
+        content = self.pki.issue()
+        _save(self.shared / label, content)
+        self.renew(label)
+        return content
+
+    def expected(self, content: Issued) -> list[bytes]:
+        return [c.pem() for c in parse_certificates(self.pki.trimmed(content), "expected")]
+
+    def state(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.box.run("cat", STATE).stdout)
+        return loaded
+
+    def version(self) -> int:
+        version: int = self.state()["lineages"][NAME]["version"]
+        return version
+
+    def configure(self, extra: str = "") -> None:
+        """The base configuration plus ``extra``, in force from a fresh start of the agent."""
+        self.box.run("sh", "-c", "cat > /etc/chainwatch/chainwatch.toml", input=CONFIG + extra)
+        before = self.main_pid()
+        self.box.run("systemctl", "restart", "chainwatch")
+        self.wait_for_new_agent(before, timeout=30, what="chainwatch restarted with the new configuration")
+
+    def journal_of(self, unit: str) -> str:
+        return self.box.run("journalctl", "-u", unit, "--no-pager", check=False).stdout
 
     def served(self) -> list[bytes]:
         output = self.box.sh(
@@ -118,13 +161,7 @@ def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     try:
         box.sh("cp -a /srv/x/letsencrypt /etc/letsencrypt && chmod 0700 /etc/letsencrypt/live /etc/letsencrypt/archive")
         box.sh("mkdir -p /etc/chainwatch")
-        box.run(
-            "sh", "-c",
-            "cat > /etc/chainwatch/chainwatch.toml <<'EOF'\n"
-            '[policy]\ntrust_stores = ["/srv/x/store.pem"]\n'
-            '[[consumer]]\nname = "dovecot"\nunit = "dovecot.service"\nprobe = ["imaps://127.0.0.1:993"]\n'
-            "EOF",
-        )  # fmt: skip
+        box.run("sh", "-c", "cat > /etc/chainwatch/chainwatch.toml", input=CONFIG)
         installed = _apt(box, "install", "/srv/x/chainwatch.deb")
         assert "chainwatch" in installed.stdout
         # The lines chainwatch itself prints for the installed Dovecot (2.3 or 2.4).
@@ -180,6 +217,106 @@ def test_3_journal_carries_structured_fields_and_catalog_text(host: Host) -> Non
     assert "is now what consumers read" in explained
 
 
+def test_3a_without_a_system_bus_dovecot_is_reloaded_with_systemctl_and_serves_the_renewal(host: Host) -> None:
+    # A host with no D-Bus running: the agent cannot connect, so only the fallback can reload.
+    host.box.run("systemctl", "stop", "dbus.socket", "dbus.service")
+    try:
+        stopped = host.box.run("systemctl", "is-active", "dbus.socket", "dbus.service", check=False).stdout.split()
+        assert stopped == ["inactive", "inactive"]
+        version = host.version()
+        renewed = host.issue_and_renew("fallback")
+        host.wait(
+            lambda: host.version() == version + 1 and host.state()["consumers"]["dovecot"].get("via") == "systemctl",
+            what="the renewal published and dovecot reloaded without D-Bus",
+        )
+        consumer = host.state()["consumers"]["dovecot"]
+        assert (consumer["result"], consumer["detail"]) == ("reloaded", "systemctl reload succeeded")
+        assert host.served() == host.expected(renewed)
+        assert "dovecot reloaded via systemctl" in host.journal_of("chainwatch")
+    finally:
+        host.box.run("systemctl", "start", "dbus.socket", "dbus.service")
+
+
+def test_3b_a_stopped_dovecot_is_skipped_not_started_and_the_renewal_is_published_all_the_same(host: Host) -> None:
+    host.box.run("systemctl", "stop", "dovecot")
+    try:
+        reloads_before = host.journal_of("dovecot").count("Reloading")
+        failures_before = host.state()["consumers"]["dovecot"].get("failures", 0)
+        version = host.version()
+        renewed = host.issue_and_renew("inactive")
+        host.wait(
+            lambda: host.version() == version + 1 and host.state()["consumers"]["dovecot"]["result"] == "skipped",
+            what="the renewal published and the stopped consumer skipped",
+        )
+        consumer = host.state()["consumers"]["dovecot"]
+        assert consumer["detail"] == "dovecot.service is inactive, not reloaded"
+        assert consumer.get("failures", 0) == failures_before
+        assert host.box.run("systemctl", "is-active", "dovecot", check=False).stdout.strip() == "inactive"
+        assert host.journal_of("dovecot").count("Reloading") == reloads_before
+        # Skipping is not a failure: nothing rolled back, the lineage is ok.
+        status = host.status()
+        assert status.returncode == 0, status.stdout
+        assert f"● {NAME}  ok · version {version + 1} published" in status.stdout
+        assert "why" not in status.stdout
+    finally:
+        host.box.run("systemctl", "start", "dovecot")
+    # Started again, Dovecot reads the set that was published while it was down.
+    host.wait(lambda: host.served() == host.expected(renewed), what="dovecot serving the set published while down")
+
+
+def _read_as(box: Container, group: str, path: str) -> subprocess.CompletedProcess[str]:
+    """``cat path`` as user nobody with ``group`` as its only group."""
+    return box.run("setpriv", "--reuid=nobody", f"--regid={group}", "--clear-groups", "cat", path, check=False)
+
+
+def test_3c_with_key_group_a_process_of_that_group_reads_the_published_key_and_others_cannot(host: Host) -> None:
+    host.configure('[output]\nkey_group = "dovecot"\n')
+    try:
+        version = host.version()
+        renewed = host.issue_and_renew("group")
+        host.wait(lambda: host.version() == version + 1, what="the renewal published")
+        member = _read_as(host.box, "dovecot", KEY)
+        assert member.returncode == 0, member.stderr + host.box.run("namei", "-l", KEY, check=False).stdout
+        assert member.stdout.encode() == renewed.privkey
+        outsider = _read_as(host.box, "nogroup", KEY)
+        assert outsider.returncode != 0
+        assert "Permission denied" in outsider.stderr
+    finally:
+        host.configure()
+
+
+def _metric(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(f"{name}{{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_3d_the_sandboxed_agent_writes_its_metrics_into_node_exporters_textfile_directory(host: Host) -> None:
+    # ProtectSystem=strict makes /var read-only; only the unit's ReadWritePaths= opens this directory,
+    # and only when it exists as the agent starts.
+    host.box.run("mkdir", "-p", "/var/lib/prometheus/node-exporter")
+    host.configure(f'[metrics]\ntextfile = "{METRICS}"\n')
+    try:
+        version = host.version()
+        host.issue_and_renew("metrics")
+        host.wait(lambda: host.version() == version + 1, what="the renewal published")
+        published = dt.datetime.fromisoformat(host.state()["lineages"][NAME]["published_at"]).timestamp()
+
+        def shows_the_renewal() -> bool:
+            text = host.box.run("cat", METRICS, check=False).stdout
+            return (
+                "chainwatch_last_publish" in text
+                and _metric(text, "chainwatch_last_publish_timestamp_seconds") == published
+            )
+
+        host.wait(shows_the_renewal, what="the metrics file showing the renewal")
+        text = host.box.run("cat", METRICS).stdout
+        assert _metric(text, "chainwatch_lineage_ok") == 1
+        assert _metric(text, "chainwatch_served_chain_match") == 1
+        assert "cannot write metrics" not in host.journal_of("chainwatch")
+    finally:
+        host.configure()
+
+
 def test_4_status_is_ok_then_critical_after_a_broken_key_while_dovecot_keeps_the_good_pair(host: Host) -> None:
     ok = host.status()
     assert ok.returncode == 0, ok.stdout
@@ -230,18 +367,53 @@ def test_6_reload_rereads_the_configuration_and_refuses_a_broken_one(host: Host)
     )
 
 
-def test_7_the_sandbox_was_in_force_for_all_of_the_above(host: Host) -> None:
-    shown = host.box.run(
-        "systemctl", "show", "chainwatch", "-p", "ProtectSystem", "-p", "NoNewPrivileges", "-p",
-        "CapabilityBoundingSet", "-p", "MemoryDenyWriteExecute", "-p", "PrivateTmp", "-p", "RestrictAddressFamilies",
-    ).stdout  # fmt: skip
-    assert "ProtectSystem=strict" in shown
-    assert "NoNewPrivileges=yes" in shown
-    assert "CapabilityBoundingSet=cap_chown" in shown
-    assert "MemoryDenyWriteExecute=yes" in shown
-    assert "PrivateTmp=yes" in shown
-    families = next(line for line in shown.splitlines() if line.startswith("RestrictAddressFamilies="))
-    assert set(families.split("=", 1)[1].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}  # order varies
+SOCKET_PROBE = """
+import socket
+for family in ("AF_INET", "AF_NETLINK"):
+    try:
+        socket.socket(getattr(socket, family), socket.SOCK_DGRAM).close()
+        print(family, "ok")
+    except OSError as error:
+        print(family, error.strerror)
+"""
+
+
+def test_7_the_running_agent_cannot_write_outside_its_directories_nor_gain_privileges(host: Host) -> None:
+    pid = host.main_pid()
+    # Inside the agent's own mount namespace: what ProtectSystem=strict and StateDirectory= left it.
+    for path in ("/usr/lib/chainwatch-probe", "/etc/chainwatch-probe", "/var/chainwatch-probe"):
+        denied = host.box.run("nsenter", "-t", pid, "-m", "touch", path, check=False)
+        assert "Read-only file system" in denied.stderr, (path, denied.stderr)
+    host.box.run("nsenter", "-t", pid, "-m", "touch", "/var/lib/chainwatch/.probe")
+    host.box.run("rm", "/var/lib/chainwatch/.probe")
+    # The kernel's view of the agent process itself.
+    status = dict(
+        line.split(":", 1) for line in host.box.run("cat", f"/proc/{pid}/status").stdout.splitlines() if ":" in line
+    )
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"  # a filter is loaded
+    assert status["CapBnd"].strip() == status["CapEff"].strip() == f"{1 << 0:016x}"  # CAP_CHOWN only
+
+
+def test_7b_a_program_run_in_the_units_sandbox_gets_inet_sockets_and_no_netlink(host: Host) -> None:
+    # Address families are a seccomp filter on the unit's processes: only something executed under
+    # the unit can try one, so a start-up hook runs a probe there and leaves its findings.
+    (host.shared / "socket_probe.py").write_text(SOCKET_PROBE)
+    host.box.run("mkdir", "-p", "/run/systemd/system/chainwatch.service.d")
+    host.box.run(
+        "sh", "-c", "cat > /run/systemd/system/chainwatch.service.d/probe.conf",
+        input="[Service]\nExecStartPost=/bin/sh -c "
+        '"/usr/bin/python3 /srv/x/socket_probe.py > /var/lib/chainwatch/socket-probe"\n',
+    )  # fmt: skip
+    host.box.sh("systemctl daemon-reload && systemctl restart chainwatch")
+    try:
+        found = host.box.run("cat", "/var/lib/chainwatch/socket-probe").stdout.splitlines()
+    finally:
+        host.box.sh(
+            "rm -r /run/systemd/system/chainwatch.service.d /var/lib/chainwatch/socket-probe; "
+            "systemctl daemon-reload && systemctl restart chainwatch"
+        )
+    assert found == ["AF_INET ok", "AF_NETLINK Address family not supported by protocol"]
 
 
 def test_8_an_upgrade_restarts_the_agent_and_keeps_state_config_and_what_is_served(host: Host) -> None:
