@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,32 @@ class Publisher:
     def _private_dir(self, directory: Path) -> None:
         """``private_dir``, and with key_group the group's way in even where the directory existed.
 
-        key_group may be set after the directories were made 0700, and the
-        unit's StateDirectoryMode=0700 applies to the default output directory.
+        key_group may be set (or removed) after the directories were made, and
+        systemd applies the unit's StateDirectoryMode to the default output
+        directory at each start.
         """
         private_dir(directory, self.gid)
-        if self.gid is not None:
-            os.chown(directory, -1, self.gid)
-            os.chmod(directory, 0o750)
+        self._apply_group(directory, is_key=False)
+
+    def _apply_group(self, path: Path, *, is_key: bool) -> None:
+        """key_group's access, or root's alone without it, whatever was there before."""
+        info = os.lstat(path)
+        group = self.gid if self.gid is not None else 0
+        mode = (0o640 if is_key else 0o750) if self.gid is not None else (0o600 if is_key else 0o700)
+        if info.st_gid != group:
+            os.chown(path, -1, group, follow_symlinks=False)
+        if stat.S_IMODE(info.st_mode) != mode:
+            os.chmod(path, mode)
+
+    def regroup(self, lineage: str) -> None:
+        """Apply the current key_group to every kept version of ``lineage`` (a rollback target too)."""
+        self._private_dir(self.versions / lineage)
+        for version in self.versions_of(lineage):
+            folder = self.versions / lineage / str(version)
+            self._apply_group(folder, is_key=False)
+            for name in KEY_FILES:
+                with contextlib.suppress(FileNotFoundError):  # a damaged set: repaired elsewhere
+                    self._apply_group(folder / name, is_key=True)
 
     def current_version(self, lineage: str) -> int | None:
         try:

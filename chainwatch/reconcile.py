@@ -19,7 +19,7 @@ from typing import Any
 
 from cryptography import x509
 
-from chainwatch.atomic import group_id, private_dir
+from chainwatch.atomic import group_id
 from chainwatch.bounded_read import read_regular
 from chainwatch.certificate import Cert
 from chainwatch.config import Config
@@ -182,6 +182,14 @@ class Processor:
         except Rejected as problem:
             return self._reject(name, record, str(problem), now)
         record.pop("inconsistent_since", None)
+        if record.get("key_group", -1) != self.publisher.gid and self.publisher.versions_of(name):
+            try:
+                self.publisher.regroup(name)
+            except OSError as error:
+                reason = f"cannot apply key_group to {self.publisher.versions / name}: {error.strerror}"
+                rejected = self._reject(name, record, reason, now, kind="write")
+                return dataclasses.replace(rejected, recheck_at=now + _backoff(record))
+            record["key_group"] = self.publisher.gid
         digest = hashlib.sha256(b"".join(content[kind] for kind in KINDS)).hexdigest()
         still_valid = self._still_valid(name, record, digest, now)
         damage = self._damage(name, record) if still_valid else None
@@ -270,6 +278,9 @@ class Processor:
             self.journal.log(event, message, lineage=name, dropped=dropped, version=written)
         self._settle_status(record, decision, now)
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in item.files.items()}
+        if record.get("key_group", -1) != self.publisher.gid:
+            self.publisher.regroup(name)  # the versions kept from before the change
+            record["key_group"] = self.publisher.gid
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
         record["source"] = item.digest
         record["config"] = self.fingerprint
@@ -283,8 +294,7 @@ class Processor:
         each pass reads, changes and writes state.json under this lock.
         """
         # Recreated if someone removed them while the agent runs.
-        for directory in (self.publisher.root, self.publisher.live, self.publisher.versions):
-            private_dir(directory, self.publisher.gid)
+        self.publisher.prepare()
         fd = os.open(self.config.output_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -8,9 +8,11 @@ regression fails the test instead of freezing the suite.
 
 from __future__ import annotations
 
+import grp
 import os
 import resource
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -241,6 +243,54 @@ def test_a_root_owned_sticky_directory_above_the_tree_and_reused_key_links_are_a
     (archive / "privkey2.pem").unlink()
     (archive / "privkey1.pem").write_bytes(renewed.privkey)
     (archive / "privkey2.pem").symlink_to("privkey1.pem")
+    result = sync(ws)
+    assert result.returncode == 0, result.stderr
+    assert ws.published() == ws.pki.trimmed(renewed)
+
+
+def _modes(ws: Workspace, version: int) -> tuple[str, str, str]:
+    folder = ws.out / "versions" / NAME / str(version)
+    key = (folder / "privkey.pem").stat()
+    return (
+        f"{stat.S_IMODE(key.st_mode):o}:{grp.getgrgid(key.st_gid).gr_name}",
+        f"{stat.S_IMODE(folder.stat().st_mode):o}:{grp.getgrgid(folder.stat().st_gid).gr_name}",
+        f"{stat.S_IMODE(ws.out.stat().st_mode):o}:{grp.getgrgid(ws.out.stat().st_gid).gr_name}",
+    )
+
+
+def sync_under_umask_0077(ws: Workspace) -> subprocess.CompletedProcess[str]:
+    """As the unit runs it (UMask=0077)."""
+    command = f"umask 0077; exec {sys.executable} -m chainwatch sync --config {ws.config}"
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=HANG_GUARD_S, check=False)
+
+
+def test_key_group_added_then_removed_is_applied_to_every_kept_version_whatever_the_umask(ws: Workspace) -> None:
+    assert sync_under_umask_0077(ws).returncode == 0
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert sync_under_umask_0077(ws).returncode == 0
+    assert ws.versions() == [1, 2]
+    assert _modes(ws, 1) == _modes(ws, 2) == ("600:root", "700:root", "700:root")
+
+    text = ws.config.read_text().replace("[output]\n", '[output]\nkey_group = "mail"\n')
+    ws.config.write_text(text)
+    assert sync_under_umask_0077(ws).returncode == 0
+    assert ws.versions() == [1, 2]  # nothing published again: the modes changed in place
+    assert _modes(ws, 1) == _modes(ws, 2) == ("640:mail", "750:mail", "750:mail")
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert sync_under_umask_0077(ws).returncode == 0
+    assert _modes(ws, 3) == ("640:mail", "750:mail", "750:mail")
+
+    ws.config.write_text(text.replace('key_group = "mail"\n', ""))
+    assert sync_under_umask_0077(ws).returncode == 0
+    for version in ws.versions():
+        assert _modes(ws, version) == ("600:root", "700:root", "700:root")
+
+
+def test_a_leftover_staging_file_does_not_block_the_next_version(ws: Workspace) -> None:
+    assert sync(ws).returncode == 0
+    (ws.out / "versions" / NAME / ".new-2").write_bytes(b"left by someone\n")
+    renewed = ws.pki.issue()
+    ws.certbot.write(NAME, renewed)
     result = sync(ws)
     assert result.returncode == 0, result.stderr
     assert ws.published() == ws.pki.trimmed(renewed)
