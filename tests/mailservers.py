@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from tests.acme import free_port
 
@@ -30,13 +32,22 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 class Dovecot:
-    """``dovecot -F -c CONF`` with IMAPS and IMAP+STARTTLS on loopback."""
+    """``dovecot -F -c CONF`` with IMAPS and IMAP+STARTTLS on loopback, and POP3+STARTTLS if asked."""
 
-    def __init__(self, folder: Path, cert: Path, key: Path) -> None:
+    def __init__(self, folder: Path, cert: Path, key: Path, *, pop3: bool = False) -> None:
         if not shutil.which("dovecot"):
             raise RuntimeError("dovecot-imapd is a Debian package that .ci/setup installs")
+        if pop3 and not Path("/usr/lib/dovecot/pop3").exists():
+            raise RuntimeError("dovecot-pop3d is a Debian package that .ci/setup installs")
         self.folder = folder
         self.imaps_port, self.imap_port = free_port(), free_port()
+        self.pop3_port = free_port() if pop3 else 0
+        pop3_service = (
+            f"service pop3-login {{\n  inet_listener pop3 {{\n    address = 127.0.0.1\n"
+            f"    port = {self.pop3_port}\n  }}\n  inet_listener pop3s {{\n    port = 0\n  }}\n}}\n"
+            if pop3
+            else ""
+        )
         for sub in ("run", "state", "mail"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         dh = Path("/usr/share/dovecot/dh.pem")
@@ -46,7 +57,7 @@ class Dovecot:
 base_dir = {folder}/run
 state_dir = {folder}/state
 log_path = {folder}/dovecot.log
-protocols = imap
+protocols = imap{" pop3" if pop3 else ""}
 listen = 127.0.0.1
 ssl = required
 ssl_cert = <{cert}
@@ -75,12 +86,14 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
-"""
+{pop3_service}"""
         )
         self.process = subprocess.Popen(
             ["dovecot", "-F", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         wait_for_port(self.imaps_port)
+        if pop3:
+            wait_for_port(self.pop3_port)
 
     @property
     def reload_command(self) -> list[str]:
@@ -97,6 +110,48 @@ service anvil {{
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+FirstCall = Literal["ok", "fails", "runs-then-fails"]
+
+
+class RecordedReload:
+    """A reload command that runs ``command`` and appends one line per finished call to a file.
+
+    The agent calls its consumers one at a time, so the line count numbers the
+    calls. ``first_call`` says what call 1 does: "ok" like the others, "fails"
+    (exit 1 without running ``command``: the server never saw it) or
+    "runs-then-fails" (``command`` ran, then exit 1: the server did reload,
+    as when a later ``ExecReload=`` line of a unit fails).
+    """
+
+    def __init__(self, folder: Path, command: list[str], first_call: FirstCall = "ok") -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.calls_file = folder / "reload-calls"
+        self.script = folder / "reload"
+        run = shlex.join(command)
+        fail = 'echo "1 failed" >> "$calls"; echo "call 1 fails on purpose" >&2; exit 1'
+        first = {"ok": ":", "fails": fail, "runs-then-fails": f"{run} || exit $?; {fail}"}[first_call]
+        self.script.write_text(
+            f"""#!/bin/sh
+calls={shlex.quote(str(self.calls_file))}
+n=$(( $(cat "$calls" 2>/dev/null | wc -l) + 1 ))
+if [ "$n" -eq 1 ]; then
+  {first}
+fi
+{run} || exit $?
+echo "$n reloaded" >> "$calls"
+"""
+        )
+        self.script.chmod(0o755)
+
+    @property
+    def reload_command(self) -> list[str]:
+        return [str(self.script)]
+
+    def calls(self) -> list[str]:
+        """One entry per finished call, in order: "1 failed", "2 reloaded", ..."""
+        return self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
 
 
 class Postfix:

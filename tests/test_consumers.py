@@ -4,18 +4,23 @@ openssl and gnutls-cli; reload failures roll back; probes say what is served."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chainwatch.pem import parse_certificates
-from tests.mailservers import Dovecot, Postfix
+from tests.mailservers import Dovecot, Postfix, RecordedReload
 from tests.workspace import NAME, LivePKI, Workspace
 
 
@@ -35,10 +40,10 @@ def dovecot(ws: Workspace) -> Iterator[Dovecot]:
     server.stop()
 
 
-def consumer(name: str, command: list[str], probes: list[str]) -> str:
+def consumer(name: str, command: list[str], probes: list[str], lineages: tuple[str, ...] = ("*",)) -> str:
     return (
         f'[[consumer]]\nname = "{name}"\nreload_command = {json.dumps(command)}\n'
-        f"probe = {json.dumps(probes)}\nreload_timeout_s = 20\n"
+        f"probe = {json.dumps(probes)}\nlineages = {json.dumps(list(lineages))}\nreload_timeout_s = 20\n"
     )
 
 
@@ -59,8 +64,24 @@ def gnutls_chain(port: int) -> list[bytes]:
     return [c.pem() for c in parse_certificates(output, "gnutls-cli")]
 
 
-def as_pems(fullchain: bytes) -> list[bytes]:
+def as_pems(fullchain: bytes | None) -> list[bytes]:
+    assert fullchain is not None
     return [c.pem() for c in parse_certificates(fullchain, "expected")]
+
+
+def lineage_state(ws: Workspace, name: str = NAME) -> dict[str, Any]:
+    record: dict[str, Any] = ws.state()["lineages"].get(name, {})
+    return record
+
+
+def consumer_state(ws: Workspace, name: str) -> dict[str, Any]:
+    record: dict[str, Any] = ws.state().get("consumers", {}).get(name, {})
+    return record
+
+
+def logged_at(line: str) -> dt.datetime:
+    """When the agent wrote a journal line (its plain form starts with the UTC time)."""
+    return dt.datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
 
 
 def test_dovecot_serves_exactly_the_sanitized_chain_after_a_renewal(ws: Workspace, dovecot: Dovecot) -> None:
@@ -74,14 +95,14 @@ def test_dovecot_serves_exactly_the_sanitized_chain_after_a_renewal(ws: Workspac
     with ws.agent() as agent:
         renewed = ws.pki.issue()
         ws.certbot.write(NAME, renewed)
-        agent.wait_for(lambda: bool(agent.events("probe-ok")) and len(agent.events("probe-ok")) >= 2, what="probes")
+        agent.wait_for(lambda: len(consumer_state(ws, "dovecot").get("probes", [])) == 2, what="probes in state")
         expected = as_pems(ws.pki.trimmed(renewed))
         assert len(expected) == 2  # leaf and issuing CA: the cross-sign to the expired root is gone
         assert openssl_chain(dovecot.imaps_port) == expected
         assert openssl_chain(dovecot.imap_port, "imap") == expected
         assert gnutls_chain(dovecot.imaps_port) == expected
         assert "dovecot reloaded via command" in agent.events("reloaded")[0]
-        probes = ws.state()["consumers"]["dovecot"]["probes"]
+        probes = consumer_state(ws, "dovecot")["probes"]
         assert [p["ok"] for p in probes] == [True, True]
         assert probes[0]["message"] == f"dovecot on imaps://127.0.0.1:{dovecot.imaps_port} serves version 2 of {NAME}"
 
@@ -92,7 +113,7 @@ def test_dovecot_keeps_serving_the_old_pair_when_the_new_key_does_not_match(ws: 
     with ws.agent() as agent:
         ws.certbot.write(NAME, ws.pki.issue())
         (ws.certbot.archive / NAME / "privkey2.pem").write_bytes(ws.pki.issue().privkey)
-        agent.wait_for(lambda: bool(agent.events("rejected")), what="rejection")
+        agent.wait_for(lambda: lineage_state(ws).get("status") == "error", what="the rejection in state")
         assert agent.events("reloaded") == []
     assert openssl_chain(dovecot.imaps_port) == served_before
     status = ws.chainwatch("status")
@@ -100,40 +121,191 @@ def test_dovecot_keeps_serving_the_old_pair_when_the_new_key_does_not_match(ws: 
     assert "the key does not match any certificate in fullchain.pem; serving version 1" in status.stdout
 
 
-def test_failed_reload_rolls_back_and_retries_later(ws: Workspace, dovecot: Dovecot) -> None:
-    broken = ["doveadm", "-c", str(ws.root / "no-such-dovecot.conf"), "reload"]
-    ws.write_config(consumers=consumer("dovecot", broken, []))
+def test_a_failed_reload_rolls_back_then_retries_at_the_announced_time_and_dovecot_serves_the_new_chain(
+    ws: Workspace, dovecot: Dovecot
+) -> None:
+    reload = RecordedReload(ws.root / "reload", dovecot.reload_command, first_call="fails")
+    ws.write_config(consumers=consumer("dovecot", reload.reload_command, [f"imaps://127.0.0.1:{dovecot.imaps_port}"]))
+    version_1 = ws.published()
     with ws.agent() as agent:
-        ws.certbot.write(NAME, ws.pki.issue())
-        agent.wait_for(lambda: bool(agent.events("rolled-back")), what="rollback")
+        renewed = ws.pki.issue()
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: lineage_state(ws).get("status") == "error", what="the rollback in state")
         assert ws.versions() == [1, 2]
         assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
-        line = agent.events("rolled-back")[0]
-        assert "dovecot reload failed: doveadm -c" in line
-        assert re.search(r"rolled back to version 1, retrying version 2's content at \d\d:\d\d:\d\d UTC", line)
+        assert ws.published() == version_1
         status = ws.chainwatch("status")
         assert status.returncode == 2
         assert "rolled back to version 1" in status.stdout
+        (line,) = agent.events("rolled-back")
+        assert f"dovecot reload failed: {reload.script}: call 1 fails on purpose" in line
+        announced = re.search(r"rolled back to version 1, retrying version 2's content at (\d\d:\d\d:\d\d) UTC", line)
+        assert announced, line
+        retry_at = dt.datetime.combine(logged_at(line).date(), dt.time.fromisoformat(announced.group(1)), tzinfo=dt.UTC)
+        if retry_at < logged_at(line):
+            retry_at += dt.timedelta(days=1)  # announced just after midnight
+        hang_guard = (retry_at - dt.datetime.now(dt.UTC)).total_seconds() + 60
+        agent.wait_for(
+            lambda: lineage_state(ws).get("version") == 3 and lineage_state(ws).get("status") == "ok",
+            timeout=hang_guard,
+            what="the retry published and served",
+        )
+        (republished,) = [line for line in agent.events("published") if "published version 3" in line]
+        # Both times are whole seconds, so "not before" survives the truncation.
+        assert logged_at(republished) >= retry_at
+        assert reload.calls() == ["1 failed", "2 reloaded", "3 reloaded"]
+        assert ws.published() == ws.pki.trimmed(renewed)
+        assert openssl_chain(dovecot.imaps_port) == as_pems(ws.pki.trimmed(renewed))
+        assert ws.chainwatch("status").returncode == 0
 
 
-def test_handshakes_failing_after_a_reload_roll_back(ws: Workspace, dovecot: Dovecot) -> None:
-    closed = _closed_port()
-    ws.write_config(consumers=consumer("dovecot", dovecot.reload_command, [f"imaps://127.0.0.1:{closed}"]))
+def test_after_a_rollback_dovecot_is_reloaded_again_and_serves_the_rolled_back_set(
+    ws: Workspace, dovecot: Dovecot
+) -> None:
+    # The failing reload did load the new set into Dovecot: only reloading
+    # again after the switch back makes it serve version 1 again.
+    reload = RecordedReload(ws.root / "reload", dovecot.reload_command, first_call="runs-then-fails")
+    ws.write_config(consumers=consumer("dovecot", reload.reload_command, []))
+    version_1 = as_pems(ws.published())
     with ws.agent() as agent:
         ws.certbot.write(NAME, ws.pki.issue())
-        agent.wait_for(lambda: bool(agent.events("rolled-back")), timeout=20, what="rollback")
-        assert "handshakes fail after the reload" in agent.events("rolled-back")[0]
-        assert "connection refused" in agent.events("rolled-back")[0]
+        agent.wait_for(lambda: len(reload.calls()) >= 2, timeout=60, what="a reload after the rollback")
+        # Frozen, the agent cannot retry version 2's content while we look.
+        agent.process.send_signal(signal.SIGSTOP)
+        try:
+            assert reload.calls() == ["1 failed", "2 reloaded"]
+            assert as_pems(ws.published()) == version_1
+            agent.wait_for(lambda: openssl_chain(dovecot.imaps_port) == version_1, what="Dovecot serving version 1")
+        finally:
+            agent.process.send_signal(signal.SIGCONT)
+
+
+def test_handshakes_failing_after_a_reload_roll_back_and_dovecot_serves_the_old_set_again(
+    ws: Workspace, dovecot: Dovecot
+) -> None:
+    reload = RecordedReload(ws.root / "reload", dovecot.reload_command)
+    closed = _closed_port()
+    ws.write_config(consumers=consumer("dovecot", reload.reload_command, [f"imaps://127.0.0.1:{closed}"]))
+    version_1 = as_pems(ws.published())
+    with ws.agent() as agent:
+        ws.certbot.write(NAME, ws.pki.issue())
+        agent.wait_for(lambda: len(reload.calls()) >= 2, timeout=60, what="a reload after the rollback")
+        agent.process.send_signal(signal.SIGSTOP)  # no retry while we look
+        try:
+            assert "handshakes fail after the reload" in agent.events("rolled-back")[0]
+            assert "connection refused" in agent.events("rolled-back")[0]
+            assert as_pems(ws.published()) == version_1
+            agent.wait_for(lambda: openssl_chain(dovecot.imaps_port) == version_1, what="Dovecot serving version 1")
+        finally:
+            agent.process.send_signal(signal.SIGCONT)
+
+
+def test_lineages_renewed_in_one_batch_reload_each_affected_consumer_exactly_once(ws: Workspace) -> None:
+    others = ("b.example.test", "c.example.test")
+    for name in others:
+        ws.certbot.write(name, ws.pki.issue(name))
+    assert ws.chainwatch("sync").returncode == 0  # every lineage at version 1 before consumers exist
+    every = RecordedReload(ws.root / "every", ["true"])
+    one = RecordedReload(ws.root / "one", ["true"])
+    unrelated = RecordedReload(ws.root / "unrelated", ["true"])
+    ws.write_config(
+        consumers=consumer("every", every.reload_command, [])
+        + consumer("one", one.reload_command, [], lineages=("b.*",))
+        + consumer("unrelated", unrelated.reload_command, [], lineages=("other.example.test",))
+    )
+    with ws.agent() as agent:
+        # Stopped, the agent sees all three renewals in one read of its
+        # inotify queue: one batch, whatever the machine's speed.
+        agent.process.send_signal(signal.SIGSTOP)
+        try:
+            for name in (NAME, *others):
+                ws.certbot.write(name, ws.pki.issue(name))
+        finally:
+            agent.process.send_signal(signal.SIGCONT)
+        agent.wait_for(
+            lambda: all(lineage_state(ws, name).get("version") == 2 for name in (NAME, *others)),
+            what="all three published in state",
+        )
+    assert every.calls() == ["1 reloaded"]
+    assert one.calls() == ["1 reloaded"]
+    assert unrelated.calls() == []
+
+
+def test_pop3_starttls_probes_see_what_dovecot_serves(ws: Workspace) -> None:
+    live = ws.out / "live" / NAME
+    server = Dovecot(ws.root / "dovecot-pop3", live / "fullchain.pem", live / "privkey.pem", pop3=True)
+    try:
+        endpoint = f"pop3+starttls://127.0.0.1:{server.pop3_port}"
+        ws.write_config(consumers=consumer("dovecot", server.reload_command, [endpoint]))
+        with ws.agent() as agent:
+            renewed = ws.pki.issue()
+            ws.certbot.write(NAME, renewed)
+            agent.wait_for(lambda: bool(consumer_state(ws, "dovecot").get("probes")), what="the probe in state")
+        (probe,) = consumer_state(ws, "dovecot")["probes"]
+        assert probe["message"] == f"dovecot on {endpoint} serves version 2 of {NAME}"
+        assert probe["ok"]
+        assert openssl_chain(server.pop3_port, "pop3") == as_pems(ws.pki.trimmed(renewed))
+        by_hand = ws.chainwatch("probe", endpoint, "--name", NAME)
+        assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr
+        assert "verdict: fine as served" in by_hand.stdout
+    finally:
+        server.stop()
+
+
+_WITHOUT_RUN = (
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount -t tmpfs tmpfs /run && exec "$@"',
+    "sh",
+)
+
+
+def chainwatch_on_a_host_without_systemd(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run chainwatch as on a host not booted with systemd, whatever this one is.
+
+    In a private mount namespace an empty tmpfs hides /run: no
+    /run/systemd/system (so systemctl says the host was not booted with
+    systemd) and no system bus socket. Real systemctl, real jeepney, no mock.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
+    return subprocess.run(
+        [*_WITHOUT_RUN, sys.executable, "-m", "chainwatch", *args, "--config", str(ws.config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_a_unit_consumer_without_systemd_falls_back_to_systemctl_fails_and_status_says_why(ws: Workspace) -> None:
+    ws.write_config(consumers='[[consumer]]\nname = "dovecot"\nunit = "dovecot.service"\nreload_timeout_s = 20\n')
+    ws.certbot.write(NAME, ws.pki.issue())
+    synced = chainwatch_on_a_host_without_systemd(ws, "sync")
+    assert "Traceback" not in synced.stderr, synced.stderr
+    record = consumer_state(ws, "dovecot")
+    assert (record["via"], record["result"]) == ("systemctl", "failed")
+    assert record["detail"].startswith("systemctl is-active dovecot.service: System has not been booted with systemd")
+    assert ws.versions() == [1, 2]
+    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
+    status = ws.chainwatch("status")
+    assert status.returncode == 2
+    assert "dovecot reload failed: systemctl is-active dovecot.service: System has not been booted" in status.stdout
+    assert "rolled back to version 1" in status.stdout
 
 
 def test_a_consumer_that_serves_a_stale_chain_is_an_error_with_the_reason(ws: Workspace, dovecot: Dovecot) -> None:
     ws.write_config(consumers=consumer("dovecot", ["true"], [f"imaps://127.0.0.1:{dovecot.imaps_port}"]))
+    expected = f"dovecot on imaps://127.0.0.1:{dovecot.imaps_port} serves version 1 of {NAME}, published is 2"
     with ws.agent() as agent:
         ws.certbot.write(NAME, ws.pki.issue())
-        agent.wait_for(lambda: bool(agent.events("probe-failed")), timeout=20, what="probe failure")
-    expected = f"dovecot on imaps://127.0.0.1:{dovecot.imaps_port} serves version 1 of {NAME}, published is 2"
-    assert expected in agent.events("probe-failed")[0]
-    status = ws.chainwatch("status")
+        agent.wait_for(lambda: expected in lineage_state(ws).get("message", ""), timeout=20, what="the error in state")
+        assert expected in agent.events("probe-failed")[0]
+        status = ws.chainwatch("status")
     assert status.returncode == 2
     assert expected in status.stdout
 
