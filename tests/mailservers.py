@@ -40,6 +40,7 @@ class Dovecot:
         if pop3 and not Path("/usr/lib/dovecot/pop3").exists():
             raise RuntimeError("dovecot-pop3d is a Debian package that .ci/setup installs")
         self.folder = folder
+        self.cert = cert
         self.imaps_port, self.imap_port = free_port(), free_port()
         self.pop3_port = free_port() if pop3 else 0
         pop3_service = (
@@ -98,6 +99,33 @@ service anvil {{
     @property
     def reload_command(self) -> list[str]:
         return ["doveadm", "-c", str(self.conf), "reload"]
+
+    @property
+    def reload_and_wait_command(self) -> list[str]:
+        """``doveadm reload``, then wait until the IMAPS port serves the leaf ``ssl_cert`` holds now.
+
+        ``doveadm reload`` only signals Dovecot, which reads its files a moment
+        later: a switch of ``live/`` made meanwhile would still be picked up.
+        Waiting makes "reloaded" mean "serving", as systemd.service(5) asks of
+        ``ExecReload=``, so tests can tell which set a reload loaded.
+        """
+        script = self.folder / "reload-and-wait"
+        script.write_text(
+            f"""#!/bin/sh
+leaf() {{ openssl x509 -noout -fingerprint -sha256 2>/dev/null; }}
+want=$(leaf < {shlex.quote(str(self.cert))}) || exit 1
+doveadm -c {shlex.quote(str(self.conf))} reload || exit $?
+end=$(( $(date +%s) + 30 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  [ "$(openssl s_client -connect 127.0.0.1:{self.imaps_port} < /dev/null 2>/dev/null | leaf)" = "$want" ] && exit 0
+  sleep 0.05
+done
+echo "dovecot did not serve the leaf of {self.cert} within 30 s" >&2
+exit 1
+"""
+        )
+        script.chmod(0o755)
+        return [str(script)]
 
     def log(self) -> str:
         path = self.folder / "dovecot.log"

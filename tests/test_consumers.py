@@ -164,12 +164,13 @@ def test_after_a_rollback_dovecot_is_reloaded_again_and_serves_the_rolled_back_s
 ) -> None:
     # The failing reload did load the new set into Dovecot: only reloading
     # again after the switch back makes it serve version 1 again.
-    reload = RecordedReload(ws.root / "reload", dovecot.reload_command, first_call="runs-then-fails")
+    reload = RecordedReload(ws.root / "reload", dovecot.reload_and_wait_command, first_call="runs-then-fails")
     ws.write_config(consumers=consumer("dovecot", reload.reload_command, []))
     version_1 = as_pems(ws.published())
     with ws.agent() as agent:
         ws.certbot.write(NAME, ws.pki.issue())
-        agent.wait_for(lambda: len(reload.calls()) >= 2, timeout=60, what="a reload after the rollback")
+        # state.json is saved once the rollback, reload included, is done.
+        agent.wait_for(lambda: lineage_state(ws).get("status") == "error", what="the rollback in state")
         # Frozen, the agent cannot retry version 2's content while we look.
         agent.process.send_signal(signal.SIGSTOP)
         try:
@@ -183,15 +184,16 @@ def test_after_a_rollback_dovecot_is_reloaded_again_and_serves_the_rolled_back_s
 def test_handshakes_failing_after_a_reload_roll_back_and_dovecot_serves_the_old_set_again(
     ws: Workspace, dovecot: Dovecot
 ) -> None:
-    reload = RecordedReload(ws.root / "reload", dovecot.reload_command)
+    reload = RecordedReload(ws.root / "reload", dovecot.reload_and_wait_command)
     closed = _closed_port()
     ws.write_config(consumers=consumer("dovecot", reload.reload_command, [f"imaps://127.0.0.1:{closed}"]))
     version_1 = as_pems(ws.published())
     with ws.agent() as agent:
         ws.certbot.write(NAME, ws.pki.issue())
-        agent.wait_for(lambda: len(reload.calls()) >= 2, timeout=60, what="a reload after the rollback")
+        agent.wait_for(lambda: lineage_state(ws).get("status") == "error", timeout=20, what="the rollback in state")
         agent.process.send_signal(signal.SIGSTOP)  # no retry while we look
         try:
+            assert reload.calls() == ["1 reloaded", "2 reloaded"]
             assert "handshakes fail after the reload" in agent.events("rolled-back")[0]
             assert "connection refused" in agent.events("rolled-back")[0]
             assert as_pems(ws.published()) == version_1
