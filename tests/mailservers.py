@@ -19,6 +19,21 @@ from typing import Literal
 
 from tests.acme import free_port
 
+# Prefix a command with this to run it as on a host not booted with systemd,
+# whatever this one is: in a private mount namespace an empty tmpfs hides /run,
+# so there is no /run/systemd/system (systemctl then says the host was not
+# booted with systemd) and no system bus socket. Real systemctl, no mock.
+WITHOUT_SYSTEMD = (
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount -t tmpfs tmpfs /run && exec "$@"',
+    "sh",
+)
+
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     import socket

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from chainwatch.pem import parse_certificates
-from tests.mailservers import Dovecot, Postfix, RecordedReload
+from tests.mailservers import WITHOUT_SYSTEMD, Dovecot, Postfix, RecordedReload
 from tests.workspace import NAME, LivePKI, Workspace
 
 
@@ -254,50 +254,26 @@ def test_pop3_starttls_probes_see_what_dovecot_serves(ws: Workspace) -> None:
         server.stop()
 
 
-_WITHOUT_RUN = (
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "sh",
-    "-c",
-    'mount -t tmpfs tmpfs /run && exec "$@"',
-    "sh",
-)
-
-
-def chainwatch_on_a_host_without_systemd(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run chainwatch as on a host not booted with systemd, whatever this one is.
-
-    In a private mount namespace an empty tmpfs hides /run: no
-    /run/systemd/system (so systemctl says the host was not booted with
-    systemd) and no system bus socket. Real systemctl, real jeepney, no mock.
-    """
+def test_a_unit_consumer_without_systemd_falls_back_to_systemctl_fails_and_status_says_why(ws: Workspace) -> None:
+    ws.write_config(consumers='[[consumer]]\nname = "dovecot"\nunit = "dovecot.service"\nreload_timeout_s = 20\n')
+    ws.certbot.write(NAME, ws.pki.issue())
     env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
-    return subprocess.run(
-        [*_WITHOUT_RUN, sys.executable, "-m", "chainwatch", *args, "--config", str(ws.config)],
+    synced = subprocess.run(
+        [*WITHOUT_SYSTEMD, sys.executable, "-m", "chainwatch", "sync", "--config", str(ws.config)],
         capture_output=True,
         text=True,
         check=False,
         env=env,
         timeout=120,
     )
-
-
-def test_a_unit_consumer_without_systemd_falls_back_to_systemctl_fails_and_status_says_why(ws: Workspace) -> None:
-    ws.write_config(consumers='[[consumer]]\nname = "dovecot"\nunit = "dovecot.service"\nreload_timeout_s = 20\n')
-    ws.certbot.write(NAME, ws.pki.issue())
-    synced = chainwatch_on_a_host_without_systemd(ws, "sync")
     assert "Traceback" not in synced.stderr, synced.stderr
-    record = consumer_state(ws, "dovecot")
-    assert (record["via"], record["result"]) == ("systemctl", "failed")
-    assert record["detail"].startswith("systemctl is-active dovecot.service: System has not been booted with systemd")
-    assert ws.versions() == [1, 2]
-    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
     status = ws.chainwatch("status")
     assert status.returncode == 2
     assert "dovecot reload failed: systemctl is-active dovecot.service: System has not been booted" in status.stdout
     assert "rolled back to version 1" in status.stdout
+    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
+    record = consumer_state(ws, "dovecot")
+    assert (record["via"], record["result"]) == ("systemctl", "failed")  # D-Bus was tried first and unreachable
 
 
 def test_a_consumer_that_serves_a_stale_chain_is_an_error_with_the_reason(ws: Workspace, dovecot: Dovecot) -> None:
@@ -446,7 +422,7 @@ def test_probe_of_a_closed_port_says_connection_refused(ws: Workspace) -> None:
     assert "connection refused" in result.stdout
 
 
-def test_probe_of_a_hanging_server_gives_up_in_time(ws: Workspace, hanging_server: int) -> None:
+def test_probe_of_a_hanging_server_gives_up_after_its_timeout_and_says_so(ws: Workspace, hanging_server: int) -> None:
     result = ws.chainwatch("probe", f"imaps://127.0.0.1:{hanging_server}", "--timeout", "2")
     assert result.returncode == 2
     assert "no TLS handshake within 2 s" in result.stdout
@@ -456,3 +432,4 @@ def test_bad_endpoint_is_a_one_line_usage_error(ws: Workspace) -> None:
     result = ws.chainwatch("probe", "gopher://127.0.0.1:70")
     assert result.returncode == 2
     assert result.stderr.startswith("chainwatch: gopher://127.0.0.1:70: unknown scheme")
+    assert len(result.stderr.splitlines()) == 1
