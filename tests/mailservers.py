@@ -49,7 +49,8 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class Dovecot:
     """``dovecot -F -c CONF`` with IMAPS and IMAP+STARTTLS on loopback, and POP3+STARTTLS if asked."""
 
-    def __init__(self, folder: Path, cert: Path, key: Path, *, pop3: bool = False) -> None:
+    def __init__(self, folder: Path, cert: Path, key: Path, *, pop3: bool = False, ssl: str | None = None) -> None:
+        """Serve ``cert`` and ``key``, or what the lines ``ssl`` say (``cert`` is then what a reload waits for)."""
         if not shutil.which("dovecot"):
             raise RuntimeError("dovecot-imapd is a Debian package that .ci/setup installs")
         if pop3 and not Path("/usr/lib/dovecot/pop3").exists():
@@ -58,6 +59,7 @@ class Dovecot:
         self.cert = cert
         self.imaps_port, self.imap_port = free_port(), free_port()
         self.pop3_port = free_port() if pop3 else 0
+        ssl_settings = ssl or f"ssl = required\nssl_cert = <{cert}\nssl_key = <{key}"
         pop3_service = (
             f"service pop3-login {{\n  inet_listener pop3 {{\n    address = 127.0.0.1\n"
             f"    port = {self.pop3_port}\n  }}\n  inet_listener pop3s {{\n    port = 0\n  }}\n}}\n"
@@ -75,9 +77,7 @@ state_dir = {folder}/state
 log_path = {folder}/dovecot.log
 protocols = imap{" pop3" if pop3 else ""}
 listen = 127.0.0.1
-ssl = required
-ssl_cert = <{cert}
-ssl_key = <{key}
+{ssl_settings}
 {f"ssl_dh = <{dh}" if dh.exists() else ""}
 mail_location = maildir:{folder}/mail/%u
 passdb {{
