@@ -46,6 +46,36 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def reload_and_wait(script: Path, reload: list[str], chain_file: Path, port: int, starttls: str = "") -> list[str]:
+    """A command that runs ``reload``, then waits until ``port`` serves the leaf ``chain_file`` holds now.
+
+    ``doveadm reload`` and ``postfix reload`` only signal the server, which
+    reads its files a moment later, so a switch of ``live/`` made meanwhile
+    would still be picked up and a probe right after may see the old chain.
+    Waiting makes "reloaded" mean "serving", as systemd.service(5) asks of
+    ``ExecReload=``: tests can then tell which set a reload loaded, and no
+    verdict depends on how soon the server gets to it.
+    """
+    starttls_option = f"-starttls {starttls}" if starttls else ""
+    script.write_text(
+        f"""#!/bin/sh
+leaf() {{ openssl x509 -noout -fingerprint -sha256 2>/dev/null; }}
+want=$(leaf < {shlex.quote(str(chain_file))}) || exit 1
+{shlex.join(reload)} || exit $?
+end=$(( $(date +%s) + 30 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  served=$(openssl s_client -connect 127.0.0.1:{port} {starttls_option} < /dev/null 2>/dev/null | leaf)
+  [ "$served" = "$want" ] && exit 0
+  sleep 0.05
+done
+echo "port {port} did not serve the leaf of {chain_file} within 30 s" >&2
+exit 1
+"""
+    )
+    script.chmod(0o755)
+    return [str(script)]
+
+
 class Dovecot:
     """``dovecot -F -c CONF`` with IMAPS and IMAP+STARTTLS on loopback, and POP3+STARTTLS if asked."""
 
@@ -117,30 +147,8 @@ service anvil {{
 
     @property
     def reload_and_wait_command(self) -> list[str]:
-        """``doveadm reload``, then wait until the IMAPS port serves the leaf ``ssl_cert`` holds now.
-
-        ``doveadm reload`` only signals Dovecot, which reads its files a moment
-        later: a switch of ``live/`` made meanwhile would still be picked up.
-        Waiting makes "reloaded" mean "serving", as systemd.service(5) asks of
-        ``ExecReload=``, so tests can tell which set a reload loaded.
-        """
-        script = self.folder / "reload-and-wait"
-        script.write_text(
-            f"""#!/bin/sh
-leaf() {{ openssl x509 -noout -fingerprint -sha256 2>/dev/null; }}
-want=$(leaf < {shlex.quote(str(self.cert))}) || exit 1
-doveadm -c {shlex.quote(str(self.conf))} reload || exit $?
-end=$(( $(date +%s) + 30 ))
-while [ "$(date +%s)" -lt "$end" ]; do
-  [ "$(openssl s_client -connect 127.0.0.1:{self.imaps_port} < /dev/null 2>/dev/null | leaf)" = "$want" ] && exit 0
-  sleep 0.05
-done
-echo "dovecot did not serve the leaf of {self.cert} within 30 s" >&2
-exit 1
-"""
-        )
-        script.chmod(0o755)
-        return [str(script)]
+        """``doveadm reload``, then wait until the IMAPS port serves the leaf ``ssl_cert`` holds now."""
+        return reload_and_wait(self.folder / "reload-and-wait", self.reload_command, self.cert, self.imaps_port)
 
     def log(self) -> str:
         path = self.folder / "dovecot.log"
@@ -206,6 +214,7 @@ class Postfix:
         del folder  # Postfix's own processes (user postfix) must reach their directories:
         # pytest's tmp_path lives below a root-only directory, so use one of our own.
         self.folder = folder = Path(tempfile.mkdtemp(prefix="chainwatch-postfix-", dir="/var/tmp"))
+        self.chain_file = chain_file
         folder.chmod(0o755)
         self.port = free_port()
         self.conf = folder / "conf"
@@ -267,6 +276,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     @property
     def reload_command(self) -> list[str]:
         return ["postfix", "-c", str(self.conf), "reload"]
+
+    @property
+    def reload_and_wait_command(self) -> list[str]:
+        """``postfix reload``, then wait until SMTP STARTTLS serves the leaf of the chain file as it is now."""
+        return reload_and_wait(self.folder / "reload-and-wait", self.reload_command, self.chain_file, self.port, "smtp")
 
     def log(self) -> str:
         path = self.folder / "postfix.log"
