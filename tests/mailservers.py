@@ -8,14 +8,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from tests.acme import free_port
+
+# Prefix a command with this to run it as on a host not booted with systemd,
+# whatever this one is: in a private mount namespace an empty tmpfs hides /run,
+# so there is no /run/systemd/system (systemctl then says the host was not
+# booted with systemd) and no system bus socket. Real systemctl, no mock.
+WITHOUT_SYSTEMD = (
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount -t tmpfs tmpfs /run && exec "$@"',
+    "sh",
+)
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -29,14 +46,56 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-class Dovecot:
-    """``dovecot -F -c CONF`` with IMAPS and IMAP+STARTTLS on loopback."""
+def reload_and_wait(script: Path, reload: list[str], chain_file: Path, port: int, starttls: str = "") -> list[str]:
+    """A command that runs ``reload``, then waits until ``port`` serves the leaf ``chain_file`` holds now.
 
-    def __init__(self, folder: Path, cert: Path, key: Path) -> None:
+    ``doveadm reload`` and ``postfix reload`` only signal the server, which
+    reads its files a moment later, so a switch of ``live/`` made meanwhile
+    would still be picked up and a probe right after may see the old chain.
+    Waiting makes "reloaded" mean "serving", as systemd.service(5) asks of
+    ``ExecReload=``: tests can then tell which set a reload loaded, and no
+    verdict depends on how soon the server gets to it.
+    """
+    starttls_option = f"-starttls {starttls}" if starttls else ""
+    script.write_text(
+        f"""#!/bin/sh
+leaf() {{ openssl x509 -noout -fingerprint -sha256 2>/dev/null; }}
+want=$(leaf < {shlex.quote(str(chain_file))}) || exit 1
+{shlex.join(reload)} || exit $?
+end=$(( $(date +%s) + 30 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  served=$(openssl s_client -connect 127.0.0.1:{port} {starttls_option} < /dev/null 2>/dev/null | leaf)
+  [ "$served" = "$want" ] && exit 0
+  sleep 0.05
+done
+echo "port {port} did not serve the leaf of {chain_file} within 30 s" >&2
+exit 1
+"""
+    )
+    script.chmod(0o755)
+    return [str(script)]
+
+
+class Dovecot:
+    """``dovecot -F -c CONF`` with IMAPS and IMAP+STARTTLS on loopback, and POP3+STARTTLS if asked."""
+
+    def __init__(self, folder: Path, cert: Path, key: Path, *, pop3: bool = False, ssl: str | None = None) -> None:
+        """Serve ``cert`` and ``key``, or what the lines ``ssl`` say (``cert`` is then what a reload waits for)."""
         if not shutil.which("dovecot"):
             raise RuntimeError("dovecot-imapd is a Debian package that .ci/setup installs")
+        if pop3 and not Path("/usr/lib/dovecot/pop3").exists():
+            raise RuntimeError("dovecot-pop3d is a Debian package that .ci/setup installs")
         self.folder = folder
+        self.cert = cert
         self.imaps_port, self.imap_port = free_port(), free_port()
+        self.pop3_port = free_port() if pop3 else 0
+        ssl_settings = ssl or f"ssl = required\nssl_cert = <{cert}\nssl_key = <{key}"
+        pop3_service = (
+            f"service pop3-login {{\n  inet_listener pop3 {{\n    address = 127.0.0.1\n"
+            f"    port = {self.pop3_port}\n  }}\n  inet_listener pop3s {{\n    port = 0\n  }}\n}}\n"
+            if pop3
+            else ""
+        )
         for sub in ("run", "state", "mail"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         dh = Path("/usr/share/dovecot/dh.pem")
@@ -46,11 +105,9 @@ class Dovecot:
 base_dir = {folder}/run
 state_dir = {folder}/state
 log_path = {folder}/dovecot.log
-protocols = imap
+protocols = imap{" pop3" if pop3 else ""}
 listen = 127.0.0.1
-ssl = required
-ssl_cert = <{cert}
-ssl_key = <{key}
+{ssl_settings}
 {f"ssl_dh = <{dh}" if dh.exists() else ""}
 mail_location = maildir:{folder}/mail/%u
 passdb {{
@@ -75,16 +132,23 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
-"""
+{pop3_service}"""
         )
         self.process = subprocess.Popen(
             ["dovecot", "-F", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         wait_for_port(self.imaps_port)
+        if pop3:
+            wait_for_port(self.pop3_port)
 
     @property
     def reload_command(self) -> list[str]:
         return ["doveadm", "-c", str(self.conf), "reload"]
+
+    @property
+    def reload_and_wait_command(self) -> list[str]:
+        """``doveadm reload``, then wait until the IMAPS port serves the leaf ``ssl_cert`` holds now."""
+        return reload_and_wait(self.folder / "reload-and-wait", self.reload_command, self.cert, self.imaps_port)
 
     def log(self) -> str:
         path = self.folder / "dovecot.log"
@@ -99,6 +163,48 @@ service anvil {{
             self.process.wait()
 
 
+FirstCall = Literal["ok", "fails", "runs-then-fails"]
+
+
+class RecordedReload:
+    """A reload command that runs ``command`` and appends one line per finished call to a file.
+
+    The agent calls its consumers one at a time, so the line count numbers the
+    calls. ``first_call`` says what call 1 does: "ok" like the others, "fails"
+    (exit 1 without running ``command``: the server never saw it) or
+    "runs-then-fails" (``command`` ran, then exit 1: the server did reload,
+    as when a later ``ExecReload=`` line of a unit fails).
+    """
+
+    def __init__(self, folder: Path, command: list[str], first_call: FirstCall = "ok") -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.calls_file = folder / "reload-calls"
+        self.script = folder / "reload"
+        run = shlex.join(command)
+        fail = 'echo "1 failed" >> "$calls"; echo "call 1 fails on purpose" >&2; exit 1'
+        first = {"ok": ":", "fails": fail, "runs-then-fails": f"{run} || exit $?; {fail}"}[first_call]
+        self.script.write_text(
+            f"""#!/bin/sh
+calls={shlex.quote(str(self.calls_file))}
+n=$(( $(cat "$calls" 2>/dev/null | wc -l) + 1 ))
+if [ "$n" -eq 1 ]; then
+  {first}
+fi
+{run} || exit $?
+echo "$n reloaded" >> "$calls"
+"""
+        )
+        self.script.chmod(0o755)
+
+    @property
+    def reload_command(self) -> list[str]:
+        return [str(self.script)]
+
+    def calls(self) -> list[str]:
+        """One entry per finished call, in order: "1 failed", "2 reloaded", ..."""
+        return self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
+
+
 class Postfix:
     """``postfix start-fg`` with one smtpd on a loopback port, TLS from key+fullchain.pem."""
 
@@ -108,6 +214,7 @@ class Postfix:
         del folder  # Postfix's own processes (user postfix) must reach their directories:
         # pytest's tmp_path lives below a root-only directory, so use one of our own.
         self.folder = folder = Path(tempfile.mkdtemp(prefix="chainwatch-postfix-", dir="/var/tmp"))
+        self.chain_file = chain_file
         folder.chmod(0o755)
         self.port = free_port()
         self.conf = folder / "conf"
@@ -169,6 +276,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     @property
     def reload_command(self) -> list[str]:
         return ["postfix", "-c", str(self.conf), "reload"]
+
+    @property
+    def reload_and_wait_command(self) -> list[str]:
+        """``postfix reload``, then wait until SMTP STARTTLS serves the leaf of the chain file as it is now."""
+        return reload_and_wait(self.folder / "reload-and-wait", self.reload_command, self.chain_file, self.port, "smtp")
 
     def log(self) -> str:
         path = self.folder / "postfix.log"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from chainwatch.consumer_config import dovecot_snippet, dovecot_version, postfix_snippet
 from chainwatch.metrics import render_metrics
+from chainwatch.pem import parse_certificates
+from tests.mailservers import Dovecot
 from tests.workspace import NAME, LivePKI, Workspace
 
 OUT = Path("/var/lib/chainwatch")
@@ -33,8 +36,47 @@ def test_dovecot_24_uses_the_renamed_settings() -> None:
     assert "ssl_cert =" not in text
 
 
-def test_installed_dovecot_version_is_detected() -> None:
-    assert dovecot_version() in ("2.3", "2.4")
+def test_installed_dovecot_version_is_detected_as_the_debian_package_says() -> None:
+    packaged = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", "dovecot-core"], capture_output=True, text=True, check=True
+    ).stdout
+    upstream = packaged.split(":", 1)[-1]  # "1:2.3.19.1+dfsg1-2.1+deb12u7" -> "2.3.19.1+dfsg1-2.1+deb12u7"
+    assert dovecot_version() == ".".join(upstream.split(".")[:2])
+
+
+def test_the_printed_dovecot_lines_make_the_installed_dovecot_serve_each_lineage_for_its_name(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    second = "imap.example.test"
+    for name in (NAME, second):
+        ws.certbot.write(name, ws.pki.issue(name))
+    assert ws.chainwatch("sync").returncode == 0
+    printed = ws.chainwatch("consumer-config", "dovecot")
+    assert printed.returncode == 0, printed.stderr
+    assert "local_name" in printed.stdout  # the second lineage is served by SNI
+    live = ws.out / "live" / NAME
+    server = Dovecot(tmp_path / "dovecot", live / "fullchain.pem", live / "privkey.pem", ssl=printed.stdout)
+    try:
+        for name in (NAME, second):
+            sent = subprocess.run(
+                [
+                    "openssl",
+                    "s_client",
+                    "-connect",
+                    f"127.0.0.1:{server.imaps_port}",
+                    "-servername",
+                    name,
+                    "-showcerts",
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=20,
+                check=False,
+            ).stdout
+            published = ws.published(name)
+            assert published is not None
+            assert parse_certificates(sent, name) == parse_certificates(published, name), name
+    finally:
+        server.stop()
 
 
 def test_postfix_uses_one_file_for_key_and_chain_and_an_sni_map_for_more() -> None:

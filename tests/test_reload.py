@@ -8,6 +8,7 @@ answers, which is exactly what proves error replies are surfaced, not ignored.
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pytest
 from jeepney.io.blocking import open_dbus_connection
 
 from chainwatch.config import ConsumerConfig
-from chainwatch.reload import Result, reload_command, reload_consumer, reload_unit_dbus, reload_unit_systemctl
+from chainwatch.reload import Result, reload_command, reload_consumer, reload_unit_dbus
+from tests.mailservers import WITHOUT_SYSTEMD
 
 
 @pytest.fixture
@@ -57,20 +59,29 @@ def test_dbus_error_reply_is_a_failure_that_names_it(bus: str) -> None:
 
 def test_unreachable_system_bus_falls_back_to_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'nobody-here'}")
-    result = reload_consumer(ConsumerConfig("dovecot", unit="dovecot.service", reload_timeout_s=10))
+    # A unit no host has: on a booted host systemctl answers for it without touching a real service.
+    result = reload_consumer(ConsumerConfig("absent", unit="chainwatch-test-absent.service", reload_timeout_s=10))
     assert result.via == "systemctl"
 
 
-def test_systemctl_without_a_running_systemd_is_a_failure_with_its_reason() -> None:
-    if Path("/run/systemd/system").is_dir():
-        pytest.skip("this host runs systemd; the booted-container tests cover systemctl there")
-    result = reload_unit_systemctl("dovecot.service", timeout=10)
-    assert result.result == Result.FAILED
-    assert "systemctl is-active dovecot.service" in result.detail
-    assert "booted with systemd" in result.detail or "Failed to connect" in result.detail
+def test_systemctl_on_a_host_not_booted_with_systemd_is_a_failure_with_its_reason() -> None:
+    program = (
+        "from chainwatch.reload import reload_unit_systemctl\n"
+        "result = reload_unit_systemctl('dovecot.service', timeout=10)\n"
+        "print(result.result, result.via, result.detail, sep='\\n')\n"
+    )
+    done = subprocess.run(
+        [*WITHOUT_SYSTEMD, sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    result, via, detail = done.stdout.splitlines()
+    assert (result, via) == ("failed", "systemctl")
+    assert detail == (
+        "systemctl is-active dovecot.service: "
+        "System has not been booted with systemd as init system (PID 1). Can't operate."
+    )
 
 
-def test_reload_command_success_failure_and_timeout() -> None:
+def test_reload_command_reports_success_failure_timeout_and_a_missing_program() -> None:
     assert reload_command(("true",), 5).result == Result.RELOADED
     failed = reload_command(("sh", "-c", "echo 'doveadm: Fatal: no config' >&2; exit 89"), 5)
     assert failed.result == Result.FAILED
