@@ -146,7 +146,10 @@ def test_a_failed_reload_rolls_back_then_retries_at_the_announced_time_and_dovec
             retry_at += dt.timedelta(days=1)  # announced just after midnight
         hang_guard = (retry_at - dt.datetime.now(dt.UTC)).total_seconds() + 60
         agent.wait_for(
-            lambda: lineage_state(ws).get("version") == 3 and lineage_state(ws).get("status") == "ok",
+            # state.json shows a publication before consumers are reloaded for it
+            lambda: lineage_state(ws).get("version") == 3
+            and lineage_state(ws).get("status") == "ok"
+            and len(reload.calls()) == 3,
             timeout=hang_guard,
             what="the retry published and served",
         )
