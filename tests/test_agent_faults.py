@@ -117,32 +117,50 @@ def test_a_bug_met_in_one_lineage_is_logged_with_its_traceback_and_the_others_go
     assert ws.state()["lineages"][NAME]["error"]["kind"] == "internal"
 
 
+def _fill_bytes(folder: Path) -> list[Path]:
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    with pytest.raises(OSError, match="No space left"):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    return [filler]
+
+
+def _fill_inodes(folder: Path) -> list[Path]:
+    fillers = []
+    with pytest.raises(OSError, match="No space left"):
+        while True:
+            path = folder / f"inode{len(fillers)}"
+            path.touch()
+            fillers.append(path)
+    return fillers
+
+
+@pytest.mark.parametrize("fill", [_fill_bytes, _fill_inodes], ids=["bytes", "inodes"])
 def test_a_full_disk_is_retried_until_the_renewal_is_published_and_the_state_saved(
-    tmp_path: Path, pki: LivePKI
+    tmp_path: Path, pki: LivePKI, fill: object
 ) -> None:
     if os.geteuid() != 0:
         pytest.fail("needs root to mount a tmpfs (CI runs as root)")
     ws = Workspace(tmp_path, pki)
     ws.out.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(ws.out)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,nr_inodes=64,mode=0700", "tmpfs", str(ws.out)], check=True)
     try:
         ws.certbot.write(NAME, pki.issue())
         with ws.agent() as agent:
-            filler = ws.out / "filler"
-            fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-            with pytest.raises(OSError, match="No space left"):
-                while True:
-                    os.write(fd, b"\0" * 4096)
-            os.close(fd)
+            fillers = fill(ws.out)  # type: ignore[operator]
             renewed = pki.issue()
             ws.certbot.write(NAME, renewed)
             agent.wait_for(lambda: "No space left on device" in agent.log(), what="the write failure")
             assert ws.published() != pki.trimmed(renewed)
-            filler.unlink()
+            for filler in fillers:
+                filler.unlink()
             # No new event from certbot: the agent's own retry publishes it.
             agent.wait_for(lambda: ws.published() == pki.trimmed(renewed), timeout=60, what="the retry")
             agent.wait_for(lambda: ws.state()["lineages"][NAME]["version"] == 2, timeout=60, what="saved state")
             assert ws.state()["lineages"][NAME]["status"] == "ok"
+            assert agent.process.poll() is None
     finally:
         subprocess.run(["umount", str(ws.out)], check=True)
 
