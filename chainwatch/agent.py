@@ -21,7 +21,7 @@ from chainwatch import __version__
 from chainwatch.config import Config, load_config
 from chainwatch.errors import ChainwatchError
 from chainwatch.journal import Event, Journal
-from chainwatch.lineage import archive_dirs
+from chainwatch.lineage import archive_dirs, refused_names
 from chainwatch.notify import Notifier
 from chainwatch.reconcile import Outcome, Processor
 from chainwatch.state import now_iso
@@ -66,6 +66,8 @@ class Agent:
         self.processor = Processor(config, journal)
         self.watcher = LineageWatcher(config.live_dir)
         self.known: set[str] = set()
+        self.refused: set[str] = set()
+        """Directory names already said to be no lineage name (said once)."""
         self.pending: dict[str, float] = {}
         """lineage -> monotonic time of its last event."""
         self.rechecks: dict[str, dt.datetime] = {}
@@ -221,6 +223,12 @@ class Agent:
 
     def _rescan(self) -> list[str]:
         names = self.watcher.rescan()
+        for refused in refused_names(self.config.live_dir):
+            if refused not in self.refused:
+                self.refused.add(refused)
+                self.journal.log(
+                    Event.ERROR, f"{refused!r} under {self.config.live_dir} is not a lineage name; ignored"
+                )
         current = set(names)
         for name in sorted(current - self.known):
             self.journal.log(Event.LINEAGE_ADDED, f"new lineage {name}", lineage=name)

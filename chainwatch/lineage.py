@@ -29,6 +29,7 @@ __all__ = [
     "archive_dirs",
     "list_lineages",
     "read_lineage",
+    "refused_names",
     "valid_name",
 ]
 
@@ -70,6 +71,15 @@ def list_lineages(live_dir: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return [entry.name for entry in entries if entry.is_dir() and not entry.is_symlink() and valid_name(entry.name)]
+
+
+def refused_names(live_dir: Path) -> list[str]:
+    """Directories under ``live_dir`` whose names are not lineage names (never processed)."""
+    try:
+        entries = sorted(os.scandir(live_dir), key=lambda entry: entry.name)
+    except OSError:
+        return []
+    return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False) and not valid_name(entry.name)]
 
 
 def archive_dirs(live_dir: Path, name: str) -> tuple[Path, ...]:

@@ -258,3 +258,16 @@ def test_a_damaged_served_set_is_published_again_from_the_source(ws: Workspace, 
     assert ws.chainwatch("status").returncode == 0
     # Repaired once: the next pass finds it whole.
     assert "is damaged" not in ws.chainwatch("sync").stderr
+
+
+def test_a_directory_whose_name_is_no_lineage_name_is_ignored_and_said_once(ws: Workspace) -> None:
+    with ws.agent() as agent:
+        (ws.certbot.live / "mail.example.test\n").mkdir()
+        # New lineages make the agent list live/ again, twice: still one line.
+        for name in ("third.example.test", "fourth.example.test"):
+            ws.certbot.write(name, ws.pki.issue(name))
+            agent.wait_for(lambda name=name: ws.published(name) is not None, what=f"lineage {name}")
+        lines = [line for line in agent.log().splitlines() if "is not a lineage name" in line]
+        assert len(lines) == 1
+        assert "'mail.example.test\\n' under" in lines[0]
+    assert not (ws.out / "live" / "mail.example.test\n").exists()
