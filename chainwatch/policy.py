@@ -508,11 +508,28 @@ class _Judge:
             frontier = sorted(following, key=self.first_position.__getitem__)
         return depth
 
+    def _shadowed(self, path: Path, store: TrustStore) -> bool:
+        """Whether a client that looks for an issuer in its store first never takes ``path``.
+
+        OpenSSL stops at a trusted issuer of the right name and key, even an
+        expired one, before it looks at the untrusted certificates: a path
+        that climbs past a certificate whose issuer the store holds, expired
+        or distrusted, fails for it.
+        """
+        for cert in (path.leaf, *path.via[:-1]):
+            trusted = [anchor for anchor in self.anchor_issuers.get(cert, ()) if anchor in store]
+            if trusted and not any(self._usable(anchor) for anchor in trusted):
+                return True
+        return False
+
     def _stores_through(self, kept: set[Cert]) -> dict[Cert, list[str]]:
-        """For each kept certificate: the stores with a valid path through it."""
+        """For each kept certificate: the stores with a valid path through it
+        that clients looking in their store first also take."""
         through: dict[Cert, list[str]] = {cert: [] for cert in kept}
         for store in self.stores:
             for path in self._valid_paths(store, kept):
+                if self._shadowed(path, store):
+                    continue
                 for cert in path.via:
                     if store.name not in through[cert]:
                         through[cert].append(store.name)

@@ -450,6 +450,32 @@ def test_twin_more_stores_validate_through_is_served_first_without_warning(twins
         assert accepting(decision.chain, trust) == list(verifiers()), trust.name
 
 
+def test_twins_one_store_validates_through_both_stay_in_the_files_order(twins: Twins) -> None:
+    # The longer-lived twin comes second in the file: a CA's working order is kept.
+    trust = store("s", twins.root, twins.root2)
+    decision = decide([twins.leaf, twins.trusted, twins.stray], [trust], T0)
+    assert decision.chain == (twins.leaf, twins.trusted, twins.stray)
+    assert decision.warnings == ()
+    assert accepting(decision.chain, trust) == list(verifiers())
+
+
+def test_twin_that_climbs_past_a_stores_expired_root_is_served_after_the_one_that_does_not() -> None:
+    # OpenSSL takes the store's own Root 1, expired, over the cross-sign of
+    # Root 1 that the file carries: for "holds-expired-root-1" only the
+    # Root 0 twin works, though both make a path that is valid on paper.
+    root0, root1 = CA.root("Root 0"), CA.root("Root 1", not_after=T0 - DAY)
+    root1_by_root0 = cert_of(root0.cross_sign(root1))
+    ica = root0.intermediate("ICA")
+    by_root1 = twin(ica, root1)
+    leaf = cert_of(ica.leaf()[0])
+    stores = [store("root-0", root0), store("holds-expired-root-1", root1, root0)]
+    decision = decide([leaf, by_root1, ica.c, root1_by_root0], stores, T0)
+    assert decision.chain == (leaf, ica.c, by_root1, root1_by_root0)
+    assert not decision.has(WarningCode.CONFLICTING_TWINS)
+    for trust in stores:
+        assert accepting(decision.chain, trust) == list(verifiers()), trust.name
+
+
 def test_twins_needed_by_different_stores_are_both_kept_in_file_order_and_warned_about(twins: Twins) -> None:
     stores = [store("knows-root", twins.root), store("knows-root-2", twins.root2)]
     decision = decide([twins.leaf, twins.stray, twins.trusted], stores, T0)

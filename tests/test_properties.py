@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chainwatch.certificate import Cert
-from chainwatch.policy import Mode, Policy, WarningCode, decide
+from chainwatch.policy import Decision, Mode, Policy, WarningCode, decide
 from chainwatch.trust import TrustStore
 from tests.pki import CA, T0, YEAR, PrivateKey, cert_of, new_key, shared_rsa_key
 from tests.validators import PYCA_HAS_VERIFIER, gnutls_accepts, openssl_accepts, pyca_accepts
@@ -185,6 +185,32 @@ def test_serving_the_sanitized_chain_again_changes_nothing(case: Case) -> None:
     assert again.chain == first.chain
     assert again.dropped == ()
     assert not again.has(WarningCode.REORDERED)
+
+
+def on_valid_paths(decision: Decision) -> set[Cert]:
+    """Served certificates on a path from the leaf to an anchor some store holds, all valid at AT.
+
+    Walked here from the decision's issuer links, apart from the policy's own search.
+    """
+    served, found = set(decision.chain), set()
+
+    def walk(cert: Cert, via: tuple[Cert, ...], identities: frozenset[tuple[bytes, bytes]]) -> None:
+        if any(a.valid_at(AT) and decision.anchor_stores[a] for a in decision.anchor_issuers.get(cert, ())):
+            found.update(via)
+        for issuer in decision.chain_issuers.get(cert, ()):
+            if issuer in served and issuer.valid_at(AT) and issuer.identity not in identities:
+                walk(issuer, (*via, issuer), identities | {issuer.identity})
+
+    walk(decision.leaf, (), frozenset({decision.leaf.identity}))
+    return found
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_when_a_store_validates_every_served_certificate_is_on_a_valid_path(case: Case) -> None:
+    decision = decide(case.served, case.hierarchy.stores, AT, Policy(mode=case.mode))
+    assert decision.validating_stores
+    assert set(decision.chain[1:]) <= on_valid_paths(decision)
 
 
 # -- never validates worse -------------------------------------------------------------
