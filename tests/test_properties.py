@@ -244,8 +244,10 @@ def never_worse(case: Case, accepts: Accepts, tally: Tally, *, first_match: bool
 
     A verifier that takes the first matching issuer at each depth (OpenSSL 3.0,
     GnuTLS) cannot be served well for two stores that need different twins at
-    one depth; chainwatch names those stores in a warning, and only those are
-    exempt, only for such verifiers.
+    one depth; chainwatch names those stores in a warning. A named store is
+    exempt, only for such verifiers, when the verifier itself confirms that
+    no single twin of some CA serves every store its twins serve: a warning
+    that merely covers a bad order excuses nothing.
     """
     hierarchy = case.hierarchy
     decision = decide(case.served, hierarchy.stores, AT, Policy(mode=case.mode))
@@ -262,11 +264,25 @@ def never_worse(case: Case, accepts: Accepts, tally: Tally, *, first_match: bool
         if not (accepts(hierarchy.chain, store.anchors, AT) or accepts(case.served, store.anchors, AT)):
             continue
         validated = True
-        if first_match and store.name in conflicts:
+        if first_match and store.name in conflicts and needs_different_twins(decision, hierarchy.stores, accepts):
             tally.exempted.append(store.name)
             continue
         assert accepts(decision.chain, store.anchors, AT), (store.name, [c.short_subject for c in decision.chain])
     tally.validating += validated
+
+
+def needs_different_twins(decision: Decision, stores: Sequence[TrustStore], accepts: Accepts) -> bool:
+    groups: dict[tuple[bytes, bytes], list[Cert]] = {}
+    for cert in decision.chain[1:]:
+        groups.setdefault(cert.identity, []).append(cert)
+    for group in (g for g in groups.values() if len(g) > 1):
+        serves: list[set[str]] = []
+        for chosen in group:
+            alone = [cert for cert in decision.chain if cert not in group or cert == chosen]
+            serves.append({store.name for store in stores if accepts(alone, store.anchors, AT)})
+        if not any(served >= set().union(*serves) for served in serves):
+            return True
+    return False
 
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
