@@ -65,6 +65,12 @@ class _Tree:
         for verdict in decision.verdicts:
             self.verdicts.setdefault(verdict.cert, verdict)
         self.shown: set[Cert] = set()
+        self.served = {cert: index for index, cert in enumerate(decision.chain)}
+
+    def served_rank(self, cert: Cert) -> tuple[int, int]:
+        if cert in self.served:
+            return (0, self.served[cert])
+        return (1, self.verdicts[cert].position)
 
     def verdict_label(self, cert: Cert) -> str:
         verdict = self.verdicts[cert]
@@ -91,7 +97,10 @@ class _Tree:
             title += p.dim(f" ← {cert.short_issuer}")
         yield f"{prefix}{branch}{title}  {self.verdict_label(cert)}"
         child_prefix = prefix + ("" if not branch else ("    " if branch.startswith("└") else "│   "))
-        children: list[tuple[str, Cert | None]] = [("chain", c) for c in self.decision.chain_issuers.get(cert, ())]
+        # Issuers in the order they are served, so the picture reads like the
+        # file a client receives; dropped ones after, in the file's order.
+        issuers = sorted(self.decision.chain_issuers.get(cert, ()), key=self.served_rank)
+        children: list[tuple[str, Cert | None]] = [("chain", c) for c in issuers]
         children += [("anchor", a) for a in self.decision.anchor_issuers.get(cert, ())]
         if not children:
             children = [("missing", None)]

@@ -17,6 +17,12 @@ How it works, in the spirit of Go's ``crypto/x509`` verifier:
 3. Validity is judged per store afterwards: a path is valid for a store when
    its anchor is in that store, and the anchor and every certificate above the
    leaf are within their validity at the given time and not distrusted.
+4. Twins (the same subject and key from different issuers) are alternatives
+   for one position of the path, like a cross-sign and its self-signed root:
+   those on a valid path are kept, the others dropped for their issuer.
+5. The served order is for clients that take the first matching issuer at
+   each depth (OpenSSL 3.0, GnuTLS): leaf first, then by depth; at one depth
+   what more stores validate through goes first, then the file's order.
 """
 
 from __future__ import annotations
@@ -100,6 +106,9 @@ class WarningCode(StrEnum):
     LEAF_NOT_YET_VALID = "leaf-not-yet-valid"
     EXPIRING_SOON = "expiring-soon"
     REORDERED = "reordered"
+    CONFLICTING_TWINS = "conflicting-twins"
+    """Kept twins are needed by different stores: clients of some that take
+    the first matching issuer may fail, whatever the order."""
 
 
 @dataclass(frozen=True)
@@ -331,6 +340,14 @@ class _Judge:
         twins += [c for c in self.self_signed if c.subject_der == cert.subject_der]
         return any(twin.identity == cert.identity and twin.names_itself for twin in twins)
 
+    def _twins(self, cert: Cert) -> list[Cert]:
+        """Other certificates of the chain for the same CA (subject and key) from another issuer."""
+        return [
+            twin
+            for twin in self.nodes_by_subject.get(cert.subject_der, [])
+            if twin != cert and twin.identity == cert.identity and twin.issuer_der != cert.issuer_der
+        ]
+
     def decide(self) -> Decision:
         self.reached.add(self.leaf)
         self._walk(self.leaf, (), frozenset({self.leaf.identity}))
@@ -368,7 +385,10 @@ class _Judge:
                 role = Role.CROSS_SIGN if self._is_cross_sign(cert) else Role.INTERMEDIATE
                 kept[cert] = role
                 verdicts[position] = Verdict(cert, position, role, None, f"needed by {', '.join(users[cert])}")
-            elif self._is_cross_sign(cert):
+            elif self._is_cross_sign(cert) or any(twin in users for twin in self._twins(cert)):
+                # Clients reach this position through the root's own
+                # certificate or a twin that some store validates; this one
+                # only adds a dead end (first-match clients may take it).
                 reason, detail = self._issuer_problem(cert)
                 verdicts[position] = self._drop(cert, position, reason, detail)
             else:
@@ -384,8 +404,9 @@ class _Judge:
         if self.policy.mode == Mode.MINIMAL:
             self._drop_unneeded(kept, verdicts)
 
-        chain = self._order(set(kept))
-        kept_set = set(chain)
+        kept_set = set(kept)
+        stores_through = self._stores_through(kept_set)
+        chain = self._order(kept_set, stores_through)
         validating = tuple(store.name for store in self.stores if self._valid_paths(store, kept_set))
         ordered_verdicts = tuple(verdicts[position] for position in range(len(self.certs)))
         met = {*self.first_position, *(a for anchors in self.anchor_issuers.values() for a in anchors)}
@@ -393,7 +414,7 @@ class _Judge:
             leaf=self.leaf,
             chain=chain,
             verdicts=ordered_verdicts,
-            warnings=tuple(self._warnings(chain, kept_set)),
+            warnings=tuple(self._warnings(chain, kept_set, stores_through)),
             stores=tuple(store.name for store in self.stores),
             validating_stores=validating,
             chain_issuers=dict(self.chain_issuers),
@@ -487,14 +508,68 @@ class _Judge:
             frontier = sorted(following, key=self.first_position.__getitem__)
         return depth
 
-    def _order(self, kept: set[Cert]) -> tuple[Cert, ...]:
-        depth = self._depths(kept)
-        # Siblings (a renewed intermediate beside the old one, two issuers of
-        # one cross-sign) go longest-lived first; the fingerprint settles the
-        # rest, so the output does not depend on the file's order.
-        return tuple(sorted(kept, key=lambda cert: (depth[cert], -cert.not_after.timestamp(), cert.sha256)))
+    def _shadowed(self, path: Path, store: TrustStore) -> bool:
+        """Whether a client that looks for an issuer in its store first never takes ``path``.
 
-    def _warnings(self, chain: tuple[Cert, ...], kept: set[Cert]) -> list[ChainWarning]:
+        OpenSSL stops at a trusted issuer of the right name and key, even an
+        expired one, before it looks at the untrusted certificates: a path
+        that climbs past a certificate whose issuer the store holds, expired
+        or distrusted, fails for it.
+        """
+        for cert in (path.leaf, *path.via[:-1]):
+            trusted = [anchor for anchor in self.anchor_issuers.get(cert, ()) if anchor in store]
+            if trusted and not any(self._usable(anchor) for anchor in trusted):
+                return True
+        return False
+
+    def _stores_through(self, kept: set[Cert]) -> dict[Cert, list[str]]:
+        """For each kept certificate: the stores with a valid path through it
+        that clients looking in their store first also take."""
+        through: dict[Cert, list[str]] = {cert: [] for cert in kept}
+        for store in self.stores:
+            for path in self._valid_paths(store, kept):
+                if self._shadowed(path, store):
+                    continue
+                for cert in path.via:
+                    if store.name not in through[cert]:
+                        through[cert].append(store.name)
+        return through
+
+    def _order(self, kept: set[Cert], stores_through: Mapping[Cert, list[str]]) -> tuple[Cert, ...]:
+        depth = self._depths(kept)
+        # Clients that take the first matching issuer at each depth (OpenSSL
+        # 3.0, GnuTLS) need the twin that validates first: the one more
+        # stores validate through goes first, then the file's order, which a
+        # CA that sends a working chain got right; the fingerprint settles
+        # the rest.
+        return tuple(
+            sorted(
+                kept,
+                key=lambda cert: (
+                    depth[cert],
+                    -len(stores_through[cert]),
+                    self.first_position[cert],
+                    cert.sha256,
+                ),
+            )
+        )
+
+    def _conflicting_twins(self, chain: tuple[Cert, ...], stores_through: Mapping[Cert, list[str]]) -> list[str]:
+        """Stores that validate only through a kept twin that is not the first one served."""
+        first_of: dict[tuple[bytes, bytes], Cert] = {}
+        for cert in chain[1:]:
+            first_of.setdefault(cert.identity, cert)
+        stranded: list[str] = []
+        for cert in chain[1:]:
+            first = first_of[cert.identity]
+            for name in stores_through[cert]:
+                if cert != first and name not in stores_through[first] and name not in stranded:
+                    stranded.append(name)
+        return [store.name for store in self.stores if store.name in stranded]
+
+    def _warnings(
+        self, chain: tuple[Cert, ...], kept: set[Cert], stores_through: Mapping[Cert, list[str]]
+    ) -> list[ChainWarning]:
         warnings: list[ChainWarning] = []
         leaf = self.leaf
         if self.at > leaf.not_after:
@@ -520,6 +595,15 @@ class _Judge:
                 ChainWarning(
                     WarningCode.REORDERED,
                     "the file's certificates were out of order; served leaf first, then each issuer",
+                )
+            )
+        stranded = self._conflicting_twins(chain, stores_through)
+        if stranded:
+            warnings.append(
+                ChainWarning(
+                    WarningCode.CONFLICTING_TWINS,
+                    "stores need different twins of one CA, and clients that take the first matching issuer "
+                    f"may fail for: {', '.join(stranded)}",
                 )
             )
         return warnings

@@ -11,6 +11,7 @@ serverAuth) so that strict verifiers such as pyca's accept the good ones.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -273,7 +274,8 @@ def openssl_signed(
 
     For what cryptography cannot (or no longer will) sign: RSASSA-PSS before
     41 (Debian 12 has 38) and SHA-1 from 44 on. A CA certificate for
-    ``subject`` when given, else a leaf for ``dns_name``.
+    ``subject`` when given, else a leaf for ``dns_name``; valid from T0 - 10
+    years to T0 + 10 years like the roots, whatever day the tests run.
     """
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
@@ -295,12 +297,16 @@ def openssl_signed(
             cwd=folder, check=True, capture_output=True,
         )  # fmt: skip
         options = ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32"] if pss else []
+        # OpenSSL 3.0's x509 takes no start date, only -days from its clock:
+        # a frozen clock makes the window the same whatever today's date is.
+        start = T0 - 10 * YEAR
         subprocess.run(
             [
+                "faketime", "-f", start.strftime("%Y-%m-%d %H:%M:%S"),
                 "openssl", "x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-set_serial", str(next(_serial)), "-days", "3650", f"-{digest}", "-extfile", "ext.cnf",
-                *options, "-out", "out.pem",
+                "-set_serial", str(next(_serial)), "-days", str(((T0 + 10 * YEAR) - start).days),
+                f"-{digest}", "-extfile", "ext.cnf", *options, "-out", "out.pem",
             ],
-            cwd=folder, check=True, capture_output=True,
+            cwd=folder, check=True, capture_output=True, env={**os.environ, "TZ": "UTC"},
         )  # fmt: skip
         return x509.load_pem_x509_certificate((folder / "out.pem").read_bytes())

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
+from chainwatch.explain import Palette, render_tree
+from chainwatch.pem import parse_certificates
 from chainwatch.policy import MAX_PATH_STEPS, Decision, Distrust, Mode, Policy, Reason, Role, WarningCode, decide
+from chainwatch.report import decision_json
 from chainwatch.trust import TrustStore
 from tests.pki import CA, DAY, T0, YEAR, cert_of, new_key, openssl_signed, shared_rsa_key
+from tests.validators import PYCA_HAS_VERIFIER, gnutls_accepts, openssl_accepts, pyca_accepts
 
 SECOND = dt.timedelta(seconds=1)
 
@@ -344,3 +350,164 @@ def test_rsa_pss_links_verify() -> None:
     decision = decide([pss_leaf, pss_intermediate], [store("s", root)], T0)
     assert decision.dropped == ()
     assert decision.warnings == ()
+
+
+# -- twins: one CA's certificate from different issuers (issue 11) ---------------------
+
+
+def twin(ca: CA, issuer: CA, **window: dt.datetime) -> Cert:
+    """``ca``'s subject and key certified by ``issuer``."""
+    return cert_of(issuer.certify(ca.name, ca.key.public_key(), ca=True, **window))
+
+
+Accepts = Callable[[Sequence[Cert], Sequence[Cert]], bool]
+
+
+def verifiers() -> dict[str, Accepts]:
+    out: dict[str, Accepts] = {
+        "openssl": lambda chain, anchors: openssl_accepts(chain, anchors, T0),
+        "openssl -no_alt_chains": lambda chain, anchors: openssl_accepts(chain, anchors, T0, alt_chains=False),
+        "gnutls": lambda chain, anchors: gnutls_accepts(chain, anchors, T0),
+    }
+    if PYCA_HAS_VERIFIER:
+        out["pyca"] = lambda chain, anchors: pyca_accepts(chain, anchors, T0, "mail.example.test")
+    return out
+
+
+def accepting(chain: Sequence[Cert], trust: TrustStore) -> list[str]:
+    return [name for name, accepts in verifiers().items() if accepts(chain, trust.anchors)]
+
+
+class Twins:
+    """ICA certified by a root every store holds, and by Root 2, which none holds."""
+
+    def __init__(self) -> None:
+        self.root, self.root2 = CA.root("Root"), CA.root("Root 2")
+        self.ica = self.root.intermediate("ICA")
+        self.trusted = self.ica.c
+        self.stray = twin(self.ica, self.root2, not_after=T0 + 5 * YEAR)  # outlives the trusted twin
+        self.leaf = cert_of(self.ica.leaf()[0])
+        self.store = store("s", self.root)
+
+
+@pytest.fixture(scope="module")
+def twins() -> Twins:
+    return Twins()
+
+
+def test_twin_whose_issuer_no_store_knows_is_dropped_and_the_working_order_kept(twins: Twins) -> None:
+    original = [twins.leaf, twins.trusted, twins.stray]
+    decision = decide(original, [twins.store], T0)
+    assert dropped(decision) == {"#3": Reason.ISSUER_UNTRUSTED}
+    assert "Root 2 is in no trust store and not in the chain" in decision.verdicts[2].detail
+    assert decision.chain == (twins.leaf, twins.trusted)
+    assert decision.warnings == ()
+    assert accepting(original, twins.store) == list(verifiers())
+    assert accepting(decision.chain, twins.store) == list(verifiers())
+
+
+def test_trusted_twin_last_in_the_file_is_served_and_first_match_clients_then_validate(twins: Twins) -> None:
+    original = [twins.leaf, twins.stray, twins.trusted]
+    decision = decide(original, [twins.store], T0)
+    assert dropped(decision) == {"#2": Reason.ISSUER_UNTRUSTED}
+    assert decision.chain == (twins.leaf, twins.trusted)
+    assert not decision.has(WarningCode.REORDERED)
+    assert "openssl -no_alt_chains" not in accepting(original, twins.store)
+    assert accepting(decision.chain, twins.store) == list(verifiers())
+
+
+def test_twin_under_an_expired_root_is_issuer_expired_beside_two_others(twins: Twins) -> None:
+    old = CA.root("Old Root", not_after=T0 - DAY)
+    expired_twin = twin(twins.ica, old, not_after=T0 + 5 * YEAR)
+    trust = store("s", twins.root, old)
+    decision = decide([twins.leaf, expired_twin, twins.stray, twins.trusted], [trust], T0)
+    assert dropped(decision) == {"#2": Reason.ISSUER_EXPIRED, "#3": Reason.ISSUER_UNTRUSTED}
+    assert decision.chain == (twins.leaf, twins.trusted)
+    assert accepting(decision.chain, trust) == list(verifiers())
+
+
+def test_twins_at_depth_two_keep_the_one_on_a_valid_path() -> None:
+    root, root2 = CA.root("Root"), CA.root("Root 2")
+    upper = root.intermediate("Upper CA")
+    stray = twin(upper, root2, not_after=T0 + 5 * YEAR)
+    lower = upper.intermediate("Lower CA")
+    leaf = cert_of(lower.leaf()[0])
+    trust = store("s", root)
+    decision = decide([leaf, lower.c, stray, upper.c], [trust], T0)
+    assert dropped(decision) == {"#3": Reason.ISSUER_UNTRUSTED}
+    assert decision.chain == (leaf, lower.c, upper.c)
+    assert accepting(decision.chain, trust) == list(verifiers())
+
+
+def test_twin_more_stores_validate_through_is_served_first_without_warning(twins: Twins) -> None:
+    # Root 2 is in both stores, Root only in "old": the Root 2 twin serves both.
+    stores = [store("old", twins.root, twins.root2), store("new", twins.root2)]
+    decision = decide([twins.leaf, twins.trusted, twins.stray], stores, T0)
+    assert decision.chain == (twins.leaf, twins.stray, twins.trusted)
+    assert decision.has(WarningCode.REORDERED)
+    assert not decision.has(WarningCode.CONFLICTING_TWINS)
+    for trust in stores:
+        assert accepting(decision.chain, trust) == list(verifiers()), trust.name
+
+
+def test_twins_one_store_validates_through_both_stay_in_the_files_order(twins: Twins) -> None:
+    # The longer-lived twin comes second in the file: a CA's working order is kept.
+    trust = store("s", twins.root, twins.root2)
+    decision = decide([twins.leaf, twins.trusted, twins.stray], [trust], T0)
+    assert decision.chain == (twins.leaf, twins.trusted, twins.stray)
+    assert decision.warnings == ()
+    assert accepting(decision.chain, trust) == list(verifiers())
+
+
+def test_twin_that_climbs_past_a_stores_expired_root_is_served_after_the_one_that_does_not() -> None:
+    # OpenSSL takes the store's own Root 1, expired, over the cross-sign of
+    # Root 1 that the file carries: for "holds-expired-root-1" only the
+    # Root 0 twin works, though both make a path that is valid on paper.
+    root0, root1 = CA.root("Root 0"), CA.root("Root 1", not_after=T0 - DAY)
+    root1_by_root0 = cert_of(root0.cross_sign(root1))
+    ica = root0.intermediate("ICA")
+    by_root1 = twin(ica, root1)
+    leaf = cert_of(ica.leaf()[0])
+    stores = [store("root-0", root0), store("holds-expired-root-1", root1, root0)]
+    decision = decide([leaf, by_root1, ica.c, root1_by_root0], stores, T0)
+    assert decision.chain == (leaf, ica.c, by_root1, root1_by_root0)
+    assert not decision.has(WarningCode.CONFLICTING_TWINS)
+    for trust in stores:
+        assert accepting(decision.chain, trust) == list(verifiers()), trust.name
+
+
+def test_twins_needed_by_different_stores_are_both_kept_in_file_order_and_warned_about(twins: Twins) -> None:
+    stores = [store("knows-root", twins.root), store("knows-root-2", twins.root2)]
+    decision = decide([twins.leaf, twins.stray, twins.trusted], stores, T0)
+    assert decision.chain == (twins.leaf, twins.stray, twins.trusted)
+    assert decision.validating_stores == ("knows-root", "knows-root-2")
+    assert [w.message for w in decision.warnings] == [
+        "stores need different twins of one CA, and clients that take the first matching issuer "
+        "may fail for: knows-root"
+    ]
+    assert accepting(decision.chain, stores[1]) == list(verifiers())
+    # What the warning is about: OpenSSL without alternate chains takes the first twin.
+    assert "openssl -no_alt_chains" not in accepting(decision.chain, stores[0])
+
+
+def test_twins_that_no_store_validates_are_all_kept_as_the_leafs_only_issuers() -> None:
+    root2, root3 = CA.root("Root 2"), CA.root("Root 3")
+    ica = root2.intermediate("ICA")
+    leaf = cert_of(ica.leaf()[0])
+    other = twin(ica, root3)
+    decision = decide([leaf, ica.c, other], [store("s", CA.root("Elsewhere"))], T0)
+    assert decision.dropped == ()
+    assert decision.chain == (leaf, ica.c, other)
+    assert decision.has(WarningCode.INCOMPLETE)
+
+
+def test_trim_json_and_explain_list_the_served_certificates_in_one_order(twins: Twins) -> None:
+    stores = [store("old", twins.root, twins.root2), store("new", twins.root2)]
+    decision = decide([twins.leaf, twins.trusted, twins.stray], stores, T0)
+    fingerprints = [cert.sha256 for cert in decision.chain]
+    assert fingerprints == [twins.leaf.sha256, twins.stray.sha256, twins.trusted.sha256]
+    assert [cert.sha256 for cert in parse_certificates(decision.pem(), "trim's output")] == fingerprints
+    assert [entry["sha256"] for entry in decision_json(decision)["chain"]] == fingerprints
+    tree = render_tree(decision, T0, "chain.pem", Palette(enabled=False))
+    issuers_in_tree = re.findall(r"ICA ← (Root 2|Root)  kept", tree)
+    assert issuers_in_tree == ["Root 2", "Root"]

@@ -23,11 +23,15 @@ def _pem(certs: Sequence[Cert]) -> bytes:
     return b"".join(cert.pem() for cert in certs)
 
 
-def openssl_accepts(chain: Sequence[Cert], anchors: Sequence[Cert], at: dt.datetime) -> bool:
+def openssl_accepts(
+    chain: Sequence[Cert], anchors: Sequence[Cert], at: dt.datetime, *, alt_chains: bool = True
+) -> bool:
     """``openssl verify -attime``, with only ``anchors`` trusted.
 
     ``-no-CApath -no-CAstore`` matter: with ``-CAfile`` alone OpenSSL still
-    loads the system's hashed directory and would trust far more.
+    loads the system's hashed directory and would trust far more. Without
+    ``alt_chains`` (``-no_alt_chains``) OpenSSL does not retry a failed path
+    with trusted certificates, as older clients did not.
     """
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
@@ -37,6 +41,8 @@ def openssl_accepts(chain: Sequence[Cert], anchors: Sequence[Cert], at: dt.datet
             "openssl", "verify", "-attime", str(int(at.timestamp())),
             "-no-CApath", "-no-CAstore", "-CAfile", str(folder / "store.pem"),
         ]  # fmt: skip
+        if not alt_chains:
+            command.append("-no_alt_chains")
         if len(chain) > 1:
             (folder / "untrusted.pem").write_bytes(_pem(chain[1:]))
             command += ["-untrusted", str(folder / "untrusted.pem")]
