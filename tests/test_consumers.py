@@ -147,9 +147,11 @@ def test_a_failed_reload_rolls_back_then_retries_at_the_announced_time_and_dovec
         hang_guard = (retry_at - dt.datetime.now(dt.UTC)).total_seconds() + 60
         agent.wait_for(
             # state.json shows a publication before consumers are reloaded for it
-            lambda: lineage_state(ws).get("version") == 3
-            and lineage_state(ws).get("status") == "ok"
-            and len(reload.calls()) == 3,
+            lambda: (
+                lineage_state(ws).get("version") == 3
+                and lineage_state(ws).get("status") == "ok"
+                and len(reload.calls()) == 3
+            ),
             timeout=hang_guard,
             what="the retry published and served",
         )
