@@ -57,3 +57,35 @@ def test_trim_json_explain_and_the_published_fullchain_agree_on_the_order_of_twi
     assert [entry["sha256"] for entry in as_json["chain"]] == fingerprints
     assert [c.sha256 for c in parse_certificates(ws.published() or b"", "published")] == fingerprints
     assert re.findall(r"ICA ← (Root 2|Root)  kept", tree) == ["Root 2", "Root"]
+
+
+def test_twins_needed_by_different_stores_are_warned_about_by_trim_explain_and_status(tmp_path: Path) -> None:
+    now = utcnow()
+    year = dt.timedelta(days=365)
+    root = CA.root("Root", not_before=now - 5 * year, not_after=now + 5 * year)
+    root2 = CA.root("Root 2", not_before=now - 5 * year, not_after=now + 5 * year)
+    ica = root.intermediate("ICA", not_before=now - year, not_after=now + 2 * year)
+    other = root2.certify(ica.name, ica.key.public_key(), ca=True, not_before=now - year, not_after=now + 2 * year)
+    leaf, key = ica.leaf(NAME, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=60))
+    ws = Workspace(tmp_path, LivePKI())
+    first, second = tmp_path / "first.pem", tmp_path / "second.pem"
+    first.write_bytes(pem(root.cert))
+    second.write_bytes(pem(root2.cert))
+    ws.write_config(stores=(first, second))
+    ws.certbot.write(NAME, issued(leaf, key, ica.cert, other))
+    fullchain = ws.certbot.live / NAME / "fullchain.pem"
+    stores = ["--trust-store", str(first), "--trust-store", str(second)]
+
+    trimmed = chainwatch("trim", str(fullchain), *stores)
+    tree = chainwatch("explain", str(fullchain), *stores, "--color", "never").stdout
+    assert ws.chainwatch("sync").returncode == 1
+    status = ws.chainwatch("status")
+
+    assert "conflicting-twins" in trimmed.stderr
+    assert "second.pem" in trimmed.stderr.split("conflicting-twins", 1)[1].splitlines()[0]
+    assert "conflicting-twins" in tree
+    assert status.returncode == 1
+    assert "second.pem" in status.stdout
+    assert [c.sha256 for c in parse_certificates(ws.published() or b"", "published")] == [
+        cert_of(c).sha256 for c in (leaf, ica.cert, other)
+    ]
