@@ -96,6 +96,8 @@ def test_dovecot_serves_exactly_the_sanitized_chain_after_a_renewal(ws: Workspac
         renewed = ws.pki.issue()
         ws.certbot.write(NAME, renewed)
         agent.wait_for(lambda: len(consumer_state(ws, "dovecot").get("probes", [])) == 2, what="probes in state")
+        # The journal gets a pass's lines right after its state is saved.
+        agent.wait_for(lambda: bool(agent.events("reloaded")), what="the reload's journal line")
         expected = as_pems(ws.pki.trimmed(renewed))
         assert len(expected) == 2  # leaf and issuing CA: the cross-sign to the expired root is gone
         assert openssl_chain(dovecot.imaps_port) == expected
@@ -131,6 +133,7 @@ def test_a_failed_reload_rolls_back_then_retries_at_the_announced_time_and_dovec
         renewed = ws.pki.issue()
         ws.certbot.write(NAME, renewed)
         agent.wait_for(lambda: lineage_state(ws).get("status") == "error", what="the rollback in state")
+        agent.wait_for(lambda: bool(agent.events("rolled-back")), what="the rollback's journal line")
         assert ws.versions() == [1, 2]
         assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
         assert ws.published() == version_1
@@ -154,6 +157,9 @@ def test_a_failed_reload_rolls_back_then_retries_at_the_announced_time_and_dovec
             ),
             timeout=hang_guard,
             what="the retry published and served",
+        )
+        agent.wait_for(
+            lambda: any("published version 3" in line for line in agent.events("published")), what="its journal line"
         )
         (republished,) = [line for line in agent.events("published") if "published version 3" in line]
         # Both times are whole seconds, so "not before" survives the truncation.
@@ -195,7 +201,11 @@ def test_handshakes_failing_after_a_reload_roll_back_and_dovecot_serves_the_old_
     version_1 = as_pems(ws.published())
     with ws.agent() as agent:
         ws.certbot.write(NAME, ws.pki.issue())
-        agent.wait_for(lambda: lineage_state(ws).get("status") == "error", timeout=20, what="the rollback in state")
+        agent.wait_for(
+            lambda: lineage_state(ws).get("status") == "error" and bool(agent.events("rolled-back")),
+            timeout=20,
+            what="the rollback in state and journal",
+        )
         agent.process.send_signal(signal.SIGSTOP)  # no retry while we look
         try:
             assert reload.calls() == ["1 reloaded", "2 reloaded"]
@@ -303,6 +313,7 @@ def test_a_consumer_that_serves_a_stale_chain_is_an_error_with_the_reason(ws: Wo
     with ws.agent() as agent:
         ws.certbot.write(NAME, ws.pki.issue())
         agent.wait_for(lambda: expected in lineage_state(ws).get("message", ""), timeout=20, what="the error in state")
+        agent.wait_for(lambda: bool(agent.events("probe-failed")), what="its journal line")
         assert expected in agent.events("probe-failed")[0]
         status = ws.chainwatch("status")
     assert status.returncode == 2
