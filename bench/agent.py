@@ -158,15 +158,16 @@ def load() -> str:
 
 
 def median_run(base: Path, repeat: int, before: Callable[[], None]) -> tuple[float, float, list[str]]:
-    """Median seconds to READY=1 and peak RSS (MB) of ``repeat`` agent starts."""
-    times, rss, loads = [], [], []
+    """Median seconds to READY=1 and peak RSS (MB) of ``repeat`` agent starts, and each run's figures."""
+    times, rss, runs = [], [], []
     for _ in range(repeat):
         before()
-        loads.append(load())
+        started_at = load()
         with agent(base) as (process, ready):
             times.append(ready)
             rss.append(peak_rss_mb(process.pid))
-    return statistics.median(times), statistics.median(rss), loads
+        runs.append(f"{ready:.2f} s at {started_at}")
+    return statistics.median(times), statistics.median(rss), runs
 
 
 def served(base: Path, name: str) -> Path:
@@ -211,7 +212,8 @@ def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
 
 # What a restart pass does, by function (file suffix, name): cumulative time.
 # Indented entries are (mostly) inside the one above; read_regular and
-# realpath are counted over all their callers.
+# realpath are counted over all their callers. A suffix of the file's path
+# (posixpath is "<frozen posixpath>" in 3.11).
 PROFILED = {
     "verify served set (_damage)": ("chainwatch/reconcile.py", "_damage"),
     "read lineage (read_files)": ("chainwatch/lineage.py", "read_files"),
@@ -222,7 +224,7 @@ PROFILED = {
     "load state.json (StateFile.load)": ("chainwatch/state.py", "load"),
     "save state.json (StateFile.save)": ("chainwatch/state.py", "save"),
     "all bounded reads (read_regular)": ("chainwatch/bounded_read.py", "read_regular"),
-    "all os.path.realpath": ("posixpath.py", "realpath"),
+    "all os.path.realpath": ("posixpath", "realpath"),
 }
 
 
@@ -239,7 +241,8 @@ def profile_sync(base: Path) -> dict[str, tuple[float, float]]:
     whole = max(entry[3] for entry in stats.values())  # the outermost frame's cumulative time
     split: dict[str, tuple[float, float]] = {"whole `chainwatch sync` (under cProfile)": (whole, 1.0)}
     for label, (file, function) in PROFILED.items():
-        seconds = sum(v[3] for (path, _, name), v in stats.items() if path.endswith(file) and name == function)
+        matching = [v for (path, _, name), v in stats.items() if path.rstrip(">").endswith(file) and name == function]
+        seconds = sum(entry[3] for entry in matching)
         split[label] = (seconds, seconds / whole)
     return split
 
@@ -293,8 +296,8 @@ def main() -> int:
                 f"baseline cat {r['cat']:5.2f} s, ratio {r['restart'] / r['cat']:.1f}x"
             )
             print(f"    restart with 2 damaged sets, both re-published: {r['repair']:.2f} s")
-            print(f"    loads at publish-all runs: {'; '.join(r['first_load'])}")
-            print(f"    loads at restart runs:     {'; '.join(r['restart_load'])}")
+            print(f"    publish-all runs: {'; '.join(r['first_load'])}")
+            print(f"    restart runs:     {'; '.join(r['restart_load'])}")
             print("    where a pass with nothing changed goes (cProfile of `chainwatch sync`):")
             for label, (seconds, share) in r["profile"].items():
                 print(f"      {label:45} {seconds:6.2f} s {share * 100:5.1f} %")
