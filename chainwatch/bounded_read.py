@@ -77,11 +77,12 @@ def read_regular(
         # A file may grow between fstat and read: the loop still stops one
         # byte past the limit.
         while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
+            wanted = limit + 1 - size
+            chunk = os.read(fd, wanted)
             chunks.append(chunk)
             size += len(chunk)
+            if len(chunk) < wanted:
+                break  # end of file: a regular file reads short only there
         if size > limit:
             raise TooLarge(f"{path}: larger than {limit} bytes")
         return b"".join(chunks)

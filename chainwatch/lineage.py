@@ -122,8 +122,9 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
         raise Inconsistent(f"certbot is updating it ({', '.join(leftovers)} present)")
     archive = _archive_of(live_dir, name)
     checked: set[str] = set()
+    top = os.path.realpath(live_dir.parent)
     try:
-        _check_directories(live_dir.parent, [str(live_dir), str(directory)], checked)
+        _check_directories(top, [str(live_dir), str(directory)], checked)
     except _Unsafe as error:
         raise Rejected(str(error)) from None
     content: dict[str, bytes] = {}
@@ -131,7 +132,7 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
         path = directory / f"{kind}.pem"
 
         def confined(fd: int, info: os.stat_result, path: Path = path) -> None:
-            _check_confined(path, fd, info, archive, live_dir.parent, checked)
+            _check_confined(path, fd, info, archive, top, checked)
 
         try:
             content[kind] = read_regular(path, MAX_CHAIN_BYTES, check=confined)
@@ -164,11 +165,15 @@ def _trusted_owner(uid: int) -> bool:
     return uid in (0, os.geteuid())
 
 
-def _check_directories(top: Path, directories: list[str], checked: set[str]) -> None:
-    """Each of ``directories`` and their parents up to ``top`` is writable by root only."""
-    stop = os.path.realpath(top)
+def _check_directories(stop: str, directories: list[str], checked: set[str], *, canonical: bool = False) -> None:
+    """Each of ``directories`` and their parents up to ``stop`` (resolved) is writable by root only.
+
+    ``canonical``: the directories are resolved already (they come from the
+    kernel), so resolving them again, an lstat per component, is skipped:
+    that was a third of a 10,000-lineage restart.
+    """
     for start in directories:
-        directory = os.path.realpath(start)
+        directory = start if canonical else os.path.realpath(start)
         while directory not in checked:
             checked.add(directory)
             try:
@@ -186,7 +191,7 @@ def _check_directories(top: Path, directories: list[str], checked: set[str]) -> 
             directory = os.path.dirname(directory)
 
 
-def _check_confined(path: Path, fd: int, info: os.stat_result, archive: str, top: Path, checked: set[str]) -> None:
+def _check_confined(path: Path, fd: int, info: os.stat_result, archive: str, top: str, checked: set[str]) -> None:
     """``path`` (opened as ``fd``) is a root-only file inside the lineage's archive."""
     real = os.readlink(f"/proc/self/fd/{fd}")
     if not real.startswith(archive + os.sep):
@@ -196,7 +201,7 @@ def _check_confined(path: Path, fd: int, info: os.stat_result, archive: str, top
             f"{path}: {real} is writable by others than root (owner uid {info.st_uid}, "
             f"mode {stat.S_IMODE(info.st_mode):04o}); refused"
         )
-    _check_directories(top, [os.path.dirname(real)], checked)
+    _check_directories(top, [os.path.dirname(real)], checked, canonical=True)
 
 
 def parse_lineage(live_dir: Path, name: str, content: dict[str, bytes]) -> Lineage:
