@@ -75,7 +75,7 @@ class Damage:
         if self.where in ("le", "le/live", "le/archive"):
             return LINEAGES  # only modes and owners: every lineage below is refused
         lineage = self.lineage()
-        if self.how == "swapped" and self.parts[-1] == "chain1.pem":
+        if self.how == "swapped" and self.parts[-1] == "chain2.pem":
             return ()  # the outside service's chain is this tree's chain, byte for byte
         return (lineage,) if lineage else ()
 
@@ -110,7 +110,7 @@ def _places() -> list[tuple[str, tuple[str, ...]]]:
     often as certbot's files."""
     lineage = [
         ("le/live/L/{kind}.pem", (*FILE_DAMAGE, "cross")),
-        ("le/archive/L/{kind}1.pem", FILE_DAMAGE),
+        ("le/archive/L/{kind}2.pem", FILE_DAMAGE),
         ("le/live/L", (*MODE_DAMAGE, "impostor", "cross_all")),
         ("le/archive/L", MODE_DAMAGE),
         ("out/live/L", (*DIR_DAMAGE, "directory", "loop")),
@@ -154,15 +154,16 @@ def known_bug(applied: list[Damage]) -> str | None:
     for damage in applied:
         if damage.where == "out/lock" and damage.how not in ("fifo", "oversized", "removed", *MODE_DAMAGE):
             return "test_a_lock_that_is_not_a_file_does_not_crash_sync"
-        if damage.parts[:2] == ("out", "live") and damage.lineage() and damage.how == "directory":
-            return "test_a_directory_where_a_live_link_belongs_is_replaced_by_the_link"
+        named = any(name in damage.where for name in LINEAGES)
+        if damage.parts[:2] == ("out", "live") and named and damage.how == "directory":
+            return "test_a_directory_where_a_live_link_belongs_is_replaced_by_the_link (or its .NAME.new)"
     state_lost = any(d.where == "out/state.json" and d.how not in MODE_DAMAGE for d in applied)
     endless = any(
         len(d.parts) == 5 and d.parts[1] == "versions" and d.parts[3] == "1" and d.how in ("fifo", "device")
         for d in applied
     )
-    if state_lost and endless:
-        return "test_a_fifo_or_device_in_the_served_set_does_not_hang_sync_once_state_json_is_lost"
+    if endless:
+        return "test_a_fifo_or_device_in_the_served_set_does_not_hang_the_next_sync"
     broken_version = any(
         len(d.parts) == 4 and d.parts[1] == "versions" and d.how not in (*MODE_DAMAGE, "removed") for d in applied
     )
@@ -180,7 +181,10 @@ class Example:
 
     root: Path
     ws: Workspace
+    first: dict[str, Issued]
+    """What certbot issued first (published before the damage, when it is)."""
     issued: dict[str, Issued]
+    """certbot's renewal, current in the tree when the damage is done."""
     outsider: Issued
 
     def path(self, where: str) -> Path:
@@ -221,7 +225,7 @@ def _apply(example: Example, damage: Damage) -> bool:
         for kind in KINDS:
             link = path / f"{kind}.pem"
             _remove(link)
-            other = f"../../archive/{_other(damage)}/{kind}1.pem"
+            other = f"../../archive/{_other(damage)}/{kind}2.pem"
             link.symlink_to(example.root / "outside" / f"{kind}.pem" if how == "impostor" else other)
         return True
     if how in MODE_DAMAGE:
@@ -250,7 +254,7 @@ def _apply(example: Example, damage: Damage) -> bool:
         "swapped": lambda: path.write_bytes(_outsider_file(example, path).read_bytes()),
         "wrong_shape": lambda: path.write_text(json.dumps({"format": 1, "lineages": {LINEAGES[0]: "x"}})),
         "removed": lambda: None,
-        "cross": lambda: path.symlink_to(f"../../archive/{_other(damage)}/{path.stem}1.pem"),
+        "cross": lambda: path.symlink_to(f"../../archive/{_other(damage)}/{path.stem}2.pem"),
     }
     replacements[how]()
     return True
@@ -271,7 +275,9 @@ class Issuances(dict[str, Issued]):
 @pytest.fixture(scope="module")
 def issued(pki: LivePKI) -> Issuances:
     """Issued once for the module: every example builds its tree from these bytes."""
-    return Issuances({name: pki.issue(name) for name in (*LINEAGES, OUTSIDER)})
+    issuances = Issuances({name: pki.issue(name) for name in (*LINEAGES, OUTSIDER)})
+    issuances.update({f"{name} renewed": pki.issue(name) for name in LINEAGES})
+    return issuances
 
 
 class Timings(list[float]):
@@ -300,7 +306,12 @@ def _build(root: Path, pki: LivePKI, issued: dict[str, Issued]) -> Example:
     for kind, data in files.items():
         (outside / f"{kind}.pem").write_bytes(data)
         (outside / f"{kind}.pem").chmod(0o600)
-    return Example(root, ws, {name: issued[name] for name in LINEAGES}, outsider)
+    return Example(root, ws, {n: issued[n] for n in LINEAGES}, {n: issued[f"{n} renewed"] for n in LINEAGES}, outsider)
+
+
+def _renew(example: Example) -> None:
+    for name in LINEAGES:
+        example.ws.certbot.write(name, example.issued[name])
 
 
 def _limit_memory() -> None:
@@ -341,8 +352,10 @@ def _served(example: Example, lineage: str) -> dict[str, bytes] | None:
     return {name: _read_served(link / name) for name in PUBLISHED}
 
 
-def _check_served(example: Example, lineage: str, served: dict[str, bytes], pki: LivePKI) -> None:
-    certbot = example.issued[lineage]
+def _check_served(
+    example: Example, lineage: str, served: dict[str, bytes], pki: LivePKI, *, renewed: bool = True
+) -> None:
+    certbot = (example.issued if renewed else example.first)[lineage]
     leaf = parse_certificates(served["fullchain.pem"], "served fullchain.pem")[0]
     key = public_key_from_pem(served["privkey.pem"], "served privkey.pem")
     assert leaf.has_public_key(key), f"{lineage}: served privkey.pem does not match the leaf of fullchain.pem"
@@ -373,6 +386,7 @@ def test_sync_in_a_hostile_tree_never_hangs_crashes_or_serves_a_wrong_key_and_se
         if published_before:
             first = _sync(example.ws)
             assert first.returncode == 0, first.stderr
+        _renew(example)
         applied = [damage for damage in damages if _apply(example, damage)]
         event("damaged something" if applied else "damaged nothing")
 
@@ -391,10 +405,13 @@ def test_sync_in_a_hostile_tree_never_hangs_crashes_or_serves_a_wrong_key_and_se
             served = _served(example, lineage)
             if lineage not in refused and lineage not in blocked:
                 assert served is not None, f"{lineage} was left alone in certbot's tree but is not served:\n{result}"
-            if served is not None:
+            if lineage in refused:
+                # Refused: what was served before the damage stays served, or nothing.
+                assert published_before or served is None, f"{lineage}: published from damaged files:\n{result}"
+                if served is not None:
+                    _check_served(example, lineage, served, pki, renewed=False)
+            elif served is not None:
                 _check_served(example, lineage, served, pki)
-            if lineage in refused and lineage not in output_touched and not published_before:
-                assert served is None, f"{lineage}: published although its certbot files were damaged:\n{result}"
         made_by_test = {d.parts[2] for d in applied if d.parts[:2] == ("out", "live") and len(d.parts) == 3}
         live = example.path("out/live")
         if live.is_dir() and not live.is_symlink():
@@ -438,28 +455,33 @@ def test_a_directory_where_a_live_link_belongs_is_replaced_by_the_link(published
     result = _sync(published.ws)
     served = _served(published, name)
     assert served is not None, result.stderr
-    _check_served(published, name, served, pki)
+    _check_served(published, name, served, pki, renewed=False)
 
 
 @pytest.mark.xfail(
     strict=True,
     raises=(subprocess.TimeoutExpired, AssertionError),
-    reason="bug: with no record in state.json, Publisher.files_of (chainwatch/publish.py) reads the served "
-    "files with Path.read_bytes: blocking on a FIFO (sync hangs holding the lock), endless on /dev/zero",
+    reason="bug: when the served set is compared with a new one (after a renewal, or with no record in "
+    "state.json), Publisher.files_of (chainwatch/publish.py) reads the served files with Path.read_bytes: "
+    "blocking on a FIFO (sync hangs holding the lock), endless on /dev/zero",
 )
 @pytest.mark.parametrize("how", ["fifo", "device"])
-def test_a_fifo_or_device_in_the_served_set_does_not_hang_sync_once_state_json_is_lost(
-    published: Example, pki: LivePKI, how: str
+@pytest.mark.parametrize("then", ["renewal", "state lost"])
+def test_a_fifo_or_device_in_the_served_set_does_not_hang_the_next_sync(
+    published: Example, pki: LivePKI, how: str, then: str
 ) -> None:
     name = LINEAGES[0]
     assert _apply(published, Damage(f"out/versions/{name}/1/fullchain.pem", how))
-    assert _apply(published, Damage("out/state.json", "removed"))
+    if then == "renewal":
+        _renew(published)
+    else:
+        assert _apply(published, Damage("out/state.json", "removed"))
     # 20 s: a sync of three lineages takes well under a second even on a busy CI machine.
     result = _sync(published.ws, hang_guard=20)
     assert result.returncode != EXIT_SOFTWARE, result.stderr
     served = _served(published, name)
     assert served is not None, result.stderr
-    _check_served(published, name, served, pki)
+    _check_served(published, name, served, pki, renewed=then == "renewal")
 
 
 @pytest.mark.xfail(
@@ -497,7 +519,7 @@ def test_a_kept_version_that_is_not_a_directory_is_repaired_once_state_json_is_l
     result = _sync(published.ws)
     served = _served(published, name)
     assert served is not None, result.stderr
-    _check_served(published, name, served, pki)
+    _check_served(published, name, served, pki, renewed=False)
 
 
 @pytest.mark.xfail(
@@ -513,3 +535,21 @@ def test_a_link_planted_at_a_kept_version_is_never_chmoded_through(published: Ex
     before = _outside_modes(published)
     _sync(published.ws)
     assert _outside_modes(published) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: Publisher._point (chainwatch/publish.py) clears a leftover out/live/.NAME.new with "
+    "unlink(missing_ok=True): a directory there raises IsADirectoryError, so every renewal of NAME is "
+    "rejected and the old set stays served",
+)
+def test_a_leftover_directory_named_like_the_temporary_link_does_not_block_a_renewal(
+    published: Example, pki: LivePKI
+) -> None:
+    name = LINEAGES[0]
+    assert _apply(published, Damage(f"out/live/.{name}.new", "directory"))
+    _renew(published)
+    result = _sync(published.ws)
+    served = _served(published, name)
+    assert served is not None, result.stderr
+    _check_served(published, name, served, pki)
