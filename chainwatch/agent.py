@@ -23,7 +23,7 @@ from chainwatch.errors import ChainwatchError
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import archive_dirs, refused_names
 from chainwatch.notify import Notifier
-from chainwatch.reconcile import Outcome, Processor
+from chainwatch.reconcile import Outcome, Processor, open_lock_file
 from chainwatch.state import now_iso
 from chainwatch.watch import LineageWatcher
 
@@ -86,8 +86,7 @@ class Agent:
 
     def _claim(self) -> int:
         """Be the only agent publishing to this output directory, or say which one is."""
-        path = self.config.output_dir / "agent.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = open_lock_file(self.config.output_dir / "agent.lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

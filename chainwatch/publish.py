@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from chainwatch.atomic import create_in, fsync_dir, open_dir, private_dir, syncfs
+from chainwatch.bounded_read import read_regular
 from chainwatch.policy import Decision
 
 __all__ = ["CERT_FILES", "KEY_FILES", "Publisher", "set_for"]
@@ -36,6 +37,17 @@ CERT_FILES = ("fullchain.pem", "chain.pem", "cert.pem")
 KEY_FILES = ("privkey.pem", "key+fullchain.pem")
 _META = "decision.json"
 _KEEP_VERSIONS = 3
+# Published files are a chain and a key: far below this.
+_MAX_FILE_BYTES = 1 << 20
+
+
+def _clear(path: Path) -> None:
+    """Remove whatever is at ``path`` in our own tree: a link, a file or a directory."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def set_for(decision: Decision, privkey: bytes) -> dict[str, bytes]:
@@ -82,8 +94,14 @@ class Publisher:
         self._apply_group(directory, is_key=False)
 
     def _apply_group(self, path: Path, *, is_key: bool) -> None:
-        """key_group's access, or root's alone without it, whatever was there before."""
+        """key_group's access, or root's alone without it, whatever was there before.
+
+        Only a real file (``is_key``) or directory is changed: chmod follows
+        links, and anything else here is damage that repair replaces.
+        """
         info = os.lstat(path)
+        if not (stat.S_ISREG(info.st_mode) if is_key else stat.S_ISDIR(info.st_mode)):
+            return
         group = self.gid if self.gid is not None else 0
         mode = (0o640 if is_key else 0o750) if self.gid is not None else (0o600 if is_key else 0o700)
         if info.st_gid != group:
@@ -96,6 +114,8 @@ class Publisher:
         self._private_dir(self.versions / lineage)
         for version in self.versions_of(lineage):
             folder = self.versions / lineage / str(version)
+            if not folder.is_dir() or folder.is_symlink():
+                continue  # damage: repair publishes a new version
             self._apply_group(folder, is_key=False)
             for name in KEY_FILES:
                 with contextlib.suppress(FileNotFoundError):  # a damaged set: repaired elsewhere
@@ -122,16 +142,22 @@ class Publisher:
             return None
         folder = self.versions / lineage / str(version)
         try:
-            return {name: (folder / name).read_bytes() for name in (*CERT_FILES, *KEY_FILES)}
+            # Bounded and regular files only: a FIFO planted here must not hang us.
+            return {
+                name: read_regular(folder / name, _MAX_FILE_BYTES, follow_links=False)
+                for name in (*CERT_FILES, *KEY_FILES)
+            }
         except OSError:
-            return None
+            return None  # unreadable counts as different: a new version replaces it
 
     def meta_of(self, lineage: str, version: int | None = None) -> dict[str, Any] | None:
         version = self.current_version(lineage) if version is None else version
         if version is None:
             return None
         try:
-            meta = json.loads((self.versions / lineage / str(version) / _META).read_bytes())
+            meta = json.loads(
+                read_regular(self.versions / lineage / str(version) / _META, _MAX_FILE_BYTES, follow_links=False)
+            )
         except (OSError, ValueError):
             return None
         return meta if isinstance(meta, dict) else None
@@ -226,9 +252,13 @@ class Publisher:
 
     def _point(self, lineage: str, version: int) -> None:
         temporary = self.live / f".{lineage}.new"
-        temporary.unlink(missing_ok=True)
+        _clear(temporary)
         os.symlink(f"../versions/{lineage}/{version}", temporary)
-        os.rename(temporary, self.live / lineage)
+        target = self.live / lineage
+        # rename() replaces a link or a file, not a directory someone put there.
+        if os.path.isdir(target) and not os.path.islink(target):
+            _clear(target)
+        os.rename(temporary, target)
 
     def switch(self, lineage: str, version: int) -> None:
         """Point ``live/NAME`` at ``version`` in one rename (a rollback), durably."""

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import os
+import stat
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -185,8 +188,9 @@ class Processor:
         if record.get("key_group", -1) != self.publisher.gid and self.publisher.versions_of(name):
             try:
                 self.publisher.regroup(name)
-            except OSError as error:
-                reason = f"cannot apply key_group to {self.publisher.versions / name}: {error.strerror}"
+            except (OSError, ChainwatchError) as error:
+                detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+                reason = f"cannot apply key_group to {self.publisher.versions / name}: {detail}"
                 rejected = self._reject(name, record, reason, now, kind="write")
                 return dataclasses.replace(rejected, recheck_at=now + _backoff(record))
             record["key_group"] = self.publisher.gid
@@ -295,7 +299,7 @@ class Processor:
         """
         # Recreated if someone removed them while the agent runs.
         self.publisher.prepare()
-        fd = os.open(self.config.output_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = open_lock_file(self.config.output_dir / "lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             problem = self.state.load()
@@ -453,6 +457,24 @@ class Processor:
     def _serving(self, name: str) -> str:
         version = self.publisher.current_version(name)
         return f"serving version {version}" if version is not None else "nothing published yet"
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating) the lock file ``path``; whatever else is there is moved aside first."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as error:
+        if error.errno not in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
+            raise
+        fd = -1
+    if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    if fd >= 0:
+        os.close(fd)
+    # A directory, link, socket or FIFO in our own directory: damage, not a lock.
+    os.rename(path, path.with_name(f"{path.name}.corrupt-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"))
+    return os.open(path, flags | os.O_EXCL, 0o600)
 
 
 def record_error(record: dict[str, Any], kind: str, message: str, now: dt.datetime) -> None:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,33 +146,6 @@ def damages(draw: st.DrawFn) -> Damage:
         junk=draw(st.sampled_from(JUNK)) if "{junk}" in where else "",
     )
     return Damage(where, draw(st.sampled_from(hows)))
-
-
-def known_bug(applied: list[Damage]) -> str | None:
-    """A mix that meets a bug proven by an xfail test below: left out here so that
-    this test keeps guarding everything else. Delete each clause with its fix."""
-    for damage in applied:
-        if damage.where == "out/lock" and damage.how not in ("fifo", "oversized", "removed", *MODE_DAMAGE):
-            return "test_a_lock_that_is_not_a_file_does_not_crash_sync"
-        named = any(name in damage.where for name in LINEAGES)
-        if damage.parts[:2] == ("out", "live") and named and damage.how == "directory":
-            return "test_a_directory_where_a_live_link_belongs_is_replaced_by_the_link (or its .NAME.new)"
-    state_lost = any(d.where == "out/state.json" and d.how not in MODE_DAMAGE for d in applied)
-    endless = any(
-        len(d.parts) == 5 and d.parts[1] == "versions" and d.parts[3] == "1" and d.how in ("fifo", "device")
-        for d in applied
-    )
-    if endless:
-        return "test_a_fifo_or_device_in_the_served_set_does_not_hang_the_next_sync"
-    broken_version = any(
-        len(d.parts) == 4 and d.parts[1] == "versions" and d.how not in (*MODE_DAMAGE, "removed") for d in applied
-    )
-    if state_lost and broken_version:
-        return "test_a_kept_version_that_is_not_a_directory_is_repaired_once_state_json_is_lost"
-    unsafe_versions = any(len(d.parts) == 3 and d.parts[1] == "versions" and d.how in MODE_DAMAGE for d in applied)
-    if state_lost and unsafe_versions:
-        return "test_a_versions_directory_others_could_write_is_a_refusal_not_an_internal_error"
-    return None
 
 
 @dataclass
@@ -309,8 +282,8 @@ def _build(root: Path, pki: LivePKI, issued: dict[str, Issued]) -> Example:
     return Example(root, ws, {n: issued[n] for n in LINEAGES}, {n: issued[f"{n} renewed"] for n in LINEAGES}, outsider)
 
 
-def _renew(example: Example) -> None:
-    for name in LINEAGES:
+def _renew(example: Example, names: Iterable[str] = LINEAGES) -> None:
+    for name in names:
         example.ws.certbot.write(name, example.issued[name])
 
 
@@ -370,13 +343,19 @@ def _check_served(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(damages=st.lists(damages(), max_size=5).filter(lambda mix: not known_bug(mix)), published_before=st.booleans())
+@given(
+    damages=st.lists(damages(), max_size=5),
+    published_before=st.booleans(),
+    # A lineage certbot did not renew is unchanged: only repair can fix damage to its served set.
+    renewing=st.sets(st.sampled_from(LINEAGES)),
+)
 def test_sync_in_a_hostile_tree_never_hangs_crashes_or_serves_a_wrong_key_and_serves_every_intact_lineage(
     pki: LivePKI,
     issued: dict[str, Issued],
     built_examples: list[float],
     damages: list[Damage],
     published_before: bool,
+    renewing: set[str],
 ) -> None:
     started = time.monotonic()
     # Short: AF_UNIX socket paths are limited to 108 bytes.
@@ -386,7 +365,7 @@ def test_sync_in_a_hostile_tree_never_hangs_crashes_or_serves_a_wrong_key_and_se
         if published_before:
             first = _sync(example.ws)
             assert first.returncode == 0, first.stderr
-        _renew(example)
+        _renew(example, sorted(renewing))
         applied = [damage for damage in damages if _apply(example, damage)]
         event("damaged something" if applied else "damaged nothing")
 
@@ -411,7 +390,7 @@ def test_sync_in_a_hostile_tree_never_hangs_crashes_or_serves_a_wrong_key_and_se
                 if served is not None:
                     _check_served(example, lineage, served, pki, renewed=False)
             elif served is not None:
-                _check_served(example, lineage, served, pki)
+                _check_served(example, lineage, served, pki, renewed=lineage in renewing)
         made_by_test = {d.parts[2] for d in applied if d.parts[:2] == ("out", "live") and len(d.parts) == 3}
         live = example.path("out/live")
         if live.is_dir() and not live.is_symlink():
@@ -431,11 +410,6 @@ def published(tmp_path: Path, pki: LivePKI, issued: dict[str, Issued]) -> Exampl
     return example
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Processor.exclusive (chainwatch/reconcile.py) opens out/lock with O_NOFOLLOW|O_CREAT "
-    "and lets the OSError (EISDIR, ELOOP, ENXIO) escape: sync exits 70 'internal error' and nothing is processed",
-)
 @pytest.mark.parametrize("how", ["directory", "dangling", "socket"])
 def test_a_lock_that_is_not_a_file_does_not_crash_sync(published: Example, how: str) -> None:
     assert _apply(published, Damage("out/lock", how))
@@ -444,11 +418,6 @@ def test_a_lock_that_is_not_a_file_does_not_crash_sync(published: Example, how: 
     assert "internal error" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Publisher._point (chainwatch/publish.py) renames the new link over out/live/NAME, which "
-    "fails with EISDIR when a directory is there; the lineage is rejected on every pass and never served again",
-)
 def test_a_directory_where_a_live_link_belongs_is_replaced_by_the_link(published: Example, pki: LivePKI) -> None:
     name = LINEAGES[0]
     assert _apply(published, Damage(f"out/live/{name}", "directory"))
@@ -458,13 +427,6 @@ def test_a_directory_where_a_live_link_belongs_is_replaced_by_the_link(published
     _check_served(published, name, served, pki, renewed=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(subprocess.TimeoutExpired, AssertionError),
-    reason="bug: when the served set is compared with a new one (after a renewal, or with no record in "
-    "state.json), Publisher.files_of (chainwatch/publish.py) reads the served files with Path.read_bytes: "
-    "blocking on a FIFO (sync hangs holding the lock), endless on /dev/zero",
-)
 @pytest.mark.parametrize("how", ["fifo", "device"])
 @pytest.mark.parametrize("then", ["renewal", "state lost"])
 def test_a_fifo_or_device_in_the_served_set_does_not_hang_the_next_sync(
@@ -484,12 +446,6 @@ def test_a_fifo_or_device_in_the_served_set_does_not_hang_the_next_sync(
     _check_served(published, name, served, pki, renewed=then == "renewal")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Processor._prepare (chainwatch/reconcile.py) re-applies key_group when the record has none "
-    "(state.json lost) and catches only OSError around Publisher.regroup; the UnsafePathError of "
-    "atomic._check_ours is a ChainwatchError, so the lineage ends in 'internal error' with a traceback",
-)
 @pytest.mark.parametrize("how", MODE_DAMAGE)
 def test_a_versions_directory_others_could_write_is_a_refusal_not_an_internal_error(
     published: Example, how: str
@@ -502,13 +458,6 @@ def test_a_versions_directory_others_could_write_is_a_refusal_not_an_internal_er
     assert f"out/versions/{name}: " in result.stderr and "refusing to write there" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with no record in state.json, Processor._prepare calls Publisher.regroup "
-    "(chainwatch/publish.py), which lstat/chmods versions/NAME/N/privkey.pem without checking that N is a "
-    "directory: ENOTDIR (or ENOENT for a dangling link) rejects the lineage on every pass, so the damaged "
-    "served set is never repaired",
-)
 @pytest.mark.parametrize("how", ["regular", "fifo", "dangling"])
 def test_a_kept_version_that_is_not_a_directory_is_repaired_once_state_json_is_lost(
     published: Example, pki: LivePKI, how: str
@@ -522,12 +471,6 @@ def test_a_kept_version_that_is_not_a_directory_is_repaired_once_state_json_is_l
     _check_served(published, name, served, pki, renewed=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Publisher._apply_group (chainwatch/publish.py) calls os.chmod(path, mode), which follows a "
-    "link: with state.json lost, a link planted at versions/NAME/1 gets its target outside the output "
-    "directory chmod'ed to 0700",
-)
 def test_a_link_planted_at_a_kept_version_is_never_chmoded_through(published: Example) -> None:
     name = LINEAGES[0]
     assert _apply(published, Damage(f"out/versions/{name}/1", "outside_dir"))
@@ -537,12 +480,6 @@ def test_a_link_planted_at_a_kept_version_is_never_chmoded_through(published: Ex
     assert _outside_modes(published) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Publisher._point (chainwatch/publish.py) clears a leftover out/live/.NAME.new with "
-    "unlink(missing_ok=True): a directory there raises IsADirectoryError, so every renewal of NAME is "
-    "rejected and the old set stays served",
-)
 def test_a_leftover_directory_named_like_the_temporary_link_does_not_block_a_renewal(
     published: Example, pki: LivePKI
 ) -> None:
