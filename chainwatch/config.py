@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.errors import InputError
 from chainwatch.policy import Distrust, Mode, Policy
 from chainwatch.trust import DEFAULT_STORE
 
 __all__ = ["DEFAULT_CONFIG", "Config", "ConsumerConfig", "load_config", "output_dir_hint", "render_config"]
+
+_MAX_CONFIG_BYTES = 1 << 20
 
 DEFAULT_CONFIG = Path("/etc/chainwatch/chainwatch.toml")
 
@@ -144,11 +147,16 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
     """
     path = path or DEFAULT_CONFIG
     try:
-        text = path.read_text(encoding="utf-8")
+        # Bounded and non-blocking like every other read: a FIFO here must not hang a start or a SIGHUP.
+        text = read_regular(path, _MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         if required:
             raise InputError(f"{path}: no such file") from None
         return Config()
+    except NotRegularFile:
+        raise InputError(f"{path}: cannot read (not a regular file)") from None
+    except TooLarge:
+        raise InputError(f"{path}: cannot read (larger than 1 MiB)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
     try:
@@ -165,7 +173,7 @@ def output_dir_hint(path: Path | None) -> Path:
     it is needed most): take ``[output] dir`` if it can be read at all.
     """
     try:
-        document = tomllib.loads((path or DEFAULT_CONFIG).read_text(encoding="utf-8"))
+        document = tomllib.loads(read_regular(path or DEFAULT_CONFIG, _MAX_CONFIG_BYTES).decode("utf-8"))
         value = document.get("output", {}).get("dir")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
         value = None

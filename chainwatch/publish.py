@@ -41,6 +41,11 @@ _KEEP_VERSIONS = 3
 _MAX_FILE_BYTES = 1 << 20
 
 
+def _is_version(name: str) -> bool:
+    # isdigit() is true for "²", which int() refuses: ASCII digits only.
+    return name.isascii() and name.isdigit()
+
+
 def _clear(path: Path) -> None:
     """Remove whatever is at ``path`` in our own tree: a link, a file or a directory."""
     if os.path.isdir(path) and not os.path.islink(path):
@@ -127,13 +132,13 @@ class Publisher:
         except (FileNotFoundError, OSError):
             return None
         name = Path(target).name
-        return int(name) if name.isdigit() else None
+        return int(name) if _is_version(name) else None
 
     def versions_of(self, lineage: str) -> list[int]:
         folder = self.versions / lineage
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+        return sorted(int(p.name) for p in folder.iterdir() if _is_version(p.name))
 
     def files_of(self, lineage: str, version: int | None = None) -> dict[str, bytes] | None:
         """The published files of a version (default: the served one)."""

@@ -294,3 +294,24 @@ def test_a_leftover_staging_file_does_not_block_the_next_version(ws: Workspace) 
     result = sync(ws)
     assert result.returncode == 0, result.stderr
     assert ws.published() == ws.pki.trimmed(renewed)
+
+
+def test_a_fifo_as_the_configuration_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "chainwatch.toml"
+    os.mkfifo(config)
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "check-config", "--config", str(config)],
+        capture_output=True, text=True, timeout=HANG_GUARD_S, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"chainwatch: {config}: cannot read (not a regular file)"
+
+
+def test_a_version_directory_named_with_a_superscript_digit_is_not_a_version(ws: Workspace) -> None:
+    assert sync(ws).returncode == 0
+    (ws.out / "versions" / NAME / "²").mkdir()
+    renewed = ws.pki.issue()
+    ws.certbot.write(NAME, renewed)
+    result = sync(ws)
+    assert result.returncode == 0, result.stderr
+    assert ws.published() == ws.pki.trimmed(renewed)
