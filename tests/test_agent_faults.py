@@ -21,7 +21,7 @@ from chainwatch.journal import Event, Journal
 from chainwatch.reconcile import Processor
 from tests.certbot_tree import issued
 from tests.pki import CA, pem
-from tests.workspace import NAME, LivePKI, Workspace, utcnow
+from tests.workspace import NAME, LivePKI, Workspace, fill_bytes, fill_inodes, utcnow
 
 OTHER = "other.example.test"
 
@@ -117,27 +117,7 @@ def test_a_bug_met_in_one_lineage_is_logged_with_its_traceback_and_the_others_go
     assert ws.state()["lineages"][NAME]["error"]["kind"] == "internal"
 
 
-def _fill_bytes(folder: Path) -> list[Path]:
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    with pytest.raises(OSError, match="No space left"):
-        while True:
-            os.write(fd, b"\0" * 4096)
-    os.close(fd)
-    return [filler]
-
-
-def _fill_inodes(folder: Path) -> list[Path]:
-    fillers = []
-    with pytest.raises(OSError, match="No space left"):
-        while True:
-            path = folder / f"inode{len(fillers)}"
-            path.touch()
-            fillers.append(path)
-    return fillers
-
-
-@pytest.mark.parametrize("fill", [_fill_bytes, _fill_inodes], ids=["bytes", "inodes"])
+@pytest.mark.parametrize("fill", [fill_bytes, fill_inodes], ids=["bytes", "inodes"])
 def test_a_full_disk_is_retried_until_the_renewal_is_published_and_the_state_saved(
     tmp_path: Path, pki: LivePKI, fill: object
 ) -> None:

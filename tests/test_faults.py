@@ -18,7 +18,7 @@ from chainwatch.journal import Event, Journal
 from chainwatch.pem import parse_certificates
 from chainwatch.private_key import public_key_from_pem
 from chainwatch.reconcile import INCONSISTENT_GRACE, Processor
-from tests.workspace import NAME, LivePKI, Workspace
+from tests.workspace import NAME, LivePKI, Workspace, fill_bytes
 
 
 @pytest.fixture
@@ -137,12 +137,7 @@ def test_full_output_filesystem_keeps_the_last_good_set(tmp_path: Path, pki: Liv
         first = pki.issue()
         ws.certbot.write(NAME, first)
         assert ws.chainwatch("sync").returncode == 0
-        filler = ws.out / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        with pytest.raises(OSError, match="No space left"):
-            while True:
-                os.write(fd, b"\0" * 4096)
-        os.close(fd)
+        (filler,) = fill_bytes(ws.out)
         ws.certbot.write(NAME, pki.issue())
         result = ws.chainwatch("sync")
         assert result.returncode == 2

@@ -17,6 +17,23 @@ from tests.pki import CA, cert_of, pem
 from tests.workspace import NAME, LivePKI, Workspace, utcnow
 
 
+class Twins:
+    """ICA under Root, and its twin (same subject and key) under Root 2; a leaf below ICA; around now."""
+
+    def __init__(self) -> None:
+        now = utcnow()
+        year = dt.timedelta(days=365)
+        self.root = CA.root("Root", not_before=now - 5 * year, not_after=now + 5 * year)
+        self.root2 = CA.root("Root 2", not_before=now - 5 * year, not_after=now + 5 * year)
+        self.ica = self.root.intermediate("ICA", not_before=now - year, not_after=now + 2 * year)
+        self.twin = self.root2.certify(
+            self.ica.name, self.ica.key.public_key(), ca=True, not_before=now - year, not_after=now + 3 * year
+        )
+        self.leaf, self.key = self.ica.leaf(
+            NAME, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=60)
+        )
+
+
 def chainwatch(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chainwatch", *args], capture_output=True, text=True, timeout=120, check=False
@@ -27,13 +44,8 @@ def test_trim_json_explain_and_the_published_fullchain_agree_on_the_order_of_twi
     # ICA twice, same subject and key: under Root (only the "old" store has
     # it) and under Root 2 (both stores have it). The file sends the
     # narrower twin first; the twin more stores validate through goes first.
-    now = utcnow()
-    year = dt.timedelta(days=365)
-    root = CA.root("Root", not_before=now - 5 * year, not_after=now + 5 * year)
-    root2 = CA.root("Root 2", not_before=now - 5 * year, not_after=now + 5 * year)
-    ica = root.intermediate("ICA", not_before=now - year, not_after=now + 2 * year)
-    stray = root2.certify(ica.name, ica.key.public_key(), ca=True, not_before=now - year, not_after=now + 3 * year)
-    leaf, key = ica.leaf(NAME, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=60))
+    t = Twins()
+    root, root2, ica, stray, leaf, key = t.root, t.root2, t.ica, t.twin, t.leaf, t.key
     expected = [leaf, stray, ica.cert]
 
     ws = Workspace(tmp_path, LivePKI())
@@ -60,13 +72,8 @@ def test_trim_json_explain_and_the_published_fullchain_agree_on_the_order_of_twi
 
 
 def test_twins_needed_by_different_stores_are_warned_about_by_trim_explain_and_status(tmp_path: Path) -> None:
-    now = utcnow()
-    year = dt.timedelta(days=365)
-    root = CA.root("Root", not_before=now - 5 * year, not_after=now + 5 * year)
-    root2 = CA.root("Root 2", not_before=now - 5 * year, not_after=now + 5 * year)
-    ica = root.intermediate("ICA", not_before=now - year, not_after=now + 2 * year)
-    other = root2.certify(ica.name, ica.key.public_key(), ca=True, not_before=now - year, not_after=now + 2 * year)
-    leaf, key = ica.leaf(NAME, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=60))
+    t = Twins()
+    root, root2, ica, other, leaf, key = t.root, t.root2, t.ica, t.twin, t.leaf, t.key
     ws = Workspace(tmp_path, LivePKI())
     first, second = tmp_path / "first.pem", tmp_path / "second.pem"
     first.write_bytes(pem(root.cert))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -180,3 +181,32 @@ class Workspace:
 
 def served_leaf(fullchain: bytes) -> x509.Certificate:
     return parse_certificates(fullchain, "published")[0].x509
+
+
+def fill_bytes(folder: Path) -> list[Path]:
+    """Fill the filesystem of ``folder`` to the last byte; returns what to remove to free it."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return [filler]
+
+
+def fill_inodes(folder: Path) -> list[Path]:
+    """Use up the inodes of ``folder``'s filesystem; returns what to remove to free them."""
+    fillers: list[Path] = []
+    try:
+        while True:
+            path = folder / f"inode{len(fillers)}"
+            path.touch()
+            fillers.append(path)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+    return fillers
