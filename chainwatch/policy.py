@@ -473,6 +473,10 @@ class _Judge:
     def _drop_unneeded(self, kept: dict[Cert, Role], verdicts: dict[int, Verdict]) -> None:
         current = set(kept)
         constraining = [store for store in self.stores if self._valid_paths(store, current)]
+        # A store some path serves even to clients that look in their store
+        # first must keep such a path: shedding the others can leave only one
+        # those clients never take (it climbs past the store's expired root).
+        first_match = [store for store in constraining if self._taken_by_first_match(store, current)]
         depth = self._depths(current)
         # Try the certificates farthest from the leaf first: those are the
         # cross-signs towards old roots that minimal mode exists to shed.
@@ -484,7 +488,9 @@ class _Judge:
         )
         for cert in candidates:
             trial = current - {cert}
-            if all(self._valid_paths(store, trial) for store in constraining):
+            if all(self._valid_paths(store, trial) for store in constraining) and all(
+                self._taken_by_first_match(store, trial) for store in first_match
+            ):
                 current = trial
                 del kept[cert]
                 position = self.first_position[cert]
@@ -521,6 +527,9 @@ class _Judge:
             if trusted and not any(self._usable(anchor) for anchor in trusted):
                 return True
         return False
+
+    def _taken_by_first_match(self, store: TrustStore, certs: set[Cert]) -> bool:
+        return any(not self._shadowed(path, store) for path in self._valid_paths(store, certs))
 
     def _stores_through(self, kept: set[Cert]) -> dict[Cert, list[str]]:
         """For each kept certificate: the stores with a valid path through it

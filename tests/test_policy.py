@@ -476,6 +476,28 @@ def test_twin_that_climbs_past_a_stores_expired_root_is_served_after_the_one_tha
         assert accepting(decision.chain, trust) == list(verifiers()), trust.name
 
 
+def test_minimal_mode_keeps_the_twin_a_store_first_client_takes_when_the_other_climbs_past_its_expired_root() -> None:
+    # Found by the generated hierarchies: "all" holds Root 0, Root 1 and an
+    # expired Root 2; "root-1-only" holds Root 1. The Root 2 twin with the
+    # cross-sign of Root 2 by Root 1 validates for both on paper, so minimal
+    # mode shed the Root 0 twin; but OpenSSL without alternate chains takes
+    # the store's expired Root 2 for "all" and fails. The Root 0 twin stays.
+    root0, root1 = CA.root("Root 0"), CA.root("Root 1")
+    root2 = CA.root("Root 2", not_after=T0 - DAY)
+    root2_by_root1 = cert_of(root1.cross_sign(root2))
+    ica = root0.intermediate("ICA")
+    by_root2 = twin(ica, root2)
+    leaf = cert_of(ica.leaf()[0])
+    stores = [store("all", root0, root1, root2), store("root-1-only", root1)]
+    decision = decide([leaf, ica.c, by_root2, root2_by_root1], stores, T0, Policy(mode=Mode.MINIMAL))
+    assert decision.chain == (leaf, ica.c, by_root2, root2_by_root1)
+    assert decision.validating_stores == ("all", "root-1-only")
+    assert accepting(decision.chain, stores[0]) == list(verifiers())
+    # The two stores need different twins: no one order serves first-match clients of both.
+    assert decision.has(WarningCode.CONFLICTING_TWINS)
+    assert "root-1-only" in next(w.message for w in decision.warnings if w.code == WarningCode.CONFLICTING_TWINS)
+
+
 def test_twins_needed_by_different_stores_are_both_kept_in_file_order_and_warned_about(twins: Twins) -> None:
     stores = [store("knows-root", twins.root), store("knows-root-2", twins.root2)]
     decision = decide([twins.leaf, twins.stray, twins.trusted], stores, T0)
