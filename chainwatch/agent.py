@@ -19,7 +19,7 @@ from pathlib import Path
 
 from chainwatch import __version__
 from chainwatch.config import Config, load_config
-from chainwatch.errors import ChainwatchError
+from chainwatch.errors import ChainwatchError, reason_of
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import archive_dirs, refused_names
 from chainwatch.notify import Notifier
@@ -165,7 +165,7 @@ class Agent:
             with self.processor.exclusive():
                 pass  # leaving saves
         except (OSError, ChainwatchError) as error:
-            detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            detail = reason_of(error)
             self.journal.log(Event.ERROR, f"cannot use {self.config.output_dir}: {detail}")
 
     def _on_signal(self, number: int, frame: object) -> None:
@@ -258,7 +258,7 @@ class Agent:
         except (OSError, ChainwatchError) as error:
             # The output directory itself failed (removed, full, replaced by
             # something unsafe): say so and try these lineages again later.
-            detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            detail = reason_of(error)
             retry_at = dt.datetime.now(dt.UTC) + _RETRY_OUTPUT
             self.journal.log(
                 Event.ERROR, f"cannot use {self.config.output_dir}: {detail}; retrying at {retry_at:%H:%M:%S} UTC"

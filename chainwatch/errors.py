@@ -4,7 +4,7 @@ A chain that merely validates badly is not an exception: the policy returns
 that as a decision. These are for files that cannot be read at all.
 """
 
-__all__ = ["ChainwatchError", "InputError", "OutputError"]
+__all__ = ["ChainwatchError", "InputError", "OutputError", "reason_of"]
 
 
 class ChainwatchError(Exception):
@@ -19,3 +19,10 @@ class InputError(ChainwatchError):
 
 class OutputError(ChainwatchError):
     """The output directory cannot be used (not a directory, not ours, not writable)."""
+
+
+def reason_of(error: Exception) -> str:
+    """One line for a person: an OSError's strerror ("No space left on device"), else the message."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)

@@ -136,9 +136,7 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
 
         try:
             content[kind] = read_regular(path, MAX_CHAIN_BYTES, check=confined)
-        except _Unsafe as error:
-            raise Rejected(str(error)) from None
-        except NotRegularFile as error:
+        except (_Unsafe, NotRegularFile) as error:
             raise Rejected(str(error)) from None
         except TooLarge:
             raise Rejected(f"{path}: larger than 1 MiB") from None

@@ -231,10 +231,7 @@ class Publisher:
         # Callers hold the lock: anything staged here is a crashed pass's
         # (a directory, or a file someone left: either would block the mkdir).
         for leftover in folder.glob(".new-*"):
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+            _clear(leftover)
         staging = folder / f".new-{version}"
         os.mkdir(staging, 0o700)
         try:

@@ -7,7 +7,6 @@ The same code serves the agent (``chainwatch run``) and one-shot passes
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import errno
 import fcntl
@@ -26,7 +25,7 @@ from chainwatch.atomic import group_id
 from chainwatch.bounded_read import read_regular
 from chainwatch.certificate import Cert
 from chainwatch.config import Config
-from chainwatch.errors import ChainwatchError, InputError, OutputError
+from chainwatch.errors import ChainwatchError, InputError, OutputError, reason_of
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage, read_files
 from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
@@ -93,8 +92,9 @@ class Processor:
         try:
             self.publisher.prepare()
         except OSError as error:
-            reason = error.strerror or str(error)
-            raise OutputError(f"{config.output_dir}: cannot use it as the output directory ({reason})") from None
+            raise OutputError(
+                f"{config.output_dir}: cannot use it as the output directory ({reason_of(error)})"
+            ) from None
         self.state = StateFile(config.output_dir / "state.json")
         """Loaded under :meth:`exclusive` only: loading may move an unusable file aside."""
         self.fingerprint = hashlib.sha256(
@@ -189,10 +189,8 @@ class Processor:
             try:
                 self.publisher.regroup(name)
             except (OSError, ChainwatchError) as error:
-                detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-                reason = f"cannot apply key_group to {self.publisher.versions / name}: {detail}"
-                rejected = self._reject(name, record, reason, now, kind="write")
-                return dataclasses.replace(rejected, recheck_at=now + _backoff(record))
+                reason = f"cannot apply key_group to {self.publisher.versions / name}: {reason_of(error)}"
+                return self._reject(name, record, reason, now, kind="write", retry=True)
             record["key_group"] = self.publisher.gid
         digest = hashlib.sha256(b"".join(content[kind] for kind in KINDS)).hexdigest()
         still_valid = self._still_valid(name, record, digest, now)
@@ -223,7 +221,7 @@ class Processor:
         refusal = self._refusal(name, decision, now)
         if refusal:
             reason, recheck_at = refusal
-            return dataclasses.replace(self._reject(name, record, reason, now), recheck_at=recheck_at)
+            return self._reject(name, record, reason, now, recheck_at=recheck_at)
         return _Ready(
             name, decision, set_for(decision, lineage.privkey), self._meta(name, lineage, decision, now), digest
         )
@@ -266,8 +264,7 @@ class Processor:
         if isinstance(written, OSError):
             # A full disk or a read-only remount passes: look again later.
             reason = f"cannot write {self.config.output_dir}: {written.strerror}"
-            rejected = self._reject(name, record, reason, now, kind="write")
-            return dataclasses.replace(rejected, recheck_at=now + _backoff(record))
+            return self._reject(name, record, reason, now, kind="write", retry=True)
         if isinstance(written, Exception):
             return self._reject(name, record, str(written), now, kind="write")
         current = self.publisher.current_version(name)
@@ -282,9 +279,8 @@ class Processor:
             self.journal.log(event, message, lineage=name, dropped=dropped, version=written)
         self._settle_status(record, decision, now)
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in item.files.items()}
-        if record.get("key_group", -1) != self.publisher.gid:
-            self.publisher.regroup(name)  # the versions kept from before the change
-            record["key_group"] = self.publisher.gid
+        # _prepare regrouped the kept versions; the new one was made for this group.
+        record["key_group"] = self.publisher.gid
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
         record["source"] = item.digest
         record["config"] = self.fingerprint
@@ -446,13 +442,25 @@ class Processor:
         return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
 
     def _reject(
-        self, name: str, record: dict[str, Any], reason: str, now: dt.datetime, kind: str = "rejected"
+        self,
+        name: str,
+        record: dict[str, Any],
+        reason: str,
+        now: dt.datetime,
+        kind: str = "rejected",
+        *,
+        recheck_at: dt.datetime | None = None,
+        retry: bool = False,
     ) -> Outcome:
+        """Keep what is served and say why; look again at ``recheck_at``, or with
+        backoff when ``retry`` (a failure of the environment, not of the input)."""
         record.pop("inconsistent_since", None)
         message = f"not published: {reason}; {self._serving(name)}"
         record_error(record, kind, message, now)
         self.journal.log(Event.REJECTED, message, lineage=name)
-        return Outcome(name, Event.REJECTED, message)
+        if retry:
+            recheck_at = now + _backoff(record)
+        return Outcome(name, Event.REJECTED, message, recheck_at=recheck_at)
 
     def _serving(self, name: str) -> str:
         version = self.publisher.current_version(name)
