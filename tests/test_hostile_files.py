@@ -44,8 +44,9 @@ def sync(ws: Workspace) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def point_fullchain_at(ws: Workspace, target: Path) -> None:
-    link = ws.certbot.live / NAME / "fullchain.pem"
+def point_link(ws: Workspace, target: Path, file: str = "fullchain.pem") -> None:
+    """Make live/NAME/``file`` a link to ``target``, as someone able to write there could."""
+    link = ws.certbot.live / NAME / file
     link.unlink()
     link.symlink_to(target)
 
@@ -53,7 +54,7 @@ def point_fullchain_at(ws: Workspace, target: Path) -> None:
 def test_a_fifo_as_fullchain_is_refused_and_the_other_lineages_are_published(ws: Workspace) -> None:
     fifo = ws.certbot.archive / NAME / "fifo.pem"
     os.mkfifo(fifo)
-    point_fullchain_at(ws, fifo)
+    point_link(ws, fifo)
     result = sync(ws)
     assert result.returncode == 2
     assert f"{ws.certbot.live / NAME / 'fullchain.pem'}: is a FIFO, not a file" in result.stderr
@@ -62,7 +63,7 @@ def test_a_fifo_as_fullchain_is_refused_and_the_other_lineages_are_published(ws:
 
 
 def test_a_character_device_as_fullchain_is_refused_without_reading_it(ws: Workspace) -> None:
-    point_fullchain_at(ws, Path("/dev/zero"))
+    point_link(ws, Path("/dev/zero"))
     result = sync(ws)
     assert result.returncode == 2
     assert "fullchain.pem: is a device, not a file" in result.stderr
@@ -73,9 +74,7 @@ def test_a_socket_as_privkey_is_refused(ws: Workspace) -> None:
     path = ws.certbot.archive / NAME / "socket.pem"
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(path))
-        link = ws.certbot.live / NAME / "privkey.pem"
-        link.unlink()
-        link.symlink_to(path)
+        point_link(ws, path, "privkey.pem")
         result = sync(ws)
     assert result.returncode == 2
     assert "privkey.pem: is a socket, not a file" in result.stderr
@@ -195,9 +194,7 @@ def test_a_key_linked_from_outside_certbots_archive_is_refused_even_with_its_mat
     archive = ws.certbot.archive / NAME
     (archive / "fullchain1.pem").write_bytes(service.fullchain)
     (archive / "cert1.pem").write_bytes(service.cert)
-    link = ws.certbot.live / NAME / "privkey.pem"
-    link.unlink()
-    link.symlink_to(key)
+    point_link(ws, key, "privkey.pem")
     result = sync(ws)
     assert result.returncode == 2
     assert f"privkey.pem: resolves to {key}, outside certbot's archive {archive}; refused" in result.stderr
