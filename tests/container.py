@@ -9,6 +9,7 @@ one measured in shared/FIELD-NOTES.md.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -35,8 +36,18 @@ def rootfs(suite: str = "bookworm") -> Path:
     if (tree / "usr" / "lib" / "systemd" / "systemd").exists():
         return tree
     CACHE.mkdir(parents=True, exist_ok=True)
+    # .ci/run builds the trees in the background while the other tests run;
+    # a test that gets here first waits for that build instead of racing it.
+    with open(CACHE / f"{suite}-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (tree / "usr" / "lib" / "systemd" / "systemd").exists():
+            _build(suite, tree, tarball)
+    return tree
+
+
+def _build(suite: str, tree: Path, tarball: Path) -> None:
     if not tarball.exists():
-        building = CACHE / f"{suite}-{key}.building"
+        building = tree.with_name(f"{tree.name}.building")
         shutil.rmtree(building, ignore_errors=True)
         subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(building), MIRROR],
@@ -50,12 +61,17 @@ def rootfs(suite: str = "bookworm") -> Path:
         )
         os.rename(str(tarball) + ".part", tarball)
         shutil.rmtree(building, ignore_errors=True)
-    partial = CACHE / f"{suite}-{key}.unpacking"
+    partial = tree.with_name(f"{tree.name}.unpacking")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     subprocess.run(["tar", "--zstd", "-C", str(partial), "-xf", str(tarball)], check=True, capture_output=True)
     os.rename(partial, tree)
-    return tree
+
+
+if __name__ == "__main__":
+    # `python -m tests.container bookworm trixie`: build the cached trees ahead of the tests.
+    for name in sys.argv[1:]:
+        print(f"{name}: {rootfs(name)}", flush=True)
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
