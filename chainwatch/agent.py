@@ -29,9 +29,10 @@ from chainwatch.watch import LineageWatcher
 
 __all__ = ["Agent", "BatchHook"]
 
-BatchHook = Callable[[Processor, list[Outcome]], dict[str, dt.datetime]]
-"""Called after each batch of lineages is processed (the consumers' reload);
-returns lineages to process again at the given times (retries)."""
+BatchHook = Callable[[Processor, list[Outcome], Callable[[], None]], dict[str, dt.datetime]]
+"""Called after each batch of lineages is processed (the consumers' reload),
+with a function to call at least every few seconds while it works (it feeds
+the watchdog); returns lineages to process again at the given times (retries)."""
 
 # While idle with a watchdog, refresh the heartbeat in state.json this often:
 # often enough for `status`, rarely enough not to wear the disk.
@@ -42,8 +43,10 @@ _RETRY_OUTPUT = dt.timedelta(seconds=30)
 _RETRY_SAVE = 10.0
 
 
-def _no_batch_hook(processor: Processor, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
-    del processor, outcomes
+def _no_batch_hook(
+    processor: Processor, outcomes: list[Outcome], keepalive: Callable[[], None]
+) -> dict[str, dt.datetime]:
+    del processor, outcomes, keepalive
     return {}
 
 
@@ -286,7 +289,12 @@ class Agent:
                 outcomes.append(outcome)
             if outcomes:
                 self.processor.checkpoint()
-                self.rechecks.update(self.after_batch(self.processor, outcomes))
+                for name, at in self.after_batch(self.processor, outcomes, self._keepalive).items():
+                    self.rechecks[name] = min(self.rechecks.get(name, at), at)
+
+    def _keepalive(self) -> None:
+        if self.notifier.watchdog_interval:
+            self.notifier.watchdog()
 
     def _status_line(self) -> str:
         line = f"watching {len(self.known)} lineage{'s' if len(self.known) != 1 else ''}"

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -338,8 +338,10 @@ class _AfterBatch:
     def __init__(self) -> None:
         self.consumers = ConsumerHook()
 
-    def __call__(self, processor: Processor, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
-        retries = self.consumers(processor, outcomes)
+    def __call__(
+        self, processor: Processor, outcomes: list[Outcome], keepalive: Callable[[], None] = lambda: None
+    ) -> dict[str, dt.datetime]:
+        retries = self.consumers(processor, outcomes, keepalive)
         target = processor.config.metrics_textfile
         if target is not None:
             try:
@@ -369,12 +371,17 @@ def _sync(args: argparse.Namespace) -> int:
         outcomes = processor.process_batch(names or list_lineages(config.live_dir))
         processor.checkpoint()
         _AfterBatch()(processor, outcomes)
+        troubled = [c.name for c in config.consumers if processor.state.consumer(c.name).get("state") == "error"] + [
+            o.lineage for o in outcomes if processor.state.lineage(o.lineage).get("pending")
+        ]
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
     summary = ", ".join(f"{n} {event}" for event, n in sorted(counts.items())) or f"no lineage under {config.live_dir}"
     print(f"chainwatch sync: {summary}")
-    if any(o.event in (Event.REJECTED, Event.INCONSISTENT) for o in outcomes):
+    if troubled:
+        print(f"chainwatch sync: not served as published: {', '.join(troubled)} (see 'chainwatch status')")
+    if troubled or any(o.event in (Event.REJECTED, Event.INCONSISTENT) for o in outcomes):
         return EXIT_USAGE
     if any(o.warned for o in outcomes):
         return EXIT_DEGRADED
@@ -385,9 +392,11 @@ def _status(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         output_dir, horizon, config_error = config.output_dir, config.horizon_days, None
+        consumers: list[str] | None = [c.name for c in config.consumers]
     except ChainwatchError as error:
         output_dir, horizon, config_error = output_dir_hint(args.config), Config().horizon_days, str(error)
-    report = status_report(output_dir / "state.json", args.lineages, horizon)
+        consumers = None
+    report = status_report(output_dir / "state.json", args.lineages, horizon, consumers=consumers)
     if config_error:
         report["config_error"] = config_error
         report["exit"] = max(report["exit"], 1) if report["exit"] != 3 else 3

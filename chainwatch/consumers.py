@@ -1,30 +1,49 @@
 """After a batch is published: reload each affected consumer once, prove what it
-serves, and roll back what made it fail.
+serves, and decide whom to blame when that fails.
+
+A consumer failing with a new set is not yet a verdict on the set. The set is
+blamed only when switching back to the lineage's last known good version makes
+the consumer work again; it then waits, not served, for its retry or for new
+input. When the consumer fails with the good version too, the consumer is
+broken, not the set: the new set is switched in again and kept, and the
+consumer is in error, retried with backoff. An endpoint that cannot be reached
+at all (refused, timeout, failed handshake) is the consumer's error and never a
+reason to roll back.
+
+Reloads and probes run in worker threads while the calling thread keeps the
+systemd watchdog fed; probes run concurrently, bounded by one deadline a round.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import fnmatch
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
 
 from chainwatch.certificate import Cert
 from chainwatch.config import ConsumerConfig
-from chainwatch.errors import ChainwatchError
-from chainwatch.journal import Event
+from chainwatch.errors import ChainwatchError, reason_of
+from chainwatch.journal import Event, Journal
 from chainwatch.pem import parse_certificates
 from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
 from chainwatch.reconcile import Outcome, Processor, record_error
-from chainwatch.reload import ReloadResult, reload_consumer
-from chainwatch.state import now_iso
+from chainwatch.records import ConsumerRecord, PendingRecord, ProbeRecord, ReloadRecord, clear_error, note_error
+from chainwatch.reload import ReloadResult, Result, reload_consumer
+from chainwatch.state import now_iso, parse_iso
 
-__all__ = ["ConsumerHook", "ProbeReport", "affected", "compare_served"]
+__all__ = ["ConsumerHook", "ProbeReport", "Verdict", "affected", "classify_served"]
 
-# How long a consumer may take to start serving what was published.
+# How long, a round, consumers may take to serve what was just switched in.
 PROBE_PATIENCE_S = 5.0
 _PROBE_INTERVAL_S = 0.25
+_PROBE_WORKERS = 16
+# The watchdog is fed at least this often while a reload or probes run.
+_KEEPALIVE_S = 1.0
 _BACKOFF_S = (30, 60, 120, 300, 900, 3600)
 
 _HINTS = {
@@ -34,11 +53,32 @@ _HINTS = {
 }
 
 Reloader = Callable[[ConsumerConfig], ReloadResult]
+Keepalive = Callable[[], None]
+_T = TypeVar("_T")
 
 
-def affected(consumer: ConsumerConfig, lineages: Sequence[str]) -> list[str]:
+def _nothing() -> None:
+    pass
+
+
+def affected(consumer: ConsumerConfig, lineages: Iterable[str]) -> list[str]:
     """The lineages among ``lineages`` that ``consumer`` serves (by its globs)."""
     return [name for name in lineages if any(fnmatch.fnmatchcase(name, glob) for glob in consumer.lineages)]
+
+
+class Verdict(StrEnum):
+    """What one endpoint sends for one server name, compared with what was published."""
+
+    SERVES = "serves"
+    """The version of the lineage that is published now."""
+    OTHER_LINEAGE = "other-lineage"
+    """A chain published for another lineage: this consumer does not serve that name."""
+    STALE = "stale"
+    """An older (or rejected) version of the lineage."""
+    UNKNOWN = "unknown"
+    """A chain chainwatch never published: the consumer reads other files."""
+    UNREACHABLE = "unreachable"
+    """No chain at all: refused, timed out or failed handshake."""
 
 
 @dataclass(frozen=True)
@@ -46,17 +86,74 @@ class ProbeReport:
     endpoint: str
     lineage: str
     server_name: str
-    ok: bool
-    handshake: bool
-    """False when no chain could be fetched at all."""
+    verdict: Verdict
     message: str
     version: int | None = None
 
+    @property
+    def ok(self) -> bool:
+        return self.verdict in (Verdict.SERVES, Verdict.OTHER_LINEAGE)
 
-def compare_served(
+    def record(self, at: dt.datetime) -> ProbeRecord:
+        return ProbeRecord(
+            endpoint=self.endpoint,
+            lineage=self.lineage,
+            server_name=self.server_name,
+            verdict=str(self.verdict),
+            ok=self.ok,
+            message=self.message,
+            version=self.version,
+            checked_at=now_iso(at),
+        )
+
+
+@dataclass(frozen=True)
+class Check:
+    """One consumer reloaded, and probed, with the sets served at that moment."""
+
+    consumer: ConsumerConfig
+    names: tuple[str, ...]
+    reload: ReloadResult
+    reports: tuple[ProbeReport, ...] = ()
+
+    @property
+    def skipped(self) -> bool:
+        return self.reload.result == Result.SKIPPED
+
+    @property
+    def blames_sets(self) -> bool:
+        """Failed in a way the served sets may cause: the reload, or serving the wrong chain."""
+        if self.skipped:
+            return False
+        return not self.reload.ok or any(r.verdict in (Verdict.STALE, Verdict.UNKNOWN) for r in self.reports)
+
+    @property
+    def ok(self) -> bool:
+        return self.reload.ok and not self.skipped and all(r.ok for r in self.reports)
+
+    @property
+    def error_kind(self) -> str:
+        if not self.reload.ok:
+            return "reload"
+        wrong = [r for r in self.reports if r.verdict in (Verdict.STALE, Verdict.UNKNOWN)]
+        return "stale" if wrong else "unreachable"
+
+    @property
+    def failure(self) -> str:
+        """What went wrong, in a few words (empty when nothing did)."""
+        if not self.reload.ok:
+            return f"reload failed: {self.reload.detail}"
+        bad = [r for r in self.reports if not r.ok]
+        if not bad:
+            return ""
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        return f"{bad[0].message}{more}"
+
+
+def classify_served(
     processor: Processor, lineage: str, served: list[Cert], consumer: str, endpoint: str
-) -> tuple[bool, str, int | None]:
-    """Which published version of ``lineage`` is ``served``? (match, message, version)."""
+) -> tuple[Verdict, str, int | None]:
+    """Which published set is ``served``? (verdict, message, version of ``lineage``)"""
     publisher = processor.publisher
     current = publisher.current_version(lineage)
     for version in reversed(publisher.versions_of(lineage)):
@@ -69,132 +166,340 @@ def compare_served(
             continue
         if published == served:
             if version == current:
-                return True, f"{consumer} on {endpoint} serves version {version} of {lineage}", version
-            return (
-                False,
-                f"{consumer} on {endpoint} serves version {version} of {lineage}, published is {current}",
-                version,
-            )
+                return Verdict.SERVES, f"{consumer} on {endpoint} serves version {version} of {lineage}", version
+            message = f"{consumer} on {endpoint} serves version {version} of {lineage}, version {current} is published"
+            return Verdict.STALE, message, version
+    if served:
+        leaf = served[0].sha256
+        for other in processor.state.names():
+            if other != lineage and (processor.state.lineage(other).get("leaf") or {}).get("sha256") == leaf:
+                message = (
+                    f"{consumer} on {endpoint} answers with the chain of {other}: "
+                    f"it does not serve {lineage}'s names there"
+                )
+                return Verdict.OTHER_LINEAGE, message, None
     hint = _HINTS.get(consumer, "check which files it is configured to serve")
-    return False, f"{consumer} on {endpoint} serves a chain chainwatch never published for {lineage}: {hint}", None
+    message = f"{consumer} on {endpoint} serves a chain chainwatch never published for {lineage}: {hint}"
+    return Verdict.UNKNOWN, message, None
 
 
 class ConsumerHook:
     """The agent's and ``sync``'s after-batch step."""
 
-    def __init__(self, reloader: Reloader = reload_consumer, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        reloader: Reloader = reload_consumer,
+        clock: Callable[[], dt.datetime] | None = None,
+        fetch: Callable[[Endpoint, str | None, float], list[Cert]] = fetch_chain,
+    ) -> None:
         self.reloader = reloader
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.fetch = fetch
 
-    def __call__(self, processor: Processor, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
-        """Reload, probe, roll back; returns lineage -> when to retry a failed one."""
-        published = [o.lineage for o in outcomes if o.published]
-        retries: dict[str, dt.datetime] = {}
-        if not published:
-            return retries
-        for consumer in processor.config.consumers:
-            names = affected(consumer, published)
+    def __call__(
+        self, processor: Processor, outcomes: list[Outcome], keepalive: Keepalive = _nothing
+    ) -> dict[str, dt.datetime]:
+        """Reload, probe, blame; returns lineage -> when to look at it again."""
+        return _Step(self, processor, keepalive).run(outcomes)
+
+
+class _Step:
+    """One after-batch step: the lineages it switched, the checks it made."""
+
+    def __init__(self, hook: ConsumerHook, processor: Processor, keepalive: Keepalive) -> None:
+        self.hook = hook
+        self.processor = processor
+        self.journal: Journal = processor.journal
+        self.keepalive = keepalive
+        self.now = hook.clock()
+        self.retries: dict[str, dt.datetime] = {}
+
+    # -- the step --------------------------------------------------------------------------
+
+    def run(self, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
+        state = self.processor.state
+        batch = [o.lineage for o in outcomes]
+        changed = [o.lineage for o in outcomes if o.published] + self._switch_in_due_pending(outcomes)
+        checks: dict[str, Check] = {}
+        for consumer in self.processor.config.consumers:
+            record = state.consumer(consumer.name)
+            names = affected(consumer, changed)
+            if self._due(record.get("next_retry")) and (names or affected(consumer, batch)):
+                # Its retry: everything it was last reloaded for is checked again.
+                names = affected(consumer, dict.fromkeys([*batch, *record.get("lineages", []), *names]))
+                names = [n for n in names if state.has_lineage(n)]
             if names:
-                retries.update(self._serve(processor, consumer, names))
-        return retries
+                checks[consumer.name] = self._check(consumer, names)
+        self._settle(checks, changed)
+        for consumer in self.processor.config.consumers:
+            retry = parse_iso(state.consumer(consumer.name).get("next_retry"))
+            for name in affected(consumer, batch)[:1]:
+                if retry is not None:
+                    self._retry(name, max(retry, self.now))
+        return self.retries
 
-    def _serve(self, processor: Processor, consumer: ConsumerConfig, names: list[str]) -> dict[str, dt.datetime]:
-        journal = processor.journal
-        record = processor.state.consumer(consumer.name)
-        result = self.reloader(consumer)
-        record.update(
-            last_reload=now_iso(self.clock()), result=str(result.result), detail=result.detail, via=result.via
-        )
-        if result.result == "skipped":
-            journal.log(Event.RELOAD_SKIPPED, result.detail, consumer=consumer.name, via=result.via)
-            return {}
-        failure = None if result.ok else f"reload failed: {result.detail}"
-        if result.ok:
-            journal.log(
-                Event.RELOADED,
-                f"{consumer.name} reloaded via {result.via} in {result.seconds * 1000:.0f} ms for {', '.join(names)}",
-                consumer=consumer.name,
-                via=result.via,
+    def _switch_in_due_pending(self, outcomes: list[Outcome]) -> list[str]:
+        """Rejected versions whose retry is due are served again, to be checked like new ones."""
+        switched = []
+        for outcome in outcomes:
+            record = self.processor.state.lineage(outcome.lineage)
+            pending = record.get("pending")
+            if not outcome.pending or pending is None:
+                continue
+            if not self._due(pending["retry_at"]):
+                self._retry(outcome.lineage, parse_iso(pending["retry_at"]) or self.now)
+                continue
+            try:
+                self.processor.serve(outcome.lineage, pending["version"])
+            except (OSError, ChainwatchError) as error:
+                record["pending"] = None  # gone from disk: new input will be published afresh
+                self.journal.log(
+                    Event.ERROR,
+                    f"cannot retry version {pending['version']}: {reason_of(error)}",
+                    lineage=outcome.lineage,
+                )
+                continue
+            self.journal.log(
+                Event.PUBLISHED,
+                f"{outcome.lineage}: version {pending['version']} switched in again to retry it "
+                f"(attempt {pending['attempts'] + 1})",
+                lineage=outcome.lineage,
+                version=pending["version"],
             )
-            reports = self._probe(processor, consumer, names)
-            record["probes"] = [report.__dict__ for report in reports]
-            broken = [r for r in reports if not r.handshake]
-            if broken:
-                failure = f"handshakes fail after the reload: {broken[0].message}"
-            for report in reports:
-                event = Event.PROBE_OK if report.ok else Event.PROBE_FAILED
-                journal.log(event, report.message, consumer=consumer.name, endpoint=report.endpoint)
-        if failure is None:
-            record["failures_in_a_row"] = 0
-            for name in names:
-                lineage = processor.state.lineage(name)
-                lineage.pop("retries", None)
-                wrong = [p["message"] for p in record.get("probes", []) if p["lineage"] == name and not p["ok"]]
-                if wrong:
-                    record_error(lineage, "consumer", "; ".join(dict.fromkeys(wrong)), self.clock())
-            return {}
-        record["failures"] = record.get("failures", 0) + 1
-        record["failures_in_a_row"] = record.get("failures_in_a_row", 0) + 1
-        journal.log(Event.RELOAD_FAILED, f"{consumer.name}: {failure}", consumer=consumer.name, via=result.via)
-        return self._roll_back(processor, consumer, names, failure)
+            switched.append(outcome.lineage)
+        return switched
 
-    def _probe(self, processor: Processor, consumer: ConsumerConfig, names: list[str]) -> list[ProbeReport]:
-        reports = []
+    def _settle(self, checks: dict[str, Check], changed: list[str]) -> None:
+        """Blame, switch back or forward, and write down what each consumer does."""
+        state, processor = self.processor.state, self.processor
+        failed = [check for check in checks.values() if check.blames_sets]
+        fallback = self._fallbacks(sorted({n for c in failed for n in c.names if n in changed}))
+        final = dict(checks)
+        blamed: dict[str, Check] = {}
+        if fallback:
+            for name, (_, good) in fallback.items():
+                processor.serve(name, good)
+            processor.save()
+            again = self._recheck(list(fallback))
+            final.update(again)
+            for check in failed:
+                after = again.get(check.consumer.name)
+                if after is not None and after.ok:
+                    for name in check.names:
+                        if name in fallback:
+                            blamed.setdefault(name, check)
+            forward = [name for name in fallback if name not in blamed]
+            if forward:
+                for name in forward:
+                    processor.serve(name, fallback[name][0])
+                processor.save()
+                final.update(self._recheck(forward))
+                for name in forward:
+                    new, good = fallback[name]
+                    culprits = ", ".join(c.consumer.name for c in failed if name in c.names)
+                    self.journal.log(
+                        Event.ROLLED_FORWARD,
+                        f"{name}: {culprits} failed with version {good} too; serving version {new} again, "
+                        "the consumer is at fault, not the set",
+                        lineage=name,
+                        version=new,
+                    )
+        for name, check in blamed.items():
+            self._blame(name, fallback[name], checks[check.consumer.name])
+        for check in final.values():
+            self._record(check)
+        for name in changed:
+            if name in blamed:
+                continue
+            users = [c for c in self.processor.config.consumers if affected(c, [name])]
+            if all(final[c.name].ok or final[c.name].skipped for c in users if c.name in final):
+                record = state.lineage(name)
+                record["good"] = processor.publisher.current_version(name)
+                pending = record.get("pending")
+                if pending is not None and pending["version"] == record["good"]:
+                    record["pending"] = None
+
+    def _fallbacks(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """For each lineage to test: (new version, last known good) when falling back is allowed."""
+        fallback = {}
+        for name in names:
+            record = self.processor.state.lineage(name)
+            current, good = self.processor.publisher.current_version(name), record.get("good")
+            if current is None or good is None or good == current:
+                continue
+            why_not = self.processor.may_fall_back(name, current, good)
+            if why_not:
+                self.journal.log(
+                    Event.ERROR,
+                    f"{name}: not rolled back to version {good}: {why_not}; keeping version {current}",
+                    lineage=name,
+                    priority=4,
+                )
+                continue
+            fallback[name] = (current, good)
+        return fallback
+
+    def _recheck(self, names: list[str]) -> dict[str, Check]:
+        """After a switch: every consumer that uses a switched lineage is reloaded."""
+        checks = {}
+        for consumer in self.processor.config.consumers:
+            users = affected(consumer, names)
+            if users:
+                checks[consumer.name] = self._check(consumer, users)
+        return checks
+
+    def _blame(self, name: str, versions: tuple[int, int], check: Check) -> None:
+        new, good = versions
+        record = self.processor.state.lineage(name)
+        previous = record.get("pending")
+        attempts = previous["attempts"] + 1 if previous is not None and previous["version"] == new else 1
+        retry_at = self.now + dt.timedelta(seconds=_BACKOFF_S[min(attempts - 1, len(_BACKOFF_S) - 1)])
+        record["pending"] = PendingRecord(
+            version=new,
+            source=record.get("source", ""),
+            config=record.get("config", ""),
+            consumer=check.consumer.name,
+            reason=f"{check.consumer.name} {check.failure}",
+            since=previous["since"] if previous is not None and previous["version"] == new else now_iso(self.now),
+            retry_at=now_iso(retry_at),
+            attempts=attempts,
+        )
+        message = (
+            f"{check.consumer.name} failed with version {new} ({check.failure}) and works with version {good}: "
+            f"rolled back to version {good}, the last known good; retrying version {new} at {retry_at:%H:%M:%S} UTC"
+        )
+        record_error(record, "consumer", message, self.now)
+        self.journal.log(Event.ROLLED_BACK, message, lineage=name, version=good, consumer=check.consumer.name)
+        self._retry(name, retry_at)
+
+    # -- one consumer ------------------------------------------------------------------------
+
+    def _check(self, consumer: ConsumerConfig, names: list[str]) -> Check:
+        result = self._alive(lambda: self.hook.reloader(consumer))
+        if result.result == Result.SKIPPED:
+            self.journal.log(Event.RELOAD_SKIPPED, f"{consumer.name}: {result.detail}", consumer=consumer.name)
+            return Check(consumer, tuple(names), result)
+        if not result.ok:
+            self.journal.log(
+                Event.RELOAD_FAILED, f"{consumer.name}: reload failed: {result.detail}", consumer=consumer.name
+            )
+            return Check(consumer, tuple(names), result)
+        self.journal.log(
+            Event.RELOADED,
+            f"{consumer.name} reloaded via {result.via} in {result.seconds * 1000:.0f} ms for {', '.join(names)}",
+            consumer=consumer.name,
+            via=result.via,
+        )
+        reports = self._probe(consumer, names) if consumer.probe else []
+        for report in reports:
+            # Another lineage's chain: that name is not this consumer's (info).
+            priority = 6 if report.verdict == Verdict.OTHER_LINEAGE else None
+            event = Event.PROBE_OK if report.ok else Event.PROBE_FAILED
+            self.journal.log(
+                event,
+                report.message,
+                lineage=report.lineage,
+                consumer=consumer.name,
+                endpoint=report.endpoint,
+                priority=priority,
+            )
+        return Check(consumer, tuple(names), result, tuple(reports))
+
+    def _probe(self, consumer: ConsumerConfig, names: list[str]) -> list[ProbeReport]:
+        """Every endpoint and server name at once, within one deadline."""
+        deadline = time.monotonic() + PROBE_PATIENCE_S
+        tasks = []
         for text in consumer.probe:
             endpoint = parse_endpoint(text)
             for name in names:
-                lineage = processor.state.lineage(name)
-                server_names = (lineage.get("leaf") or {}).get("names") or [None]
-                for server_name in server_names:
-                    reports.append(self._probe_one(processor, consumer, endpoint, name, server_name))
-        return reports
+                server_names: list[str | None] = [
+                    *(self.processor.state.lineage(name).get("leaf") or {}).get("names", [])
+                ] or [None]
+                tasks += [(endpoint, name, server_name) for server_name in server_names]
+        with concurrent.futures.ThreadPoolExecutor(min(_PROBE_WORKERS, len(tasks))) as pool:
+            futures = [pool.submit(self._probe_one, consumer, *task, deadline) for task in tasks]
+            while True:
+                _, waiting = concurrent.futures.wait(futures, timeout=_KEEPALIVE_S)
+                self.keepalive()
+                if not waiting:
+                    break
+        return [future.result() for future in futures]
 
     def _probe_one(
-        self, processor: Processor, consumer: ConsumerConfig, endpoint: Endpoint, lineage: str, server_name: str | None
+        self, consumer: ConsumerConfig, endpoint: Endpoint, lineage: str, server_name: str | None, deadline: float
     ) -> ProbeReport:
-        deadline = time.monotonic() + PROBE_PATIENCE_S
+        # A consumer may take a moment to serve what was switched in: ask
+        # again until it does or the round's deadline passes.
         while True:
+            timeout = max(1.0, deadline - time.monotonic())
             try:
-                served = fetch_chain(endpoint, server_name, timeout=PROBE_PATIENCE_S)
-                ok, message, version = compare_served(processor, lineage, served, consumer.name, str(endpoint))
-                report = ProbeReport(str(endpoint), lineage, server_name or "", ok, True, message, version)
+                served = self.hook.fetch(endpoint, server_name, timeout)
+                verdict, message, version = classify_served(
+                    self.processor, lineage, served, consumer.name, str(endpoint)
+                )
+                report = ProbeReport(str(endpoint), lineage, server_name or "", verdict, message, version)
             except ProbeError as error:
-                report = ProbeReport(str(endpoint), lineage, server_name or "", False, False, str(error))
-            if report.ok or time.monotonic() >= deadline:
+                message = f"{consumer.name} on {error}" if str(error).startswith(str(endpoint)) else str(error)
+                report = ProbeReport(str(endpoint), lineage, server_name or "", Verdict.UNREACHABLE, message)
+            if report.ok or time.monotonic() + _PROBE_INTERVAL_S >= deadline:
                 return report
             time.sleep(_PROBE_INTERVAL_S)
 
-    def _roll_back(
-        self, processor: Processor, consumer: ConsumerConfig, names: list[str], failure: str
-    ) -> dict[str, dt.datetime]:
-        publisher, journal = processor.publisher, processor.journal
-        retries = {}
-        rolled = []
-        for name in names:
-            current, previous = publisher.current_version(name), publisher.previous_version(name)
-            lineage = processor.state.lineage(name)
-            attempt = lineage.get("retries", 0)
-            retry_at = self.clock() + dt.timedelta(seconds=_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
-            lineage["retries"] = attempt + 1
-            retries[name] = retry_at
-            if previous is None:
-                message = f"{consumer.name} {failure}; nothing to roll back to (version {current} is the first)"
-            else:
-                publisher.switch(name, previous)
-                rolled.append(name)
-                message = (
-                    f"{consumer.name} {failure}; rolled back to version {previous}, "
-                    f"retrying version {current}'s content at {retry_at:%H:%M:%S} UTC"
+    def _alive(self, work: Callable[[], _T]) -> _T:
+        """``work()`` in a thread, feeding the watchdog while it runs."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(work)
+            while True:
+                try:
+                    return future.result(timeout=_KEEPALIVE_S)
+                except concurrent.futures.TimeoutError:
+                    self.keepalive()
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _record(self, check: Check) -> None:
+        """Write down the consumer's last check; its error lasts until a check succeeds."""
+        record: ConsumerRecord = self.processor.state.consumer(check.consumer.name)
+        result = check.reload
+        record["last_reload"] = ReloadRecord(
+            at=now_iso(self.now),
+            via=result.via,
+            result=str(result.result),
+            detail=result.detail,
+            seconds=result.seconds,
+        )
+        record["lineages"] = list(check.names)
+        record["probes"] = [report.record(self.hook.clock()) for report in check.reports]
+        if not result.ok:
+            record["failures"] = record.get("failures", 0) + 1
+        if check.skipped:
+            record["state"] = "skipped"
+            return
+        if check.ok:
+            cleared = clear_error(record)
+            record["state"] = "ok"
+            record["next_retry"] = None
+            record["failures_in_a_row"] = 0
+            if cleared is not None:
+                self.journal.log(
+                    Event.CONSUMER_RECOVERED,
+                    f"{check.consumer.name} works again (failing since {cleared['since']}: {cleared['message']})",
+                    consumer=check.consumer.name,
                 )
-                journal.log(Event.ROLLED_BACK, message, lineage=name, version=previous, consumer=consumer.name)
-            lineage["version"] = publisher.current_version(name)
-            record_error(lineage, "consumer", message, self.clock())
-        if rolled:
-            again = self.reloader(consumer)
-            if not again.ok:
-                journal.log(
-                    Event.RELOAD_FAILED,
-                    f"{consumer.name}: reload after rollback failed too: {again.detail}",
-                    consumer=consumer.name,
-                )
-        return retries
+            return
+        record["failures_in_a_row"] = record.get("failures_in_a_row", 0) + 1
+        error = note_error(record, check.error_kind, f"{check.consumer.name} {check.failure}", self.now)
+        delay = _BACKOFF_S[min(error["attempts"] - 1, len(_BACKOFF_S) - 1)]
+        retry_at = self.now + dt.timedelta(seconds=delay)
+        record["state"] = "error"
+        record["next_retry"] = now_iso(retry_at)
+        error["message"] = f"{check.consumer.name} {check.failure}; retrying at {retry_at:%H:%M:%S} UTC"
+
+    # -- time --------------------------------------------------------------------------------
+
+    def _due(self, when: str | None) -> bool:
+        moment = parse_iso(when)
+        return moment is not None and moment <= self.now
+
+    def _retry(self, name: str, at: dt.datetime) -> None:
+        self.retries[name] = min(self.retries.get(name, at), at)

@@ -36,6 +36,8 @@ class Event(StrEnum):
     RELOAD_SKIPPED = "reload-skipped"
     RELOAD_FAILED = "reload-failed"
     ROLLED_BACK = "rolled-back"
+    ROLLED_FORWARD = "rolled-forward"
+    CONSUMER_RECOVERED = "consumer-recovered"
     PROBE_OK = "probe-ok"
     PROBE_FAILED = "probe-failed"
     ERROR = "error"
@@ -56,6 +58,8 @@ MESSAGE_IDS: dict[Event, str] = {
     Event.RELOAD_SKIPPED: "8a74abb775424b09bd5143b49e1a78d7",
     Event.RELOAD_FAILED: "87e2e53bd04c41c6a477682bdb51274a",
     Event.ROLLED_BACK: "1a562389a56840f98b952c93d2f5785a",
+    Event.ROLLED_FORWARD: "d6464a8f442a4fe5a626417dfbe921bc",
+    Event.CONSUMER_RECOVERED: "2291bf3801394ab58266abcced2b46bd",
     Event.PROBE_OK: "fd3f63cbcb1644cca0ebca46b86cfe36",
     Event.PROBE_FAILED: "e1a04481d02d4ea29aeb0016cf09247c",
     Event.ERROR: "5bf6db751a324c938e359fb4ced41590",
@@ -70,6 +74,9 @@ _PRIORITY: dict[Event, int] = {
     Event.CONFIG_REJECTED: 3,
     Event.INCONSISTENT: 4,
     Event.ROLLED_BACK: 4,
+    Event.ROLLED_FORWARD: 4,
+    Event.RELOAD_SKIPPED: 4,
+    Event.CONSUMER_RECOVERED: 5,
     Event.LINEAGE_REMOVED: 4,
     Event.PUBLISHED: 5,
     Event.RELOADED: 5,

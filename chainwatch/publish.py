@@ -175,7 +175,10 @@ class Publisher:
         return result
 
     def publish_many(
-        self, sets: Sequence[tuple[str, Mapping[str, bytes], Mapping[str, Any]]], again: Collection[str] = ()
+        self,
+        sets: Sequence[tuple[str, Mapping[str, bytes], Mapping[str, Any]]],
+        again: Collection[str] = (),
+        keep: Mapping[str, Collection[int]] | None = None,
     ) -> dict[str, int | OSError | None]:
         """Publish several lineages' sets with three filesystem flushes in all.
 
@@ -186,7 +189,8 @@ class Publisher:
         and those names are flushed before any ``live/`` link points at them.
         A lineage that fails (a full disk) keeps its served set; the others go on.
         Lineages in ``again`` get a new version even when their content equals
-        the served set's (which was found damaged).
+        the served set's (which was found damaged). Versions in ``keep`` (a
+        lineage's fallback) survive pruning however old they are.
         """
         results: dict[str, int | OSError | None] = {}
         staged: list[tuple[str, int, Path]] = []
@@ -221,7 +225,7 @@ class Publisher:
             results[lineage] = version
         syncfs(self.root)
         for lineage, version in renamed:
-            self._prune(lineage, keep=version)
+            self._prune(lineage, keep={version, *(keep or {}).get(lineage, ())})
         return results
 
     def _stage(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> tuple[str, int, Path]:
@@ -268,13 +272,8 @@ class Publisher:
         with open_dir(self.live) as dir_fd:
             fsync_dir(dir_fd)
 
-    def previous_version(self, lineage: str) -> int | None:
-        current = self.current_version(lineage)
-        older = [v for v in self.versions_of(lineage) if current is None or v < current]
-        return older[-1] if older else None
-
-    def _prune(self, lineage: str, keep: int) -> None:
+    def _prune(self, lineage: str, keep: Collection[int]) -> None:
         for version in self.versions_of(lineage)[:-_KEEP_VERSIONS]:
-            if version != keep:
+            if version not in keep:
                 with contextlib.suppress(OSError):
                     shutil.rmtree(self.versions / lineage / str(version))

@@ -14,7 +14,7 @@ import hashlib
 import os
 import stat
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lin
 from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
 from chainwatch.policy import Decision, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
+from chainwatch.records import LineageRecord, backoff, note_error
 from chainwatch.report import decision_json, iso
 from chainwatch.state import StateFile, now_iso, parse_iso
 from chainwatch.trust import load_stores
@@ -73,6 +74,8 @@ class Outcome:
     the end of the grace for an inconsistent lineage)."""
     warned: bool = False
     """The served chain has warnings (incomplete for a store, expiring soon...)."""
+    pending: bool = False
+    """A version a consumer rejected waits for its retry."""
 
     @property
     def published(self) -> bool:
@@ -153,18 +156,30 @@ class Processor:
         that one lineage's damaged output directory does not hold back the others."""
         damaged, self._damaged = self._damaged, set()
         try:
-            written = self.publisher.publish_many([(r.name, r.files, r.meta) for r in ready], again=damaged)
+            written = self.publisher.publish_many(
+                [(r.name, r.files, r.meta) for r in ready], again=damaged, keep=self._kept(r.name for r in ready)
+            )
             return [(item, written[item.name]) for item in ready]
         except Exception:  # noqa: BLE001 - isolated below, lineage by lineage
             pass
         results: list[tuple[_Ready, int | Exception | None]] = []
         for item in ready:
             try:
-                one = self.publisher.publish_many([(item.name, item.files, item.meta)], again=damaged)
+                one = self.publisher.publish_many(
+                    [(item.name, item.files, item.meta)], again=damaged, keep=self._kept([item.name])
+                )
                 results.append((item, one[item.name]))
             except Exception as error:  # noqa: BLE001 - recorded on this lineage
                 results.append((item, error))
         return results
+
+    def _kept(self, names: Iterable[str]) -> dict[str, set[int]]:
+        """Versions that pruning must leave: each lineage's fallback."""
+        kept: dict[str, set[int]] = {}
+        for name in names:
+            good = self.state.lineage(name).get("good")
+            kept[name] = {good} if good is not None else set()
+        return kept
 
     def _internal_error(self, name: str, error: Exception, now: dt.datetime) -> Outcome:
         """A bug met while processing ``name``: said with its traceback, retried later."""
@@ -173,7 +188,7 @@ class Processor:
         record_error(record, "internal", message, now)
         trace = "".join(traceback.format_exception(error))
         self.journal.log(Event.ERROR, message, lineage=name, priority=3, traceback=trace)
-        return Outcome(name, Event.REJECTED, message, recheck_at=now + _backoff(record))
+        return Outcome(name, Event.REJECTED, message, recheck_at=now + backoff(record.get("error")))
 
     def _prepare(self, name: str, now: dt.datetime) -> Outcome | _Ready:
         record = self.state.lineage(name)
@@ -193,6 +208,16 @@ class Processor:
                 return self._reject(name, record, reason, now, kind="write", retry=True)
             record["key_group"] = self.publisher.gid
         digest = hashlib.sha256(b"".join(content[kind] for kind in KINDS)).hexdigest()
+        pending = record.get("pending")
+        if pending is not None:
+            if pending["source"] == digest and pending["config"] == self.fingerprint:
+                # A consumer rejected exactly this: publishing it again as if it
+                # were new would only be rejected again. It waits for its retry
+                # (the consumers' step switches it in) or for new input.
+                retry_at = parse_iso(pending["retry_at"])
+                message = f"version {pending['version']} waits: {pending['reason']}; {self._serving(name)}"
+                return Outcome(name, Event.UNCHANGED, message, record.get("version"), retry_at, pending=True)
+            record["pending"] = None  # new input supersedes what was rejected
         still_valid = self._still_valid(name, record, digest, now)
         damage = self._damage(name, record) if still_valid else None
         if damage:
@@ -226,7 +251,7 @@ class Processor:
             name, decision, set_for(decision, lineage.privkey), self._meta(name, lineage, decision, now), digest
         )
 
-    def _still_valid(self, name: str, record: dict[str, Any], digest: str, now: dt.datetime) -> bool:
+    def _still_valid(self, name: str, record: LineageRecord, digest: str, now: dt.datetime) -> bool:
         changes_at = parse_iso(record.get("changes_at"))
         return (
             record.get("source") == digest
@@ -238,7 +263,7 @@ class Processor:
             and (changes_at is None or now < changes_at)
         )
 
-    def _damage(self, name: str, record: dict[str, Any]) -> str | None:
+    def _damage(self, name: str, record: LineageRecord) -> str | None:
         """What is wrong with the served set on disk, compared with what was published."""
         version = record.get("version")
         link = self.publisher.live / name
@@ -249,7 +274,7 @@ class Processor:
         if target != f"../versions/{name}/{version}":
             return f"{link} points to {target}"
         folder = self.publisher.versions / name / str(version)
-        for file, expected in record["files"].items():
+        for file, expected in record.get("files", {}).items():
             try:
                 data = read_regular(folder / file, MAX_CHAIN_BYTES, follow_links=False)
             except OSError as error:
@@ -267,8 +292,13 @@ class Processor:
             return self._reject(name, record, reason, now, kind="write", retry=True)
         if isinstance(written, Exception):
             return self._reject(name, record, str(written), now, kind="write")
+        served_before = record.get("version")
         current = self.publisher.current_version(name)
         self._describe(record, decision, current, now)
+        if written is not None and record.get("good") is None and served_before is not None:
+            # Recorded before consumers were checked (an older state.json):
+            # what was served until now is the fallback.
+            record["good"] = served_before
         if written is None:
             event, message = Event.UNCHANGED, f"unchanged, serving version {current}"
         else:
@@ -315,6 +345,51 @@ class Processor:
         """
         self.save()
         self.journal.release()
+
+    def judge_version(self, name: str, version: int) -> Decision | None:
+        """The policy's verdict, now, on published ``version`` of ``name``; None if it is unusable."""
+        files = self.publisher.files_of(name, version)
+        if files is None:
+            return None
+        try:
+            certs = parse_certificates(files["fullchain.pem"], f"version {version} of {name}")
+            return decide(certs, self.stores, self.clock(), self.policy)
+        except ChainwatchError:
+            return None
+
+    def may_fall_back(self, name: str, version: int, to: int) -> str | None:
+        """Why serving ``to`` instead of ``version`` would be worse, or None when it is not."""
+        old, new = self.judge_version(name, to), self.judge_version(name, version)
+        if old is None:
+            return f"version {to} is no longer usable"
+        leaf = old.leaf
+        if old.has(WarningCode.LEAF_EXPIRED):
+            return f"version {to}'s leaf expired on {leaf.not_after:%Y-%m-%d %H:%M} UTC"
+        if old.has(WarningCode.LEAF_NOT_YET_VALID):
+            return f"version {to}'s leaf is not valid before {leaf.not_before:%Y-%m-%d %H:%M} UTC"
+        if new is not None and len(old.validating_stores) < len(new.validating_stores):
+            return (
+                f"version {to} validates for {', '.join(old.validating_stores) or 'no configured store'}, "
+                f"version {version} for {', '.join(new.validating_stores)}"
+            )
+        return None
+
+    def serve(self, name: str, version: int) -> None:
+        """Point ``live/NAME`` at an already published ``version`` (a rollback, a
+        roll forward, a retry); the record then describes that version."""
+        decision = self.judge_version(name, version)
+        files = self.publisher.files_of(name, version)
+        if decision is None or files is None:
+            raise OutputError(f"version {version} of {name} is no longer usable")
+        self.publisher.switch(name, version)
+        record = self.state.lineage(name)
+        meta = self.publisher.meta_of(name, version) or {}
+        now = self.clock()
+        self._describe(record, decision, version, now)
+        record["published_at"] = str(meta.get("published_at") or now_iso(now))
+        record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
+        record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
+        self._settle_status(record, decision, now)
 
     def removed(self, name: str) -> None:
         """A lineage directory vanished: say so, keep what is published."""
@@ -390,7 +465,7 @@ class Processor:
 
     # -- the record in state.json ------------------------------------------------------------
 
-    def _describe(self, record: dict[str, Any], decision: Decision, version: int | None, now: dt.datetime) -> None:
+    def _describe(self, record: LineageRecord, decision: Decision, version: int | None, now: dt.datetime) -> None:
         leaf = decision.leaf
         record["version"] = version
         record["leaf"] = {
@@ -418,14 +493,14 @@ class Processor:
         record["validating_stores"] = list(decision.validating_stores)
         record.setdefault("published_at", now_iso(now))
 
-    def _settle_status(self, record: dict[str, Any], decision: Decision, now: dt.datetime) -> None:
+    def _settle_status(self, record: LineageRecord, decision: Decision, now: dt.datetime) -> None:
         status = "warning" if decision.warnings else "ok"
         message = "; ".join(w.message for w in decision.warnings) or "serving the sanitized chain"
         if record.get("status") != status or record.get("message") != message:
             record["since"] = now_iso(now)
-        record.update(status=status, message=message, error=None)
+        record["status"], record["message"], record["error"] = status, message, None
 
-    def _inconsistent(self, name: str, record: dict[str, Any], reason: str, now: dt.datetime) -> Outcome:
+    def _inconsistent(self, name: str, record: LineageRecord, reason: str, now: dt.datetime) -> Outcome:
         since = parse_iso(record.get("inconsistent_since")) or now
         record["inconsistent_since"] = now_iso(since)
         overdue = now - since >= INCONSISTENT_GRACE
@@ -444,7 +519,7 @@ class Processor:
     def _reject(
         self,
         name: str,
-        record: dict[str, Any],
+        record: LineageRecord,
         reason: str,
         now: dt.datetime,
         kind: str = "rejected",
@@ -459,7 +534,7 @@ class Processor:
         record_error(record, kind, message, now)
         self.journal.log(Event.REJECTED, message, lineage=name)
         if retry:
-            recheck_at = now + _backoff(record)
+            recheck_at = now + backoff(record.get("error"))
         return Outcome(name, Event.REJECTED, message, recheck_at=recheck_at)
 
     def _serving(self, name: str) -> str:
@@ -485,23 +560,13 @@ def open_lock_file(path: Path) -> int:
     return os.open(path, flags | os.O_EXCL, 0o600)
 
 
-def record_error(record: dict[str, Any], kind: str, message: str, now: dt.datetime) -> None:
+def record_error(record: LineageRecord, kind: str, message: str, now: dt.datetime) -> None:
     """Put lineage ``record`` in error: ``since`` is when its status became an error,
     the error's own ``since`` when this kind of error began."""
-    previous = record.get("error") or {}
-    same = previous.get("kind") == kind
-    since = previous.get("since") if same else None
-    attempts = int(previous.get("attempts", 1)) + 1 if same else 1
-    record["error"] = {"kind": kind, "message": message, "since": since or now_iso(now), "attempts": attempts}
+    note_error(record, kind, message, now)
     if record.get("status") != "error":
         record["since"] = now_iso(now)
-    record.update(status="error", message=message)
-
-
-def _backoff(record: dict[str, Any]) -> dt.timedelta:
-    """10 s after the first failure of a kind, doubling up to 10 minutes."""
-    attempts = int((record.get("error") or {}).get("attempts", 1))
-    return dt.timedelta(seconds=min(10 * 2 ** min(attempts - 1, 10), 600))
+    record["status"], record["message"] = "error", message
 
 
 def _name(cert: Cert) -> str:

@@ -9,6 +9,7 @@ is not started, only reported as skipped. Other hosts give an argv.
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import subprocess
 import time
@@ -30,6 +31,9 @@ _SYSTEMD = DBusAddress(
 _JOB_REMOVED = MatchRule(
     type="signal", interface="org.freedesktop.systemd1.Manager", member="JobRemoved", path="/org/freedesktop/systemd1"
 )
+
+
+_BOOTED = "/run/systemd/system"
 
 
 class Result(StrEnum):
@@ -125,7 +129,13 @@ def reload_unit_systemctl(unit: str, timeout: float) -> ReloadResult:
     """The fallback: ``systemctl is-active``, then ``systemctl reload``."""
     started = time.monotonic()
     if not shutil.which("systemctl"):
-        return ReloadResult(Result.FAILED, "no system bus and no systemctl", "systemctl", 0.0)
+        return ReloadResult(Result.SKIPPED, f"{unit} not reloaded: no system bus and no systemctl", "systemctl", 0.0)
+    if not os.path.isdir(_BOOTED):
+        # sd_booted(): systemctl could only say "System has not been booted
+        # with systemd". A consumer that cannot be reached is no verdict on the set.
+        return ReloadResult(
+            Result.SKIPPED, f"{unit} not reloaded: this host was not booted with systemd", "systemctl", 0.0
+        )
     try:
         state = subprocess.run(
             ["systemctl", "is-active", unit], capture_output=True, text=True, timeout=timeout, check=False

@@ -12,10 +12,13 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chainwatch.atomic import atomic_write
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
+
+if TYPE_CHECKING:
+    from chainwatch.records import ConsumerRecord, LineageRecord
 
 __all__ = ["FORMAT", "MAX_STATE_BYTES", "StateFile", "encode", "now_iso", "parse_iso", "read_document"]
 
@@ -160,13 +163,16 @@ class StateFile:
         agent: dict[str, Any] = self.data["agent"]
         return agent
 
-    def lineage(self, name: str) -> dict[str, Any]:
-        lineages: dict[str, dict[str, Any]] = self.data["lineages"]
-        return lineages.setdefault(name, {})
+    def lineage(self, name: str) -> LineageRecord:
+        lineages: dict[str, LineageRecord] = self.data["lineages"]
+        return lineages.setdefault(name, cast("LineageRecord", {}))
 
-    def consumer(self, name: str) -> dict[str, Any]:
-        consumers: dict[str, dict[str, Any]] = self.data.setdefault("consumers", {})
-        return consumers.setdefault(name, {})
+    def has_lineage(self, name: str) -> bool:
+        return name in self.data["lineages"]
+
+    def consumer(self, name: str) -> ConsumerRecord:
+        consumers: dict[str, ConsumerRecord] = self.data.setdefault("consumers", {})
+        return consumers.setdefault(name, cast("ConsumerRecord", {}))
 
     def names(self) -> list[str]:
         return sorted(self.data["lineages"])

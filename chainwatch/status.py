@@ -8,7 +8,7 @@ plugin convention: 0 ok, 1 warning, 2 critical, 3 unknown.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +61,50 @@ def _lineage_report(name: str, record: dict[str, Any], now: dt.datetime, horizon
         "served": record.get("served", []),
         "dropped": record.get("dropped", []),
         "warnings": record.get("warnings", []),
+        "validating_stores": record.get("validating_stores", []),
         "error": record.get("error"),
+        "good": record.get("good"),
+        "pending": record.get("pending"),
         "removed": bool(record.get("removed")),
     }
 
 
+def _consumer_report(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A consumer as ``status`` shows it: its last reload, what each endpoint serves, its error."""
+    state = record.get("state") or "unknown"
+    level = {"ok": OK, "skipped": WARNING, "error": CRITICAL}.get(state, UNKNOWN)
+    reload = record.get("last_reload") if isinstance(record.get("last_reload"), dict) else None
+    if state == "error":
+        message = (record.get("error") or {}).get("message", "failing")
+    elif state == "skipped" and reload:
+        message = f"not reloaded: {reload.get('detail', '')}"
+    else:
+        message = "reloaded and serving what is published" if reload else "not reloaded yet"
+    return {
+        "consumer": name,
+        "state": _WORDS[level] if state != "unknown" else "unknown",
+        "level": level,
+        "message": message,
+        "lineages": record.get("lineages", []),
+        "last_reload": reload,
+        "probes": record.get("probes", []),
+        "error": record.get("error"),
+        "next_retry": record.get("next_retry"),
+        "failures": record.get("failures", 0),
+    }
+
+
 def status_report(
-    state_path: Path, names: Sequence[str] = (), horizon_days: int = 21, now: dt.datetime | None = None
+    state_path: Path,
+    names: Sequence[str] = (),
+    horizon_days: int = 21,
+    now: dt.datetime | None = None,
+    consumers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The status as data (what ``--json`` prints); ``exit`` holds the exit code."""
+    """The status as data (what ``--json`` prints); ``exit`` holds the exit code.
+
+    ``consumers``: the configured ones (default: every consumer state knows).
+    """
     now = now or dt.datetime.now(dt.UTC)
     try:
         data = read_document(state_path)
@@ -92,13 +127,18 @@ def status_report(
         }
     chosen = names or sorted(lineages)
     reports = [_lineage_report(name, lineages[name], now, dt.timedelta(days=horizon_days)) for name in chosen]
-    level = max((r["level"] for r in reports), default=OK)
+    known: dict[str, Any] = data.get("consumers") or {}
+    chosen_consumers = [c for c in (known if consumers is None else consumers) if c in known]
+    consumer_reports = [_consumer_report(c, known[c]) for c in chosen_consumers]
+    if names:  # only the consumers that serve the lineages asked about
+        consumer_reports = [c for c in consumer_reports if set(c["lineages"]) & set(names)]
+    level = max((r["level"] for r in [*reports, *consumer_reports] if r["level"] != UNKNOWN), default=OK)
     if agent.get("mode") == "run" and not agent["running"]:
         level = max(level, WARNING)
         agent["message"] = "the agent is not running"
     if agent.get("config_error"):
         level = max(level, WARNING)
-    return {"exit": level, "state": _WORDS[level], "agent": agent, "lineages": reports}
+    return {"exit": level, "state": _WORDS[level], "agent": agent, "lineages": reports, "consumers": consumer_reports}
 
 
 def _when(text: str | None) -> str:
@@ -144,6 +184,41 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
             lines.append("    serves    " + " → ".join(c["short"] for c in item["served"]))
         for drop in item["dropped"]:
             lines.append(f"    dropped   {drop['short']} ({drop['reason']}: {drop['detail']})")
+        if item["validating_stores"]:
+            lines.append(f"    valid for {', '.join(item['validating_stores'])}")
+        pending = item.get("pending")
+        if pending:
+            lines.append(
+                f"    pending   version {pending['version']}, rejected by {pending['reason']}; "
+                f"retried at {_when(pending['retry_at'])} (attempt {pending['attempts']})"
+            )
         if item["state"] != "ok":
             lines.append(f"    {colour[item['state']]('why')}       {item['message']} (since {_when(item['since'])})")
+    for consumer in report.get("consumers", []):
+        lines += ["", *_render_consumer(consumer, p, colour)]
     return "\n".join(lines) + "\n"
+
+
+def _render_consumer(item: dict[str, Any], p: Palette, colour: Mapping[str, Callable[[str], str]]) -> list[str]:
+    paint = colour.get(item["state"], p.warn)
+    reload = item.get("last_reload")
+    if reload:
+        seconds = float(reload.get("seconds") or 0)
+        how = f"{reload.get('result')} via {reload.get('via')} {_when(reload.get('at'))} ({seconds * 1000:.0f} ms)"
+    else:
+        how = "not reloaded yet"
+    lines = [f"{paint('●')} {p.bold(item['consumer'])}  {paint(item['state'])} · {how}"]
+    for probe in item.get("probes", []):
+        version = f"version {probe['version']}" if probe.get("version") is not None else probe.get("verdict", "")
+        lines.append(
+            f"    probe     {probe['endpoint']} {probe.get('server_name') or '(no SNI)'}: "
+            f"{version if probe.get('ok') and probe.get('verdict') == 'serves' else probe['message']}"
+            f" (checked {_when(probe.get('checked_at'))})"
+        )
+    if item["state"] != "ok":
+        error = item.get("error") or {}
+        since = f" (since {_when(error['since'])})" if error.get("since") else ""
+        lines.append(f"    {paint('why')}       {item['message']}{since}")
+    if item.get("next_retry"):
+        lines.append(f"    retry     {_when(item['next_retry'])}")
+    return lines

@@ -79,7 +79,7 @@ def test_identical_content_is_not_written_again(publisher: Publisher) -> None:
 def test_new_content_becomes_the_next_version_and_the_previous_stays(publisher: Publisher) -> None:
     publisher.publish("mail", files(b"1"), {})
     assert publisher.publish("mail", files(b"2"), {}) == 2
-    assert publisher.previous_version("mail") == 1
+    assert publisher.versions_of("mail") == [1, 2]
     assert publisher.files_of("mail", 1) == files(b"1")
     publisher.switch("mail", 1)
     assert (publisher.live / "mail" / "cert.pem").read_bytes() == b"cert 1"
@@ -89,6 +89,13 @@ def test_only_the_three_newest_versions_are_kept(publisher: Publisher) -> None:
     for tag in (b"1", b"2", b"3", b"4", b"5"):
         publisher.publish("mail", files(tag), {})
     assert publisher.versions_of("mail") == [3, 4, 5]
+
+
+def test_a_kept_version_survives_pruning_however_old(publisher: Publisher) -> None:
+    # A lineage's last known good version is its rollback target.
+    for tag in (b"1", b"2", b"3", b"4", b"5"):
+        publisher.publish_many([("mail", files(tag), {})], keep={"mail": {1}})
+    assert publisher.versions_of("mail") == [1, 3, 4, 5]
 
 
 def test_prepare_leaves_a_version_another_process_is_writing_alone(publisher: Publisher) -> None:
