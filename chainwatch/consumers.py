@@ -261,8 +261,7 @@ class _Step:
                 continue
             self.journal.log(
                 Event.PUBLISHED,
-                f"{outcome.lineage}: version {pending['version']} switched in again to retry it "
-                f"(attempt {pending['attempts'] + 1})",
+                f"version {pending['version']} switched in again to retry it (attempt {pending['attempts'] + 1})",
                 lineage=outcome.lineage,
                 version=pending["version"],
             )
@@ -299,8 +298,8 @@ class _Step:
                     culprits = ", ".join(c.consumer.name for c in failed if name in c.names)
                     self.journal.log(
                         Event.ROLLED_FORWARD,
-                        f"{name}: {culprits} failed with version {good} too; serving version {new} again, "
-                        "the consumer is at fault, not the set",
+                        f"{culprits} failed with version {good} too: the consumer is at fault, not the set; "
+                        f"serving version {new} again",
                         lineage=name,
                         version=new,
                     )
@@ -331,7 +330,7 @@ class _Step:
             if why_not:
                 self.journal.log(
                     Event.ERROR,
-                    f"{name}: not rolled back to version {good}: {why_not}; keeping version {current}",
+                    f"not rolled back to version {good}: {why_not}; keeping version {current}",
                     lineage=name,
                     priority=4,
                 )

@@ -141,9 +141,11 @@ def status_report(
     return {"exit": level, "state": _WORDS[level], "agent": agent, "lineages": reports, "consumers": consumer_reports}
 
 
-def _when(text: str | None) -> str:
+def _when(text: str | None, *, seconds: bool = False) -> str:
     moment = parse_iso(text)
-    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "never"
+    if moment is None:
+        return "never"
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if seconds else f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def render_status(report: dict[str, Any], palette: Palette) -> str:
@@ -189,8 +191,8 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
         pending = item.get("pending")
         if pending:
             lines.append(
-                f"    pending   version {pending['version']}, rejected by {pending['reason']}; "
-                f"retried at {_when(pending['retry_at'])} (attempt {pending['attempts']})"
+                f"    pending   version {pending['version']}: {pending['reason']}; "
+                f"next try {_when(pending['retry_at'], seconds=True)} (attempt {pending['attempts'] + 1})"
             )
         if item["state"] != "ok":
             lines.append(f"    {colour[item['state']]('why')}       {item['message']} (since {_when(item['since'])})")
@@ -220,5 +222,5 @@ def _render_consumer(item: dict[str, Any], p: Palette, colour: Mapping[str, Call
         since = f" (since {_when(error['since'])})" if error.get("since") else ""
         lines.append(f"    {paint('why')}       {item['message']}{since}")
     if item.get("next_retry"):
-        lines.append(f"    retry     {_when(item['next_retry'])}")
+        lines.append(f"    retry     {_when(item['next_retry'], seconds=True)}")
     return lines
