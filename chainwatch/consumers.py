@@ -79,6 +79,8 @@ class Verdict(StrEnum):
     """A chain chainwatch never published: the consumer reads other files."""
     UNREACHABLE = "unreachable"
     """No chain at all: refused, timed out or failed handshake."""
+    UNCHECKED = "unchecked"
+    """Not asked: the round's deadline passed first (more names than time)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return self.reload.ok and not self.skipped and all(r.ok for r in self.reports)
+        # Unchecked names prove nothing either way; the checked ones decide.
+        return self.reload.ok and not self.skipped and all(r.ok or r.verdict == Verdict.UNCHECKED for r in self.reports)
 
     @property
     def error_kind(self) -> str:
@@ -143,7 +146,7 @@ class Check:
         """What went wrong, in a few words (empty when nothing did)."""
         if not self.reload.ok:
             return f"reload failed: {self.reload.detail}"
-        bad = [r for r in self.reports if not r.ok]
+        bad = [r for r in self.reports if not r.ok and r.verdict != Verdict.UNCHECKED]
         if not bad:
             return ""
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -392,7 +395,7 @@ class _Step:
         reports = self._probe(consumer, names) if consumer.probe else []
         for report in reports:
             # Another lineage's chain: that name is not this consumer's (info).
-            priority = 6 if report.verdict == Verdict.OTHER_LINEAGE else None
+            priority = 6 if report.verdict in (Verdict.OTHER_LINEAGE, Verdict.UNCHECKED) else None
             event = Event.PROBE_OK if report.ok else Event.PROBE_FAILED
             self.journal.log(
                 event,
@@ -429,6 +432,9 @@ class _Step:
     ) -> ProbeReport:
         # A consumer may take a moment to serve what was switched in: ask
         # again until it does or the round's deadline passes.
+        if time.monotonic() >= deadline:
+            message = f"{consumer.name} on {endpoint}: {server_name or lineage} not probed within the round's deadline"
+            return ProbeReport(str(endpoint), lineage, server_name or "", Verdict.UNCHECKED, message)
         while True:
             timeout = max(1.0, deadline - time.monotonic())
             try:
