@@ -41,7 +41,7 @@ __all__ = ["ConsumerHook", "ProbeReport", "Verdict", "affected", "classify_serve
 # How long, a round, consumers may take to serve what was just switched in.
 PROBE_PATIENCE_S = 5.0
 _PROBE_INTERVAL_S = 0.25
-_PROBE_WORKERS = 16
+PROBE_WORKERS = 16
 # The watchdog is fed at least this often while a reload or probes run.
 _KEEPALIVE_S = 1.0
 _BACKOFF_S = (30, 60, 120, 300, 900, 3600)
@@ -418,7 +418,7 @@ class _Step:
                     *(self.processor.state.lineage(name).get("leaf") or {}).get("names", [])
                 ] or [None]
                 tasks += [(endpoint, name, server_name) for server_name in server_names]
-        with concurrent.futures.ThreadPoolExecutor(min(_PROBE_WORKERS, len(tasks))) as pool:
+        with concurrent.futures.ThreadPoolExecutor(min(PROBE_WORKERS, len(tasks))) as pool:
             futures = [pool.submit(self._probe_one, consumer, *task, deadline) for task in tasks]
             while True:
                 _, waiting = concurrent.futures.wait(futures, timeout=_KEEPALIVE_S)
