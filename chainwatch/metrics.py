@@ -22,7 +22,9 @@ _HELP = {
     "chainwatch_dropped_certificates": "Certificates of the source chain that are not served.",
     "chainwatch_last_publish_timestamp_seconds": "When a set was last published for the lineage.",
     "chainwatch_lineage_ok": "1 when the lineage is served without error, else 0.",
+    "chainwatch_pending_version": "1 when a version a consumer rejected waits for its retry, else 0.",
     "chainwatch_reload_failures_total": "Reloads of the consumer that failed since state began.",
+    "chainwatch_consumer_ok": "1 unless the consumer is in error (failing reloads or probes), else 0.",
     "chainwatch_served_chain_match": "1 when the endpoint serves the published chain for the SNI name, else 0.",
 }
 
@@ -46,8 +48,10 @@ def _samples(state: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float
         if published:
             yield "chainwatch_last_publish_timestamp_seconds", labels, published.timestamp()
         yield "chainwatch_lineage_ok", labels, 0.0 if record.get("status") == "error" else 1.0
+        yield "chainwatch_pending_version", labels, 1.0 if record.get("pending") else 0.0
     for consumer, record in sorted((state.get("consumers") or {}).items()):
         yield "chainwatch_reload_failures_total", {"consumer": consumer}, float(record.get("failures", 0))
+        yield "chainwatch_consumer_ok", {"consumer": consumer}, 0.0 if record.get("state") == "error" else 1.0
         for probe in record.get("probes", []):
             labels = {
                 "consumer": consumer,

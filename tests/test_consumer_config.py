@@ -119,11 +119,12 @@ def test_sync_writes_the_metrics_textfile(synced: Workspace) -> None:
     assert f'chainwatch_lineage_ok{{lineage="{NAME}"}} 1\n' in text
 
 
-def test_metrics_cover_consumers_and_escape_labels() -> None:
+def test_metrics_cover_consumers_their_errors_pending_versions_and_escape_labels() -> None:
     state = {
-        "lineages": {},
+        "lineages": {"a": {"status": "error", "pending": {"version": 2}}},
         "consumers": {
             "dovecot": {
+                "state": "error",
                 "failures": 2,
                 "probes": [{"endpoint": 'imaps://"x"', "lineage": "a", "server_name": "a", "ok": False}],
             }
@@ -132,6 +133,8 @@ def test_metrics_cover_consumers_and_escape_labels() -> None:
     text = render_metrics(state)
     assert 'chainwatch_reload_failures_total{consumer="dovecot"} 2\n' in text
     assert "# TYPE chainwatch_reload_failures_total counter" in text
+    assert 'chainwatch_consumer_ok{consumer="dovecot"} 0\n' in text
+    assert 'chainwatch_pending_version{lineage="a"} 1\n' in text
     assert (
         'chainwatch_served_chain_match{consumer="dovecot",endpoint="imaps://\\"x\\"",lineage="a",server_name="a"} 0'
         in text
