@@ -310,16 +310,25 @@ class _Step:
             self._blame(name, fallback[name], checks[check.consumer.name])
         for check in final.values():
             self._record(check)
-        for name in changed:
-            if name in blamed:
+        # What every consumer of a lineage now accepts is its new fallback:
+        # a renewal, or what a consumer that failed before serves at last.
+        checked = dict.fromkeys([*changed, *(n for check in final.values() for n in check.names)])
+        for name in checked:
+            if name in blamed or not state.has_lineage(name):
                 continue
-            users = [c for c in self.processor.config.consumers if affected(c, [name])]
-            if all(final[c.name].ok or final[c.name].skipped for c in users if c.name in final):
+            users = [c.name for c in self.processor.config.consumers if affected(c, [name])]
+            if all(self._accepts(user, final) for user in users):
                 record = state.lineage(name)
                 record["good"] = processor.publisher.current_version(name)
                 pending = record.get("pending")
                 if pending is not None and pending["version"] == record["good"]:
                     record["pending"] = None
+
+    def _accepts(self, consumer: str, final: dict[str, Check]) -> bool:
+        """Does ``consumer`` serve what is published now (as far as anyone knows)?"""
+        if consumer in final:
+            return final[consumer].ok or final[consumer].skipped
+        return self.processor.state.consumer(consumer).get("state") != "error"
 
     def _fallbacks(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
         """For each lineage to test: (new version, last known good) when falling back is allowed."""
