@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chainwatch.explain import Palette
+from chainwatch.records import ConsumerRecord, LeafRecord, LineageRecord
 from chainwatch.state import parse_iso, read_document
 
 __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "agent_running", "render_status", "status_report"]
@@ -33,8 +34,8 @@ def agent_running(agent: dict[str, Any]) -> bool:
     return b"chainwatch" in command
 
 
-def _lineage_report(name: str, record: dict[str, Any], now: dt.datetime, horizon: dt.timedelta) -> dict[str, Any]:
-    leaf = dict(record.get("leaf") or {})
+def _lineage_report(name: str, record: LineageRecord, now: dt.datetime, horizon: dt.timedelta) -> dict[str, Any]:
+    leaf = LeafRecord(**(record.get("leaf") or {}))
     expires = parse_iso(leaf.get("not_after"))
     level = {"ok": OK, "warning": WARNING, "error": CRITICAL}.get(record.get("status", ""), UNKNOWN)
     message = record.get("message", "")
@@ -69,15 +70,18 @@ def _lineage_report(name: str, record: dict[str, Any], now: dt.datetime, horizon
     }
 
 
-def _consumer_report(name: str, record: dict[str, Any]) -> dict[str, Any]:
+def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
     """A consumer as ``status`` shows it: its last reload, what each endpoint serves, its error."""
     state = record.get("state") or "unknown"
     level = {"ok": OK, "skipped": WARNING, "error": CRITICAL}.get(state, UNKNOWN)
-    reload = record.get("last_reload") if isinstance(record.get("last_reload"), dict) else None
+    reload = record.get("last_reload")
+    if not isinstance(reload, dict):
+        reload = None  # a state.json from before records were typed kept only the time
+    error = record.get("error")
     if state == "error":
-        message = (record.get("error") or {}).get("message", "failing")
+        message = error["message"] if error else "failing"
     elif state == "skipped" and reload:
-        message = f"not reloaded: {reload.get('detail', '')}"
+        message = f"not reloaded: {reload['detail']}"
     else:
         message = "reloaded and serving what is published" if reload else "not reloaded yet"
     return {
@@ -208,7 +212,7 @@ def _render_consumer(item: dict[str, Any], p: Palette, colour: Mapping[str, Call
         seconds = float(reload.get("seconds") or 0)
         how = f"{reload.get('result')} via {reload.get('via')} {_when(reload.get('at'))} ({seconds * 1000:.0f} ms)"
     else:
-        how = "not reloaded yet"
+        how = "no reload recorded yet"
     lines = [f"{paint('●')} {p.bold(item['consumer'])}  {paint(item['state'])} · {how}"]
     for probe in item.get("probes", []):
         version = f"version {probe['version']}" if probe.get("version") is not None else probe.get("verdict", "")

@@ -261,3 +261,35 @@ def test_status_reports_a_running_agent_and_warns_once_it_stopped(ws: Workspace)
     result = ws.chainwatch("status")
     assert result.returncode == 1
     assert "agent not running" in result.stdout
+
+
+def test_status_reads_a_consumer_record_written_before_records_were_typed(ws: Workspace) -> None:
+    # An upgrade keeps state.json; the previous release kept the reload's time
+    # as a string and its result beside it.
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.write_config(consumers='[[consumer]]\nname = "dovecot"\nreload_command = ["true"]\n')
+    assert ws.chainwatch("sync").returncode == 0
+    state = ws.state()
+    state["consumers"]["dovecot"] = {"last_reload": "2026-11-01T10:00:00Z", "result": "reloaded", "via": "dbus"}
+    (ws.out / "state.json").write_text(json.dumps(state))
+    status = ws.chainwatch("status")
+    assert status.returncode == 0, status.stderr
+    assert "Traceback" not in status.stderr
+    assert "● dovecot  unknown · no reload recorded yet" in status.stdout
+
+
+def test_status_shows_each_consumer_with_its_reload_and_what_each_probe_saw(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.write_config(consumers='[[consumer]]\nname = "dovecot"\nreload_command = ["false"]\n')
+    assert ws.chainwatch("sync").returncode == 2  # the consumer cannot reload: not served as published
+    status = ws.chainwatch("status")
+    assert status.returncode == 2
+    assert "● dovecot  critical · failed via command" in status.stdout
+    assert "dovecot reload failed: false: exit status 1; retrying at" in status.stdout
+    report = json.loads(ws.chainwatch("status", "--json").stdout)
+    (consumer,) = report["consumers"]
+    assert (consumer["consumer"], consumer["state"], consumer["lineages"]) == ("dovecot", "critical", [NAME])
+    assert consumer["last_reload"]["result"] == "failed"
+    assert consumer["next_retry"] is not None
+    # The renewal is valid and the consumer is at fault: it stays published.
+    assert report["lineages"][0]["state"] == "ok"
