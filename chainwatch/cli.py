@@ -23,7 +23,7 @@ from chainwatch.agent import Agent
 from chainwatch.certificate import Cert
 from chainwatch.config import DEFAULT_CONFIG, Config, load_config, output_dir_hint, render_config
 from chainwatch.consumer_config import dovecot_snippet, dovecot_version, postfix_snippet
-from chainwatch.consumers import ConsumerHook
+from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.explain import Palette, render_dot, render_tree
 from chainwatch.journal import Event, Journal
@@ -371,16 +371,19 @@ def _sync(args: argparse.Namespace) -> int:
         outcomes = processor.process_batch(names or list_lineages(config.live_dir))
         processor.checkpoint()
         _AfterBatch()(processor, outcomes)
-        troubled = [c.name for c in config.consumers if processor.state.consumer(c.name).get("state") == "error"] + [
-            o.lineage for o in outcomes if processor.state.lineage(o.lineage).get("pending")
-        ]
+        synced = [o.lineage for o in outcomes]
+        troubled = [
+            f"{c.name} in error"
+            for c in config.consumers
+            if affected(c, synced) and processor.state.consumer(c.name).get("state") == "error"
+        ] + [f"a new version of {name} waits" for name in synced if processor.state.lineage(name).get("pending")]
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
     summary = ", ".join(f"{n} {event}" for event, n in sorted(counts.items())) or f"no lineage under {config.live_dir}"
     print(f"chainwatch sync: {summary}")
     if troubled:
-        print(f"chainwatch sync: not served as published: {', '.join(troubled)} (see 'chainwatch status')")
+        print(f"chainwatch sync: {'; '.join(troubled)} (see 'chainwatch status')")
     if troubled or any(o.event in (Event.REJECTED, Event.INCONSISTENT) for o in outcomes):
         return EXIT_USAGE
     if any(o.warned for o in outcomes):

@@ -32,7 +32,15 @@ from chainwatch.journal import Event, Journal
 from chainwatch.pem import parse_certificates
 from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
 from chainwatch.reconcile import Outcome, Processor, record_error
-from chainwatch.records import ConsumerRecord, PendingRecord, ProbeRecord, ReloadRecord, clear_error, note_error
+from chainwatch.records import (
+    ConsumerRecord,
+    LineageRecord,
+    PendingRecord,
+    ProbeRecord,
+    ReloadRecord,
+    clear_error,
+    note_error,
+)
 from chainwatch.reload import ReloadResult, Result, reload_consumer
 from chainwatch.state import now_iso, parse_iso
 
@@ -142,6 +150,13 @@ class Check:
         return "stale" if wrong else "unreachable"
 
     @property
+    def summary(self) -> str:
+        """The failure as a sentence that names the consumer."""
+        if not self.reload.ok:
+            return f"{self.consumer.name} {self.failure}"
+        return self.failure  # probe messages name their consumer
+
+    @property
     def failure(self) -> str:
         """What went wrong, in a few words (empty when nothing did)."""
         if not self.reload.ok:
@@ -221,16 +236,21 @@ class _Step:
 
     def run(self, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
         state = self.processor.state
+        configured = {consumer.name for consumer in self.processor.config.consumers}
+        for gone in [name for name in state.data.get("consumers", {}) if name not in configured]:
+            del state.data["consumers"][gone]  # removed from the configuration: nothing to report
         batch = [o.lineage for o in outcomes]
         changed = [o.lineage for o in outcomes if o.published] + self._switch_in_due_pending(outcomes)
         checks: dict[str, Check] = {}
         for consumer in self.processor.config.consumers:
             record = state.consumer(consumer.name)
             names = affected(consumer, changed)
-            if self._due(record.get("next_retry")) and (names or affected(consumer, batch)):
-                # Its retry: everything it was last reloaded for is checked again.
-                names = affected(consumer, dict.fromkeys([*batch, *record.get("lineages", []), *names]))
-                names = [n for n in names if state.has_lineage(n)]
+            due = self._due(record.get("next_retry")) and bool(affected(consumer, batch))
+            if due or (names and record.get("state") == "error"):
+                # A consumer in error is judged again on everything it failed
+                # with, never cleared by a check of some other lineage alone.
+                extra = [*(batch if due else []), *record.get("lineages", [])]
+                names = [n for n in affected(consumer, dict.fromkeys([*names, *extra])) if state.has_lineage(n)]
             if names:
                 checks[consumer.name] = self._check(consumer, names)
         self._settle(checks, changed)
@@ -249,19 +269,27 @@ class _Step:
             pending = record.get("pending")
             if not outcome.pending or pending is None:
                 continue
-            if not self._due(pending["retry_at"]):
+            # Due at its retry, or sooner when the fallback served meanwhile
+            # changes validity (its leaf expiring must not leave it served).
+            if not (self._due(pending["retry_at"]) or self._due(record.get("changes_at"))):
                 self._retry(outcome.lineage, parse_iso(pending["retry_at"]) or self.now)
                 continue
+            error, status, message, since = (
+                record.get("error"), record.get("status"), record.get("message"), record.get("since")
+            )  # fmt: skip
             try:
                 self.processor.serve(outcome.lineage, pending["version"])
-            except (OSError, ChainwatchError) as error:
+            except (OSError, ChainwatchError) as problem:
                 record["pending"] = None  # gone from disk: new input will be published afresh
                 self.journal.log(
                     Event.ERROR,
-                    f"cannot retry version {pending['version']}: {reason_of(error)}",
+                    f"cannot retry version {pending['version']}: {reason_of(problem)}",
                     lineage=outcome.lineage,
                 )
                 continue
+            if error is not None and status is not None and message is not None and since is not None:
+                # Still in error until the consumers accept the version.
+                record["error"], record["status"], record["message"], record["since"] = error, status, message, since
             self.journal.log(
                 Event.PUBLISHED,
                 f"version {pending['version']} switched in again to retry it (attempt {pending['attempts'] + 1})",
@@ -269,66 +297,112 @@ class _Step:
                 version=pending["version"],
             )
             switched.append(outcome.lineage)
+        if switched:
+            self.processor.save()  # status describes what is served while consumers are checked
         return switched
 
     def _settle(self, checks: dict[str, Check], changed: list[str]) -> None:
         """Blame, switch back or forward, and write down what each consumer does."""
         state, processor = self.processor.state, self.processor
-        failed = [check for check in checks.values() if check.blames_sets]
-        fallback = self._fallbacks(sorted({n for c in failed for n in c.names if n in changed}))
+        failed = {name: check for name, check in checks.items() if check.blames_sets}
+        fallback = self._fallbacks(sorted({n for c in failed.values() for n in c.names if n in changed}))
+        fallback = {n: v for n, v in fallback.items() if n in self._serve_all({n: v[1] for n, v in fallback.items()})}
         final = dict(checks)
         blamed: dict[str, Check] = {}
         if fallback:
-            for name, (_, good) in fallback.items():
-                processor.serve(name, good)
-            processor.save()
-            again = self._recheck(list(fallback))
+            again = self._recheck(list(fallback), checks)
             final.update(again)
-            for check in failed:
-                after = again.get(check.consumer.name)
-                if after is not None and after.ok:
-                    for name in check.names:
-                        if name in fallback:
-                            blamed.setdefault(name, check)
+            spoiled = [c.consumer.name for name, c in again.items() if c.blames_sets and name not in failed]
+            if not spoiled:
+                # Going back must not break a consumer that was fine with the
+                # new sets: then the evidence blames no set.
+                for check in failed.values():
+                    after = again.get(check.consumer.name)
+                    if after is not None and after.ok:
+                        for name in check.names:
+                            if name in fallback:
+                                blamed.setdefault(name, check)
             forward = [name for name in fallback if name not in blamed]
             if forward:
-                for name in forward:
-                    processor.serve(name, fallback[name][0])
-                processor.save()
-                final.update(self._recheck(forward))
+                self._serve_all({name: fallback[name][0] for name in forward})
+                final.update(self._recheck(forward, checks))
                 for name in forward:
                     new, good = fallback[name]
-                    culprits = ", ".join(c.consumer.name for c in failed if name in c.names)
+                    culprits = ", ".join(c.consumer.name for c in failed.values() if name in c.names)
+                    why = (
+                        f"version {good} breaks {', '.join(spoiled)}, which version {new} does not"
+                        if spoiled
+                        else f"{culprits} failed with version {good} too: the consumer is at fault, not the set"
+                    )
                     self.journal.log(
                         Event.ROLLED_FORWARD,
-                        f"{culprits} failed with version {good} too: the consumer is at fault, not the set; "
-                        f"serving version {new} again",
+                        f"{why}; serving version {new} again, {culprits} stays in error",
                         lineage=name,
                         version=new,
                     )
-        for name, check in blamed.items():
-            self._blame(name, fallback[name], checks[check.consumer.name])
+        # Retried one at a time (a second apart), so that the set that broke
+        # the consumer is told apart from the ones blamed with it.
+        for stagger, (name, check) in enumerate(sorted(blamed.items())):
+            self._blame(name, fallback[name], checks[check.consumer.name], stagger)
         for check in final.values():
             self._record(check)
-        # What every consumer of a lineage now accepts is its new fallback:
-        # a renewal, or what a consumer that failed before serves at last.
         checked = dict.fromkeys([*changed, *(n for check in final.values() for n in check.names)])
         for name in checked:
             if name in blamed or not state.has_lineage(name):
                 continue
+            record = state.lineage(name)
+            current = processor.publisher.current_version(name)
+            pending = record.get("pending")
+            if pending is not None and pending["version"] == current:
+                # Served and kept (accepted, or a consumer is at fault): it waits no more.
+                record["pending"] = None
+                processor.resettle(name)
+                self.journal.log(
+                    Event.PUBLISHED,
+                    f"version {current} is served again after attempt {pending['attempts'] + 1}",
+                    lineage=name,
+                    version=current,
+                )
+            # What every consumer of a lineage now accepts is its new fallback:
+            # a renewal, or what a consumer that failed before serves at last.
             users = [c.name for c in self.processor.config.consumers if affected(c, [name])]
-            if all(self._accepts(user, final) for user in users):
-                record = state.lineage(name)
-                record["good"] = processor.publisher.current_version(name)
-                pending = record.get("pending")
-                if pending is not None and pending["version"] == record["good"]:
-                    record["pending"] = None
+            if all(self._accepts(user, checks, final) for user in users):
+                record["good"] = current
 
-    def _accepts(self, consumer: str, final: dict[str, Check]) -> bool:
-        """Does ``consumer`` serve what is published now (as far as anyone knows)?"""
+    def _serve_all(self, targets: dict[str, int]) -> list[str]:
+        """Switch each lineage to its version; the ones that could not be switched are said and left."""
+        switched = []
+        for name, version in targets.items():
+            try:
+                self.processor.serve(name, version)
+            except (OSError, ChainwatchError) as error:
+                self.journal.log(
+                    Event.ERROR,
+                    f"cannot switch to version {version}: {reason_of(error)}; "
+                    f"version {self.processor.publisher.current_version(name)} stays served",
+                    lineage=name,
+                )
+                continue
+            switched.append(name)
+        if targets:
+            self.processor.save()
+        return switched
+
+    def _accepts(self, consumer: str, first: dict[str, Check], final: dict[str, Check]) -> bool:
+        """Does ``consumer`` take what is published now, as far as anyone knows?
+
+        Only a failure the set may cause vetoes: an endpoint the consumer does
+        not answer on says nothing about the set, and a consumer skipped now
+        vetoes only if it failed with the set earlier in this step.
+        """
         if consumer in final:
-            return final[consumer].ok or final[consumer].skipped
-        return self.processor.state.consumer(consumer).get("state") != "error"
+            check = final[consumer]
+            if check.skipped:
+                return not (consumer in first and first[consumer].blames_sets)
+            return not check.blames_sets
+        record = self.processor.state.consumer(consumer)
+        error = record.get("error")
+        return record.get("state") != "error" or (error is not None and error["kind"] == "unreachable")
 
     def _fallbacks(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
         """For each lineage to test: (new version, last known good) when falling back is allowed."""
@@ -338,7 +412,8 @@ class _Step:
             current, good = self.processor.publisher.current_version(name), record.get("good")
             if current is None or good is None or good == current:
                 continue
-            why_not = self.processor.may_fall_back(name, current, good)
+            until = self.now + dt.timedelta(seconds=self._delay(self._attempt(record, current)))
+            why_not = self.processor.may_fall_back(name, current, good, until)
             if why_not:
                 self.journal.log(
                     Event.ERROR,
@@ -350,27 +425,39 @@ class _Step:
             fallback[name] = (current, good)
         return fallback
 
-    def _recheck(self, names: list[str]) -> dict[str, Check]:
-        """After a switch: every consumer that uses a switched lineage is reloaded."""
+    def _recheck(self, names: list[str], before: dict[str, Check]) -> dict[str, Check]:
+        """After a switch: every consumer that uses a switched lineage is reloaded,
+        and judged on the same lineages as before the switch (like with like)."""
         checks = {}
         for consumer in self.processor.config.consumers:
             users = affected(consumer, names)
             if users:
-                checks[consumer.name] = self._check(consumer, users)
+                earlier = before[consumer.name].names if consumer.name in before else ()
+                checks[consumer.name] = self._check(consumer, list(dict.fromkeys([*earlier, *users])))
         return checks
 
-    def _blame(self, name: str, versions: tuple[int, int], check: Check) -> None:
+    @staticmethod
+    def _attempt(record: LineageRecord, version: int) -> int:
+        """The how-manieth failure of ``version`` this would be."""
+        previous = record.get("pending")
+        return previous["attempts"] + 1 if previous is not None and previous["version"] == version else 1
+
+    @staticmethod
+    def _delay(attempt: int) -> int:
+        return _BACKOFF_S[min(attempt - 1, len(_BACKOFF_S) - 1)]
+
+    def _blame(self, name: str, versions: tuple[int, int], check: Check, stagger: int) -> None:
         new, good = versions
         record = self.processor.state.lineage(name)
         previous = record.get("pending")
-        attempts = previous["attempts"] + 1 if previous is not None and previous["version"] == new else 1
-        retry_at = self.now + dt.timedelta(seconds=_BACKOFF_S[min(attempts - 1, len(_BACKOFF_S) - 1)])
+        attempts = self._attempt(record, new)
+        retry_at = self.now + dt.timedelta(seconds=self._delay(attempts) + stagger)
         record["pending"] = PendingRecord(
             version=new,
             source=record.get("source", ""),
             config=record.get("config", ""),
             consumer=check.consumer.name,
-            reason=f"{check.consumer.name} {check.failure}",
+            reason=check.summary,
             since=previous["since"] if previous is not None and previous["version"] == new else now_iso(self.now),
             retry_at=now_iso(retry_at),
             attempts=attempts,
@@ -474,6 +561,8 @@ class _Step:
     def _record(self, check: Check) -> None:
         """Write down the consumer's last check; its error lasts until a check succeeds."""
         record: ConsumerRecord = self.processor.state.consumer(check.consumer.name)
+        for legacy in ("via", "result", "detail"):  # the previous release's layout
+            record.pop(legacy, None)  # type: ignore[misc]
         result = check.reload
         record["last_reload"] = ReloadRecord(
             at=now_iso(self.now),
@@ -488,6 +577,10 @@ class _Step:
             record["failures"] = record.get("failures", 0) + 1
         if check.skipped:
             record["state"] = "skipped"
+            # An error it had stays until a check succeeds; look again then.
+            error = record.get("error")
+            retry = self.now + dt.timedelta(seconds=self._delay(error["attempts"])) if error else None
+            record["next_retry"] = now_iso(retry) if retry else None
             return
         if check.ok:
             cleared = clear_error(record)
@@ -502,12 +595,11 @@ class _Step:
                 )
             return
         record["failures_in_a_row"] = record.get("failures_in_a_row", 0) + 1
-        error = note_error(record, check.error_kind, f"{check.consumer.name} {check.failure}", self.now)
-        delay = _BACKOFF_S[min(error["attempts"] - 1, len(_BACKOFF_S) - 1)]
-        retry_at = self.now + dt.timedelta(seconds=delay)
+        error = note_error(record, check.error_kind, check.summary, self.now)
+        retry_at = self.now + dt.timedelta(seconds=self._delay(error["attempts"]))
         record["state"] = "error"
         record["next_retry"] = now_iso(retry_at)
-        error["message"] = f"{check.consumer.name} {check.failure}; retrying at {retry_at:%H:%M:%S} UTC"
+        error["message"] = f"{check.summary}; retrying at {retry_at:%H:%M:%S} UTC"
 
     # -- time --------------------------------------------------------------------------------
 

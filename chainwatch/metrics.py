@@ -53,6 +53,8 @@ def _samples(state: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float
         yield "chainwatch_reload_failures_total", {"consumer": consumer}, float(record.get("failures", 0))
         yield "chainwatch_consumer_ok", {"consumer": consumer}, 0.0 if record.get("state") == "error" else 1.0
         for probe in record.get("probes", []):
+            if probe.get("verdict") == "unchecked":
+                continue  # not asked: neither a match nor a mismatch
             labels = {
                 "consumer": consumer,
                 "endpoint": probe["endpoint"],

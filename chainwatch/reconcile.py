@@ -31,7 +31,7 @@ from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lin
 from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
 from chainwatch.policy import Decision, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
-from chainwatch.records import LineageRecord, backoff, note_error
+from chainwatch.records import DroppedCert, LineageRecord, PendingRecord, backoff, note_error
 from chainwatch.report import decision_json, iso
 from chainwatch.state import StateFile, now_iso, parse_iso
 from chainwatch.trust import load_stores
@@ -209,15 +209,11 @@ class Processor:
             record["key_group"] = self.publisher.gid
         digest = hashlib.sha256(b"".join(content[kind] for kind in KINDS)).hexdigest()
         pending = record.get("pending")
-        if pending is not None:
-            if pending["source"] == digest and pending["config"] == self.fingerprint:
-                # A consumer rejected exactly this: publishing it again as if it
-                # were new would only be rejected again. It waits for its retry
-                # (the consumers' step switches it in) or for new input.
-                retry_at = parse_iso(pending["retry_at"])
-                message = f"version {pending['version']} waits: {pending['reason']}; {self._serving(name)}"
-                return Outcome(name, Event.UNCHANGED, message, record.get("version"), retry_at, pending=True)
-            record["pending"] = None  # new input supersedes what was rejected
+        if pending is not None and pending["source"] == digest and pending["config"] == self.fingerprint:
+            # A consumer rejected exactly this: publishing it again as if it
+            # were new would only be rejected again. It waits for its retry
+            # (the consumers' step switches it in) or for new input.
+            return self._waiting(name, record, pending)
         still_valid = self._still_valid(name, record, digest, now)
         damage = self._damage(name, record) if still_valid else None
         if damage:
@@ -247,9 +243,25 @@ class Processor:
         if refusal:
             reason, recheck_at = refusal
             return self._reject(name, record, reason, now, recheck_at=recheck_at)
-        return _Ready(
-            name, decision, set_for(decision, lineage.privkey), self._meta(name, lineage, decision, now), digest
-        )
+        files = set_for(decision, lineage.privkey)
+        if pending is not None:
+            if files == self.publisher.files_of(name, pending["version"]):
+                # New input, same published content (a chain difference the trim removes).
+                pending["source"], pending["config"] = digest, self.fingerprint
+                return self._waiting(name, record, pending)
+            record["pending"] = None  # new content supersedes what was rejected
+        return _Ready(name, decision, files, self._meta(name, lineage, decision, now), digest)
+
+    def _waiting(self, name: str, record: LineageRecord, pending: PendingRecord) -> Outcome:
+        """The outcome for a lineage whose rejected version waits for its retry.
+
+        Looked at again at the retry, or sooner when what is served changes
+        validity (the consumers' step then judges whether to switch it in).
+        """
+        moments = [parse_iso(pending["retry_at"]), parse_iso(record.get("changes_at"))]
+        recheck_at = min((m for m in moments if m is not None), default=None)
+        message = f"version {pending['version']} waits: {pending['reason']}; {self._serving(name)}"
+        return Outcome(name, Event.UNCHANGED, message, record.get("version"), recheck_at, pending=True)
 
     def _still_valid(self, name: str, record: LineageRecord, digest: str, now: dt.datetime) -> bool:
         changes_at = parse_iso(record.get("changes_at"))
@@ -332,8 +344,12 @@ class Processor:
             with self.journal.held():
                 if problem:
                     self.journal.log(Event.ERROR, problem, priority=4)
-                yield
-                self.save()
+                try:
+                    yield
+                finally:
+                    # Whatever a pass did before it failed (a link already
+                    # switched, a consumer's failure) must not be forgotten.
+                    self.save()
         finally:
             os.close(fd)
 
@@ -357,22 +373,27 @@ class Processor:
         except ChainwatchError:
             return None
 
-    def may_fall_back(self, name: str, version: int, to: int) -> str | None:
-        """Why serving ``to`` instead of ``version`` would be worse, or None when it is not."""
+    def may_fall_back(self, name: str, version: int, to: int, until: dt.datetime) -> str | None:
+        """Why serving ``to`` instead of ``version`` until ``until`` would be worse, or None."""
         old, new = self.judge_version(name, to), self.judge_version(name, version)
         if old is None:
             return f"version {to} is no longer usable"
         leaf = old.leaf
-        if old.has(WarningCode.LEAF_EXPIRED):
-            return f"version {to}'s leaf expired on {leaf.not_after:%Y-%m-%d %H:%M} UTC"
+        if old.has(WarningCode.LEAF_EXPIRED) or leaf.not_after <= until:
+            return f"version {to}'s leaf expires on {leaf.not_after:%Y-%m-%d %H:%M:%S} UTC, before the next try"
         if old.has(WarningCode.LEAF_NOT_YET_VALID):
             return f"version {to}'s leaf is not valid before {leaf.not_before:%Y-%m-%d %H:%M} UTC"
-        if new is not None and len(old.validating_stores) < len(new.validating_stores):
-            return (
-                f"version {to} validates for {', '.join(old.validating_stores) or 'no configured store'}, "
-                f"version {version} for {', '.join(new.validating_stores)}"
-            )
+        lost = [store for store in (new.validating_stores if new else ()) if store not in old.validating_stores]
+        if lost:
+            return f"version {to} does not validate for {', '.join(lost)}, version {version} does"
         return None
+
+    def resettle(self, name: str) -> None:
+        """The lineage's status from what it serves now (a consumer's verdict on it is over)."""
+        version = self.publisher.current_version(name)
+        decision = self.judge_version(name, version) if version is not None else None
+        if decision is not None:
+            self._settle_status(self.state.lineage(name), decision, self.clock())
 
     def serve(self, name: str, version: int) -> None:
         """Point ``live/NAME`` at an already published ``version`` (a rollback, a
@@ -386,6 +407,10 @@ class Processor:
         meta = self.publisher.meta_of(name, version) or {}
         now = self.clock()
         self._describe(record, decision, version, now)
+        # Judged again from the trimmed set, nothing is dropped: what was
+        # dropped from certbot's chain is in the version's decision.json.
+        if isinstance(meta.get("dropped_as_recorded"), list):
+            record["dropped"] = meta["dropped_as_recorded"]
         record["published_at"] = str(meta.get("published_at") or now_iso(now))
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
@@ -461,6 +486,7 @@ class Processor:
             "mode": str(self.policy.mode),
             "stores": list(decision.stores),
             **decision_json(decision),
+            "dropped_as_recorded": _dropped(decision),
         }
 
     # -- the record in state.json ------------------------------------------------------------
@@ -485,10 +511,7 @@ class Processor:
             }
             for c in decision.chain
         ]
-        record["dropped"] = [
-            {"short": _name(v.cert), "sha256": v.cert.sha256, "reason": str(v.reason), "detail": v.detail}
-            for v in decision.dropped
-        ]
+        record["dropped"] = _dropped(decision)
         record["warnings"] = [{"code": str(w.code), "message": w.message} for w in decision.warnings]
         record["validating_stores"] = list(decision.validating_stores)
         record.setdefault("published_at", now_iso(now))
@@ -567,6 +590,13 @@ def record_error(record: LineageRecord, kind: str, message: str, now: dt.datetim
     if record.get("status") != "error":
         record["since"] = now_iso(now)
     record["status"], record["message"] = "error", message
+
+
+def _dropped(decision: Decision) -> list[DroppedCert]:
+    return [
+        DroppedCert(short=_name(v.cert), sha256=v.cert.sha256, reason=str(v.reason), detail=v.detail)
+        for v in decision.dropped
+    ]
 
 
 def _name(cert: Cert) -> str:

@@ -21,6 +21,7 @@ from chainwatch.state import now_iso
 
 __all__ = [
     "ConsumerRecord",
+    "DroppedCert",
     "ErrorRecord",
     "LeafRecord",
     "LineageRecord",

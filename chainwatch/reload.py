@@ -23,7 +23,7 @@ from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
 from chainwatch.config import ConsumerConfig
 
-__all__ = ["ReloadResult", "Result", "reload_consumer", "reload_unit_dbus", "reload_unit_systemctl"]
+__all__ = ["BusUnavailable", "ReloadResult", "Result", "reload_consumer", "reload_unit_dbus", "reload_unit_systemctl"]
 
 _SYSTEMD = DBusAddress(
     "/org/freedesktop/systemd1", bus_name="org.freedesktop.systemd1", interface="org.freedesktop.systemd1.Manager"
@@ -74,6 +74,10 @@ def reload_unit_dbus(unit: str, timeout: float, connection: DBusConnection | Non
     try:
         return _reload(connection, unit, timeout, started)
     except DBusErrorResponse as error:
+        if error.name == "org.freedesktop.DBus.Error.ServiceUnknown":
+            # A bus with no systemd on it (a container, a host booted otherwise):
+            # no bus as far as units go; the fallback tells what the host is.
+            raise BusUnavailable(f"no systemd on the system bus ({_first(error.data)})") from None
         return ReloadResult(Result.FAILED, f"D-Bus error {error.name}: {_first(error.data)}", "dbus", _since(started))
     except TimeoutError:
         return ReloadResult(

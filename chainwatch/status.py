@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chainwatch.explain import Palette
-from chainwatch.records import ConsumerRecord, LeafRecord, LineageRecord
+from chainwatch.records import ConsumerRecord, LeafRecord, LineageRecord, ReloadRecord
 from chainwatch.state import parse_iso, read_document
 
 __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "agent_running", "render_status", "status_report"]
@@ -75,8 +75,18 @@ def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
     state = record.get("state") or "unknown"
     level = {"ok": OK, "skipped": WARNING, "error": CRITICAL}.get(state, UNKNOWN)
     reload = record.get("last_reload")
-    if not isinstance(reload, dict):
-        reload = None  # a state.json from before records were typed kept only the time
+    if isinstance(reload, str):
+        # The previous release kept the time here and the rest beside it.
+        legacy: dict[str, Any] = dict(record)
+        reload = ReloadRecord(
+            at=reload,
+            via=str(legacy.get("via", "")),
+            result=str(legacy.get("result", "")),
+            detail=str(legacy.get("detail", "")),
+            seconds=0.0,
+        )
+    elif not isinstance(reload, dict):
+        reload = None
     error = record.get("error")
     if state == "error":
         message = error["message"] if error else "failing"

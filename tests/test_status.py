@@ -275,7 +275,7 @@ def test_status_reads_a_consumer_record_written_before_records_were_typed(ws: Wo
     status = ws.chainwatch("status")
     assert status.returncode == 0, status.stderr
     assert "Traceback" not in status.stderr
-    assert "● dovecot  unknown · no reload recorded yet" in status.stdout
+    assert "● dovecot  unknown · reloaded via dbus 2026-11-01 10:00 UTC (0 ms)" in status.stdout
 
 
 def test_status_shows_each_consumer_with_its_reload_and_what_each_probe_saw(ws: Workspace) -> None:
