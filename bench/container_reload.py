@@ -137,7 +137,15 @@ def main() -> None:
         box.sh("mkdir -p /etc/chainwatch")
         box.run("sh", "-c", "cat > /etc/chainwatch/chainwatch.toml", input=CONFIG.format(reload=CONSUMER["dbus"]))
         box.run(
-            "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "install", "/srv/x/chainwatch.deb", timeout=300
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "-y",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "install",
+            "/srv/x/chainwatch.deb",
+            timeout=300,
         )
         box.sh(
             "chainwatch consumer-config dovecot > /etc/dovecot/conf.d/99-chainwatch.conf && systemctl restart dovecot"
