@@ -7,11 +7,12 @@ a missing tool is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,25 @@ class Host:
 
     def main_pid(self) -> str:
         return self.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
+
+    @contextlib.contextmanager
+    def holding(self, predicate: Callable[[], bool], timeout: float, what: str) -> Iterator[None]:
+        """Until ``predicate`` holds with the agent frozen (SIGSTOP), then the block runs frozen.
+
+        The agent's own timers (a retry every 30 s and more) cannot change state.json,
+        the live link or what is served while the block checks them one by one.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.wait(predicate, max(deadline - time.monotonic(), 1), what)
+            pid = self.main_pid()
+            self.box.run("sh", "-c", f"kill -STOP {pid}")
+            try:
+                if predicate():
+                    yield
+                    return
+            finally:
+                self.box.run("sh", "-c", f"kill -CONT {pid}")
 
     def wait_for_new_agent(self, old_pid: str, timeout: float, what: str) -> None:
         """Until chainwatch runs again, in another process than ``old_pid``."""
@@ -365,12 +385,23 @@ REJECT_RELOAD = f"""\
 #!/bin/sh
 # Dovecot's second ExecReload= (after its own doveadm reload): the reload fails
 # while the published fullchain's leaf is the one named in /srv/x/reject.sha256.
-leaf=$(openssl x509 -in /var/lib/chainwatch/live/{NAME}/fullchain.pem -noout -fingerprint -sha256 \\
-    | cut -d= -f2 | tr -d : | tr A-F a-f)
-if [ "$leaf" = "$(cat /srv/x/reject.sha256)" ]; then
-    echo "test reload check: refusing leaf $leaf" >&2
-    exit 1
-fi
+# doveadm reload only signals Dovecot, so it first waits until Dovecot serves
+# that leaf: when the reload fails, the rejected set is what Dovecot serves.
+fingerprint() {{ openssl x509 -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f; }}
+reject=$(cat /srv/x/reject.sha256)
+leaf=$(fingerprint < /var/lib/chainwatch/live/{NAME}/fullchain.pem)
+[ "$leaf" = "$reject" ] || exit 0
+end=$(($(date +%s) + 20))
+while [ "$(date +%s)" -lt "$end" ]; do
+    served=$(openssl s_client -connect 127.0.0.1:993 -servername {NAME} </dev/null 2>/dev/null | fingerprint)
+    if [ "$served" = "$reject" ]; then
+        echo "test reload check: Dovecot serves leaf $leaf; refusing it" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+echo "test reload check: Dovecot did not serve leaf $leaf within 20 s; refusing it" >&2
+exit 1
 """
 DOVECOT_DROPIN = "/run/systemd/system/dovecot.service.d"
 
@@ -405,27 +436,28 @@ def test_3e_a_reload_that_fails_with_the_new_set_rolls_back_to_the_last_good_one
                 and host.served() == good
             )
 
-        host.wait(rolled_back, timeout=60, what="the new version rejected by the reload and the last good one served again")
-        # The premise: Dovecot's reload did fail with the new set (and only with it).
-        assert "test reload check: refusing leaf" in host.journal_of("dovecot")
-        assert host.published(version + 1) == host.expected(bad)
-        lineage = host.lineage()
-        assert (lineage["status"], lineage["good"], lineage["version"]) == ("error", version, version), lineage
-        pending = lineage["pending"]
-        assert (pending["consumer"], pending["attempts"]) == ("dovecot", 1), pending
-        assert pending["reason"].startswith("dovecot reload failed"), pending
-        # Switched back, Dovecot was reloaded (through D-Bus) and proven to serve the good set.
-        consumer = host.consumer()
-        assert (consumer["last_reload"]["via"], consumer["last_reload"]["result"]) == ("dbus", "reloaded"), consumer
-        assert [(p["verdict"], p["version"]) for p in consumer["probes"]] == [("serves", version)], consumer
-        rolled = [e for e in host.events("rolled-back") if e["CHAINWATCH_VERSION"] == str(version)]
-        assert rolled and rolled[-1]["PRIORITY"] == "4", rolled
-        assert f"failed with version {version + 1}" in rolled[-1]["MESSAGE"]
-        status = host.status()
-        print(f"--- chainwatch status after a rollback ---\n{status.stdout}--- end ---")
-        assert status.returncode == 2, status.stdout
-        assert f"● {NAME}  critical · version {version} published" in status.stdout
-        assert f"pending   version {version + 1}: dovecot reload failed" in status.stdout
+        rejected_so = "the new version rejected by the reload and the last good one served again"
+        with host.holding(rolled_back, timeout=60, what=rejected_so):
+            # The premise: Dovecot's reload did fail with the new set (and only with it).
+            assert "test reload check: Dovecot serves leaf" in host.journal_of("dovecot")
+            assert host.published(version + 1) == host.expected(bad)
+            lineage = host.lineage()
+            assert (lineage["status"], lineage["good"], lineage["version"]) == ("error", version, version), lineage
+            pending = lineage["pending"]
+            assert pending["consumer"] == "dovecot", pending
+            assert pending["reason"].startswith("dovecot reload failed"), pending
+            # Switched back, Dovecot was reloaded (through D-Bus) and proven to serve the good set.
+            consumer = host.consumer()
+            assert (consumer["last_reload"]["via"], consumer["last_reload"]["result"]) == ("dbus", "reloaded"), consumer
+            assert [(p["verdict"], p["version"]) for p in consumer["probes"]] == [("serves", version)], consumer
+            rolled = [e for e in host.events("rolled-back") if e["CHAINWATCH_VERSION"] == str(version)]
+            assert rolled and rolled[-1]["PRIORITY"] == "4", rolled
+            assert f"failed with version {version + 1}" in rolled[-1]["MESSAGE"]
+            status = host.status()
+            print(f"--- chainwatch status after a rollback ---\n{status.stdout}--- end ---")
+            assert status.returncode == 2, status.stdout
+            assert f"● {NAME}  critical · version {version} published" in status.stdout
+            assert f"pending   version {version + 1}: dovecot reload failed" in status.stdout
 
         # New input from certbot that Dovecot accepts: published over the rejected one, and served.
         fixed = host.issue_and_renew("fixed")
