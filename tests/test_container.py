@@ -7,11 +7,12 @@ a missing tool is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,30 @@ class Host:
         version: int = self.state()["lineages"][NAME]["version"]
         return version
 
+    def lineage(self) -> dict[str, Any]:
+        record: dict[str, Any] = self.state()["lineages"][NAME]
+        return record
+
+    def consumer(self) -> dict[str, Any]:
+        """The Dovecot consumer's record: state, last_reload, probes, error, next_retry."""
+        record: dict[str, Any] = self.state()["consumers"]["dovecot"]
+        return record
+
+    def link(self) -> str:
+        """Where ``live/NAME`` points: the version consumers read."""
+        return self.box.run("readlink", f"/var/lib/chainwatch/live/{NAME}").stdout.strip()
+
+    def published(self, version: int) -> list[bytes]:
+        """The fullchain.pem chainwatch published as ``version``, certificate by certificate."""
+        text = self.box.run("cat", f"/var/lib/chainwatch/versions/{NAME}/{version}/fullchain.pem").stdout
+        return [c.pem() for c in parse_certificates(text.encode(), "published")]
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """chainwatch's journal entries of one CHAINWATCH_EVENT, oldest first."""
+        lines = self.box.run("journalctl", "-u", "chainwatch", "-o", "json", "--no-pager").stdout.splitlines()
+        entries = [json.loads(line) for line in lines]
+        return [entry for entry in entries if entry.get("CHAINWATCH_EVENT") == event]
+
     def configure(self, extra: str = "") -> None:
         """The base configuration plus ``extra``, in force from a fresh start of the agent."""
         self.box.run("sh", "-c", "cat > /etc/chainwatch/chainwatch.toml", input=CONFIG + extra)
@@ -136,6 +161,25 @@ class Host:
 
     def main_pid(self) -> str:
         return self.box.run("systemctl", "show", "-p", "MainPID", "--value", "chainwatch").stdout.strip()
+
+    @contextlib.contextmanager
+    def holding(self, predicate: Callable[[], bool], timeout: float, what: str) -> Iterator[None]:
+        """Until ``predicate`` holds with the agent frozen (SIGSTOP), then the block runs frozen.
+
+        The agent's own timers (a retry every 30 s and more) cannot change state.json,
+        the live link or what is served while the block checks them one by one.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.wait(predicate, max(deadline - time.monotonic(), 1), what)
+            pid = self.main_pid()
+            self.box.run("sh", "-c", f"kill -STOP {pid}")
+            try:
+                if predicate():
+                    yield
+                    return
+            finally:
+                self.box.run("sh", "-c", f"kill -CONT {pid}")
 
     def wait_for_new_agent(self, old_pid: str, timeout: float, what: str) -> None:
         """Until chainwatch runs again, in another process than ``old_pid``."""
@@ -226,11 +270,17 @@ def test_3a_without_a_system_bus_dovecot_is_reloaded_with_systemctl_and_serves_t
         version = host.version()
         renewed = host.issue_and_renew("fallback")
         host.wait(
-            lambda: host.version() == version + 1 and host.state()["consumers"]["dovecot"].get("via") == "systemctl",
+            lambda: (
+                host.version() == version + 1 and (host.consumer().get("last_reload") or {}).get("via") == "systemctl"
+            ),
             what="the renewal published and dovecot reloaded without D-Bus",
         )
-        consumer = host.state()["consumers"]["dovecot"]
-        assert (consumer["result"], consumer["detail"]) == ("reloaded", "systemctl reload succeeded")
+        consumer = host.consumer()
+        reload = consumer["last_reload"]
+        assert (reload["result"], reload["detail"]) == ("reloaded", "systemctl reload succeeded"), consumer
+        assert consumer["state"] == "ok", consumer
+        assert host.link() == f"../versions/{NAME}/{version + 1}"
+        assert host.lineage()["good"] == version + 1
         assert host.served() == host.expected(renewed)
         assert "dovecot reloaded via systemctl" in host.journal_of("chainwatch")
     finally:
@@ -241,23 +291,37 @@ def test_3b_a_stopped_dovecot_is_skipped_not_started_and_the_renewal_is_publishe
     host.box.run("systemctl", "stop", "dovecot")
     try:
         reloads_before = host.journal_of("dovecot").count("Reloading")
-        failures_before = host.state()["consumers"]["dovecot"].get("failures", 0)
+        switches_before = len(host.events("rolled-back")) + len(host.events("rolled-forward"))
+        failures_before = host.consumer().get("failures", 0)
         version = host.version()
         renewed = host.issue_and_renew("inactive")
         host.wait(
-            lambda: host.version() == version + 1 and host.state()["consumers"]["dovecot"]["result"] == "skipped",
+            lambda: host.version() == version + 1 and host.consumer().get("state") == "skipped",
             what="the renewal published and the stopped consumer skipped",
         )
-        consumer = host.state()["consumers"]["dovecot"]
-        assert consumer["detail"] == "dovecot.service is inactive, not reloaded"
+        consumer = host.consumer()
+        assert consumer["last_reload"]["result"] == "skipped", consumer
+        assert consumer["last_reload"]["detail"] == "dovecot.service is inactive, not reloaded", consumer
         assert consumer.get("failures", 0) == failures_before
+        assert consumer.get("next_retry") is None, consumer
+        # The renewal stays published: the link is on it, it is the lineage's last known good,
+        # and nothing was switched back and forth for a consumer that could not be asked.
+        assert host.link() == f"../versions/{NAME}/{version + 1}"
+        lineage = host.lineage()
+        assert (lineage["status"], lineage.get("pending"), lineage.get("good")) == ("ok", None, version + 1), lineage
+        assert len(host.events("rolled-back")) + len(host.events("rolled-forward")) == switches_before
         assert host.box.run("systemctl", "is-active", "dovecot", check=False).stdout.strip() == "inactive"
         assert host.journal_of("dovecot").count("Reloading") == reloads_before
-        # Skipping is not a failure: nothing rolled back, the lineage is ok.
+        # Said at warning priority, with the reason.
+        warnings = host.box.run("journalctl", "-u", "chainwatch", "-p", "warning", "--no-pager").stdout
+        assert "dovecot: dovecot.service is inactive, not reloaded" in warnings
+        # Skipping is a warning about the consumer, not a verdict on the set: the lineage is ok.
         status = host.status()
-        assert status.returncode == 0, status.stdout
+        assert status.returncode == 1, status.stdout
         assert f"● {NAME}  ok · version {version + 1} published" in status.stdout
-        assert "why" not in status.stdout
+        assert "● dovecot  warning · skipped via dbus" in status.stdout, status.stdout
+        assert "not reloaded: dovecot.service is inactive, not reloaded" in status.stdout
+        assert "pending" not in status.stdout
     finally:
         host.box.run("systemctl", "start", "dovecot")
     # Started again, Dovecot reads the set that was published while it was down.
@@ -315,6 +379,103 @@ def test_3d_the_sandboxed_agent_writes_its_metrics_into_node_exporters_textfile_
         assert "cannot write metrics" not in host.journal_of("chainwatch")
     finally:
         host.configure()
+
+
+REJECT_RELOAD = f"""\
+#!/bin/sh
+# Dovecot's second ExecReload= (after its own doveadm reload): the reload fails
+# while the published fullchain's leaf is the one named in /srv/x/reject.sha256.
+# doveadm reload only signals Dovecot, so it first waits until Dovecot serves
+# that leaf: when the reload fails, the rejected set is what Dovecot serves.
+fingerprint() {{ openssl x509 -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f; }}
+reject=$(cat /srv/x/reject.sha256)
+leaf=$(fingerprint < /var/lib/chainwatch/live/{NAME}/fullchain.pem)
+[ "$leaf" = "$reject" ] || exit 0
+end=$(($(date +%s) + 20))
+while [ "$(date +%s)" -lt "$end" ]; do
+    served=$(openssl s_client -connect 127.0.0.1:993 -servername {NAME} </dev/null 2>/dev/null | fingerprint)
+    if [ "$served" = "$reject" ]; then
+        echo "test reload check: Dovecot serves leaf $leaf; refusing it" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+echo "test reload check: Dovecot did not serve leaf $leaf within 20 s; refusing it" >&2
+exit 1
+"""
+DOVECOT_DROPIN = "/run/systemd/system/dovecot.service.d"
+
+
+def test_3e_a_reload_that_fails_with_the_new_set_rolls_back_to_the_last_good_one_until_fixed_input_arrives(
+    host: Host,
+) -> None:
+    version = host.version()
+    host.wait(lambda: host.status().returncode == 0, what="status ok before the test")
+    good = host.published(version)
+    assert host.served() == good
+    assert host.lineage()["good"] == version
+    bad = host.pki.issue()
+    (host.shared / "reject.sha256").write_text(parse_certificates(bad.cert, "bad")[0].sha256 + "\n")
+    (host.shared / "reject-reload.sh").write_text(REJECT_RELOAD)
+    host.box.run("mkdir", "-p", DOVECOT_DROPIN)
+    host.box.run(
+        "sh", "-c", f"cat > {DOVECOT_DROPIN}/reject.conf",
+        input="[Service]\nExecReload=/bin/sh /srv/x/reject-reload.sh\n",
+    )  # fmt: skip
+    host.box.run("systemctl", "daemon-reload")
+    try:
+        _save(host.shared / "rejected", bad)
+        host.renew("rejected")
+
+        def rolled_back() -> bool:
+            lineage = host.lineage()
+            return (
+                (lineage.get("pending") or {}).get("version") == version + 1
+                and host.link() == f"../versions/{NAME}/{version}"
+                and host.consumer().get("state") == "ok"
+                and host.served() == good
+            )
+
+        rejected_so = "the new version rejected by the reload and the last good one served again"
+        with host.holding(rolled_back, timeout=60, what=rejected_so):
+            # The premise: Dovecot's reload did fail with the new set (and only with it).
+            assert "test reload check: Dovecot serves leaf" in host.journal_of("dovecot")
+            assert host.published(version + 1) == host.expected(bad)
+            lineage = host.lineage()
+            assert (lineage["status"], lineage["good"], lineage["version"]) == ("error", version, version), lineage
+            pending = lineage["pending"]
+            assert pending["consumer"] == "dovecot", pending
+            assert pending["reason"].startswith("dovecot reload failed"), pending
+            # Switched back, Dovecot was reloaded (through D-Bus) and proven to serve the good set.
+            consumer = host.consumer()
+            assert (consumer["last_reload"]["via"], consumer["last_reload"]["result"]) == ("dbus", "reloaded"), consumer
+            assert [(p["verdict"], p["version"]) for p in consumer["probes"]] == [("serves", version)], consumer
+            rolled = [e for e in host.events("rolled-back") if e["CHAINWATCH_VERSION"] == str(version)]
+            assert rolled and rolled[-1]["PRIORITY"] == "4", rolled
+            assert f"failed with version {version + 1}" in rolled[-1]["MESSAGE"]
+            status = host.status()
+            print(f"--- chainwatch status after a rollback ---\n{status.stdout}--- end ---")
+            assert status.returncode == 2, status.stdout
+            assert f"● {NAME}  critical · version {version} published" in status.stdout
+            assert f"pending   version {version + 1}: dovecot reload failed" in status.stdout
+
+        # New input from certbot that Dovecot accepts: published over the rejected one, and served.
+        fixed = host.issue_and_renew("fixed")
+        host.wait(
+            lambda: (
+                host.link() == f"../versions/{NAME}/{version + 2}"
+                and host.served() == host.expected(fixed)
+                and host.status().returncode == 0
+            ),
+            timeout=60,
+            what="the fixed renewal published, served, and status ok",
+        )
+        lineage = host.lineage()
+        assert (lineage["status"], lineage.get("pending"), lineage["good"]) == ("ok", None, version + 2), lineage
+        assert "pending" not in host.status().stdout
+        assert host.consumer()["state"] == "ok"
+    finally:
+        host.box.sh(f"rm -rf {DOVECOT_DROPIN} && systemctl daemon-reload")
 
 
 def test_4_status_is_ok_then_critical_after_a_broken_key_while_dovecot_keeps_the_good_pair(host: Host) -> None:
