@@ -119,8 +119,11 @@ def _reload(connection: DBusConnection, unit: str, timeout: float, started: floa
             signal = connection.recv_until_filtered(queue, timeout=remaining)
             _, path, _, result = signal.body
             if path == job:
-                outcome = Result.RELOADED if result == "done" else Result.FAILED
-                return ReloadResult(outcome, f"job {result}", "dbus", _since(started))
+                if result == "done":
+                    return ReloadResult(Result.RELOADED, "job done", "dbus", _since(started))
+                # systemd says only how the job ended; the unit's own log says why.
+                detail = f"job {result} (see journalctl -u {unit})"
+                return ReloadResult(Result.FAILED, detail, "dbus", _since(started))
 
 
 def _property(connection: DBusConnection, address: DBusAddress, name: str, timeout: float) -> str:
