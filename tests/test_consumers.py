@@ -206,14 +206,18 @@ def test_a_closed_probe_port_is_the_consumers_error_and_never_rolls_back_the_ren
 ) -> None:
     # A typo in a probe: nothing listens there. That says nothing about the set.
     closed = f"imaps://127.0.0.1:{_closed_port()}"
-    ws.write_config(consumers=consumer("dovecot", dovecot.reload_and_wait_command, [closed]))
+    reload = RecordedReload(ws.root / "reload", dovecot.reload_and_wait_command)
+    ws.write_config(consumers=consumer("dovecot", reload.reload_command, [closed]))
     renewed = ws.pki.issue()
     ws.certbot.write(NAME, renewed)
 
     synced = ws.chainwatch("sync")
 
     assert synced.returncode == 2
+    # Reloaded once, with the new set: never switched back to try the old one.
+    assert reload.calls() == ["1 reloaded"]
     assert " chainwatch rolled-back " not in synced.stderr
+    assert " chainwatch rolled-forward " not in synced.stderr
     assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/2")
     assert openssl_chain(dovecot.imaps_port) == as_pems(ws.pki.trimmed(renewed))
     assert lineage_state(ws).get("pending") is None
