@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mailservers import Dovecot, Postfix, RejectingReload
+from tests.mailservers import Dovecot, Postfix, RecordedReload, RejectingReload
 from tests.test_consumers import as_pems, consumer, consumer_state, lineage_state, openssl_chain
 from tests.workspace import NAME, LivePKI, Workspace
 
@@ -241,3 +241,25 @@ def test_renewals_rejected_in_a_row_never_stay_served_keep_the_last_good_and_ret
     assert dovecot.chain() == version_1
     pending = lineage_state(ws)["pending"]
     assert (pending["version"], pending["attempts"]) == (5, 2)
+
+
+def test_after_a_rollback_every_consumer_of_the_lineage_is_reloaded_not_only_the_one_that_failed(
+    ws: Workspace, dovecot: Server
+) -> None:
+    reload = RejectingReload(ws.root / "reload", dovecot.reload_command, dovecot.chain_file)
+    other = RecordedReload(ws.root / "other", ["true"])
+    ws.write_config(
+        consumers=consumer("dovecot", reload.reload_command, [dovecot.probe])
+        + consumer("postfix", other.reload_command, [])
+    )
+    bad = ws.pki.issue()
+    reload.reject(bad.cert)
+    ws.certbot.write(NAME, bad)
+
+    assert ws.chainwatch("sync").returncode == 2
+
+    assert served_version(ws) == 1
+    # Postfix took version 2 without complaint, and must not keep serving it once version 1 is back.
+    assert other.calls() == ["1 reloaded", "2 reloaded"]
+    assert reload.calls() == ["rejected", "reloaded"]
+    assert consumer_state(ws, "postfix")["state"] == "ok"
