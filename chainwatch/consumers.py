@@ -516,6 +516,7 @@ class _Step:
                 tasks += [(endpoint, name, server_name) for server_name in server_names]
         with concurrent.futures.ThreadPoolExecutor(min(PROBE_WORKERS, len(tasks))) as pool:
             futures = [pool.submit(self._probe_one, consumer, *task, deadline) for task in tasks]
+            self.keepalive()  # the reload before may have just missed its ping: a second more would make two
             while True:
                 _, waiting = concurrent.futures.wait(futures, timeout=_KEEPALIVE_S)
                 self.keepalive()
@@ -550,6 +551,7 @@ class _Step:
         """``work()`` in a thread, feeding the watchdog while it runs."""
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             future = pool.submit(work)
+            self.keepalive()  # as in _probe: what ran before may have just missed its ping
             while True:
                 try:
                     return future.result(timeout=_KEEPALIVE_S)

@@ -308,3 +308,66 @@ def running(server: Dovecot | Postfix) -> Iterator[Dovecot | Postfix]:
         yield server
     finally:
         server.stop()
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """The leaf's SHA-256 fingerprint as ``openssl x509 -fingerprint`` prints it (what the scripts compare)."""
+    return subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=cert_pem, capture_output=True, check=True
+    ).stdout.decode()
+
+
+class RejectingReload:
+    """A reload command that fails while ``chain_file`` holds a rejected leaf, and runs ``command`` otherwise.
+
+    As a server whose reload chokes on one certificate (a key type or an
+    extension it cannot load): the failure follows the set, not the server.
+    ``broken = True`` makes every call fail, whatever the set (a broken
+    configuration: the failure follows the server). One line per call in
+    ``calls()``: "rejected", "broken" or "reloaded".
+    """
+
+    def __init__(self, folder: Path, command: list[str], chain_file: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.rejected = folder / "rejected"
+        self.rejected.write_text("")
+        self.broken_flag = folder / "broken"
+        self.calls_file = folder / "reload-calls"
+        self.script = folder / "reload"
+        calls = shlex.quote(str(self.calls_file))
+        self.script.write_text(
+            f"""#!/bin/sh
+if [ -e {shlex.quote(str(self.broken_flag))} ]; then
+  echo broken >> {calls}; echo "configuration error on purpose" >&2; exit 1
+fi
+leaf=$(openssl x509 -noout -fingerprint -sha256 < {shlex.quote(str(chain_file))} 2>/dev/null)
+if [ -n "$leaf" ] && grep -qxF "$leaf" {shlex.quote(str(self.rejected))}; then
+  echo rejected >> {calls}; echo "cannot load this certificate on purpose" >&2; exit 1
+fi
+{shlex.join(command)} || exit $?
+echo reloaded >> {calls}
+"""
+        )
+        self.script.chmod(0o755)
+
+    def reject(self, cert_pem: bytes) -> None:
+        with self.rejected.open("a") as file:
+            file.write(fingerprint(cert_pem))
+
+    @property
+    def broken(self) -> bool:
+        return self.broken_flag.exists()
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        if value:
+            self.broken_flag.touch()
+        else:
+            self.broken_flag.unlink(missing_ok=True)
+
+    @property
+    def reload_command(self) -> list[str]:
+        return [str(self.script)]
+
+    def calls(self) -> list[str]:
+        return self.calls_file.read_text().splitlines() if self.calls_file.exists() else []

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from typing import Any
 import pytest
 
 from chainwatch.pem import parse_certificates
-from tests.mailservers import WITHOUT_SYSTEMD, Dovecot, Postfix, RecordedReload
+from tests.mailservers import WITHOUT_SYSTEMD, Dovecot, Postfix, RecordedReload, RejectingReload
 from tests.workspace import NAME, LivePKI, Workspace
 
 
@@ -123,7 +127,7 @@ def test_dovecot_keeps_serving_the_old_pair_when_the_new_key_does_not_match(ws: 
     assert "the key does not match any certificate in fullchain.pem; serving version 1" in status.stdout
 
 
-def test_a_failed_reload_rolls_back_then_retries_at_the_announced_time_and_dovecot_serves_the_new_chain(
+def test_a_reload_failing_with_the_new_set_rolls_back_then_switches_the_same_version_in_at_the_announced_time(
     ws: Workspace, dovecot: Dovecot
 ) -> None:
     reload = RecordedReload(ws.root / "reload", dovecot.reload_and_wait_command, first_call="fails")
@@ -137,34 +141,39 @@ def test_a_failed_reload_rolls_back_then_retries_at_the_announced_time_and_dovec
         assert ws.versions() == [1, 2]
         assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
         assert ws.published() == version_1
+        assert lineage_state(ws)["pending"]["version"] == 2
         status = ws.chainwatch("status")
         assert status.returncode == 2
         assert "rolled back to version 1" in status.stdout
         (line,) = agent.events("rolled-back")
-        assert f"dovecot reload failed: {reload.script}: call 1 fails on purpose" in line
-        announced = re.search(r"rolled back to version 1, retrying version 2's content at (\d\d:\d\d:\d\d) UTC", line)
+        assert f"dovecot failed with version 2 (reload failed: {reload.script}: call 1 fails on purpose)" in line
+        announced = re.search(r"rolled back to version 1, the last known good; retrying version 2 at (\S+) UTC", line)
         assert announced, line
         retry_at = dt.datetime.combine(logged_at(line).date(), dt.time.fromisoformat(announced.group(1)), tzinfo=dt.UTC)
         if retry_at < logged_at(line):
             retry_at += dt.timedelta(days=1)  # announced just after midnight
         hang_guard = (retry_at - dt.datetime.now(dt.UTC)).total_seconds() + 60
         agent.wait_for(
-            # state.json shows a publication before consumers are reloaded for it
             lambda: (
-                lineage_state(ws).get("version") == 3
-                and lineage_state(ws).get("status") == "ok"
+                lineage_state(ws).get("status") == "ok"
+                and lineage_state(ws).get("good") == 2
                 and len(reload.calls()) == 3
             ),
             timeout=hang_guard,
-            what="the retry published and served",
+            what="the retry switched in and served",
         )
         agent.wait_for(
-            lambda: any("published version 3" in line for line in agent.events("published")), what="its journal line"
+            lambda: any("version 2 switched in again" in line for line in agent.events("published")),
+            what="its journal line",
         )
-        (republished,) = [line for line in agent.events("published") if "published version 3" in line]
+        (switched,) = [line for line in agent.events("published") if "version 2 switched in again" in line]
         # Both times are whole seconds, so "not before" survives the truncation.
-        assert logged_at(republished) >= retry_at
+        assert logged_at(switched) >= retry_at
         assert reload.calls() == ["1 failed", "2 reloaded", "3 reloaded"]
+        # The same version again, not its content under a new number.
+        assert ws.versions() == [1, 2]
+        assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/2")
+        assert lineage_state(ws).get("pending") is None
         assert ws.published() == ws.pki.trimmed(renewed)
         assert openssl_chain(dovecot.imaps_port) == as_pems(ws.pki.trimmed(renewed))
         assert ws.chainwatch("status").returncode == 0
@@ -192,44 +201,31 @@ def test_after_a_rollback_dovecot_is_reloaded_again_and_serves_the_rolled_back_s
             agent.process.send_signal(signal.SIGCONT)
 
 
-def test_handshakes_failing_after_a_reload_roll_back_and_dovecot_serves_the_old_set_again(
+def test_a_closed_probe_port_is_the_consumers_error_and_never_rolls_back_the_renewal(
     ws: Workspace, dovecot: Dovecot
 ) -> None:
+    # A typo in a probe: nothing listens there. That says nothing about the set.
+    closed = f"imaps://127.0.0.1:{_closed_port()}"
     reload = RecordedReload(ws.root / "reload", dovecot.reload_and_wait_command)
-    closed = _closed_port()
-    ws.write_config(consumers=consumer("dovecot", reload.reload_command, [f"imaps://127.0.0.1:{closed}"]))
-    version_1 = as_pems(ws.published())
-    with ws.agent() as agent:
-        ws.certbot.write(NAME, ws.pki.issue())
-        agent.wait_for(
-            lambda: lineage_state(ws).get("status") == "error" and bool(agent.events("rolled-back")),
-            timeout=20,
-            what="the rollback in state and journal",
-        )
-        agent.process.send_signal(signal.SIGSTOP)  # no retry while we look
-        try:
-            assert reload.calls() == ["1 reloaded", "2 reloaded"]
-            assert "handshakes fail after the reload" in agent.events("rolled-back")[0]
-            assert "connection refused" in agent.events("rolled-back")[0]
-            assert as_pems(ws.published()) == version_1
-            agent.wait_for(lambda: openssl_chain(dovecot.imaps_port) == version_1, what="Dovecot serving version 1")
-        finally:
-            agent.process.send_signal(signal.SIGCONT)
+    ws.write_config(consumers=consumer("dovecot", reload.reload_command, [closed]))
+    renewed = ws.pki.issue()
+    ws.certbot.write(NAME, renewed)
 
+    synced = ws.chainwatch("sync")
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, for issue 9: a retry publishes the failed content as a new version, and the next "
-    "rollback goes to the previous number, which holds that same failed content",
-)
-def test_every_failed_attempt_rolls_back_to_the_set_served_before_the_renewal(ws: Workspace) -> None:
-    version_1 = ws.published()
-    ws.write_config(consumers=consumer("dovecot", ["false"], []))
-    ws.certbot.write(NAME, ws.pki.issue())
-    # Each sync is one attempt, as the agent's retry is: decide, publish, reload, roll back.
-    for attempt in (1, 2, 3):
-        assert ws.chainwatch("sync").returncode == 0
-        assert ws.published() == version_1, f"attempt {attempt} left {(ws.out / 'live' / NAME).readlink()} served"
+    assert synced.returncode == 2
+    # Reloaded once, with the new set: never switched back to try the old one.
+    assert reload.calls() == ["1 reloaded"]
+    assert " chainwatch rolled-back " not in synced.stderr
+    assert " chainwatch rolled-forward " not in synced.stderr
+    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/2")
+    assert openssl_chain(dovecot.imaps_port) == as_pems(ws.pki.trimmed(renewed))
+    assert lineage_state(ws).get("pending") is None
+    record = consumer_state(ws, "dovecot")
+    assert record["state"] == "error"
+    assert record["error"]["kind"] == "unreachable"
+    assert "connection refused" in record["error"]["message"]
+    assert {p["verdict"] for p in record["probes"]} == {"unreachable"}
     assert ws.chainwatch("status").returncode == 2
 
 
@@ -285,7 +281,9 @@ def test_pop3_starttls_probes_see_what_dovecot_serves(ws: Workspace) -> None:
         server.stop()
 
 
-def test_a_unit_consumer_without_systemd_falls_back_to_systemctl_fails_and_status_says_why(ws: Workspace) -> None:
+def test_a_unit_consumer_on_a_host_without_systemd_is_skipped_and_the_renewal_stays_published(
+    ws: Workspace,
+) -> None:
     ws.write_config(consumers='[[consumer]]\nname = "dovecot"\nunit = "dovecot.service"\nreload_timeout_s = 20\n')
     ws.certbot.write(NAME, ws.pki.issue())
     env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
@@ -298,24 +296,35 @@ def test_a_unit_consumer_without_systemd_falls_back_to_systemctl_fails_and_statu
         timeout=120,
     )
     assert "Traceback" not in synced.stderr, synced.stderr
-    status = ws.chainwatch("status")
-    assert status.returncode == 2
-    assert "dovecot reload failed: systemctl is-active dovecot.service: System has not been booted" in status.stdout
-    assert "rolled back to version 1" in status.stdout
-    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "dovecot.service not reloaded: this host was not booted with systemd" in synced.stderr
+    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/2")
     record = consumer_state(ws, "dovecot")
-    assert (record["via"], record["result"]) == ("systemctl", "failed")  # D-Bus was tried first and unreachable
+    assert record["state"] == "skipped"
+    assert record["last_reload"]["result"] == "skipped"
+    assert lineage_state(ws)["status"] == "ok"
+    assert ws.chainwatch("status").returncode == 1
 
 
-def test_a_consumer_that_serves_a_stale_chain_is_an_error_with_the_reason(ws: Workspace, dovecot: Dovecot) -> None:
+def test_a_consumer_serving_a_stale_chain_is_an_error_with_the_reason_and_the_new_set_is_rolled_back(
+    ws: Workspace, dovecot: Dovecot
+) -> None:
+    # Reloaded with "true", Dovecot never reads the new set: it still serves
+    # version 1, and serves it fine once version 1 is switched back in.
     ws.write_config(consumers=consumer("dovecot", ["true"], [f"imaps://127.0.0.1:{dovecot.imaps_port}"]))
-    expected = f"dovecot on imaps://127.0.0.1:{dovecot.imaps_port} serves version 1 of {NAME}, published is 2"
-    with ws.agent() as agent:
-        ws.certbot.write(NAME, ws.pki.issue())
-        agent.wait_for(lambda: expected in lineage_state(ws).get("message", ""), timeout=20, what="the error in state")
-        agent.wait_for(lambda: bool(agent.events("probe-failed")), what="its journal line")
-        assert expected in agent.events("probe-failed")[0]
-        status = ws.chainwatch("status")
+    expected = f"dovecot on imaps://127.0.0.1:{dovecot.imaps_port} serves version 1 of {NAME}, version 2 is published"
+    ws.certbot.write(NAME, ws.pki.issue())
+
+    synced = ws.chainwatch("sync")
+
+    assert synced.returncode == 2
+    assert any(expected in line for line in synced.stderr.splitlines() if " chainwatch probe-failed " in line)
+    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
+    record = lineage_state(ws)
+    assert record["pending"]["version"] == 2
+    assert expected in record["pending"]["reason"]
+    assert expected in record["message"]
+    status = ws.chainwatch("status")
     assert status.returncode == 2
     assert expected in status.stdout
 
@@ -333,6 +342,115 @@ def test_postfix_serves_the_sanitized_chain_over_smtp_starttls(ws: Workspace) ->
             assert openssl_chain(server.port, "smtp") == as_pems(ws.pki.trimmed(renewed))
     finally:
         server.stop()
+
+
+WEB = "web.example.test"
+WATCHDOG_S = 8.0
+"""The agent's WatchdogSec= in the tests below: systemd kills it after this long a silence."""
+
+
+def watchdog_gaps(received: list[tuple[float, str]], start: float, end: float) -> list[float]:
+    """The silences between ``start`` and ``end``: up to the first WATCHDOG=1, between each, after the last."""
+    pings = [at for at, text in received if "WATCHDOG=1" in text.splitlines() and start < at < end]
+    marks = [start, *pings, end]
+    return [later - earlier for earlier, later in itertools.pairwise(marks)]
+
+
+def slowly(command: list[str], seconds: int, script: Path) -> list[str]:
+    """``command`` after ``seconds`` of sleep: a reload that takes real time, as a loaded server's may."""
+    script.write_text(f"#!/bin/sh\nsleep {seconds}\nexec {shlex.join(command)}\n")
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def test_the_watchdog_is_fed_through_a_slow_reload_and_probes_of_ten_names_and_an_unserved_lineage_is_no_error(
+    ws: Workspace, dovecot: Dovecot
+) -> None:
+    ws.certbot.write(WEB, ws.pki.issue(WEB, also=("www.example.test",)))
+    assert ws.chainwatch("sync").returncode == 0  # the web lineage at version 1
+    probes = [f"imaps://127.0.0.1:{dovecot.imaps_port}", f"imap+starttls://127.0.0.1:{dovecot.imap_port}"]
+    # lineages = ["*"]: Dovecot is checked for the web lineage too, and answers its names with the mail chain.
+    reload = slowly(dovecot.reload_and_wait_command, int(WATCHDOG_S) // 2 + 1, ws.root / "slow-reload")
+    ws.write_config(consumers=consumer("dovecot", reload, probes))
+    renewed = ws.pki.issue(also=tuple(f"mx{i}.example.test" for i in range(1, 10)))
+    env = {"WATCHDOG_USEC": str(int(WATCHDOG_S * 1_000_000))}
+    with ws.agent(env=env) as agent, agent.recording() as received:
+        # Stopped, the agent sees both renewals in one batch.
+        agent.process.send_signal(signal.SIGSTOP)
+        try:
+            ws.certbot.write(NAME, renewed)
+            ws.certbot.write(WEB, ws.pki.issue(WEB, also=("www.example.test",)))
+        finally:
+            agent.process.send_signal(signal.SIGCONT)
+        agent.wait_for(
+            lambda: lineage_state(ws).get("version") == 2 and lineage_state(ws, WEB).get("version") == 2,
+            what="both published in state, saved before the consumers run",
+        )
+        start = time.monotonic()
+        agent.wait_for(
+            lambda: len(consumer_state(ws, "dovecot").get("probes", [])) == 24,
+            timeout=60,
+            what="the probe round in state",
+        )
+        end = time.monotonic()
+        status = ws.chainwatch("status")
+    assert end - start > WATCHDOG_S / 2  # the step took longer than a silence may
+    gaps = watchdog_gaps(received, start, end)
+    assert max(gaps) < WATCHDOG_S / 2, gaps
+    record = consumer_state(ws, "dovecot")
+    assert record["state"] == "ok", record
+    verdicts = Counter((p["lineage"], p["verdict"]) for p in record["probes"])
+    assert verdicts == {(NAME, "serves"): 2 * 10, (WEB, "other-lineage"): 2 * 2}
+    assert lineage_state(ws, WEB)["status"] == "ok"
+    assert lineage_state(ws, WEB)["good"] == 2
+    assert openssl_chain(dovecot.imaps_port) == as_pems(ws.pki.trimmed(renewed))
+    assert status.returncode == 0, status.stdout
+
+
+def test_the_watchdog_is_fed_while_a_probe_round_waits_its_whole_deadline(ws: Workspace, dovecot: Dovecot) -> None:
+    # Reloaded with "true", Dovecot keeps serving version 1: the probe asks
+    # again and again until the round's deadline, then the set is rolled back.
+    ws.write_config(consumers=consumer("dovecot", ["true"], [f"imaps://127.0.0.1:{dovecot.imaps_port}"]))
+    env = {"WATCHDOG_USEC": str(int(WATCHDOG_S * 1_000_000))}
+    with ws.agent(env=env) as agent, agent.recording() as received:
+        ws.certbot.write(NAME, ws.pki.issue())
+        agent.wait_for(lambda: lineage_state(ws).get("version") == 2, what="version 2 in state before the probes")
+        start = time.monotonic()
+        agent.wait_for(lambda: lineage_state(ws).get("pending") is not None, timeout=60, what="the rollback in state")
+        end = time.monotonic()
+    assert lineage_state(ws)["version"] == 1
+    assert end - start > WATCHDOG_S / 2
+    gaps = watchdog_gaps(received, start, end)
+    assert max(gaps) < WATCHDOG_S / 2, gaps
+
+
+def test_a_consumer_error_persists_across_an_agent_restart_and_clears_once_the_consumer_works(
+    ws: Workspace, dovecot: Dovecot
+) -> None:
+    reload = RejectingReload(ws.root / "reload", dovecot.reload_and_wait_command, dovecot.cert)
+    reload.broken = True
+    ws.write_config(consumers=consumer("dovecot", reload.reload_command, [f"imaps://127.0.0.1:{dovecot.imaps_port}"]))
+    renewed = ws.pki.issue()
+    with ws.agent() as agent:
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: consumer_state(ws, "dovecot").get("state") == "error", what="the consumer's error")
+    error = consumer_state(ws, "dovecot")["error"]
+    next_retry = dt.datetime.fromisoformat(consumer_state(ws, "dovecot")["next_retry"])
+
+    with ws.agent() as agent:  # a new process: it reads state.json and finds every lineage unchanged
+        assert consumer_state(ws, "dovecot")["error"] == error
+        assert consumer_state(ws, "dovecot")["state"] == "error"
+        assert ws.chainwatch("status").returncode == 2
+
+        reload.broken = False
+        hang_guard = (next_retry - dt.datetime.now(dt.UTC)).total_seconds() + 60
+        agent.wait_for(lambda: consumer_state(ws, "dovecot").get("state") == "ok", timeout=hang_guard, what="its retry")
+        agent.wait_for(lambda: bool(agent.events("consumer-recovered")), what="the recovery's journal line")
+        assert reload.calls()[-1] == "reloaded"
+        assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/2")
+        assert openssl_chain(dovecot.imaps_port) == as_pems(ws.pki.trimmed(renewed))
+        assert consumer_state(ws, "dovecot").get("error") is None
+        assert ws.chainwatch("status").returncode == 0
 
 
 # -- chainwatch probe against servers that misbehave ---------------------------------------

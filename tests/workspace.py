@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from chainwatch.pem import parse_certificates
 from tests.certbot_tree import CertbotTree, Issued, issued
-from tests.pki import CA, pem
+from tests.pki import CA, new_key, pem
 
 NAME = "mail.example.test"
 
@@ -47,11 +49,23 @@ class LivePKI:
         self.cross = self.old.cross_sign(self.new, not_before=now - 300 * day, not_after=now + 300 * day)
         self.issuing = self.new.intermediate("Issuing CA", not_before=now - 300 * day, not_after=now + 600 * day)
 
-    def issue(self, name: str = NAME) -> Issued:
-        """A fresh leaf, served the way certbot got it: with the cross-sign."""
+    def issue(self, name: str = NAME, *, also: tuple[str, ...] = (), days: float = 89) -> Issued:
+        """A fresh leaf for ``name`` (and the DNS names ``also``), valid for ``days`` from an hour ago,
+        served the way certbot got it: with the cross-sign."""
         now = utcnow()
-        leaf, key = self.issuing.leaf(
-            name, not_before=now - dt.timedelta(hours=1), not_after=now + dt.timedelta(days=89)
+        if not also:
+            leaf, key = self.issuing.leaf(
+                name, not_before=now - dt.timedelta(hours=1), not_after=now + dt.timedelta(days=days)
+            )
+            return issued(leaf, key, self.issuing.cert, self.cross)
+        key = new_key()
+        leaf = self.issuing.certify(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+            key.public_key(),
+            ca=False,
+            not_before=now - dt.timedelta(hours=1),
+            not_after=now + dt.timedelta(days=days),
+            dns_names=(name, *also),
         )
         return issued(leaf, key, self.issuing.cert, self.cross)
 
@@ -79,6 +93,33 @@ class Agent:
                 self.notifications.append(self.notify.recv(4096).decode())
                 self.notify.settimeout(0.0001)
         return self.notifications
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[tuple[float, str]]]:
+        """Receive every notification as it arrives, with its ``time.monotonic()``, in a thread.
+
+        While this runs, do not call :meth:`read_notifications`.
+        """
+        received: list[tuple[float, str]] = []
+        stop = threading.Event()
+
+        def receive() -> None:
+            self.notify.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    data = self.notify.recv(4096)
+                except TimeoutError:
+                    continue
+                received.append((time.monotonic(), data.decode()))
+                self.notifications.append(data.decode())
+
+        thread = threading.Thread(target=receive, daemon=True)
+        thread.start()
+        try:
+            yield received
+        finally:
+            stop.set()
+            thread.join()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
