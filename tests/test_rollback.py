@@ -119,7 +119,7 @@ def test_a_set_the_consumer_cannot_load_is_rolled_back_to_the_last_good_and_new_
     synced = ws.chainwatch("sync")
 
     assert synced.returncode == 2
-    assert f"not served as published: {NAME}" in synced.stdout
+    assert f"a new version of {NAME} waits" in synced.stdout
     # Tried with version 2, which it refused; then reloaded with version 1, which it took.
     assert reload.calls() == ["rejected", "reloaded"]
     assert served_version(ws) == 1
@@ -197,7 +197,7 @@ def test_a_last_good_set_whose_leaf_has_expired_is_never_rolled_back_to(ws: Work
     assert reload.calls() == ["rejected"]  # never switched back to try version 1
     assert events(synced.stderr, "rolled-back") == []
     assert any(
-        "not rolled back to version 1: version 1's leaf expired on" in line and "keeping version 2" in line
+        "not rolled back to version 1: version 1's leaf expires on" in line and "keeping version 2" in line
         for line in events(synced.stderr, "error")
     ), synced.stderr
     assert served_version(ws) == 2
