@@ -11,7 +11,8 @@ at all (refused, timeout, failed handshake) is the consumer's error and never a
 reason to roll back.
 
 Reloads and probes run in worker threads while the calling thread keeps the
-systemd watchdog fed; probes run concurrently, bounded by one deadline a round.
+systemd watchdog fed; probes run concurrently, bounded by one deadline a round,
+and all the rounds of one step (new sets, back, forward) by 15 seconds.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ __all__ = ["ConsumerHook", "ProbeReport", "Verdict", "affected", "classify_serve
 
 # How long, a round, consumers may take to serve what was just switched in.
 PROBE_PATIENCE_S = 5.0
+# All probing of one after-batch step, whatever the names, endpoints and switches.
+STEP_PROBING_S = 15.0
+# No handshake is started with less time than this left: it would fail for want of time.
+_SHORTEST_HANDSHAKE_S = 1.0
 _PROBE_INTERVAL_S = 0.25
 PROBE_WORKERS = 16
 # The watchdog is fed at least this often while a reload or probes run.
@@ -143,6 +148,11 @@ class Check:
         return self.reload.ok and not self.skipped and all(r.ok or r.verdict == Verdict.UNCHECKED for r in self.reports)
 
     @property
+    def proven(self) -> bool:
+        """Ok, and every name was asked: evidence enough to blame a set."""
+        return self.ok and all(r.verdict != Verdict.UNCHECKED for r in self.reports)
+
+    @property
     def error_kind(self) -> str:
         if not self.reload.ok:
             return "reload"
@@ -231,6 +241,8 @@ class _Step:
         self.keepalive = keepalive
         self.now = hook.clock()
         self.retries: dict[str, dt.datetime] = {}
+        self.probing_left = STEP_PROBING_S
+        """Probing time this step may still spend (reloads have their own timeout)."""
 
     # -- the step --------------------------------------------------------------------------
 
@@ -318,7 +330,7 @@ class _Step:
                 # new sets: then the evidence blames no set.
                 for check in failed.values():
                     after = again.get(check.consumer.name)
-                    if after is not None and after.ok:
+                    if after is not None and after.proven:
                         for name in check.names:
                             if name in fallback:
                                 blamed.setdefault(name, check)
@@ -505,7 +517,8 @@ class _Step:
 
     def _probe(self, consumer: ConsumerConfig, names: list[str]) -> list[ProbeReport]:
         """Every endpoint and server name at once, within one deadline."""
-        deadline = time.monotonic() + PROBE_PATIENCE_S
+        started = time.monotonic()
+        deadline = started + min(PROBE_PATIENCE_S, self.probing_left)
         tasks = []
         for text in consumer.probe:
             endpoint = parse_endpoint(text)
@@ -522,6 +535,7 @@ class _Step:
                 self.keepalive()
                 if not waiting:
                     break
+        self.probing_left = max(0.0, self.probing_left - (time.monotonic() - started))
         return [future.result() for future in futures]
 
     def _probe_one(
@@ -529,11 +543,11 @@ class _Step:
     ) -> ProbeReport:
         # A consumer may take a moment to serve what was switched in: ask
         # again until it does or the round's deadline passes.
-        if time.monotonic() >= deadline:
+        if time.monotonic() + _SHORTEST_HANDSHAKE_S > deadline:
             message = f"{consumer.name} on {endpoint}: {server_name or lineage} not probed within the round's deadline"
             return ProbeReport(str(endpoint), lineage, server_name or "", Verdict.UNCHECKED, message)
         while True:
-            timeout = max(1.0, deadline - time.monotonic())
+            timeout = max(_SHORTEST_HANDSHAKE_S, deadline - time.monotonic())
             try:
                 served = self.hook.fetch(endpoint, server_name, timeout)
                 verdict, message, version = classify_served(
@@ -543,7 +557,7 @@ class _Step:
             except ProbeError as error:
                 message = f"{consumer.name} on {error}" if str(error).startswith(str(endpoint)) else str(error)
                 report = ProbeReport(str(endpoint), lineage, server_name or "", Verdict.UNREACHABLE, message)
-            if report.ok or time.monotonic() + _PROBE_INTERVAL_S >= deadline:
+            if report.ok or time.monotonic() + _PROBE_INTERVAL_S + _SHORTEST_HANDSHAKE_S > deadline:
                 return report
             time.sleep(_PROBE_INTERVAL_S)
 
