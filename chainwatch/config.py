@@ -17,8 +17,7 @@ from typing import Any
 
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.errors import InputError
-from chainwatch.policy import Distrust, Mode, Policy
-from chainwatch.trust import DEFAULT_STORE
+from chainwatch.policy_settings import DEFAULT_STORE, Distrust, Mode, Policy
 
 __all__ = ["DEFAULT_CONFIG", "Config", "ConsumerConfig", "load_config", "output_dir_hint", "render_config"]
 

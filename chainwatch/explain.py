@@ -9,40 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from chainwatch.certificate import Cert
+from chainwatch.palette import Palette
 from chainwatch.policy import Decision, Reason, Verdict
 
 __all__ = ["Palette", "render_dot", "render_tree"]
-
-
-@dataclass(frozen=True)
-class Palette:
-    """ANSI colours, or none."""
-
-    enabled: bool
-
-    def paint(self, text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.enabled else text
-
-    def kept(self, text: str) -> str:
-        return self.paint(text, "32")
-
-    def dropped(self, text: str) -> str:
-        return self.paint(text, "31")
-
-    def anchor(self, text: str) -> str:
-        return self.paint(text, "36")
-
-    def warn(self, text: str) -> str:
-        return self.paint(text, "33")
-
-    def dim(self, text: str) -> str:
-        return self.paint(text, "2")
-
-    def bold(self, text: str) -> str:
-        return self.paint(text, "1")
 
 
 def _window(cert: Cert, at: dt.datetime) -> str:

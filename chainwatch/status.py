@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chainwatch.explain import Palette
+from chainwatch.palette import Palette
 from chainwatch.records import ConsumerRecord, LeafRecord, LineageRecord, ReloadRecord
 from chainwatch.state import parse_iso, read_document
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from chainwatch.certificate import Cert
 from chainwatch.pem import read_bundle
+from chainwatch.policy_settings import DEFAULT_STORE
 
 __all__ = ["DEFAULT_STORE", "TrustStore", "load_store", "load_stores"]
-
-DEFAULT_STORE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pty
@@ -14,6 +15,7 @@ import pytest
 
 from chainwatch import __version__
 from chainwatch.pem import parse_certificates
+from tests.certbot_tree import CertbotTree, issued
 from tests.conftest import DEBIAN12_STORE, VECTORS, vector_cert
 from tests.pki import CA, key_pem, pem
 
@@ -320,3 +322,75 @@ def test_a_configuration_file_named_on_the_command_line_must_exist(tmp_path: Pat
     # Without --config a missing default file means built-in defaults; a file
     # the user named and mistyped must not silently mean the same.
     assert_one_line_error(chainwatch("check-config", "--config", tmp_path / "typo.toml"), "typo.toml: no such file")
+
+
+def config_with_store(tmp_path: Path, store: Path, **extra: str) -> Path:
+    lines = ["[policy]", f'trust_stores = ["{store}"]', *(f'{key} = "{value}"' for key, value in extra.items())]
+    path = tmp_path / "chainwatch.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-the-command", "after-the-command"])
+def test_trim_judges_with_the_configurations_stores_wherever_config_is_given(tmp_path: Path, before: bool) -> None:
+    only_dst = tmp_path / "dst.pem"
+    only_dst.write_bytes(vector_cert("dst-root-ca-x3").pem())
+    config = config_with_store(tmp_path, only_dst)
+    args: list[str | Path] = ["trim", DST_CHAIN, "--at", "2022-12-01", "--json"]
+    args = ["--config", config, *args] if before else [*args, "--config", config]
+    result = chainwatch(*args)
+    # Only the expired DST root is configured: nothing validates, as that store's clients see it.
+    assert result.returncode == 1, result.stderr
+    assert [w["code"] for w in json.loads(result.stdout)["warnings"]] == ["incomplete"]
+
+
+def test_a_flag_overrides_the_configurations_setting_and_nothing_else(tmp_path: Path) -> None:
+    both = tmp_path / "both.pem"
+    both.write_bytes(vector_cert("comodo-aaa-certificate-services").pem() + vector_cert("usertrust-rsa-ca").pem())
+    only_aaa = tmp_path / "aaa.pem"
+    only_aaa.write_bytes(vector_cert("comodo-aaa-certificate-services").pem())
+    config = config_with_store(tmp_path, only_aaa, mode="minimal")
+    args = ("--config", config, "trim", AAA_CHAIN, "--at", "2025-06-01")
+    # The configured store needs the cross-sign to AAA: minimal mode keeps it.
+    assert "not-needed" not in chainwatch(*args).stderr
+    # --trust-store replaces the store; the configured minimal mode still holds.
+    flagged = chainwatch(*args, "--trust-store", both)
+    assert flagged.returncode == 0, flagged.stderr
+    assert ": not-needed: " in flagged.stderr
+    assert "not-needed" not in chainwatch(*args, "--trust-store", both, "--mode", "safe").stderr
+
+
+def test_every_command_takes_config_before_or_after_its_name(tmp_path: Path) -> None:
+    config = tmp_path / "chainwatch.toml"
+    config.write_text(f'[output]\ndir = "{tmp_path / "out"}"\n')
+    for args in (["--config", config, "check-config"], ["check-config", "--config", config]):
+        result = chainwatch(*args)
+        assert result.returncode == 0, result.stderr
+        assert f'dir = "{tmp_path / "out"}"' in result.stdout
+    for command in ("run", "sync", "status", "probe", "consumer-config dovecot", "trim x", "explain x"):
+        missing = tmp_path / "missing.toml"
+        for args in (["--config", missing, *command.split()], [*command.split(), "--config", missing]):
+            result = chainwatch(*args)
+            assert f"{missing}: no such file" in result.stderr, (args, result.stderr)
+
+
+def test_explain_of_a_lineage_name_judges_it_as_the_agent_does(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    root = CA.root("Explain Root", not_before=now - dt.timedelta(days=30), not_after=now + dt.timedelta(days=900))
+    leaf, key = root.leaf(
+        "mail.example.test", not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=89)
+    )
+    certbot = CertbotTree(tmp_path / "letsencrypt")
+    certbot.write("mail.example.test", issued(leaf, key))
+    store = tmp_path / "store.pem"
+    store.write_bytes(pem(root.cert))
+    config = tmp_path / "chainwatch.toml"
+    config.write_text(f'[watch]\nlive_dir = "{certbot.live}"\n[policy]\ntrust_stores = ["{store}"]\n')
+    result = chainwatch("explain", "mail.example.test", "--config", config, "--json")
+    assert result.returncode == 0, result.stderr
+    assert [w["code"] for w in json.loads(result.stdout)["warnings"]] == []
+    tree = chainwatch("explain", "mail.example.test", "--config", config)
+    assert f"{certbot.live / 'mail.example.test'}" in tree.stdout
+    # Without the configuration the host's store does not know this root.
+    unconfigured = chainwatch("explain", certbot.live / "mail.example.test" / "fullchain.pem", "--json")
+    assert unconfigured.returncode == 1

@@ -1,0 +1,79 @@
+"""``probe``: the chain a server sends now, and what the trim policy thinks of it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from chainwatch.certificate import Cert
+from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, at_of, config_of
+from chainwatch.errors import InputError
+from chainwatch.policy import decide
+from chainwatch.probe import ProbeError, fetch_chain, parse_endpoint
+from chainwatch.report import decision_json, iso
+from chainwatch.state import StateFile
+from chainwatch.trust import load_stores
+
+__all__ = ["probe"]
+
+
+def probe(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    at = at_of(args)
+    targets = [(parse_endpoint(text), args.name) for text in args.endpoints]
+    if not targets:
+        state = StateFile.read(config.output_dir / "state.json") or {}
+        for consumer in config.consumers:
+            for text in consumer.probe:
+                for record in (state.get("lineages") or {}).values():
+                    for name in (record.get("leaf") or {}).get("names", [])[:1]:
+                        targets.append((parse_endpoint(text), name))
+        if not targets:
+            raise InputError("no endpoint given and no probe configured (see 'chainwatch probe --help')")
+    stores = load_stores(config.trust_stores)
+    policy = config.trim_policy()
+    results, worst = [], EXIT_OK
+    for endpoint, name in targets:
+        server_name = name or endpoint.host
+        entry: dict[str, object] = {"endpoint": str(endpoint), "server_name": server_name}
+        try:
+            served = fetch_chain(endpoint, server_name, args.timeout)
+        except ProbeError as error:
+            entry.update(ok=False, error=str(error))
+            worst = EXIT_USAGE
+            results.append(entry)
+            continue
+        decision = decide(served, stores, at, policy)
+        would_trim = list(decision.chain) != served
+        entry.update(ok=not would_trim and not decision.warnings, served=[_served(c) for c in served])
+        entry.update(decision_json(decision))
+        if would_trim or decision.warnings:
+            worst = max(worst, EXIT_DEGRADED)
+        results.append(entry)
+    if args.json:
+        sys.stdout.write(json.dumps({"exit": worst, "endpoints": results}, indent=2) + "\n")
+    else:
+        for entry in results:
+            sys.stdout.write(_probe_text(entry))
+    return worst
+
+
+def _served(cert: Cert) -> dict[str, str]:
+    return {"subject": cert.subject, "issuer": cert.issuer, "sha256": cert.sha256, "not_after": iso(cert.not_after)}
+
+
+def _probe_text(entry: dict[str, Any]) -> str:
+    head = f"{entry['endpoint']} (SNI {entry['server_name']})"
+    if "error" in entry:
+        return f"{head}: {entry['error']}\n"
+    lines = [f"{head} sends:"]
+    for index, cert in enumerate(entry["served"], 1):
+        lines.append(f"  #{index} {cert['subject']}  (issued by {cert['issuer']}; until {cert['not_after']})")
+    for drop in entry["dropped"]:
+        lines.append(f"  would drop {drop['subject']}: {drop['reason']}: {drop['detail']}")
+    for warning in entry["warnings"]:
+        lines.append(f"  warning: {warning['code']}: {warning['message']}")
+    lines.append("  verdict: fine as served" if entry["ok"] else "  verdict: chainwatch would serve this differently")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,78 @@
+"""``run`` and ``sync``: the agent, and one pass of it (also certbot's deploy hook)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from chainwatch.agent import Agent
+from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
+from chainwatch.consumers import ConsumerHook, affected
+from chainwatch.errors import InputError
+from chainwatch.journal import Event, Journal
+from chainwatch.lineage import list_lineages, valid_name
+from chainwatch.metrics import write_metrics
+from chainwatch.reconcile import Outcome, Processor
+
+__all__ = ["run", "sync"]
+
+
+class _AfterBatch:
+    """Reload and probe consumers, then refresh the metrics file."""
+
+    def __init__(self) -> None:
+        self.consumers = ConsumerHook()
+
+    def __call__(
+        self, processor: Processor, outcomes: list[Outcome], keepalive: Callable[[], None] = lambda: None
+    ) -> dict[str, dt.datetime]:
+        retries = self.consumers(processor, outcomes, keepalive)
+        target = processor.config.metrics_textfile
+        if target is not None:
+            try:
+                write_metrics(target, processor.state.data)
+            except OSError as error:
+                processor.journal.log(Event.ERROR, f"cannot write metrics to {target}: {error.strerror}")
+        return retries
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    return Agent(config, args.config, Journal(), after_batch=_AfterBatch()).run()
+
+
+def sync(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    names = list(args.lineages)
+    renewed = os.environ.get("RENEWED_LINEAGE")
+    if not names and renewed:
+        names = [Path(renewed).name]
+    for name in names:
+        if not valid_name(name):
+            raise InputError(f"{name!r}: not a lineage name")
+    processor = Processor(config, Journal())
+    with processor.exclusive():
+        outcomes = processor.process_batch(names or list_lineages(config.live_dir))
+        processor.checkpoint()
+        _AfterBatch()(processor, outcomes)
+        synced = [o.lineage for o in outcomes]
+        troubled = [
+            f"{c.name} in error"
+            for c in config.consumers
+            if affected(c, synced) and processor.state.consumer(c.name).get("state") == "error"
+        ] + [f"a new version of {name} waits" for name in synced if processor.state.lineage(name).get("pending")]
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
+    summary = ", ".join(f"{n} {event}" for event, n in sorted(counts.items())) or f"no lineage under {config.live_dir}"
+    print(f"chainwatch sync: {summary}")
+    if troubled:
+        print(f"chainwatch sync: {'; '.join(troubled)} (see 'chainwatch status')")
+    if troubled or any(o.event in (Event.REJECTED, Event.INCONSISTENT) for o in outcomes):
+        return EXIT_USAGE
+    if any(o.warned for o in outcomes):
+        return EXIT_DEGRADED
+    return EXIT_OK

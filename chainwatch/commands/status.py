@@ -1,0 +1,36 @@
+"""``status``: what is served, since when, and whether to worry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from chainwatch.commands.options import config_of, use_colour
+from chainwatch.config import Config, output_dir_hint
+from chainwatch.errors import ChainwatchError
+from chainwatch.palette import Palette
+from chainwatch.status import render_status, status_report
+
+__all__ = ["status"]
+
+
+def status(args: argparse.Namespace) -> int:
+    try:
+        config = config_of(args)
+        output_dir, horizon, config_error = config.output_dir, config.horizon_days, None
+        consumers: list[str] | None = [c.name for c in config.consumers]
+    except ChainwatchError as error:
+        output_dir, horizon, config_error = output_dir_hint(args.config), Config().horizon_days, str(error)
+        consumers = None
+    report = status_report(output_dir / "state.json", args.lineages, horizon, consumers=consumers)
+    if config_error:
+        report["config_error"] = config_error
+        report["exit"] = max(report["exit"], 1) if report["exit"] != 3 else 3
+        print(f"chainwatch: warning: the configuration is invalid: {config_error}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_status(report, Palette(use_colour(args.color))))
+    code: int = report["exit"]
+    return code

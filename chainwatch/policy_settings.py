@@ -1,0 +1,77 @@
+"""The trim policy's settings: what a configuration file or a command line sets.
+
+Kept apart from the policy itself so that reading a configuration (``status``,
+``check-config``) never loads cryptography.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chainwatch.certificate import Cert
+
+__all__ = ["DEFAULT_STORE", "Distrust", "Mode", "Policy"]
+
+DEFAULT_STORE = Path("/etc/ssl/certs/ca-certificates.crt")
+"""Debian's ca-certificates bundle: the store of a client that trusts what Debian trusts."""
+
+
+class Mode(StrEnum):
+    """How much to trim."""
+
+    SAFE = "safe"
+    """Drop only what can hurt or cannot help; keep every cross-sign some store may need."""
+    MINIMAL = "minimal"
+    """Also drop what no configured store needs."""
+
+
+class Distrust:
+    """Anchors to treat as distrusted, by SHA-256 fingerprint or subject DN.
+
+    A DN matches whatever the order of its attributes (OpenSSL prints them
+    forwards, RFC 4514 backwards) and ignores case and spacing.
+    """
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self.entries = tuple(entries)
+        self._fingerprints: set[str] = set()
+        self._names: set[frozenset[str]] = set()
+        for entry in self.entries:
+            compact = entry.replace(":", "").strip().lower()
+            if re.fullmatch(r"[0-9a-f]{64}", compact):
+                self._fingerprints.add(compact)
+            else:
+                self._names.add(_dn_key(entry))
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def matches(self, cert: Cert) -> bool:
+        return cert.sha256 in self._fingerprints or (bool(self._names) and _dn_key(cert.subject) in self._names)
+
+
+def _dn_key(dn: str) -> frozenset[str]:
+    parts = re.split(r"(?<!\\)[,/]", dn)
+    pairs = set()
+    for part in parts:
+        if "=" in part:
+            attribute, value = part.split("=", 1)
+            pairs.add(f"{attribute.strip().lower()}={value.strip().lower()}")
+    return frozenset(pairs)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The knobs of the trim policy."""
+
+    mode: Mode = Mode.SAFE
+    distrust: Distrust = field(default_factory=Distrust)
+    horizon: dt.timedelta = dt.timedelta(days=21)
+    """Warn when a served certificate or a used anchor expires this soon."""
