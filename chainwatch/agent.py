@@ -116,7 +116,7 @@ class Agent:
             "started": now_iso(),
             "mode": "run",
             "version": __version__,
-            "config": str(self.config_path or "built-in defaults"),
+            "config": str(self.config.source or "built-in defaults"),
         }
         self.journal.log(Event.STARTED, f"chainwatch {__version__} watching {self.config.live_dir}")
         try:
@@ -316,6 +316,7 @@ class Agent:
             self.notifier.ready(self._status_line())
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
+        processor.agent_record["config"] = str(config.source or "built-in defaults")
         if config.live_dir != self.config.live_dir:
             selector.unregister(self.watcher.fileno())
             self.watcher.close()

@@ -216,8 +216,11 @@ def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
     if not stores:
         raise where.error("policy", "trust_stores", "needs at least one trust store")
     for store in stores:
-        if not store.is_file():
-            raise where.error("policy", "trust_stores", f"{store}: no such file")
+        try:
+            if not store.is_file():
+                raise where.error("policy", "trust_stores", f"{store}: no such file")
+        except OSError as error:  # not ENOENT: is_file() says False for that
+            raise where.error("policy", "trust_stores", f"{store}: cannot read ({error.strerror})") from None
     for key, value in (("live_dir", watch.get("live_dir")), ("dir", output.get("dir"))):
         if value is not None and not Path(value).is_absolute():
             raise where.error(

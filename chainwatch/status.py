@@ -8,10 +8,13 @@ plugin convention: 0 ok, 1 warning, 2 critical, 3 unknown.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.palette import Palette
 from chainwatch.records import ConsumerRecord, LeafRecord, LineageRecord, ReloadRecord
 from chainwatch.state import parse_iso, read_document
@@ -19,6 +22,15 @@ from chainwatch.state import parse_iso, read_document
 __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "agent_running", "render_status", "status_report"]
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+
+# certbot's four files of a lineage, in the order their digest is recorded
+# (``source`` of a lineage record); kept here so that status, which must not
+# load cryptography, need not import the lineage reader.
+_CERTBOT_FILES = ("cert", "privkey", "chain", "fullchain")
+_MAX_INPUT_BYTES = 1 << 20
+# A renewal is published within the agent's settle time and one pass; a newer
+# input younger than this is on its way, not stuck.
+_NEWER_INPUT_GRACE = dt.timedelta(minutes=2)
 _WORDS = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNKNOWN: "unknown"}
 
 
@@ -108,22 +120,68 @@ def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
     }
 
 
+def _newer_input(live_dir: Path, name: str, record: LineageRecord, now: dt.datetime) -> dt.timedelta | None:
+    """How long certbot has held files for ``name`` that were never published, if it has.
+
+    None when the live files are what was last decided on (published, or
+    waiting as a pending version), when they cannot be read (not root: the
+    agent reads them, monitoring need not), or when they changed too recently
+    to be late.
+    """
+    pending = record.get("pending")
+    recorded = {record.get("source"), pending["source"] if pending else None} - {None}
+    if not recorded:
+        return None
+    digest = hashlib.sha256()
+    newest = 0.0
+    try:
+        for kind in _CERTBOT_FILES:
+            path = live_dir / name / f"{kind}.pem"
+            digest.update(read_regular(path, _MAX_INPUT_BYTES))
+            newest = max(newest, os.stat(path).st_mtime)
+    except (OSError, NotRegularFile, TooLarge):
+        return None
+    if digest.hexdigest() in recorded:
+        return None
+    age = now - dt.datetime.fromtimestamp(newest, dt.UTC)
+    return age if age > _NEWER_INPUT_GRACE else None
+
+
+def _watched_names(live_dir: Path) -> list[str] | None:
+    """The lineage directories under ``live_dir``; None when they cannot be listed."""
+    try:
+        with os.scandir(live_dir) as entries:
+            return [entry.name for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+    except OSError:
+        return None
+
+
 def status_report(
     state_path: Path,
     names: Sequence[str] = (),
     horizon_days: int = 21,
     now: dt.datetime | None = None,
     consumers: Sequence[str] | None = None,
+    live_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The status as data (what ``--json`` prints); ``exit`` holds the exit code.
 
     ``consumers``: the configured ones (default: every consumer state knows).
+    ``live_dir``: certbot's, to notice renewals that were never published.
     """
     now = now or dt.datetime.now(dt.UTC)
     try:
         data = read_document(state_path)
     except FileNotFoundError:
         return {"exit": UNKNOWN, "state": "unknown", "message": f"no state at {state_path}: chainwatch has not run yet"}
+    except PermissionError:
+        message = (
+            f"permission denied reading {state_path}: run as root, or as a member of group chainwatch "
+            "(adduser USER chainwatch)"
+        )
+        return {"exit": UNKNOWN, "state": "unknown", "message": message}
     except (OSError, ValueError) as error:
         reason = str(error) if isinstance(error, ValueError) else error.strerror
         message = f"{state_path} is unusable ({reason}); the next pass of chainwatch sets it aside and rebuilds it"
@@ -141,6 +199,18 @@ def status_report(
         }
     chosen = names or sorted(lineages)
     reports = [_lineage_report(name, lineages[name], now, dt.timedelta(days=horizon_days)) for name in chosen]
+    for item in reports:
+        late = None
+        if live_dir is not None and item["level"] != CRITICAL and not item["removed"]:
+            late = _newer_input(live_dir, item["lineage"], lineages[item["lineage"]], now)
+        item["unpublished_input_age_s"] = int(late.total_seconds()) if late else None
+        if late:
+            item["level"] = max(item["level"], WARNING)
+            item["state"] = _WORDS[item["level"]]
+            item["message"] = (
+                f"certbot's files changed {_age(late)} ago and were never published "
+                f"(is the agent running? 'systemctl status chainwatch'); {item['message']}"
+            ).removesuffix("; ")
     known: dict[str, Any] = data.get("consumers") or {}
     chosen_consumers = [c for c in (known if consumers is None else consumers) if c in known]
     consumer_reports = [_consumer_report(c, known[c]) for c in chosen_consumers]
@@ -150,9 +220,28 @@ def status_report(
     if agent.get("mode") == "run" and not agent["running"]:
         level = max(level, WARNING)
         agent["message"] = "the agent is not running"
+    if not agent["running"]:
+        # What a stopped agent once refused is history, not its state.
+        agent.pop("config_error", None)
     if agent.get("config_error"):
         level = max(level, WARNING)
-    return {"exit": level, "state": _WORDS[level], "agent": agent, "lineages": reports, "consumers": consumer_reports}
+    report: dict[str, Any] = {
+        "exit": level, "state": _WORDS[level], "agent": agent, "lineages": reports, "consumers": consumer_reports
+    }  # fmt: skip
+    watched = _watched_names(live_dir) if live_dir is not None else None
+    if not names and not any(not r["removed"] for r in reports) and watched == []:
+        report["exit"] = max(level, WARNING)
+        report["state"] = _WORDS[report["exit"]]
+        report["message"] = f"nothing to watch: no certbot lineage under {live_dir}"
+    return report
+
+
+def _age(span: dt.timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    hours = minutes // 60
+    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
 
 
 def _when(text: str | None, *, seconds: bool = False) -> str:
@@ -176,8 +265,18 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
     else:
         head = "agent not in use (published by chainwatch sync)" if report["lineages"] else "no lineages yet"
     lines = [f"chainwatch {colour[report['state']](report['state'])} · {head}"]
-    if agent.get("config_error"):
+    if report.get("config_error"):
+        lines.append(p.warn(f"  the configuration is invalid: {report['config_error']}"))
+        lines.append(
+            p.warn("  the running agent keeps the configuration it started with")
+            if agent.get("running")
+            else p.warn("  the agent cannot start with it: fix it, then 'chainwatch check-config'")
+        )
+    elif agent.get("config_error"):
         lines.append(p.warn(f"  {agent['config_error']}"))
+        lines.append(p.warn("  the file is valid now: 'systemctl reload chainwatch' applies it"))
+    if report.get("message"):
+        lines.append(p.warn(f"  {report['message']}"))
     for item in report["lineages"]:
         leaf = item["leaf"]
         published = (
@@ -200,8 +299,8 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
             lines.append("    serves    " + " → ".join(c["short"] for c in item["served"]))
         for drop in item["dropped"]:
             lines.append(f"    dropped   {drop['short']} ({drop['reason']}: {drop['detail']})")
-        if item["validating_stores"]:
-            lines.append(f"    valid for {', '.join(item['validating_stores'])}")
+        if item["version"]:
+            lines.append(f"    valid for {', '.join(item['validating_stores']) or p.warn('no configured store')}")
         pending = item.get("pending")
         if pending:
             lines.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -293,3 +294,92 @@ def test_status_shows_each_consumer_with_its_reload_and_what_each_probe_saw(ws: 
     assert consumer["next_retry"] is not None
     # The renewal is valid and the consumer is at fault: it stays published.
     assert report["lineages"][0]["state"] == "ok"
+
+
+def backdate(ws: Workspace, name: str, age: dt.timedelta) -> None:
+    """Make certbot's current files of ``name`` look written ``age`` ago."""
+    moment = (utcnow() - age).timestamp()
+    for kind in ("cert", "privkey", "chain", "fullchain"):
+        os.utime(ws.certbot.live / name / f"{kind}.pem", (moment, moment))
+
+
+def test_status_warns_when_certbot_holds_a_renewal_that_was_never_published(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    ws.certbot.write(NAME, ws.pki.issue())  # renewed while no agent ran
+    # Just written: on its way (the agent settles and publishes within seconds), not late.
+    assert ws.chainwatch("status").returncode == 0
+    backdate(ws, NAME, dt.timedelta(minutes=40))
+    status = ws.chainwatch("status")
+    assert status.returncode == 1
+    assert "certbot's files changed 40 minutes ago and were never published" in status.stdout
+    (report,) = json.loads(ws.chainwatch("status", "--json").stdout)["lineages"]
+    assert report["unpublished_input_age_s"] >= 40 * 60
+    ws.chainwatch("sync")
+    assert ws.chainwatch("status").returncode == 0
+
+
+def test_status_warns_that_there_is_nothing_to_watch_when_certbot_has_no_lineage(ws: Workspace) -> None:
+    ws.chainwatch("sync")
+    status = ws.chainwatch("status")
+    assert status.returncode == 1
+    assert f"nothing to watch: no certbot lineage under {ws.certbot.live}" in status.stdout
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    assert ws.chainwatch("status").returncode == 0
+
+
+def test_status_says_which_stores_validate_and_when_none_does(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    assert "    valid for store.pem\n" in ws.chainwatch("status").stdout
+    (report,) = json.loads(ws.chainwatch("status", "--json").stdout)["lineages"]
+    assert report["validating_stores"] == ["store.pem"]
+    ws.certbot.write("other.example.test", stranger_issued(utcnow()))
+    ws.chainwatch("sync")
+    assert "    valid for no configured store\n" in ws.chainwatch("status", "other.example.test").stdout
+
+
+def test_status_shows_only_the_current_configuration_error_and_no_agent_that_keeps_anything(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    state = ws.state()
+    # An agent that once refused a reload, and has stopped since.
+    state["agent"] = {"pid": 2**22 + 1, "mode": "run", "config_error": "configuration not reloaded, keeping the "
+                      "previous one: chainwatch.toml:1: [watch] settle: unknown key"}  # fmt: skip
+    (ws.out / "state.json").write_text(json.dumps(state))
+    ws.config.write_text(ws.config.read_text() + "[metrics]\nbogus = 1\n")
+    status = ws.chainwatch("status")
+    assert status.returncode == 1
+    assert status.stdout.count("the configuration is invalid") == 1
+    assert "settle: unknown key" not in status.stdout
+    assert "keeping" not in status.stdout and "keeps" not in status.stdout
+    assert "the agent cannot start with it" in status.stdout
+    assert "config_error" not in json.loads(ws.chainwatch("status", "--json").stdout)["agent"]
+
+
+def test_status_as_a_user_without_access_says_permission_denied_and_how_to_fix_it(
+    ws: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    ws.out.chmod(0o700)
+    # The unprivileged user needs a copy of the code and a configuration it
+    # may read; the state stays behind root's 0700 directory.
+    shared = tmp_path_factory.mktemp("shared")
+    for folder in (shared, *shared.parents):
+        if folder.is_relative_to("/tmp") and folder != Path("/tmp"):
+            folder.chmod(0o755)
+    shutil.copytree(Path(__file__).parent.parent / "chainwatch", shared / "chainwatch")
+    shutil.copy(ws.store, shared / "store.pem")
+    config = shared / "chainwatch.toml"
+    config.write_text(ws.config.read_text().replace(str(ws.store), str(shared / "store.pem")))
+    config.chmod(0o644)
+    result = subprocess.run(
+        ["/usr/bin/python3", "-m", "chainwatch", "status", "--config", str(config)],
+        capture_output=True, text=True, check=False, cwd=shared, env={"PYTHONPATH": str(shared)},
+        user="nobody", group="nogroup", extra_groups=[],
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert f"permission denied reading {ws.out / 'state.json'}" in result.stdout
+    assert "group chainwatch" in result.stdout

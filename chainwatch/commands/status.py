@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from chainwatch.commands.options import config_of, use_colour
 from chainwatch.config import Config, output_dir_hint
@@ -20,14 +21,18 @@ def status(args: argparse.Namespace) -> int:
         config = config_of(args)
         output_dir, horizon, config_error = config.output_dir, config.horizon_days, None
         consumers: list[str] | None = [c.name for c in config.consumers]
+        live_dir: Path | None = config.live_dir
     except ChainwatchError as error:
+        # Status is needed most when someone broke the file: report on what
+        # the state says, with the error on top.
         output_dir, horizon, config_error = output_dir_hint(args.config), Config().horizon_days, str(error)
-        consumers = None
-    report = status_report(output_dir / "state.json", args.lineages, horizon, consumers=consumers)
+        consumers, live_dir = None, None
+    report = status_report(output_dir / "state.json", args.lineages, horizon, consumers=consumers, live_dir=live_dir)
     if config_error:
         report["config_error"] = config_error
         report["exit"] = max(report["exit"], 1) if report["exit"] != 3 else 3
-        print(f"chainwatch: warning: the configuration is invalid: {config_error}", file=sys.stderr)
+        if args.json or "lineages" not in report:
+            print(f"chainwatch: warning: the configuration is invalid: {config_error}", file=sys.stderr)
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
