@@ -213,12 +213,14 @@ examples:
     probe = commands.add_parser(
         "probe",
         help="show the chain a server sends now, and what chainwatch thinks of it",
-        description="Connect to each endpoint (STARTTLS spoken for imap+starttls and smtp+starttls), "
-        "read the certificate chain it sends, and judge it with the trim policy; compare it with "
-        "what chainwatch published when the state knows the lineage. Without endpoints, the "
-        "configured consumers' probes are used.",
-        epilog="""endpoints: imaps://HOST[:993]  imap+starttls://HOST[:143]  smtps://HOST[:465]
-           smtp+starttls://HOST[:587]  pop3s://HOST[:995]  https://HOST[:443]
+        description="Connect to each endpoint (STARTTLS spoken for the +starttls schemes), "
+        "read the certificate chain it sends, and judge it with the trim policy; when the state knows "
+        "a lineage for the name asked (or for the leaf sent), say whether the server sends exactly "
+        "what chainwatch published. Without endpoints, the configured consumers' probes are used.",
+        epilog="""endpoints: imaps://HOST[:993]  imap+starttls://HOST[:143]  pop3s://HOST[:995]
+           pop3+starttls://HOST[:110]  smtps://HOST[:465]  smtp+starttls://HOST[:587]
+           https://HOST[:443]  tls://HOST:PORT (any TLS service)
+An IP address as HOST sends no SNI (as a mail client does) unless --name is given.
 
 exit status: 0 every endpoint serves a chain that needs no trimming (and matches
 what was published), 1 some chain would be trimmed or has warnings, 2 some
@@ -232,7 +234,9 @@ examples:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     probe.add_argument("endpoints", nargs="*", metavar="ENDPOINT", help="where to connect")
-    probe.add_argument("--name", metavar="SNI", help="server name to ask for (default: the endpoint's host)")
+    probe.add_argument(
+        "--name", metavar="SNI", help="server name to ask for (default: the endpoint's host; none for an IP)"
+    )
     probe.add_argument("--at", type=str, metavar="TIME", help="judge at this time (default now)")
     probe.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per connection (default 10 s)")
     probe.add_argument("--json", action="store_true", help="print one JSON object")

@@ -34,7 +34,9 @@ def dovecot_snippet(output_dir: Path, lineages: Sequence[tuple[str, Sequence[str
     """Dovecot settings; ``lineages`` pairs each lineage with its DNS names (for SNI)."""
     new_style = version is not None and tuple(int(p) for p in version.split(".")) >= (2, 4)
     detected = f"Dovecot {version} detected" if version else "Dovecot version not detected; assuming 2.3 (Debian 12)"
-    lines = [f"# /etc/dovecot/conf.d/10-ssl.conf ({detected})", "ssl = required"]
+    # Only the file paths: whether TLS is required is the admin's choice
+    # (Debian ships ssl = yes), not something a certificate tool should change.
+    lines = [f"# /etc/dovecot/conf.d/10-ssl.conf ({detected}): replace the certificate and key lines"]
 
     def pair(lineage: str, indent: str) -> list[str]:
         cert, key, _ = _paths(output_dir, lineage)

@@ -394,3 +394,14 @@ def test_explain_of_a_lineage_name_judges_it_as_the_agent_does(tmp_path: Path) -
     # Without the configuration the host's store does not know this root.
     unconfigured = chainwatch("explain", certbot.live / "mail.example.test" / "fullchain.pem", "--json")
     assert unconfigured.returncode == 1
+
+
+def test_probe_help_lists_every_scheme_probe_accepts() -> None:
+    from chainwatch.probe import parse_endpoint
+
+    help_text = chainwatch("probe", "--help").stdout
+    error = chainwatch("probe", "gopher://x").stderr
+    accepted = error[error.index("use one of ") + len("use one of ") : error.rindex(")")].split(", ")
+    for scheme in accepted:
+        assert f"{scheme}://HOST" in help_text, scheme
+        parse_endpoint(f"{scheme}://example.test:1")

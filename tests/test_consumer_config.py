@@ -139,3 +139,10 @@ def test_metrics_cover_consumers_their_errors_pending_versions_and_escape_labels
         'chainwatch_served_chain_match{consumer="dovecot",endpoint="imaps://\\"x\\"",lineage="a",server_name="a"} 0'
         in text
     )
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_dovecot_lines_set_only_the_certificate_and_key_paths(version: str) -> None:
+    snippet = dovecot_snippet(Path("/var/lib/chainwatch"), [("a.test", ["a.test"]), ("b.test", ["b.test"])], version)
+    settings = {line.split()[0] for line in snippet.splitlines() if line.strip() and not line.startswith("#")}
+    assert settings <= {"ssl_cert", "ssl_key", "ssl_server_cert_file", "ssl_server_key_file", "local_name", "}"}

@@ -557,14 +557,31 @@ def test_probe_shows_a_good_chain_as_fine(ws: Workspace, dovecot: Dovecot) -> No
     assert "verdict: fine as served" in result.stdout
 
 
+def test_probe_says_whether_the_server_sends_what_chainwatch_published(ws: Workspace, dovecot: Dovecot) -> None:
+    endpoint = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    result = ws.chainwatch("probe", endpoint, "--name", NAME, "--json")
+    (entry,) = json.loads(result.stdout)["endpoints"]
+    assert entry["published"] == {"lineage": NAME, "version": 1, "matches": True}
+    assert result.returncode == 0
+    # Renewed and published, but nobody reloaded Dovecot: it still sends version 1.
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert ws.chainwatch("sync").returncode == 0
+    stale = ws.chainwatch("probe", endpoint, "--name", NAME)
+    assert stale.returncode == 2
+    assert f"is NOT what chainwatch published (version 2 of {NAME})" in stale.stdout
+    assert "verdict: the server does not serve the published chain" in stale.stdout
+
+
 def test_probe_shows_that_a_root_sent_by_the_server_would_be_dropped(
     ws: Workspace, server_sending_its_root: int
 ) -> None:
     result = ws.chainwatch("probe", f"tls://127.0.0.1:{server_sending_its_root}", "--name", NAME, "--json")
-    assert result.returncode == 1
     (entry,) = json.loads(result.stdout)["endpoints"]
     assert [d["reason"] for d in entry["dropped"]] == ["anchor"]
     assert len(entry["served"]) == 3
+    # Not what chainwatch published for NAME either (that has no root): exit 2, not 1.
+    assert entry["published"]["matches"] is False
+    assert result.returncode == 2
 
 
 def test_probe_of_a_server_without_starttls_says_so(ws: Workspace, imap_without_starttls: int) -> None:
@@ -574,9 +591,11 @@ def test_probe_of_a_server_without_starttls_says_so(ws: Workspace, imap_without_
 
 
 def test_probe_of_a_closed_port_says_connection_refused(ws: Workspace) -> None:
-    result = ws.chainwatch("probe", f"imaps://127.0.0.1:{_closed_port()}")
+    endpoint = f"imaps://127.0.0.1:{_closed_port()}"
+    result = ws.chainwatch("probe", endpoint)
     assert result.returncode == 2
-    assert "connection refused" in result.stdout
+    # Said once, and an IP address is no server name (RFC 6066): no SNI sent.
+    assert result.stdout == f"{endpoint} (no SNI): connection refused\n"
 
 
 def test_probe_of_a_hanging_server_gives_up_after_its_timeout_and_says_so(ws: Workspace, hanging_server: int) -> None:

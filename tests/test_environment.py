@@ -44,3 +44,24 @@ def test_readme_shows_what_explain_prints_for_the_demo_tree_with_debian_12s_stor
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert result.stdout in (ROOT / "README.md").read_text()
+
+
+def test_readme_agent_by_hand_block_pasted_whole_ends_with_the_renewal_published(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The agent by hand") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    block = section[start : section.index("\n```", start)]
+    lines = [line for line in block.splitlines() if not line.startswith("./demo/run")]  # setup, done by .ci/setup
+    script = (
+        "\n".join(lines)
+        .replace("/tmp/cw-demo", str(tmp_path / "demo"))
+        .replace(".venv/bin/python", sys.executable)
+        .replace(".venv/bin/chainwatch", f"{sys.executable} -m chainwatch")
+    )
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the agent published it as version 2" in result.stdout
+    status = result.stdout[result.stdout.index("chainwatch ok") :]
+    assert "agent running" in status.splitlines()[0]
+    assert "version 2 published" in status
+    assert "(issuer-expired: " in status

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from chainwatch.certificate import Cert
@@ -34,14 +37,16 @@ def probe(args: argparse.Namespace) -> int:
             raise InputError("no endpoint given and no probe configured (see 'chainwatch probe --help')")
     stores = load_stores(config.trust_stores)
     policy = config.trim_policy()
+    published = _published(config.output_dir)
     results, worst = [], EXIT_OK
     for endpoint, name in targets:
-        server_name = name or endpoint.host
+        # RFC 6066 forbids an IP address as a server name: send none, as mail clients do.
+        server_name = name or (None if _is_ip(endpoint.host) else endpoint.host)
         entry: dict[str, object] = {"endpoint": str(endpoint), "server_name": server_name}
         try:
             served = fetch_chain(endpoint, server_name, args.timeout)
         except ProbeError as error:
-            entry.update(ok=False, error=str(error))
+            entry.update(ok=False, error=str(error).removeprefix(f"{endpoint}: "))
             worst = EXIT_USAGE
             results.append(entry)
             continue
@@ -51,6 +56,12 @@ def probe(args: argparse.Namespace) -> int:
         entry.update(decision_json(decision))
         if would_trim or decision.warnings:
             worst = max(worst, EXIT_DEGRADED)
+        comparison = _compare(published, [c.sha256 for c in served], server_name)
+        if comparison is not None:
+            entry["published"] = comparison
+            if not comparison["matches"]:
+                entry["ok"] = False
+                worst = EXIT_USAGE
         results.append(entry)
     if args.json:
         sys.stdout.write(json.dumps({"exit": worst, "endpoints": results}, indent=2) + "\n")
@@ -60,12 +71,41 @@ def probe(args: argparse.Namespace) -> int:
     return worst
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _published(output_dir: Path) -> dict[str, Any]:
+    """The lineage records of the state; none when there is no readable state (probe works without it)."""
+    lineages: dict[str, Any] = (StateFile.read(output_dir / "state.json") or {}).get("lineages") or {}
+    return lineages
+
+
+def _compare(lineages: dict[str, Any], served: Sequence[str], server_name: str | None) -> dict[str, Any] | None:
+    """Does the server send the chain chainwatch published? None when no published lineage is about it.
+
+    The lineage is the one whose leaf carries the server name asked for, else
+    (no SNI) the one whose published leaf the server sent.
+    """
+    for lineage, record in sorted(lineages.items()):
+        leaf = record.get("leaf") or {}
+        about = server_name in (leaf.get("names") or []) if server_name else leaf.get("sha256") == served[0]
+        if record.get("version") and about:
+            published = [cert.get("sha256") for cert in record.get("served") or []]
+            return {"lineage": lineage, "version": record["version"], "matches": list(served) == published}
+    return None
+
+
 def _served(cert: Cert) -> dict[str, str]:
     return {"subject": cert.subject, "issuer": cert.issuer, "sha256": cert.sha256, "not_after": iso(cert.not_after)}
 
 
 def _probe_text(entry: dict[str, Any]) -> str:
-    head = f"{entry['endpoint']} (SNI {entry['server_name']})"
+    head = f"{entry['endpoint']} ({'SNI ' + entry['server_name'] if entry['server_name'] else 'no SNI'})"
     if "error" in entry:
         return f"{head}: {entry['error']}\n"
     lines = [f"{head} sends:"]
@@ -75,5 +115,16 @@ def _probe_text(entry: dict[str, Any]) -> str:
         lines.append(f"  would drop {drop['subject']}: {drop['reason']}: {drop['detail']}")
     for warning in entry["warnings"]:
         lines.append(f"  warning: {warning['code']}: {warning['message']}")
-    lines.append("  verdict: fine as served" if entry["ok"] else "  verdict: chainwatch would serve this differently")
+    published = entry.get("published")
+    if published:
+        lines.append(
+            f"  {'is' if published['matches'] else 'is NOT'} what chainwatch published "
+            f"(version {published['version']} of {published['lineage']})"
+        )
+    if published and not published["matches"]:
+        lines.append("  verdict: the server does not serve the published chain (reload it? see 'chainwatch status')")
+    else:
+        lines.append(
+            "  verdict: fine as served" if entry["ok"] else "  verdict: chainwatch would serve this differently"
+        )
     return "\n".join(lines) + "\n"
