@@ -28,9 +28,13 @@ PACKAGES = (
 )
 
 
-def rootfs(suite: str = "bookworm") -> Path:
-    """An unpacked root filesystem for ``suite``, built and cached when missing."""
-    key = hashlib.sha256(f"{suite} {PACKAGES} {MIRROR}".encode()).hexdigest()[:12]
+def rootfs(suite: str = "bookworm", extra: str = "") -> Path:
+    """An unpacked root filesystem for ``suite``, built and cached when missing.
+
+    ``extra``: more packages, comma-separated (demo/admin-day adds certbot and pebble).
+    """
+    packages = f"{PACKAGES},{extra}" if extra else PACKAGES
+    key = hashlib.sha256(f"{suite} {packages} {MIRROR}".encode()).hexdigest()[:12]
     tree = CACHE / f"{suite}-{key}"
     tarball = CACHE / f"{suite}-{key}.tar.zst"
     if (tree / "usr" / "lib" / "systemd" / "systemd").exists():
@@ -41,16 +45,16 @@ def rootfs(suite: str = "bookworm") -> Path:
     with open(CACHE / f"{suite}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (tree / "usr" / "lib" / "systemd" / "systemd").exists():
-            _build(suite, tree, tarball)
+            _build(suite, tree, tarball, packages)
     return tree
 
 
-def _build(suite: str, tree: Path, tarball: Path) -> None:
+def _build(suite: str, tree: Path, tarball: Path, packages: str) -> None:
     if not tarball.exists():
         building = tree.with_name(f"{tree.name}.building")
         shutil.rmtree(building, ignore_errors=True)
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(building), MIRROR],
+            ["debootstrap", "--variant=minbase", f"--include={packages}", suite, str(building), MIRROR],
             check=True,
             capture_output=True,
         )

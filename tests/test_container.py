@@ -478,6 +478,19 @@ def test_3e_a_reload_that_fails_with_the_new_set_rolls_back_to_the_last_good_one
         host.box.sh(f"rm -rf {DOVECOT_DROPIN} && systemctl daemon-reload")
 
 
+def test_3h_explain_of_the_watched_lineage_agrees_with_status(host: Host) -> None:
+    # Run as the admin runs it: the installed command, the default configuration file, the lineage's name.
+    (lineage,) = json.loads(host.box.run("chainwatch", "status", NAME, "--json").stdout)["lineages"]
+    explained = json.loads(host.box.run("chainwatch", "explain", NAME, "--json").stdout)
+    assert [c["sha256"] for c in explained["chain"]] == [c["sha256"] for c in lineage["served"]]
+    assert sorted(d["sha256"] for d in explained["dropped"]) == sorted(d["sha256"] for d in lineage["dropped"])
+    assert lineage["validating_stores"] == ["store.pem"]
+    assert "validates for: store.pem" in host.box.run("chainwatch", "explain", NAME).stdout
+    assert json.loads(host.box.run("chainwatch", "status", "--json").stdout)["agent"]["config"] == (
+        "/etc/chainwatch/chainwatch.toml"
+    )
+
+
 def test_4_status_is_ok_then_critical_after_a_broken_key_while_dovecot_keeps_the_good_pair(host: Host) -> None:
     ok = host.status()
     assert ok.returncode == 0, ok.stdout
