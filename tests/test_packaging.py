@@ -51,7 +51,7 @@ def test_unit_file_has_no_more_than_20_settings_in_a_row_without_a_comment() -> 
         assert run <= 20, f"too many settings without a comment before {line!r}"
 
 
-@pytest.mark.parametrize("script", ["chainwatch.postinst", "chainwatch.postrm"])
+@pytest.mark.parametrize("script", ["chainwatch.postinst", "chainwatch.prerm", "chainwatch.postrm"])
 def test_maintainer_scripts_are_valid_posix_shell(script: str) -> None:
     subprocess.run(["sh", "-n", str(ROOT / "packaging" / "debian" / script)], check=True)
 
@@ -71,12 +71,22 @@ def test_package_installs_what_it_promises(built_deb: Path) -> None:
         "./usr/share/man/man8/chainwatch.8.gz",
         "./usr/lib/systemd/catalog/chainwatch.catalog",
         "./usr/lib/python3/dist-packages/chainwatch/_vendor/inotify_simple.py",
-        "./usr/share/chainwatch/certbot-deploy-hook",
+        "./etc/chainwatch/certbot-deploy-hook",
+        "./usr/share/chainwatch/chainwatch.rules.yml",
     ):
         assert path in listing, path
     conffiles = subprocess.run(["dpkg-deb", "-I", str(built_deb), "conffiles"], capture_output=True, text=True).stdout
     assert "/etc/chainwatch/chainwatch.toml" in conffiles
+    # Kept by `apt-get remove`: a link to it in certbot's hooks never dangles before purge.
+    assert "/etc/chainwatch/certbot-deploy-hook" in conffiles
     depends = subprocess.run(["dpkg-deb", "-f", str(built_deb), "Depends"], capture_output=True, text=True).stdout
-    for package in ("python3-cryptography", "python3-systemd", "python3-sdnotify", "python3-jeepney", "openssl"):
+    for package in (
+        "adduser",
+        "python3-cryptography",
+        "python3-systemd",
+        "python3-sdnotify",
+        "python3-jeepney",
+        "openssl",
+    ):
         assert package in depends
     assert "inotify" not in depends
