@@ -516,16 +516,19 @@ def test_6_reload_of_a_broken_configuration_fails_with_the_reason_and_the_agent_
     pid = host.main_pid()
     before = host.journal_of("chainwatch").count("configuration reloaded")
     _broken_config(host)
-    refused = host.box.run("systemctl", "reload", "chainwatch", check=False)
-    assert refused.returncode != 0, refused.stdout + refused.stderr
-    assert "failed" in refused.stderr, refused.stderr
-    # The reason, one line, where systemctl's message sends the admin.
-    shown = host.box.run("systemctl", "status", "chainwatch", "--no-pager", "-n", "20", check=False).stdout
-    assert "chainwatch.toml" in shown and "unknown key" in shown, shown
-    # The agent was not signalled: the same process, still active, on the configuration it had.
-    assert (host.main_pid(), host.active_state()) == (pid, "active")
-    assert "configuration not reloaded" not in host.journal_of("chainwatch")
-    host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
+    try:
+        refused = host.box.run("systemctl", "reload", "chainwatch", check=False)
+        print(f"--- systemctl reload with a broken file ---\n{refused.stderr}--- end ---")
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert "failed" in refused.stderr, refused.stderr
+        # The reason, one line, where systemctl's message sends the admin.
+        shown = host.box.run("systemctl", "status", "chainwatch", "--no-pager", "-n", "20", check=False).stdout
+        assert "chainwatch.toml" in shown and "unknown key" in shown, shown
+        # The agent was not signalled: the same process, still active, on the configuration it had.
+        assert (host.main_pid(), host.active_state()) == (pid, "active")
+        assert "configuration not reloaded" not in host.journal_of("chainwatch")
+    finally:
+        host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
     host.box.run("systemctl", "reload", "chainwatch")
     host.wait(
         lambda: host.journal_of("chainwatch").count("configuration reloaded") > before,
@@ -546,6 +549,7 @@ def test_6a_a_start_with_a_broken_configuration_leaves_the_unit_failed_saying_wh
         ).stdout.split()
         assert sorted(shown) == ["ExecMainStatus=78", "NRestarts=0", "Result=exit-code"], shown
         status = host.box.run("systemctl", "status", "chainwatch", "--no-pager", "-n", "20", check=False).stdout
+        print(f"--- systemctl status after a start with a broken file ---\n{status}--- end ---")
         assert "status=78/CONFIG" in status, status
         assert "unknown key" in status and "not starting" in status, status
     finally:

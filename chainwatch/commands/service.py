@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chainwatch.agent import Agent
+from chainwatch.atomic import UnsafePathError
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
 from chainwatch.consumers import ConsumerHook, affected
-from chainwatch.errors import ChainwatchError, InputError
+from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import list_lineages, valid_name
 from chainwatch.metrics import write_metrics
@@ -54,12 +55,16 @@ class _AfterBatch:
 
 
 def run(args: argparse.Namespace) -> int:
+    hook = _AfterBatch()
     try:
         config = config_of(args)
+        # Also what the file names: trust stores that do not parse, a key_group with no such group.
+        agent = Agent(config, args.config, Journal(), after_batch=hook, on_heartbeat=hook.write_metrics)
+    except (OutputError, UnsafePathError):
+        raise  # the directory, not the file: the state of the system may change
     except ChainwatchError as error:
         raise _UnusableConfig(f"{error}; not starting (fix the file, then: systemctl restart chainwatch)") from None
-    hook = _AfterBatch()
-    return Agent(config, args.config, Journal(), after_batch=hook, on_heartbeat=hook.write_metrics).run()
+    return agent.run()
 
 
 def sync(args: argparse.Namespace) -> int:
