@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,27 @@ def test_package_installs_what_it_promises(built_deb: Path) -> None:
     ):
         assert package in depends
     assert "inotify" not in depends
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ("[output]\nmode = 1\n", "unknown key"),
+        ('[output]\nkey_group = "no-such-group-here"\n', "group 'no-such-group-here' does not exist"),
+    ],
+    ids=["typo", "missing-key-group"],
+)
+def test_an_unusable_configuration_ends_the_agent_with_the_status_the_unit_does_not_restart_on(
+    tmp_path: Path, config: str, reason: str
+) -> None:
+    prevented = re.findall(r"^RestartPreventExitStatus=(\d+)$", UNIT.read_text(), re.M)
+    path = tmp_path / "chainwatch.toml"
+    path.write_text(
+        f'[watch]\nlive_dir = "{tmp_path}"\n' + config.replace("[output]\n", f'[output]\ndir = "{tmp_path / "out"}"\n')
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert [str(result.returncode)] == prevented, result.stderr
+    assert reason in result.stderr and "not starting" in result.stderr, result.stderr
