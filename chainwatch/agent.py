@@ -60,12 +60,15 @@ class Agent:
         journal: Journal,
         notifier: Notifier | None = None,
         after_batch: BatchHook = _no_batch_hook,
+        on_heartbeat: Callable[[Processor], None] = lambda processor: None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.journal = journal
         self.notifier = notifier or Notifier()
         self.after_batch = after_batch
+        self.on_heartbeat = on_heartbeat
+        """Called after each heartbeat save: the metrics file carries the heartbeat too."""
         self.processor = Processor(config, journal)
         self.watcher = LineageWatcher(config.live_dir)
         self.known: set[str] = set()
@@ -147,6 +150,7 @@ class Agent:
                     next_ping = now + self.notifier.watchdog_interval / 2
                     if now >= next_heartbeat:
                         self._save()  # with a fresh heartbeat
+                        self.on_heartbeat(self.processor)
                         next_heartbeat = now + _HEARTBEAT_EVERY
         finally:
             self.notifier.stopping()

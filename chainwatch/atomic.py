@@ -29,6 +29,7 @@ __all__ = [
     "install_test_hook",
     "open_dir",
     "private_dir",
+    "status_group_id",
     "syncfs",
     "write_in",
 ]
@@ -48,6 +49,19 @@ def group_id(name: str) -> int | None:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         raise ChainwatchError(f"group {name!r} does not exist (output.key_group)") from None
+
+
+STATUS_GROUP = "chainwatch"
+"""The group the Debian package creates for monitoring: it may read
+state.json (which holds no key material), never a published key."""
+
+
+def status_group_id() -> int | None:
+    """The numeric id of :data:`STATUS_GROUP`, or None where it does not exist (not installed)."""
+    try:
+        return grp.getgrnam(STATUS_GROUP).gr_gid
+    except KeyError:
+        return None
 
 
 def private_dir(path: Path, gid: int | None = None) -> None:

@@ -26,6 +26,8 @@ _HELP = {
     "chainwatch_reload_failures_total": "Reloads of the consumer that failed since state began.",
     "chainwatch_consumer_ok": "1 unless the consumer is in error (failing reloads or probes), else 0.",
     "chainwatch_served_chain_match": "1 when the endpoint serves the published chain for the SNI name, else 0.",
+    "chainwatch_stores_not_validating": "Configured trust stores the served chain does not validate for.",
+    "chainwatch_agent_heartbeat_timestamp_seconds": "When the agent last said it was alive (every 10 minutes).",
 }
 
 
@@ -34,6 +36,11 @@ def _label(value: str) -> str:
 
 
 def _samples(state: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float]]:
+    agent = state.get("agent") or {}
+    heartbeat = parse_iso(agent.get("heartbeat"))
+    if heartbeat:
+        # Kept when the agent stopped: the alert on a stale heartbeat is how a fleet learns it.
+        yield "chainwatch_agent_heartbeat_timestamp_seconds", {}, heartbeat.timestamp()
     for name, record in sorted((state.get("lineages") or {}).items()):
         labels = {"lineage": name}
         leaf_expiry = parse_iso((record.get("leaf") or {}).get("not_after"))
@@ -48,6 +55,8 @@ def _samples(state: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float
         if published:
             yield "chainwatch_last_publish_timestamp_seconds", labels, published.timestamp()
         yield "chainwatch_lineage_ok", labels, 0.0 if record.get("status") == "error" else 1.0
+        incomplete = [w for w in record.get("warnings", []) if w.get("code") == "incomplete"]
+        yield "chainwatch_stores_not_validating", labels, float(len(incomplete))
         yield "chainwatch_pending_version", labels, 1.0 if record.get("pending") else 0.0
     for consumer, record in sorted((state.get("consumers") or {}).items()):
         yield "chainwatch_reload_failures_total", {"consumer": consumer}, float(record.get("failures", 0))
@@ -69,7 +78,7 @@ def render_metrics(state: dict[str, Any]) -> str:
     by_name: dict[str, list[str]] = {}
     for name, labels, value in _samples(state):
         rendered = ",".join(f'{key}="{_label(text)}"' for key, text in labels.items())
-        by_name.setdefault(name, []).append(f"{name}{{{rendered}}} {value:.17g}")
+        by_name.setdefault(name, []).append(f"{name}{{{rendered}}} {value:.17g}" if labels else f"{name} {value:.17g}")
     lines = []
     for name, samples in by_name.items():
         kind = "counter" if name.endswith("_total") else "gauge"

@@ -27,7 +27,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chainwatch.atomic import create_in, fsync_dir, open_dir, private_dir, syncfs
+from chainwatch.atomic import create_in, fsync_dir, open_dir, private_dir, status_group_id, syncfs
 from chainwatch.bounded_read import read_regular
 from chainwatch.policy import Decision
 
@@ -74,6 +74,8 @@ class Publisher:
     def __init__(self, output_dir: Path, gid: int | None = None) -> None:
         self.root = output_dir
         self.gid = gid
+        self.status_gid = status_group_id()
+        """The monitoring group (state.json's), None where it does not exist: see :meth:`prepare`."""
         self.live = output_dir / "live"
         self.versions = output_dir / "versions"
 
@@ -84,8 +86,17 @@ class Publisher:
         and another process's version being written looks exactly like what a
         crash left. The next publication of a lineage clears its leftovers,
         under the lock (:meth:`_stage`, :meth:`_point`).
+
+        Where the monitoring group exists the output directory is 0711 root:
+        its members reach state.json (0640 root:chainwatch), key_group reaches
+        live/, nobody else may list it, and live/ and versions/ are as before.
         """
-        for directory in (self.root, self.live, self.versions):
+        if self.status_gid is None:
+            self._private_dir(self.root)
+        else:
+            private_dir(self.root)
+            self._set_mode(self.root, 0, 0o711)
+        for directory in (self.live, self.versions):
             self._private_dir(directory)
 
     def _private_dir(self, directory: Path) -> None:
@@ -104,11 +115,15 @@ class Publisher:
         Only a real file (``is_key``) or directory is changed: chmod follows
         links, and anything else here is damage that repair replaces.
         """
+        group = self.gid if self.gid is not None else 0
+        mode = (0o640 if is_key else 0o750) if self.gid is not None else (0o600 if is_key else 0o700)
+        self._set_mode(path, group, mode, is_key=is_key)
+
+    @staticmethod
+    def _set_mode(path: Path, group: int, mode: int, *, is_key: bool = False) -> None:
         info = os.lstat(path)
         if not (stat.S_ISREG(info.st_mode) if is_key else stat.S_ISDIR(info.st_mode)):
             return
-        group = self.gid if self.gid is not None else 0
-        mode = (0o640 if is_key else 0o750) if self.gid is not None else (0o600 if is_key else 0o700)
         if info.st_gid != group:
             os.chown(path, -1, group, follow_symlinks=False)
         if stat.S_IMODE(info.st_mode) != mode:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from chainwatch.atomic import atomic_write
+from chainwatch.atomic import atomic_write, status_group_id
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 
 if TYPE_CHECKING:
@@ -112,6 +112,8 @@ class StateFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.gid = status_group_id()
+        """Group chainwatch, where the package made it: monitoring reads state.json without root."""
         self.data: dict[str, Any] = {"format": FORMAT, "agent": {}, "lineages": {}, "consumers": {}}
         self._seen: tuple[int, int, int] | None = None
 
@@ -178,5 +180,5 @@ class StateFile:
         return sorted(self.data["lineages"])
 
     def save(self) -> None:
-        atomic_write(self.path, _batched(encode(self.data)), 0o644)
+        atomic_write(self.path, _batched(encode(self.data)), 0o644 if self.gid is None else 0o640, self.gid)
         self._seen = self._signature()

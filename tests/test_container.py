@@ -518,27 +518,78 @@ def test_5_a_frozen_agent_is_restarted_by_the_watchdog(host: Host) -> None:
     host.box.sh("rm -r /run/systemd/system/chainwatch.service.d && systemctl daemon-reload")
 
 
-def test_6_reload_rereads_the_configuration_and_refuses_a_broken_one(host: Host) -> None:
+def _broken_config(host: Host) -> None:
+    """The running file, saved, with a typo appended (a key [[consumer]] does not know)."""
     host.box.sh(
         "cp /etc/chainwatch/chainwatch.toml /srv/x/good.toml && echo 'mode = 1' >> /etc/chainwatch/chainwatch.toml"
     )
+
+
+def test_6_reload_of_a_broken_configuration_fails_with_the_reason_and_the_agent_keeps_the_old_one(host: Host) -> None:
+    pid = host.main_pid()
+    before = host.journal_of("chainwatch").count("configuration reloaded")
+    _broken_config(host)
+    try:
+        refused = host.box.run("systemctl", "reload", "chainwatch", check=False)
+        print(f"--- systemctl reload with a broken file ---\n{refused.stderr}--- end ---")
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert "failed" in refused.stderr, refused.stderr
+        # The reason, one line, where systemctl's message sends the admin.
+        shown = host.box.run("systemctl", "status", "chainwatch", "--no-pager", "-n", "20", check=False).stdout
+        assert "chainwatch.toml" in shown and "unknown key" in shown, shown
+        # The agent was not signalled: the same process, still active, on the configuration it had.
+        assert (host.main_pid(), host.active_state()) == (pid, "active")
+        assert "configuration not reloaded" not in host.journal_of("chainwatch")
+    finally:
+        host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
     host.box.run("systemctl", "reload", "chainwatch")
     host.wait(
-        lambda: (
-            "configuration not reloaded"
-            in host.box.run("journalctl", "-u", "chainwatch", "--no-pager", check=False).stdout
-        ),
-        what="config-rejected",
+        lambda: host.journal_of("chainwatch").count("configuration reloaded") > before,
+        what="the good configuration reloaded",
     )
+    assert host.main_pid() == pid
+
+
+def test_6a_a_start_with_a_broken_configuration_leaves_the_unit_failed_saying_why_not_restarting(host: Host) -> None:
+    _broken_config(host)
+    try:
+        started = host.box.run("systemctl", "restart", "chainwatch", check=False)
+        assert started.returncode != 0
+        # "failed", not "activating (auto-restart)": no restart is scheduled, now or in 5 s.
+        host.wait(lambda: host.active_state() == "failed", what="the unit failed")
+        shown = host.box.run(
+            "systemctl", "show", "chainwatch", "-p", "NRestarts", "-p", "ExecMainStatus", "-p", "Result"
+        ).stdout.split()
+        assert sorted(shown) == ["ExecMainStatus=78", "NRestarts=0", "Result=exit-code"], shown
+        status = host.box.run("systemctl", "status", "chainwatch", "--no-pager", "-n", "20", check=False).stdout
+        print(f"--- systemctl status after a start with a broken file ---\n{status}--- end ---")
+        assert "status=78/CONFIG" in status, status
+        assert "unknown key" in status and "not starting" in status, status
+    finally:
+        host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
+    host.box.run("systemctl", "start", "chainwatch")
     assert host.active_state() == "active"
-    host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
-    host.box.run("systemctl", "reload", "chainwatch")
-    host.wait(
-        lambda: (
-            "configuration reloaded" in host.box.run("journalctl", "-u", "chainwatch", "--no-pager", check=False).stdout
-        ),
-        what="config-reloaded",
-    )
+
+
+MONITOR = "cwmonitor"
+
+
+def test_6b_a_member_of_group_chainwatch_reads_status_without_root_and_no_key(host: Host) -> None:
+    host.box.run("useradd", "--system", "--no-create-home", "--groups", "chainwatch", MONITOR)
+    assert "PRIVATE KEY" not in host.box.run("cat", STATE).stdout
+    text = host.box.run("runuser", "-u", MONITOR, "--", "chainwatch", "status", check=False)
+    assert text.returncode in (0, 1, 2), text.stdout + text.stderr
+    assert f"● {NAME}" in text.stdout, text.stdout + text.stderr
+    as_json = host.box.run("runuser", "-u", MONITOR, "--", "chainwatch", "status", "--json", check=False)
+    assert as_json.returncode == text.returncode, as_json.stderr
+    assert NAME in json.dumps(json.loads(as_json.stdout))
+    for secret in (KEY, f"/var/lib/chainwatch/live/{NAME}/key+fullchain.pem"):
+        denied = host.box.run("runuser", "-u", MONITOR, "--", "cat", secret, check=False)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, (secret, denied.stdout)
+    # Not in the group: told so, not "has not run yet".
+    outsider = host.box.run("runuser", "-u", "nobody", "--", "chainwatch", "status", check=False)
+    assert outsider.returncode == 3
+    assert "permission denied" in (outsider.stdout + outsider.stderr).lower(), outsider.stdout + outsider.stderr
 
 
 SOCKET_PROBE = """
@@ -606,10 +657,30 @@ def test_8_an_upgrade_restarts_the_agent_and_keeps_state_config_and_what_is_serv
     assert "the key does not match" in still.stdout
 
 
-def test_9_remove_stops_and_keeps_state_purge_removes_it(host: Host) -> None:
-    _apt(host.box, "remove", "chainwatch")
+HOOK_LINK = "/etc/letsencrypt/renewal-hooks/deploy/chainwatch"
+
+
+def test_9_remove_stops_keeps_state_and_names_the_server_configuration_reading_the_frozen_copy(host: Host) -> None:
+    host.box.sh(f"mkdir -p {HOOK_LINK.rsplit('/', 1)[0]} && ln -s /etc/chainwatch/certbot-deploy-hook {HOOK_LINK}")
+    removed = _apt(host.box, "remove", "chainwatch")
     assert host.active_state() in ("inactive", "unknown")
     assert host.box.run("test", "-f", "/var/lib/chainwatch/state.json", check=False).returncode == 0
+    said = removed.stdout + removed.stderr
+    assert "/var/lib/chainwatch stay as they are, frozen" in said, said
+    assert "/etc/dovecot/conf.d/99-chainwatch.conf" in said, said
+
+
+def test_9a_after_remove_the_deploy_hook_says_nothing_was_published_instead_of_dangling(host: Host) -> None:
+    hook = host.box.run("env", f"RENEWED_LINEAGE=/etc/letsencrypt/live/{NAME}", HOOK_LINK, check=False)
+    assert hook.returncode == 0
+    assert f"chainwatch is removed, so /etc/letsencrypt/live/{NAME} was not published" in hook.stderr, hook.stderr
+
+
+def test_9b_purge_removes_state_and_the_hook_link_and_says_when_dovecot_fails(host: Host) -> None:
     purged = _apt(host.box, "purge", "chainwatch")
-    assert "purging /var/lib/chainwatch" in purged.stdout + purged.stderr
+    said = purged.stdout + purged.stderr
+    assert "purging /var/lib/chainwatch" in said
+    assert "its next restart fails" in said and "/etc/dovecot/conf.d/99-chainwatch.conf" in said, said
+    assert f"removed the certbot deploy hook {HOOK_LINK}" in said, said
     assert host.box.run("test", "-e", "/var/lib/chainwatch", check=False).returncode != 0
+    assert host.box.run("test", "-L", HOOK_LINK, check=False).returncode != 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_unit_file_has_no_more_than_20_settings_in_a_row_without_a_comment() -> 
         assert run <= 20, f"too many settings without a comment before {line!r}"
 
 
-@pytest.mark.parametrize("script", ["chainwatch.postinst", "chainwatch.postrm"])
+@pytest.mark.parametrize("script", ["chainwatch.postinst", "chainwatch.prerm", "chainwatch.postrm"])
 def test_maintainer_scripts_are_valid_posix_shell(script: str) -> None:
     subprocess.run(["sh", "-n", str(ROOT / "packaging" / "debian" / script)], check=True)
 
@@ -71,12 +72,46 @@ def test_package_installs_what_it_promises(built_deb: Path) -> None:
         "./usr/share/man/man8/chainwatch.8.gz",
         "./usr/lib/systemd/catalog/chainwatch.catalog",
         "./usr/lib/python3/dist-packages/chainwatch/_vendor/inotify_simple.py",
-        "./usr/share/chainwatch/certbot-deploy-hook",
+        "./etc/chainwatch/certbot-deploy-hook",
+        "./usr/share/chainwatch/chainwatch.rules.yml",
     ):
         assert path in listing, path
     conffiles = subprocess.run(["dpkg-deb", "-I", str(built_deb), "conffiles"], capture_output=True, text=True).stdout
     assert "/etc/chainwatch/chainwatch.toml" in conffiles
+    # Kept by `apt-get remove`: a link to it in certbot's hooks never dangles before purge.
+    assert "/etc/chainwatch/certbot-deploy-hook" in conffiles
     depends = subprocess.run(["dpkg-deb", "-f", str(built_deb), "Depends"], capture_output=True, text=True).stdout
-    for package in ("python3-cryptography", "python3-systemd", "python3-sdnotify", "python3-jeepney", "openssl"):
+    for package in (
+        "adduser",
+        "python3-cryptography",
+        "python3-systemd",
+        "python3-sdnotify",
+        "python3-jeepney",
+        "openssl",
+    ):
         assert package in depends
     assert "inotify" not in depends
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ("[output]\nmode = 1\n", "unknown key"),
+        ('[output]\nkey_group = "no-such-group-here"\n', "group 'no-such-group-here' does not exist"),
+    ],
+    ids=["typo", "missing-key-group"],
+)
+def test_an_unusable_configuration_ends_the_agent_with_the_status_the_unit_does_not_restart_on(
+    tmp_path: Path, config: str, reason: str
+) -> None:
+    prevented = re.findall(r"^RestartPreventExitStatus=(\d+)$", UNIT.read_text(), re.M)
+    path = tmp_path / "chainwatch.toml"
+    path.write_text(
+        f'[watch]\nlive_dir = "{tmp_path}"\n' + config.replace("[output]\n", f'[output]\ndir = "{tmp_path / "out"}"\n')
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert [str(result.returncode)] == prevented, result.stderr
+    assert reason in result.stderr and "not starting" in result.stderr, result.stderr

@@ -11,6 +11,7 @@ import pytest
 
 from chainwatch.atomic import UnsafePathError
 from chainwatch.publish import Publisher
+from chainwatch.state import StateFile
 
 
 def files(tag: bytes) -> dict[str, bytes]:
@@ -58,6 +59,30 @@ def test_key_group_makes_keys_0640_for_that_group(tmp_path: Path) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o640
     assert key.stat().st_gid == gid
     assert stat.S_IMODE(publisher.root.stat().st_mode) == 0o750
+
+
+def test_with_the_monitoring_group_only_state_json_opens_to_it_and_keys_stay_root_only(tmp_path: Path) -> None:
+    # The package's group chainwatch exists only where the .deb is installed
+    # (the booted-container tests read as its member); another group stands in.
+    group = next(g for g in ("mail", "adm", "daemon") if _group_exists(g))
+    gid = grp.getgrnam(group).gr_gid
+    publisher = Publisher(tmp_path / "out")
+    publisher.status_gid = gid
+    publisher.prepare()
+    publisher.publish("mail", files(b"1"), {})
+    state = StateFile(publisher.root / "state.json")
+    state.gid = gid
+    state.save()
+
+    def mode(path: Path) -> tuple[str, int]:
+        info = os.lstat(path)
+        return f"{stat.S_IMODE(info.st_mode):o}", info.st_gid
+
+    assert mode(publisher.root) == ("711", 0)  # passed through, never listed
+    assert mode(publisher.root / "state.json") == ("640", gid)
+    for directory in (publisher.live, publisher.versions, publisher.versions / "mail" / "1"):
+        assert mode(directory) == ("700", 0), directory
+    assert mode(publisher.versions / "mail" / "1" / "privkey.pem") == ("600", 0)
 
 
 def _group_exists(name: str) -> bool:

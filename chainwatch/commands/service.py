@@ -9,15 +9,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chainwatch.agent import Agent
+from chainwatch.atomic import UnsafePathError
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
 from chainwatch.consumers import ConsumerHook, affected
-from chainwatch.errors import InputError
+from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import list_lineages, valid_name
 from chainwatch.metrics import write_metrics
 from chainwatch.reconcile import Outcome, Processor
 
-__all__ = ["run", "sync"]
+__all__ = ["EXIT_CONFIG", "run", "sync"]
+
+EXIT_CONFIG = 78
+"""sysexits.h EX_CONFIG: the agent cannot start with this configuration. The
+unit's RestartPreventExitStatus= names it: restarting cannot fix a file, so
+systemd leaves the unit failed with this line instead of retrying forever."""
+
+
+class _UnusableConfig(ChainwatchError):
+    exit_code = EXIT_CONFIG
 
 
 class _AfterBatch:
@@ -30,18 +40,31 @@ class _AfterBatch:
         self, processor: Processor, outcomes: list[Outcome], keepalive: Callable[[], None] = lambda: None
     ) -> dict[str, dt.datetime]:
         retries = self.consumers(processor, outcomes, keepalive)
+        self.write_metrics(processor)
+        return retries
+
+    @staticmethod
+    def write_metrics(processor: Processor) -> None:
+        """Refresh the metrics file, when configured: after each batch, and with each heartbeat."""
         target = processor.config.metrics_textfile
         if target is not None:
             try:
                 write_metrics(target, processor.state.data)
             except OSError as error:
                 processor.journal.log(Event.ERROR, f"cannot write metrics to {target}: {error.strerror}")
-        return retries
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_of(args)
-    return Agent(config, args.config, Journal(), after_batch=_AfterBatch()).run()
+    hook = _AfterBatch()
+    try:
+        config = config_of(args)
+        # Also what the file names: trust stores that do not parse, a key_group with no such group.
+        agent = Agent(config, args.config, Journal(), after_batch=hook, on_heartbeat=hook.write_metrics)
+    except (OutputError, UnsafePathError):
+        raise  # the directory, not the file: the state of the system may change
+    except ChainwatchError as error:
+        raise _UnusableConfig(f"{error}; not starting (fix the file, then: systemctl restart chainwatch)") from None
+    return agent.run()
 
 
 def sync(args: argparse.Namespace) -> int:
