@@ -22,6 +22,7 @@ from pathlib import Path
 
 from chainwatch import __version__
 from chainwatch.config import DEFAULT_CONFIG
+from chainwatch.consumer_config import SERVERS
 from chainwatch.errors import ChainwatchError
 from chainwatch.policy_settings import DEFAULT_STORE, Mode
 
@@ -243,18 +244,24 @@ examples:
 
     snippet = commands.add_parser(
         "consumer-config",
-        help="print the Dovecot or Postfix lines that serve the published files",
+        help="print the lines that make a server (Dovecot, Postfix, Exim, nginx, Apache, HAProxy) serve "
+        "the published files",
         description="Print configuration lines to paste, pointing at the stable paths under the "
-        "output directory. The installed Dovecot version (2.3 or 2.4) is detected when possible.",
+        "output directory, and the [[consumer]] table that reloads and probes the server. The installed "
+        "version is detected where it changes the lines: Dovecot 2.3 or 2.4, Apache before 2.4.8 "
+        "(a separate chain file), HAProxy before 2.1 (no runtime API: a reload).",
         epilog="""examples:
   chainwatch consumer-config dovecot
   chainwatch consumer-config postfix mail.example.org imap.example.org
+  chainwatch consumer-config exim4 mail.example.org
+  chainwatch consumer-config haproxy --server-version 2.0
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    snippet.add_argument("server", choices=["dovecot", "postfix"], help="which server")
+    snippet.add_argument("server", choices=list(SERVERS), help="which server")
     snippet.add_argument("lineages", nargs="*", metavar="LINEAGE", help="default: every published lineage")
-    snippet.add_argument("--dovecot-version", metavar="X.Y", help="override detection (2.3 or 2.4)")
+    snippet.add_argument("--server-version", metavar="X.Y", help="the server's version instead of the installed one")
+    snippet.add_argument("--dovecot-version", metavar="X.Y", help="the same, for Dovecot (2.3 or 2.4)")
 
 
 # What each command runs, as "module:function", imported only when it runs.

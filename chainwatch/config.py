@@ -36,6 +36,8 @@ class ConsumerConfig:
     reload_command: tuple[str, ...] | None = None
     reload_timeout_s: float = 30.0
     probe: tuple[str, ...] = ()
+    haproxy_socket: Path | None = None
+    """HAProxy's stats socket: certificates go in through its runtime API, nothing is reloaded."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ _CONSUMER: Mapping[str, Callable[[Any], str | None]] = {
     "lineages": _string_list,
     "unit": _expect(str, "a systemd unit name"),
     "reload_command": _string_list,
+    "haproxy_socket": _expect(str, "a path (HAProxy's stats socket)"),
     "reload_timeout_s": _expect((int, float), "seconds"),
     "probe": _string_list,
 }
@@ -257,11 +260,13 @@ def _consumer(where: _Where, index: int, table: Any) -> ConsumerConfig:
     _check_table(where, "consumer", table, _CONSUMER, index)
     if "name" not in table:
         raise where.error("consumer", None, "needs a name", index)
-    unit, command = table.get("unit"), table.get("reload_command")
-    if (unit is None) == (command is None):
-        raise where.error("consumer", None, "needs exactly one of unit or reload_command", index)
+    unit, command, haproxy = table.get("unit"), table.get("reload_command"), table.get("haproxy_socket")
+    if [unit, command, haproxy].count(None) != 2:
+        raise where.error("consumer", None, "needs exactly one of unit or reload_command (or haproxy_socket)", index)
     if command is not None and not command:
         raise where.error("consumer", "reload_command", "must not be empty", index)
+    if haproxy is not None and not Path(haproxy).is_absolute():
+        raise where.error("consumer", "haproxy_socket", f"must be an absolute path, got {haproxy!r}", index)
     timeout = table.get("reload_timeout_s", 30.0)
     if not 0 < timeout <= 600:
         raise where.error("consumer", "reload_timeout_s", "must be between 0 and 600 seconds", index)
@@ -270,6 +275,7 @@ def _consumer(where: _Where, index: int, table: Any) -> ConsumerConfig:
         lineages=tuple(table.get("lineages", ["*"])),
         unit=unit,
         reload_command=tuple(command) if command is not None else None,
+        haproxy_socket=Path(haproxy) if haproxy is not None else None,
         reload_timeout_s=float(timeout),
         probe=tuple(table.get("probe", [])),
     )
@@ -320,6 +326,8 @@ def render_config(config: Config) -> str:
             lines.append(f"unit = {_toml_value(consumer.unit)}")
         if consumer.reload_command:
             lines.append(f"reload_command = {_toml_value(consumer.reload_command)}")
+        if consumer.haproxy_socket:
+            lines.append(f"haproxy_socket = {_toml_value(consumer.haproxy_socket)}")
         lines.append(f"reload_timeout_s = {consumer.reload_timeout_s}")
         if consumer.probe:
             lines.append(f"probe = {_toml_value(consumer.probe)}")

@@ -1,28 +1,96 @@
-"""The lines to paste into Dovecot's and Postfix's configuration."""
+"""The lines to paste into a server's configuration: Dovecot, Postfix, Exim, nginx, Apache, HAProxy.
+
+Each points at the stable paths under the output directory (``live/NAME/``),
+serves every lineage asked for (by SNI where the server can), and says how
+chainwatch reloads it. Where the installed version changes what works, it is
+detected and said (Dovecot 2.4's renamed settings, Apache before 2.4.8,
+HAProxy before 2.1).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["dovecot_snippet", "dovecot_version", "postfix_snippet"]
+__all__ = [
+    "SERVERS",
+    "apache2_snippet",
+    "dovecot_snippet",
+    "dovecot_version",
+    "exim4_snippet",
+    "haproxy_snippet",
+    "installed_version",
+    "nginx_snippet",
+    "postfix_snippet",
+]
+
+Lineages = Sequence[tuple[str, Sequence[str]]]
+"""Each lineage with its DNS names (for SNI)."""
+
+SERVERS = ("dovecot", "postfix", "exim4", "nginx", "apache2", "haproxy")
+
+# How each server tells its version: the command (any of the names), and the
+# text before "X.Y" in what it prints (some print it on stderr).
+_VERSION_OF = {
+    "dovecot": (("dovecot",), ("--version",), ""),
+    "exim4": (("exim4", "exim"), ("-bV",), "Exim version "),
+    "nginx": (("nginx",), ("-v",), "nginx/"),
+    "apache2": (("apache2", "httpd"), ("-v",), "Apache/"),
+    "haproxy": (("haproxy",), ("-v",), "HAProxy version "),
+}
+# Servers live in sbin, which a non-login root shell may lack.
+_SEARCH = ":/usr/local/sbin:/usr/sbin:/sbin"
+
+
+def installed_version(server: str) -> str | None:
+    """``X.Y`` of the installed ``server`` (X.Y.Z for Apache), if it can be told."""
+    if server not in _VERSION_OF:
+        return None
+    names, arguments, prefix = _VERSION_OF[server]
+    for name in names:
+        binary = shutil.which(name, path=os.environ.get("PATH", "") + _SEARCH)
+        if binary is None:
+            continue
+        try:
+            done = subprocess.run([binary, *arguments], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        digits = r"(\d+\.\d+\.\d+)" if server == "apache2" else r"(\d+\.\d+)"
+        match = re.search(("^" if not prefix else re.escape(prefix)) + digits, done.stdout + done.stderr, re.M)
+        return match.group(1) if match else None
+    return None
 
 
 def dovecot_version() -> str | None:
     """``2.3`` or ``2.4`` from the installed ``dovecot --version``, if any."""
-    if not shutil.which("dovecot"):
-        return None
-    try:
-        output = subprocess.run(
-            ["dovecot", "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.match(r"(\d+\.\d+)", output.strip())
-    return match.group(1) if match else None
+    return installed_version("dovecot")
+
+
+def _at_least(version: str | None, wanted: tuple[int, ...]) -> bool:
+    """Whether ``version`` is ``wanted`` or later; an unknown version counts as new enough."""
+    if version is None:
+        return True
+    return tuple(int(part) for part in version.split(".")) >= wanted
+
+
+def _detected(server: str, version: str | None, assumed: str) -> str:
+    return f"{server} {version} detected" if version else f"{server} version not detected; {assumed}"
+
+
+def _consumer(name: str, reload: str, probe: str) -> list[str]:
+    """The chainwatch.toml table that reloads and probes this server."""
+    return [
+        "",
+        "# /etc/chainwatch/chainwatch.toml",
+        "[[consumer]]",
+        f'name = "{name}"',
+        reload,
+        f'probe = ["{probe}"]',
+    ]
 
 
 def _paths(output_dir: Path, lineage: str) -> tuple[Path, Path, Path]:
@@ -30,7 +98,7 @@ def _paths(output_dir: Path, lineage: str) -> tuple[Path, Path, Path]:
     return live / "fullchain.pem", live / "privkey.pem", live / "key+fullchain.pem"
 
 
-def dovecot_snippet(output_dir: Path, lineages: Sequence[tuple[str, Sequence[str]]], version: str | None) -> str:
+def dovecot_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> str:
     """Dovecot settings; ``lineages`` pairs each lineage with its DNS names (for SNI)."""
     new_style = version is not None and tuple(int(p) for p in version.split(".")) >= (2, 4)
     detected = f"Dovecot {version} detected" if version else "Dovecot version not detected; assuming 2.3 (Debian 12)"
@@ -55,7 +123,7 @@ def dovecot_snippet(output_dir: Path, lineages: Sequence[tuple[str, Sequence[str
     return "\n".join(lines) + "\n"
 
 
-def postfix_snippet(output_dir: Path, lineages: Sequence[tuple[str, Sequence[str]]]) -> str:
+def postfix_snippet(output_dir: Path, lineages: Lineages) -> str:
     """Postfix (3.4+) settings: key and chain from one file, SNI map for more lineages."""
     first, *others = lineages
     lines = [
@@ -77,4 +145,102 @@ def postfix_snippet(output_dir: Path, lineages: Sequence[tuple[str, Sequence[str
         ]
     else:
         lines += ["# then: postfix reload (chainwatch reloads it after every renewal)"]
+    return "\n".join(lines) + "\n"
+
+
+def exim4_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> str:
+    """Debian's Exim macros (split or unsplit configuration); more lineages by SNI.
+
+    Exim opens the key in the process that serves the connection, which runs
+    as Debian-exim: the published key must be readable by that group.
+    """
+    first, *others = lineages
+    cert, key, _ = _paths(output_dir, first[0])
+    cert_value, key_value = str(cert), str(key)
+    # Innermost the first lineage, the one served without SNI (or for an unknown name).
+    for lineage, names in reversed(others):
+        other_cert, other_key, _ = _paths(output_dir, lineage)
+        listed = ":".join(names or [lineage])
+        cert_value = f"${{if inlisti{{$tls_in_sni}}{{{listed}}}{{{other_cert}}}{{{cert_value}}}}}"
+        key_value = f"${{if inlisti{{$tls_in_sni}}{{{listed}}}{{{other_key}}}{{{key_value}}}}}"
+    lines = [
+        f"# /etc/exim4/exim4.conf.localmacros ({_detected('Exim', version, 'Debian 12 has 4.96')})",
+        "# with dc_use_split_config='true' the same lines go in /etc/exim4/conf.d/main/000_localmacros",
+        "MAIN_TLS_ENABLE = yes",
+        f"MAIN_TLS_CERTIFICATE = {cert_value}",
+        f"MAIN_TLS_PRIVATEKEY = {key_value}",
+        "# Exim reads the key as Debian-exim: publish it 0640 root:Debian-exim with",
+        '#   [output] key_group = "Debian-exim"   in /etc/chainwatch/chainwatch.toml',
+        "# then: update-exim4.conf && systemctl reload exim4 (chainwatch reloads it after every renewal)",
+    ]
+    lines += _consumer("exim4", 'unit = "exim4.service"', f"smtp+starttls://{first[0]}:25")
+    return "\n".join(lines) + "\n"
+
+
+def nginx_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> str:
+    """One TLS server block per lineage, chosen by server_name (SNI)."""
+    lines = [f"# /etc/nginx/sites-available/default ({_detected('nginx', version, 'any 1.x works')})"]
+    for lineage, names in lineages:
+        cert, key, _ = _paths(output_dir, lineage)
+        lines += [
+            "server {",
+            "    listen 443 ssl;",
+            f"    server_name {' '.join(names or [lineage])};",
+            f"    ssl_certificate {cert};",
+            f"    ssl_certificate_key {key};",
+            "}",
+        ]
+    lines += ["# then: systemctl reload nginx (chainwatch reloads it after every renewal)"]
+    lines += _consumer("nginx", 'unit = "nginx.service"', f"https://{lineages[0][0]}")
+    return "\n".join(lines) + "\n"
+
+
+def apache2_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> str:
+    """One virtual host per lineage; before 2.4.8 the chain needs its own directive."""
+    chain_in_certificate = _at_least(version, (2, 4, 8))
+    detected = _detected("Apache", version, "assuming 2.4.8 or later")
+    lines = [f"# /etc/apache2/sites-available/default-ssl.conf ({detected}); a2enmod ssl"]
+    for lineage, names in lineages:
+        live = output_dir / "live" / lineage
+        first_name, *aliases = names or [lineage]
+        lines += ["<VirtualHost *:443>", f"    ServerName {first_name}"]
+        lines += [f"    ServerAlias {' '.join(aliases)}"] if aliases else []
+        lines += ["    SSLEngine on"]
+        if chain_in_certificate:
+            lines += [f"    SSLCertificateFile {live / 'fullchain.pem'}"]
+        else:
+            lines += [
+                f"    SSLCertificateFile {live / 'cert.pem'}",
+                f"    SSLCertificateChainFile {live / 'chain.pem'}",
+            ]
+        lines += [f"    SSLCertificateKeyFile {live / 'privkey.pem'}", "</VirtualHost>"]
+    lines += ["# then: systemctl reload apache2 (chainwatch reloads it after every renewal)"]
+    lines += _consumer("apache2", 'unit = "apache2.service"', f"https://{lineages[0][0]}")
+    return "\n".join(lines) + "\n"
+
+
+def haproxy_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> str:
+    """One ``crt`` per lineage (key and full chain in one file); HAProxy chooses by SNI.
+
+    From 2.1 on, the runtime API takes new certificates without a reload.
+    """
+    runtime_api = _at_least(version, (2, 1))
+    files = " ".join(f"crt {_paths(output_dir, lineage)[2]}" for lineage, _ in lineages)
+    lines = [
+        f"# /etc/haproxy/haproxy.cfg ({_detected('HAProxy', version, 'Debian 12 has 2.6')})",
+        "frontend https",
+        f"    bind :443 ssl {files}",
+    ]
+    probe = f"https://{lineages[0][0]}"
+    if runtime_api:
+        lines += [
+            "# chainwatch puts renewed certificates in through the runtime API, without a reload:",
+            "# every connection stays open. It needs, in the global section (Debian's haproxy.cfg has it):",
+            "#     stats socket /run/haproxy/admin.sock mode 660 level admin",
+            '# or else reload through systemd: unit = "haproxy.service" instead of haproxy_socket below',
+        ]
+        lines += _consumer("haproxy", 'haproxy_socket = "/run/haproxy/admin.sock"', probe)
+    else:
+        lines += ["# then: systemctl reload haproxy (chainwatch reloads it after every renewal)"]
+        lines += _consumer("haproxy", 'unit = "haproxy.service"', probe)
     return "\n".join(lines) + "\n"

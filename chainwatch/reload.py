@@ -4,6 +4,9 @@ systemd units go through systemd's D-Bus API (``ReloadUnit`` with mode
 ``replace``, then the job's ``JobRemoved`` signal); without a reachable
 system bus, ``systemctl reload`` is the fallback. A unit that is not active
 is not started, only reported as skipped. Other hosts give an argv.
+HAProxy can instead take new certificates through its runtime API
+(:mod:`chainwatch.haproxy_api`), which reloads nothing and keeps every
+connection.
 """
 
 from __future__ import annotations
@@ -15,15 +18,25 @@ import subprocess
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from jeepney import DBusAddress, MatchRule, Properties, new_method_call
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
+from chainwatch import haproxy_api
 from chainwatch.config import ConsumerConfig
 
-__all__ = ["BusUnavailable", "ReloadResult", "Result", "reload_consumer", "reload_unit_dbus", "reload_unit_systemctl"]
+__all__ = [
+    "BusUnavailable",
+    "ReloadResult",
+    "Result",
+    "reload_consumer",
+    "reload_haproxy_api",
+    "reload_unit_dbus",
+    "reload_unit_systemctl",
+]
 
 _SYSTEMD = DBusAddress(
     "/org/freedesktop/systemd1", bus_name="org.freedesktop.systemd1", interface="org.freedesktop.systemd1.Manager"
@@ -47,7 +60,7 @@ class ReloadResult:
     result: Result
     detail: str
     via: str
-    """dbus, systemctl or command."""
+    """dbus, systemctl, command or haproxy-api."""
     seconds: float = 0.0
 
     @property
@@ -184,8 +197,36 @@ def reload_command(argv: tuple[str, ...], timeout: float) -> ReloadResult:
     return ReloadResult(Result.RELOADED, f"{' '.join(argv)} succeeded", "command", _since(started))
 
 
+def reload_haproxy_api(socket_path: Path, timeout: float) -> ReloadResult:
+    """Swap changed certificates into a running HAProxy through its stats socket.
+
+    HAProxy not running is SKIPPED, as an inactive unit is; HAProxy refusing
+    a certificate is FAILED with its words, as a failed reload is.
+    """
+    started = time.monotonic()
+    via = "haproxy-api"
+    try:
+        updated = haproxy_api.update_certificates(socket_path, timeout)
+    except haproxy_api.Unreachable as error:
+        return ReloadResult(Result.SKIPPED, f"HAProxy not updated: nothing answers on {error}", via, _since(started))
+    except haproxy_api.Refused as error:
+        return ReloadResult(Result.FAILED, f"HAProxy refused {error}", via, _since(started))
+    except TimeoutError:
+        detail = f"HAProxy's runtime API ({socket_path}) did not finish within {timeout:g} s"
+        return ReloadResult(Result.FAILED, detail, via, _since(started))
+    except OSError as error:
+        return ReloadResult(Result.FAILED, f"{socket_path}: {error.strerror or error}", via, _since(started))
+    if not updated.replaced:
+        detail = f"HAProxy already serves what its {updated.unchanged} certificate file(s) hold"
+    else:
+        detail = f"set and committed {', '.join(updated.replaced)} without a reload"
+    return ReloadResult(Result.RELOADED, detail, via, _since(started))
+
+
 def reload_consumer(consumer: ConsumerConfig) -> ReloadResult:
     """Reload one consumer the way its configuration says."""
+    if consumer.haproxy_socket:
+        return reload_haproxy_api(consumer.haproxy_socket, consumer.reload_timeout_s)
     if consumer.reload_command:
         return reload_command(consumer.reload_command, consumer.reload_timeout_s)
     assert consumer.unit is not None  # the configuration guarantees one of the two

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from chainwatch.commands.options import EXIT_OK, config_of
 from chainwatch.config import render_config
-from chainwatch.consumer_config import dovecot_snippet, dovecot_version, postfix_snippet
+from chainwatch.consumer_config import (
+    apache2_snippet,
+    dovecot_snippet,
+    exim4_snippet,
+    haproxy_snippet,
+    installed_version,
+    nginx_snippet,
+    postfix_snippet,
+)
 from chainwatch.errors import InputError
 from chainwatch.state import StateFile
 
@@ -25,10 +34,23 @@ def consumer_config(args: argparse.Namespace) -> int:
     records = state.get("lineages") or {}
     chosen = list(args.lineages) or sorted(records)
     if not chosen:
-        raise InputError(f"no lineage published yet under {config.output_dir}; name one: consumer-config dovecot NAME")
+        raise InputError(
+            f"no lineage published yet under {config.output_dir}; name one: consumer-config {args.server} NAME"
+        )
     pairs = [(name, (records.get(name, {}).get("leaf") or {}).get("names") or [name]) for name in chosen]
-    if args.server == "dovecot":
-        sys.stdout.write(dovecot_snippet(config.output_dir, pairs, args.dovecot_version or dovecot_version()))
-    else:
+    if args.server == "postfix":
         sys.stdout.write(postfix_snippet(config.output_dir, pairs))
+        return EXIT_OK
+    given = args.server_version or (args.dovecot_version if args.server == "dovecot" else None)
+    if given is not None and not re.fullmatch(r"\d+(\.\d+)*", given):
+        raise InputError(f"--server-version: expected a version such as 2.4, got {given!r}")
+    version = given or installed_version(args.server)
+    snippet = {
+        "dovecot": dovecot_snippet,
+        "exim4": exim4_snippet,
+        "nginx": nginx_snippet,
+        "apache2": apache2_snippet,
+        "haproxy": haproxy_snippet,
+    }[args.server]
+    sys.stdout.write(snippet(config.output_dir, pairs, version))
     return EXIT_OK
