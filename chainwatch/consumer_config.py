@@ -82,15 +82,9 @@ def _detected(server: str, version: str | None, assumed: str) -> str:
 
 
 def _consumer(name: str, reload: str, probe: str) -> list[str]:
-    """The chainwatch.toml table that reloads and probes this server."""
-    return [
-        "",
-        "# /etc/chainwatch/chainwatch.toml",
-        "[[consumer]]",
-        f'name = "{name}"',
-        reload,
-        f'probe = ["{probe}"]',
-    ]
+    """The chainwatch.toml table that reloads and probes this server, commented: it goes in another file."""
+    table = ["[[consumer]]", f'name = "{name}"', reload, f'probe = ["{probe}"]']
+    return ["# and in /etc/chainwatch/chainwatch.toml:", *(f"#   {line}" for line in table)]
 
 
 def _paths(output_dir: Path, lineage: str) -> tuple[Path, Path, Path]:

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
-from chainwatch.errors import InputError
-from chainwatch.pem import parse_certificates
+from chainwatch.pem import blocks, decode_body
 
 __all__ = ["Refused", "Unreachable", "Updated", "update_certificates"]
 
@@ -60,10 +59,11 @@ def update_certificates(socket_path: Path, timeout: float) -> Updated:
     unchanged = 0
     for name in _loaded(socket_path, deadline):
         pem = _file_pem(name)
-        if pem is None:
+        leaf = _leaf_sha1(pem) if pem is not None else None
+        if pem is None or leaf is None:
             continue
         served = _FINGERPRINT.search(_ask(socket_path, f"show ssl cert {name}\n".encode(), deadline))
-        if served and served.group(1).upper() == _leaf_sha1(pem):
+        if served and served.group(1).upper() == leaf:
             unchanged += 1
             continue
         _replace(socket_path, name, pem, deadline)
@@ -95,15 +95,20 @@ def _file_pem(name: str) -> bytes | None:
     if not name.startswith("/") or any(c.isspace() for c in name):
         return None
     try:
-        pem = read_regular(name, _MAX_BYTES)
-        parse_certificates(pem, name)
-    except (OSError, NotRegularFile, TooLarge, InputError):
+        return read_regular(name, _MAX_BYTES)
+    except (OSError, NotRegularFile, TooLarge):
         return None
-    return pem
 
 
-def _leaf_sha1(pem: bytes) -> str:
-    return hashlib.sha1(parse_certificates(pem, "")[0].der, usedforsecurity=False).hexdigest().upper()
+def _leaf_sha1(pem: bytes) -> str | None:
+    """The SHA-1 fingerprint HAProxy shows, of the file's first certificate (the key may come first)."""
+    for label, body in blocks(pem):
+        if label == "CERTIFICATE":
+            try:
+                return hashlib.sha1(decode_body(body), usedforsecurity=False).hexdigest().upper()
+            except ValueError:
+                return None
+    return None
 
 
 def _replace(socket_path: Path, name: str, pem: bytes, deadline: float) -> None:

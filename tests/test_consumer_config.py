@@ -8,7 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.consumer_config import dovecot_snippet, dovecot_version, postfix_snippet
+from chainwatch.config import load_config
+from chainwatch.consumer_config import (
+    apache2_snippet,
+    dovecot_snippet,
+    dovecot_version,
+    exim4_snippet,
+    haproxy_snippet,
+    installed_version,
+    nginx_snippet,
+    postfix_snippet,
+)
+from chainwatch.errors import InputError
 from chainwatch.metrics import render_metrics
 from chainwatch.pem import parse_certificates
 from tests.mailservers import Dovecot
@@ -96,6 +107,105 @@ def test_consumer_config_command_uses_published_lineages(tmp_path: Path) -> None
     result = ws.chainwatch("consumer-config", "dovecot", "--dovecot-version", "2.3")
     assert result.returncode == 0
     assert f"ssl_cert = <{ws.out}/live/{NAME}/fullchain.pem" in result.stdout
+
+
+def debian_version(package: str) -> str:
+    """The upstream version of an installed Debian package: "2.4.71-1~deb12u1" -> "2.4.71"."""
+    packaged = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=True
+    ).stdout
+    return packaged.split(":", 1)[-1].split("-", 1)[0].split("+", 1)[0]
+
+
+@pytest.mark.parametrize(("server", "package"), [("nginx", "nginx"), ("apache2", "apache2"), ("haproxy", "haproxy")])
+def test_installed_web_server_versions_are_detected_as_the_debian_packages_say(server: str, package: str) -> None:
+    upstream = debian_version(package)
+    expected = upstream if server == "apache2" else ".".join(upstream.split(".")[:2])
+    assert installed_version(server) == expected
+
+
+TWO = [("mail.example.org", ["mail.example.org"]), ("b.example", ["b.example", "mx.b.example"])]
+
+
+def test_exim_macros_name_the_published_files_and_choose_the_second_lineage_by_sni() -> None:
+    single = exim4_snippet(OUT, TWO[:1], "4.96")
+    assert "MAIN_TLS_ENABLE = yes" in single
+    assert "MAIN_TLS_CERTIFICATE = /var/lib/chainwatch/live/mail.example.org/fullchain.pem\n" in single
+    assert "MAIN_TLS_PRIVATEKEY = /var/lib/chainwatch/live/mail.example.org/privkey.pem\n" in single
+    assert 'key_group = "Debian-exim"' in single
+    assert "Exim 4.96 detected" in single
+    several = exim4_snippet(OUT, TWO, None)
+    assert (
+        "MAIN_TLS_CERTIFICATE = ${if inlisti{$tls_in_sni}{b.example:mx.b.example}"
+        "{/var/lib/chainwatch/live/b.example/fullchain.pem}{/var/lib/chainwatch/live/mail.example.org/fullchain.pem}}"
+        in several
+    )
+
+
+def test_nginx_and_apache_serve_each_lineage_in_its_own_block_by_name() -> None:
+    nginx = nginx_snippet(OUT, TWO, "1.22")
+    assert (
+        "server_name b.example mx.b.example;\n    ssl_certificate /var/lib/chainwatch/live/b.example/fullchain.pem;"
+        in nginx
+    )
+    assert "ssl_certificate_key /var/lib/chainwatch/live/b.example/privkey.pem;" in nginx
+    apache = apache2_snippet(OUT, TWO, "2.4.57")
+    assert "ServerName b.example\n    ServerAlias mx.b.example" in apache
+    assert "SSLCertificateFile /var/lib/chainwatch/live/b.example/fullchain.pem" in apache
+    assert "SSLCertificateKeyFile /var/lib/chainwatch/live/b.example/privkey.pem" in apache
+    assert "SSLCertificateChainFile" not in apache
+
+
+def test_apache_before_2_4_8_gets_the_chain_in_its_own_file() -> None:
+    old = apache2_snippet(OUT, TWO[:1], "2.4.7")
+    assert "SSLCertificateFile /var/lib/chainwatch/live/mail.example.org/cert.pem" in old
+    assert "SSLCertificateChainFile /var/lib/chainwatch/live/mail.example.org/chain.pem" in old
+
+
+def test_haproxy_gets_one_crt_per_lineage_and_the_runtime_api_from_2_1_on() -> None:
+    current = haproxy_snippet(OUT, TWO, "2.6")
+    assert (
+        "bind :443 ssl crt /var/lib/chainwatch/live/mail.example.org/key+fullchain.pem "
+        "crt /var/lib/chainwatch/live/b.example/key+fullchain.pem" in current
+    )
+    assert 'haproxy_socket = "/run/haproxy/admin.sock"' in current
+    assert "level admin" in current
+    old = haproxy_snippet(OUT, TWO, "2.0")
+    assert "haproxy_socket" not in old
+    assert 'unit = "haproxy.service"' in old
+
+
+@pytest.mark.parametrize("server", ["exim4", "nginx", "apache2", "haproxy"])
+def test_every_snippet_shows_the_consumer_table_that_reloads_and_probes_it(server: str) -> None:
+    snippet = {"exim4": exim4_snippet, "nginx": nginx_snippet, "apache2": apache2_snippet, "haproxy": haproxy_snippet}
+    text = snippet[server](OUT, TWO[:1], None)
+    assert f'#   name = "{server}"' in text
+    assert re.search(r'^#   (unit|haproxy_socket) = "', text, re.M)
+    assert re.search(r'^#   probe = \["(https|smtp\+starttls)://mail\.example\.org', text, re.M)
+
+
+def test_haproxy_socket_is_a_consumer_reload_kind_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "chainwatch.toml"
+    path.write_text('[[consumer]]\nname = "haproxy"\nhaproxy_socket = "/run/haproxy/admin.sock"\n')
+    (consumer,) = load_config(path).consumers
+    assert consumer.haproxy_socket == Path("/run/haproxy/admin.sock")
+    assert consumer.unit is None and consumer.reload_command is None
+    for table, problem in [
+        ('haproxy_socket = "admin.sock"', "must be an absolute path"),
+        ('haproxy_socket = "/run/a.sock"\nunit = "haproxy.service"', "needs exactly one of unit or reload_command"),
+    ]:
+        path.write_text(f'[[consumer]]\nname = "haproxy"\n{table}\n')
+        with pytest.raises(InputError, match=problem):
+            load_config(path)
+
+
+def test_a_bad_server_version_is_one_line_and_no_traceback(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    result = ws.chainwatch("consumer-config", "apache2", "--server-version", "2.x")
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "--server-version" in result.stderr
 
 
 @pytest.fixture

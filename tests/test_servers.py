@@ -1,0 +1,257 @@
+"""Exim, nginx, Apache and HAProxy for real: each runs what `consumer-config` printed for it,
+is reloaded by the agent after a renewal, and serves exactly the sanitized chain
+(the cross-sign to the expired root gone), as openssl and gnutls-cli see it."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import shutil
+import socket
+import ssl
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chainwatch.pem import parse_certificates
+from tests.servers import EXIM, Apache, Exim, HAProxy, Nginx
+from tests.workspace import NAME, LivePKI, Workspace
+
+Server = Exim | Nginx | Apache | HAProxy
+SECOND = "www.example.test"
+
+
+@pytest.fixture
+def ws(pki: LivePKI) -> Iterator[Workspace]:
+    """A workspace the servers' own users can walk into: Exim opens the key as Debian-exim.
+
+    pytest's tmp_path lies below a root-only directory, so this one is made in /var/tmp.
+    """
+    root = Path(tempfile.mkdtemp(prefix="chainwatch-servers-", dir="/var/tmp"))
+    root.chmod(0o755)
+    workspace = Workspace(root, pki)
+    workspace.certbot.write(NAME, pki.issue())
+    yield workspace
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def configure(ws: Workspace, consumers: str = "consumer = []\n", key_group: str = "") -> None:
+    """chainwatch.toml as Workspace.write_config writes it, with ``[output] key_group``."""
+    ws.config.write_text(
+        f'{consumers}[watch]\nlive_dir = "{ws.certbot.live}"\nsettle_ms = 100\n'
+        f'[output]\ndir = "{ws.out}"\nkey_group = "{key_group}"\n'
+        f'[policy]\ntrust_stores = ["{ws.store}"]\n'
+    )
+
+
+def consumer(name: str, probe: str, **reload: Any) -> str:
+    lines = [f'name = "{name}"', f"probe = [{json.dumps(probe)}]", "reload_timeout_s = 30"]
+    lines += [
+        f"{key} = {json.dumps(str(value) if isinstance(value, Path) else value)}" for key, value in reload.items()
+    ]
+    return "[[consumer]]\n" + "\n".join(lines) + "\n"
+
+
+def printed(ws: Workspace, server: str, *lineages: str) -> str:
+    """What `chainwatch consumer-config SERVER` prints, the installed version detected."""
+    # Exim is unpacked aside, not installed: its directory goes first on PATH.
+    env = {"PATH": f"{EXIM.parent}:{os.environ['PATH']}"}
+    result = ws.chainwatch("consumer-config", server, *lineages, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def served_chain(port: int, name: str = NAME, starttls: str | None = None) -> list[bytes]:
+    command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-showcerts", "-servername", name]
+    command += ["-starttls", starttls] if starttls else []
+    output = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=20).stdout
+    return [c.pem() for c in parse_certificates(output, "openssl s_client")]
+
+
+def gnutls_chain(port: int, starttls: str | None = None) -> list[bytes]:
+    command = ["gnutls-cli", "--print-cert", "--insecure", "--sni-hostname", NAME, "-p", str(port), "127.0.0.1"]
+    command += [f"--starttls-proto={starttls}"] if starttls else []
+    output = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=20).stdout
+    return [c.pem() for c in parse_certificates(output, "gnutls-cli")]
+
+
+def as_pems(fullchain: bytes | None) -> list[bytes]:
+    assert fullchain is not None
+    return [c.pem() for c in parse_certificates(fullchain, "expected")]
+
+
+def probes_of(ws: Workspace, name: str) -> list[dict[str, Any]]:
+    probes: list[dict[str, Any]] = ws.state().get("consumers", {}).get(name, {}).get("probes", [])
+    return probes
+
+
+def renew_and_wait(ws: Workspace, consumer_name: str) -> list[bytes]:
+    """Renew NAME under the running agent; once the consumer's probe passed, the sanitized chain expected."""
+    renewed = ws.pki.issue()
+    with ws.agent() as agent:
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(
+            lambda: any(p["ok"] and "version 2" in p["message"] for p in probes_of(ws, consumer_name)),
+            timeout=60,
+            what=f"{consumer_name}'s probe of version 2",
+        )
+        # The journal gets a pass's lines right after its state is saved.
+        agent.wait_for(lambda: bool(agent.events("reloaded")), what="the reload's journal line")
+    expected = as_pems(ws.pki.trimmed(renewed))
+    assert len(expected) == 2  # leaf and issuing CA: the cross-sign to the expired root is gone
+    return expected
+
+
+def test_exim_serves_the_sanitized_chain_after_a_renewal_reading_the_key_as_debian_exim(ws: Workspace) -> None:
+    configure(ws, key_group="Debian-exim")
+    assert ws.chainwatch("sync").returncode == 0
+    lines = printed(ws, "exim4")
+    assert 'key_group = "Debian-exim"' in lines
+    live = ws.out / "live" / NAME
+    exim = Exim(lines, live / "fullchain.pem")
+    try:
+        endpoint = f"smtp+starttls://127.0.0.1:{exim.port}"
+        configure(ws, consumer("exim4", endpoint, reload_command=exim.reload_and_wait_command), "Debian-exim")
+        expected = renew_and_wait(ws, "exim4")
+        assert served_chain(exim.port, starttls="smtp") == expected
+        assert gnutls_chain(exim.port, starttls="smtp") == expected
+        key = (live / "privkey.pem").stat()
+        assert (stat.S_IMODE(key.st_mode), key.st_uid, key.st_gid) == (0o640, 0, grp.getgrnam("Debian-exim").gr_gid)
+        assert "TLS error" not in exim.log()
+    finally:
+        exim.stop()
+
+
+def test_nginx_serves_the_sanitized_chain_after_a_renewal(ws: Workspace) -> None:
+    assert ws.chainwatch("sync").returncode == 0
+    live = ws.out / "live" / NAME
+    nginx = Nginx(printed(ws, "nginx"), live / "fullchain.pem")
+    try:
+        endpoint = f"https://127.0.0.1:{nginx.port}"
+        configure(ws, consumer("nginx", endpoint, reload_command=nginx.reload_and_wait_command))
+        expected = renew_and_wait(ws, "nginx")
+        assert served_chain(nginx.port) == expected
+        assert gnutls_chain(nginx.port) == expected
+    finally:
+        nginx.stop()
+
+
+def test_apache_serves_the_sanitized_chain_after_a_renewal(ws: Workspace) -> None:
+    assert ws.chainwatch("sync").returncode == 0
+    live = ws.out / "live" / NAME
+    apache = Apache(printed(ws, "apache2"), live / "fullchain.pem")
+    try:
+        endpoint = f"https://127.0.0.1:{apache.port}"
+        configure(ws, consumer("apache2", endpoint, reload_command=apache.reload_and_wait_command))
+        expected = renew_and_wait(ws, "apache2")
+        assert served_chain(apache.port) == expected
+    finally:
+        apache.stop()
+
+
+def test_haproxy_reloaded_as_its_unit_does_serves_the_sanitized_chain_after_a_renewal(ws: Workspace) -> None:
+    assert ws.chainwatch("sync").returncode == 0
+    haproxy = HAProxy(printed(ws, "haproxy"), ws.out / "live" / NAME / "fullchain.pem")
+    try:
+        endpoint = f"https://127.0.0.1:{haproxy.port}"
+        configure(ws, consumer("haproxy", endpoint, reload_command=haproxy.reload_and_wait_command))
+        expected = renew_and_wait(ws, "haproxy")
+        assert served_chain(haproxy.port) == expected
+    finally:
+        haproxy.stop()
+
+
+def _request(connection: ssl.SSLSocket) -> bytes:
+    connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"ok"):
+        chunk = connection.recv(4096)
+        assert chunk, f"HAProxy closed the connection after {answer!r}"
+        answer += chunk
+    return answer
+
+
+def _worker_pid(haproxy: HAProxy) -> str:
+    with socket.socket(socket.AF_UNIX) as admin:
+        admin.connect(str(haproxy.socket))
+        admin.sendall(b"show info\n")
+        info = admin.makefile("rb").read().decode()
+    return next(line for line in info.splitlines() if line.startswith("Pid:"))
+
+
+def test_haproxy_takes_the_renewal_through_its_runtime_api_and_a_connection_held_open_carries_on(
+    ws: Workspace,
+) -> None:
+    assert ws.chainwatch("sync").returncode == 0
+    lines = printed(ws, "haproxy")
+    assert 'haproxy_socket = "/run/haproxy/admin.sock"' in lines  # HAProxy 2.6: the runtime API is offered
+    haproxy = HAProxy(lines, ws.out / "live" / NAME / "fullchain.pem")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        configure(ws, consumer("haproxy", f"https://127.0.0.1:{haproxy.port}", haproxy_socket=haproxy.socket))
+        worker = _worker_pid(haproxy)
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", haproxy.port)), server_hostname=NAME) as held:
+            assert b"200" in _request(held)
+            before = held.getpeercert(binary_form=True)
+            expected = renew_and_wait(ws, "haproxy")
+            assert served_chain(haproxy.port) == expected
+            # The same connection, the same TLS session, still answered by the same worker:
+            assert b"200" in _request(held)
+            assert held.getpeercert(binary_form=True) == before
+        assert _worker_pid(haproxy) == worker  # nothing was reloaded
+        assert "via haproxy-api" in (ws.root / "agent.log").read_text()
+    finally:
+        haproxy.stop()
+
+
+def test_haproxy_socket_with_nothing_listening_is_skipped_and_the_renewal_stays_published(ws: Workspace) -> None:
+    assert ws.chainwatch("sync").returncode == 0
+    configure(ws, consumer("haproxy", "https://127.0.0.1:1", haproxy_socket=ws.root / "no-such.sock"))
+    renewed = ws.pki.issue()
+    with ws.agent() as agent:
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: bool(agent.events("reload-skipped")), timeout=30, what="the skipped reload")
+        assert "nothing answers on" in agent.events("reload-skipped")[0]
+    assert ws.published() == ws.pki.trimmed(renewed)
+
+
+CHECKS: dict[str, Callable[[Server], list[str]]] = {
+    "nginx": lambda s: ["nginx", "-t", "-c", str(s.config)],
+    "haproxy": lambda s: ["haproxy", "-c", "-f", str(s.config)],
+    "exim4": lambda s: [str(EXIM), "-C", str(s.config), "-bV"],
+}
+STARTS: dict[str, Callable[[str, Path], Server]] = {
+    "exim4": Exim,
+    "nginx": Nginx,
+    "apache2": Apache,
+    "haproxy": HAProxy,
+}
+
+
+@pytest.mark.parametrize("server", ["exim4", "nginx", "apache2", "haproxy"])
+def test_the_printed_lines_pass_the_servers_own_check_and_serve_each_lineage_for_its_names(
+    ws: Workspace, server: str
+) -> None:
+    ws.certbot.write(SECOND, ws.pki.issue(SECOND))
+    configure(ws, key_group="Debian-exim")
+    assert ws.chainwatch("sync").returncode == 0
+    lines = printed(ws, server, NAME, SECOND)
+    running = STARTS[server](lines, ws.out / "live" / NAME / "fullchain.pem")
+    try:
+        if isinstance(running, Apache):
+            check = running.apache2ctl("configtest")
+        else:
+            check = subprocess.run(CHECKS[server](running), capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+        for name in (NAME, SECOND):
+            starttls = "smtp" if server == "exim4" else None
+            assert served_chain(running.port, name, starttls) == as_pems(ws.published(name)), name
+    finally:
+        running.stop()
