@@ -63,6 +63,11 @@ _HINTS = {
     "dovecot": "check ssl_cert (2.4: ssl_server_cert_file) in /etc/dovecot/conf.d/10-ssl.conf; "
     "see 'chainwatch consumer-config dovecot'",
     "postfix": "check smtpd_tls_chain_files in /etc/postfix/main.cf; see 'chainwatch consumer-config postfix'",
+    "exim4": "check MAIN_TLS_CERTIFICATE in /etc/exim4/exim4.conf.localmacros and run update-exim4.conf; "
+    "see 'chainwatch consumer-config exim4'",
+    "nginx": "check ssl_certificate in the server block; see 'chainwatch consumer-config nginx'",
+    "apache2": "check SSLCertificateFile in the virtual host; see 'chainwatch consumer-config apache2'",
+    "haproxy": "check the crt files on the bind line; see 'chainwatch consumer-config haproxy'",
 }
 
 Reloader = Callable[[ConsumerConfig], ReloadResult]

@@ -256,3 +256,14 @@ def test_dovecot_lines_set_only_the_certificate_and_key_paths(version: str) -> N
     snippet = dovecot_snippet(Path("/var/lib/chainwatch"), [("a.test", ["a.test"]), ("b.test", ["b.test"])], version)
     settings = {line.split()[0] for line in snippet.splitlines() if line.strip() and not line.startswith("#")}
     assert settings <= {"ssl_cert", "ssl_key", "ssl_server_cert_file", "ssl_server_key_file", "local_name", "}"}
+
+
+def test_every_consumer_example_in_the_shipped_configuration_loads_with_its_reload_and_probe(tmp_path: Path) -> None:
+    shipped = (Path(__file__).resolve().parent.parent / "packaging" / "chainwatch.toml").read_text()
+    examples = shipped[shipped.index("# [[consumer]]") :]
+    uncommented = tmp_path / "chainwatch.toml"
+    uncommented.write_text("\n".join(line[2:] for line in examples.splitlines() if line.startswith("# ")))
+    consumers = {consumer.name: consumer for consumer in load_config(uncommented).consumers}
+    assert set(consumers) == {"dovecot", "postfix", "exim4", "nginx", "apache2", "haproxy"}
+    assert all(consumer.probe for consumer in consumers.values())
+    assert consumers["haproxy"].haproxy_socket == Path("/run/haproxy/admin.sock")
