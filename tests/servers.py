@@ -227,7 +227,7 @@ class HAProxy(_Server):
     every HTTP request with 200, so a connection can be held open and used.
     """
 
-    def __init__(self, tls: str, cert: Path) -> None:
+    def __init__(self, tls: str, cert: Path, level: str = "admin") -> None:
         self.folder = _served_dir("haproxy")
         self.cert = cert
         self.port = free_port()
@@ -236,7 +236,7 @@ class HAProxy(_Server):
         self.config = self.folder / "haproxy.cfg"
         self.config.write_text(
             f"""global
-    stats socket {self.socket} mode 600 level admin
+    stats socket {self.socket} mode 600 level {level}
 defaults
     mode http
     timeout connect 5s

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from chainwatch.pem import parse_certificates
+from chainwatch.reload import Result, reload_haproxy_api
 from tests.servers import EXIM, Apache, Exim, HAProxy, Nginx
 from tests.workspace import NAME, LivePKI, Workspace
 
@@ -220,6 +221,35 @@ def test_haproxy_socket_with_nothing_listening_is_skipped_and_the_renewal_stays_
         agent.wait_for(lambda: bool(agent.events("reload-skipped")), timeout=30, what="the skipped reload")
         assert "nothing answers on" in agent.events("reload-skipped")[0]
     assert ws.published() == ws.pki.trimmed(renewed)
+
+
+def test_a_stats_socket_without_admin_level_fails_the_update_with_haproxys_words_and_the_old_chain_stays(
+    ws: Workspace,
+) -> None:
+    assert ws.chainwatch("sync").returncode == 0
+    haproxy = HAProxy(printed(ws, "haproxy"), ws.out / "live" / NAME / "fullchain.pem", level="operator")
+    version_1 = as_pems(ws.published())
+    try:
+        ws.certbot.write(NAME, ws.pki.issue())
+        assert ws.chainwatch("sync").returncode == 0  # version 2 on disk, version 1 served
+        result = reload_haproxy_api(haproxy.socket, 10)
+        served = served_chain(haproxy.port)
+    finally:
+        haproxy.stop()
+    assert (result.result, result.via) == (Result.FAILED, "haproxy-api")
+    crt = ws.out / "live" / NAME / "key+fullchain.pem"
+    assert result.detail == f"HAProxy refused set ssl cert {crt}: Permission denied"
+    assert served == version_1
+
+
+def test_a_stats_socket_that_never_answers_fails_the_reload_at_its_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.bind(str(path))
+        silent.listen()  # accepted by the kernel, never read: HAProxy stuck
+        result = reload_haproxy_api(path, 0.5)
+    assert (result.result, result.via) == (Result.FAILED, "haproxy-api")
+    assert result.detail == f"HAProxy's runtime API ({path}) did not finish within 0.5 s"
 
 
 CHECKS: dict[str, Callable[[Server], list[str]]] = {
