@@ -7,6 +7,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -113,6 +114,7 @@ def test_exim_serves_the_sanitized_chain_after_a_renewal_reading_the_key_as_debi
     configure(ws, key_group="Debian-exim")
     assert ws.chainwatch("sync").returncode == 0
     lines = printed(ws, "exim4")
+    assert re.search(r"^# /etc/exim4/exim4.conf.localmacros \(Exim 4\.\d+ detected\)", lines, re.M)
     assert 'key_group = "Debian-exim"' in lines
     live = ws.out / "live" / NAME
     exim = Exim(lines, live / "fullchain.pem")
