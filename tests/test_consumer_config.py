@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.config import load_config
+from chainwatch.config import load_config, render_config
 from chainwatch.consumer_config import (
     apache2_snippet,
     dovecot_snippet,
@@ -187,9 +187,13 @@ def test_every_snippet_shows_the_consumer_table_that_reloads_and_probes_it(serve
 def test_haproxy_socket_is_a_consumer_reload_kind_of_its_own(tmp_path: Path) -> None:
     path = tmp_path / "chainwatch.toml"
     path.write_text('[[consumer]]\nname = "haproxy"\nhaproxy_socket = "/run/haproxy/admin.sock"\n')
-    (consumer,) = load_config(path).consumers
+    loaded = load_config(path)
+    (consumer,) = loaded.consumers
     assert consumer.haproxy_socket == Path("/run/haproxy/admin.sock")
     assert consumer.unit is None and consumer.reload_command is None
+    effective = tmp_path / "effective.toml"
+    effective.write_text(render_config(loaded))
+    assert load_config(effective).consumers == loaded.consumers  # check-config prints what reads back
     for table, problem in [
         ('haproxy_socket = "admin.sock"', "must be an absolute path"),
         ('haproxy_socket = "/run/a.sock"\nunit = "haproxy.service"', "needs exactly one of unit or reload_command"),
