@@ -244,6 +244,24 @@ def test_a_stats_socket_without_admin_level_fails_the_update_with_haproxys_words
     assert served == version_1
 
 
+def test_the_runtime_api_replaces_exactly_the_certificates_whose_files_changed(ws: Workspace) -> None:
+    ws.certbot.write(SECOND, ws.pki.issue(SECOND))
+    assert ws.chainwatch("sync").returncode == 0
+    haproxy = HAProxy(printed(ws, "haproxy", NAME, SECOND), ws.out / "live" / NAME / "fullchain.pem")
+    try:
+        ws.certbot.write(NAME, ws.pki.issue())
+        assert ws.chainwatch("sync").returncode == 0  # NAME renewed, SECOND as it was
+        result = reload_haproxy_api(haproxy.socket, 10)
+        assert (result.result, result.via) == (Result.RELOADED, "haproxy-api")
+        assert result.detail == f"set and committed {ws.out / 'live' / NAME / 'key+fullchain.pem'} without a reload"
+        for name in (NAME, SECOND):
+            assert served_chain(haproxy.port, name) == as_pems(ws.published(name)), name
+        again = reload_haproxy_api(haproxy.socket, 10)
+        assert again.detail == "HAProxy already serves what its 2 certificate file(s) hold"
+    finally:
+        haproxy.stop()
+
+
 def test_a_stats_socket_that_never_answers_fails_the_reload_at_its_timeout(tmp_path: Path) -> None:
     path = tmp_path / "silent.sock"
     with socket.socket(socket.AF_UNIX) as silent:
