@@ -262,6 +262,22 @@ def test_the_runtime_api_replaces_exactly_the_certificates_whose_files_changed(w
         haproxy.stop()
 
 
+def test_the_runtime_api_sends_a_hand_made_file_with_blank_lines_whole(ws: Workspace) -> None:
+    """HAProxy ends a payload at its first empty line; bundles put together by hand often have some."""
+    bundle = ws.root / "hand-made.pem"
+    first = ws.pki.issue()
+    bundle.write_bytes(first.privkey + b"\n" + first.cert)
+    haproxy = HAProxy(f"frontend https\n    bind :443 ssl crt {bundle}\n", bundle)
+    try:
+        renewed = ws.pki.issue()
+        bundle.write_bytes(renewed.privkey + b"\n\n" + renewed.cert + b"\n" + renewed.chain)
+        result = reload_haproxy_api(haproxy.socket, 10)
+        assert result.result == Result.RELOADED, result.detail
+        assert served_chain(haproxy.port) == as_pems(renewed.fullchain)
+    finally:
+        haproxy.stop()
+
+
 def test_a_stats_socket_that_never_answers_fails_the_reload_at_its_timeout(tmp_path: Path) -> None:
     path = tmp_path / "silent.sock"
     with socket.socket(socket.AF_UNIX) as silent:
