@@ -37,7 +37,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +102,8 @@ class Source:
         """The files of lineage ``name``: fullchain, privkey, and optionally cert and chain."""
         raise NotImplementedError
 
-    def watches(self, names: Sequence[str]) -> dict[Path, Mapper]:
-        """Directories to watch (given the current ``names``) and whose entries they hold."""
+    def watches(self) -> dict[Path, Mapper]:
+        """Directories to watch and which lineage each entry there belongs to."""
         raise NotImplementedError
 
     def where(self, name: str) -> Path:
@@ -229,9 +229,10 @@ class Dehydrated(Source):
             raise Inconsistent(f"dehydrated is switching links ({detail})")
         return super().read(name)
 
-    def watches(self, names: Sequence[str]) -> dict[Path, Mapper]:
+    def watches(self) -> dict[Path, Mapper]:
         found: dict[Path, Mapper] = {self.root: _identity}
-        for name in names:
+        # Every lineage directory, whole or not yet: its links appear last.
+        for name in _named_dirs(self.root):
             found[self.root / name] = _always(name)
         return found
 
@@ -266,7 +267,7 @@ class Lego(Source):
             content = {**content, "cert": crt, "fullchain": crt + b"\n" * (not crt.endswith(b"\n")) + content["chain"]}
         return super()._assemble(name, paths, content)
 
-    def watches(self, names: Sequence[str]) -> dict[Path, Mapper]:
+    def watches(self) -> dict[Path, Mapper]:
         def lineage(entry: str) -> str | None:
             for suffix in self._SUFFIXES:
                 if entry.endswith(suffix):
@@ -285,10 +286,13 @@ class Uacme(Source):
     def paths(self, name: str) -> dict[str, Path]:
         return {"fullchain": self.root / name / "cert.pem", "privkey": self.root / "private" / name / "key.pem"}
 
-    def watches(self, names: Sequence[str]) -> dict[Path, Mapper]:
+    def watches(self) -> dict[Path, Mapper]:
         found: dict[Path, Mapper] = {self.root: _identity, self.root / "private": _identity}
-        for name in names:
-            found[self.root / name] = found[self.root / "private" / name] = _always(name)
+        # Every directory, whole or not yet: uacme makes both, writes the key, then cert.pem.
+        for name in _named_dirs(self.root, skip=("private",)):
+            found[self.root / name] = _always(name)
+        for name in _named_dirs(self.root / "private"):
+            found[self.root / "private" / name] = _always(name)
         return found
 
 
@@ -320,7 +324,7 @@ class Files(Source):
         self._check_unchanged(seen)
         return self._assemble(name, self.paths(name), content)
 
-    def watches(self, names: Sequence[str]) -> dict[Path, Mapper]:
+    def watches(self) -> dict[Path, Mapper]:
         wanted = {self.fullchain.name, self.key.name}
         name = self.config.name
 

@@ -114,15 +114,11 @@ class LineageWatcher:
             self._add(ancestor, _ANCESTOR, "ancestor", None)
 
     def _rescan_others(self) -> list[str]:
-        names: list[str] = []
         wanted: dict[Path, list[tuple[str, Mapper]]] = {}
         for source in self.others:
-            found = source.names()
-            names += [f"{source.prefix}:{name}" for name in found]
-            for path, mapper in source.watches(found).items():
+            for path, mapper in source.watches().items():
                 wanted.setdefault(path, []).append((source.prefix, mapper))
         for path in [p for p in self._mappers if p not in wanted]:
-            del self._mappers[path]
             self._remove(path)
         self._mappers = wanted
         for path in wanted:
@@ -132,7 +128,9 @@ class LineageWatcher:
                 self._add(path, _SOURCE | flags.ONLYDIR, "source", None)
             else:
                 self._watch_ancestor(path)
-        return names
+        # Listed after the watches are in place: a file created in between is
+        # either listed or seen.
+        return [f"{source.prefix}:{name}" for source in self.others for name in source.names()]
 
     def _rescan_certbot(self) -> list[str]:
         assert self.live_dir is not None
