@@ -358,6 +358,8 @@ class Sources:
             found += [f"{source.prefix}:{name}" for name in source.names()]
         return found
 
+    check_unchanged = staticmethod(Source._check_unchanged)
+
     def source_of(self, name: str) -> tuple[Source | None, str]:
         """The source of lineage ``name`` and its name there (``None``: certbot)."""
         prefix, colon, bare = name.partition(":")

@@ -20,6 +20,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from chainwatch.config import load_config, render_config
+from chainwatch.errors import InputError
+from chainwatch.lineage import Inconsistent, Rejected
+from chainwatch.sources import Sources
 from tests.certbot_tree import Issued, issued
 from tests.pki import PrivateKey, new_key
 from tests.workspace import LivePKI, Workspace, utcnow
@@ -142,3 +146,138 @@ def _key_of(content: Issued) -> PrivateKey:
     key = load_pem_private_key(content.privkey, None)
     assert not isinstance(key, type(None))
     return key  # type: ignore[return-value]
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "chainwatch.toml"
+    path.write_text(text)
+    return path
+
+
+def test_without_source_tables_certbot_live_dir_is_the_only_source(tmp_path: Path) -> None:
+    config = load_config(config_file(tmp_path, '[watch]\nlive_dir = "/srv/le/live"\n'))
+    assert (config.certbot, config.sources, config.live_dir) == (True, (), Path("/srv/le/live"))
+
+
+def test_source_tables_replace_the_default_and_read_back_the_same(tmp_path: Path) -> None:
+    text = (
+        '[[source]]\nkind = "certbot"\ndir = "/srv/le/live"\n'
+        '[[source]]\nkind = "lego"\ndir = "/var/lib/lego/certificates"\n'
+        '[[source]]\nkind = "dehydrated"\nprefix = "dh2"\ndir = "/srv/dehydrated/certs"\n'
+        '[[source]]\nkind = "files"\nname = "mail"\nfullchain = "/etc/acme/mail.crt"\nkey = "/etc/acme/mail.key"\n'
+    )
+    config = load_config(config_file(tmp_path, text))
+    assert config.certbot and config.live_dir == Path("/srv/le/live")
+    assert [(s.kind, s.prefix) for s in config.sources] == [("lego", "lego"), ("dehydrated", "dh2"), ("files", "files")]
+    again = load_config(config_file(tmp_path, render_config(config)))
+    assert (again.certbot, again.live_dir, again.sources) == (config.certbot, config.live_dir, config.sources)
+    only_lego = load_config(config_file(tmp_path, '[[source]]\nkind = "lego"\ndir = "/l"\n'))
+    assert not only_lego.certbot
+    assert not load_config(config_file(tmp_path, render_config(only_lego))).certbot
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[source]]\nkind = "acme.sh"\n', ":2: [[source]] #1 kind: expected one of certbot, dehydrated, lego"),
+        ('[[source]]\nkind = "lego"\n', ":1: [[source]] #1: kind lego needs dir"),
+        ('[[source]]\nkind = "lego"\ndir = "rel"\n', ":3: [[source]] #1 dir: must be an absolute path"),
+        ('[[source]]\nkind = "uacme"\ndir = "/u"\nkey = "/k"\n', ":4: [[source]] #1 key: not a key of kind uacme"),
+        ('[[source]]\nkind = "files"\nname = "a"\nkey = "/k"\n', ":1: [[source]] #1: kind files needs fullchain"),
+        (
+            '[[source]]\nkind = "files"\nname = "a/b"\nfullchain = "/f"\nkey = "/k"\n',
+            ":3: [[source]] #1 name: not usable as a lineage name",
+        ),
+        (
+            '[[source]]\nkind = "lego"\ndir = "/a"\n[[source]]\nkind = "lego"\ndir = "/b"\n',
+            ":4: [[source]] #2 prefix: prefix 'lego' is used twice",
+        ),
+        ('[[source]]\nkind = "lego"\nprefix = "Le:go"\ndir = "/a"\n', ":3: [[source]] #1 prefix: expected lowercase"),
+        ('[[source]]\nkind = "certbot"\n[[source]]\nkind = "certbot"\n', "[[source]] #2 kind: certbot is listed twice"),
+        ('[[source]]\nkind = "certbot"\nprefix = "le"\n', ":3: [[source]] #1 prefix: not a key of kind certbot"),
+    ],
+)
+def test_source_mistakes_give_one_line_naming_the_key_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = config_file(tmp_path, text)
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(str(path))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def sources_for(tmp_path: Path, table: str) -> Sources:
+    return Sources(load_config(config_file(tmp_path, table)))
+
+
+def test_a_dehydrated_link_out_of_its_own_tree_is_refused(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    dehydrated_write(certs, LivePKI().issue(), lambda step: None)
+    # Named like dehydrated's own file, so only where it is gives it away.
+    elsewhere = tmp_path / os.readlink(certs / NAME / "fullchain.pem")
+    elsewhere.write_bytes((certs / NAME / "fullchain.pem").read_bytes())
+    (certs / NAME / "fullchain.pem").unlink()
+    (certs / NAME / "fullchain.pem").symlink_to(elsewhere)
+    sources = sources_for(tmp_path, f'[[source]]\nkind = "dehydrated"\ndir = "{certs}"\n')
+    with pytest.raises(Rejected, match="outside dehydrated's tree"):
+        sources.read(f"dehydrated:{NAME}")
+
+
+def test_a_lego_key_others_can_write_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "certificates"
+    lego_write(folder, LivePKI().issue(), lambda step: None)
+    (folder / f"{NAME}.key").chmod(0o666)
+    sources = sources_for(tmp_path, f'[[source]]\nkind = "lego"\ndir = "{folder}"\n')
+    with pytest.raises(Rejected, match="writable by others than root"):
+        sources.read(f"lego:{NAME}")
+
+
+def test_a_lego_certificate_without_its_bundle_gets_the_issuer_file_appended(tmp_path: Path) -> None:
+    folder = tmp_path / "certificates"
+    content = LivePKI().issue()
+    lego_write(folder, content, lambda step: None)
+    (folder / f"{NAME}.crt").write_bytes(content.cert)  # lego --no-bundle
+    sources = sources_for(tmp_path, f'[[source]]\nkind = "lego"\ndir = "{folder}"\n')
+    assert sources.names() == [f"lego:{NAME}"]
+    assert sources.read(f"lego:{NAME}")["fullchain"] == content.cert + content.chain
+
+
+def test_a_file_that_changed_while_read_is_taken_for_an_update_in_progress(tmp_path: Path) -> None:
+    path = tmp_path / "a.pem"
+    path.write_bytes(b"x")
+    info = path.stat()
+    with pytest.raises(Inconsistent, match="changed while read"):
+        Sources.check_unchanged({path: (info.st_ino, info.st_size, info.st_mtime_ns - 1)})
+
+
+def test_a_files_pair_is_published_under_its_prefixed_name_beside_a_certbot_lineage_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    certbot_content, files_content = ws.pki.issue(), ws.pki.issue()
+    ws.certbot.write(NAME, certbot_content)
+    acme = tmp_path / "acme"
+    acme.mkdir(mode=0o700)
+    (acme / "full.pem").write_bytes(files_content.fullchain)
+    (acme / "key.pem").write_bytes(files_content.privkey)
+    (acme / "key.pem").chmod(0o600)
+    ws.write_config(
+        extra=f'[[source]]\nkind = "certbot"\n[[source]]\nkind = "files"\nname = "{NAME}"\n'
+        f'fullchain = "{acme}/full.pem"\nkey = "{acme}/key.pem"\n'
+    )
+    assert ws.chainwatch("sync").returncode == 0
+    assert ws.published(NAME) == ws.pki.trimmed(certbot_content)
+    assert ws.published(f"files:{NAME}") == ws.pki.trimmed(files_content)
+    assert ws.published(f"files:{NAME}", "privkey.pem") == files_content.privkey
+    # The other key beside this certificate: the pair is mid-update, not published.
+    (acme / "key.pem").write_bytes(certbot_content.privkey)
+    assert ws.chainwatch("sync").returncode == 2
+    assert ws.state()["lineages"][f"files:{NAME}"]["version"] == 1
+    assert ws.published(f"files:{NAME}", "privkey.pem") == files_content.privkey
