@@ -536,7 +536,7 @@ class Processor:
             self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=3)
             recheck = None
         else:
-            message = f"{reason}; waiting for certbot to finish"
+            message = f"{reason}; waiting for {self.sources.client(name)} to finish"
             self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=6)
             recheck = since + INCONSISTENT_GRACE
         return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
