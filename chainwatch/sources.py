@@ -115,25 +115,37 @@ class Source:
         content: dict[str, bytes] = {}
         seen: dict[Path, tuple[int, int, int]] = {}
         for kind, path in paths.items():
-            content[kind] = self._read(path, self.root, seen, optional=kind == "chain")
+            # A file or link stays in its own directory (dehydrated's
+            # certs/NAME/, uacme's NAME/ and private/NAME/), not just the tree.
+            content[kind] = self._read(path, path.parent, seen, optional=kind == "chain", top=self.root)
         self._check_unchanged(seen)
         return self._assemble(name, paths, content)
 
-    def _read(self, path: Path, tree: Path, seen: dict[Path, tuple[int, int, int]], *, optional: bool = False) -> bytes:
-        """Read ``path``: a root-only regular file that resolves inside ``tree``."""
+    def _read(
+        self,
+        path: Path,
+        tree: Path,
+        seen: dict[Path, tuple[int, int, int]],
+        *,
+        optional: bool = False,
+        top: Path | None = None,
+    ) -> bytes:
+        """Read ``path``: a root-only regular file that resolves inside ``tree``, in
+        directories writable by root only up to ``top`` (the client's tree)."""
         root = os.path.realpath(tree)
+        stop = os.path.realpath(top) if top is not None else root
         checked: set[str] = set()
 
         def confined(fd: int, info: os.stat_result) -> None:
             real = os.readlink(f"/proc/self/fd/{fd}")
             if not real.startswith(root + os.sep):
-                raise _Unsafe(f"{path}: resolves to {real}, outside {self.config.kind}'s tree {root}; refused")
+                raise _Unsafe(f"{path}: resolves to {real}, outside {root}; refused")
             if not _trusted_owner(info.st_uid) or info.st_mode & 0o022:
                 raise _Unsafe(
                     f"{path}: {real} is writable by others than root (owner uid {info.st_uid}, "
                     f"mode {info.st_mode & 0o7777:04o}); refused"
                 )
-            _check_directories(root, [os.path.dirname(real)], checked, canonical=True)
+            _check_directories(stop, [os.path.dirname(real)], checked, canonical=True)
             seen[path] = (info.st_ino, info.st_size, info.st_mtime_ns)
 
         try:
@@ -376,6 +388,14 @@ class Sources:
         if source is None:
             return read_files(self.config.live_dir, name)
         return source.read(bare)
+
+    def client(self, name: str) -> str:
+        """Who writes lineage ``name`` (for "waiting for ... to finish")."""
+        try:
+            source, _ = self.source_of(name)
+        except Inconsistent:
+            return "its client"
+        return "certbot" if source is None else source.config.kind
 
     def where(self, name: str) -> Path:
         """The lineage's full chain file, for messages."""
