@@ -288,3 +288,15 @@ def test_a_files_pair_is_published_under_its_prefixed_name_beside_a_certbot_line
     assert ws.chainwatch("sync").returncode == 2
     assert ws.state()["lineages"][f"files:{NAME}"]["version"] == 1
     assert ws.published(f"files:{NAME}", "privkey.pem") == files_content.privkey
+
+
+def test_explain_judges_another_sources_lineage_by_its_prefixed_name(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    folder = tmp_path / "certificates"
+    content = ws.pki.issue()
+    lego_write(folder, content, lambda step: None)
+    ws.write_config(extra=f'[[source]]\nkind = "lego"\ndir = "{folder}"\n')
+    result = ws.chainwatch("explain", f"lego:{NAME}", "--color", "never")
+    assert result.returncode == 0, result.stderr
+    assert str(folder / f"{NAME}.crt") in result.stdout
+    assert "Old Root" in result.stdout and "dropped" in result.stdout
