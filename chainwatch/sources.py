@@ -385,6 +385,8 @@ class Sources:
     def read(self, name: str) -> dict[str, bytes]:
         """The lineage's content (see :func:`chainwatch.lineage.read_files`)."""
         source, bare = self.source_of(name)
+        if source is None and not self.config.certbot:
+            raise Rejected(f"{name}: certbot is not a configured source")
         if source is None:
             return read_files(self.config.live_dir, name)
         return source.read(bare)
