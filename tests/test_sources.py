@@ -303,3 +303,13 @@ def test_explain_judges_another_sources_lineage_by_its_prefixed_name(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert str(folder / f"{NAME}.crt") in result.stdout
     assert "Old Root" in result.stdout and "dropped" in result.stdout
+
+
+def test_a_certbot_name_is_refused_when_certbot_is_not_a_source(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.write_config(extra=f'[[source]]\nkind = "lego"\ndir = "{tmp_path / "certificates"}"\n')
+    result = ws.chainwatch("sync", NAME)
+    assert result.returncode == 2
+    assert ws.published(NAME) is None
+    assert "certbot is not a configured source" in ws.state()["lineages"][NAME]["message"]
