@@ -9,7 +9,7 @@ of any other source is named ``PREFIX:NAME`` (the prefix is the kind unless
 the ``[[source]]`` sets one): certbot names cannot hold a colon, so nothing
 clashes, and a name never changes when another source gains a lineage.
 
-How each client updates its files (seen with inotify, FIELD-NOTES in the
+How each client updates its files (seen with inotify; the README's "Sources" has the
 README) and what is therefore *inconsistent* (mid-update: wait for the next
 event; an error after the grace) rather than *rejected*:
 
