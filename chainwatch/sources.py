@@ -9,8 +9,8 @@ of any other source is named ``PREFIX:NAME`` (the prefix is the kind unless
 the ``[[source]]`` sets one): certbot names cannot hold a colon, so nothing
 clashes, and a name never changes when another source gains a lineage.
 
-How each client updates its files (seen with inotify; the README's "Sources" has the
-README) and what is therefore *inconsistent* (mid-update: wait for the next
+How each client updates its files (seen with inotify; see the README's
+"Sources") and what is therefore *inconsistent* (mid-update: wait for the next
 event; an error after the grace) rather than *rejected*:
 
 - dehydrated writes ``{privkey,cert,chain,fullchain}-TS.pem`` whole, then
