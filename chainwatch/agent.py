@@ -24,8 +24,8 @@ from chainwatch.journal import Event, Journal
 from chainwatch.lineage import archive_dirs, refused_names
 from chainwatch.notify import Notifier
 from chainwatch.reconcile import Outcome, Processor, open_lock_file
+from chainwatch.sources import describe, watcher_for
 from chainwatch.state import now_iso
-from chainwatch.watch import LineageWatcher
 
 __all__ = ["Agent", "BatchHook"]
 
@@ -70,7 +70,7 @@ class Agent:
         self.on_heartbeat = on_heartbeat
         """Called after each heartbeat save: the metrics file carries the heartbeat too."""
         self.processor = Processor(config, journal)
-        self.watcher = LineageWatcher(config.live_dir)
+        self.watcher = watcher_for(config)
         self.known: set[str] = set()
         self.refused: set[str] = set()
         """Directory names already said to be no lineage name (said once)."""
@@ -121,7 +121,7 @@ class Agent:
             "version": __version__,
             "config": str(self.config.source or "built-in defaults"),
         }
-        self.journal.log(Event.STARTED, f"chainwatch {__version__} watching {self.config.live_dir}")
+        self.journal.log(Event.STARTED, f"chainwatch {__version__} watching {describe(self.config)}")
         try:
             self.reconcile_all()
             self.notifier.ready(self._status_line())
@@ -229,7 +229,7 @@ class Agent:
 
     def _rescan(self) -> list[str]:
         names = self.watcher.rescan()
-        for refused in refused_names(self.config.live_dir):
+        for refused in refused_names(self.config.live_dir) if self.config.certbot else []:
             if refused not in self.refused:
                 self.refused.add(refused)
                 self.journal.log(
@@ -285,7 +285,8 @@ class Agent:
                     self.processor.removed(name)
             for outcome in self.processor.process_batch(names):
                 name = outcome.lineage
-                self.watcher.follow_archives(name, archive_dirs(self.config.live_dir, name))
+                if ":" not in name:  # certbot's: the others' files stay in their watched directories
+                    self.watcher.follow_archives(name, archive_dirs(self.config.live_dir, name))
                 if outcome.recheck_at:
                     self.rechecks[name] = outcome.recheck_at
                 if outcome.event != Event.UNCHANGED:
@@ -321,10 +322,14 @@ class Agent:
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
         processor.agent_record["config"] = str(config.source or "built-in defaults")
-        if config.live_dir != self.config.live_dir:
+        if (config.live_dir, config.certbot, config.sources) != (
+            self.config.live_dir,
+            self.config.certbot,
+            self.config.sources,
+        ):
             selector.unregister(self.watcher.fileno())
             self.watcher.close()
-            self.watcher = LineageWatcher(config.live_dir)
+            self.watcher = watcher_for(config)
             selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
             self.known = set()
         self.config, self.processor = config, processor

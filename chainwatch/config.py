@@ -19,7 +19,16 @@ from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.errors import InputError
 from chainwatch.policy_settings import DEFAULT_STORE, Distrust, Mode, Policy
 
-__all__ = ["DEFAULT_CONFIG", "Config", "ConsumerConfig", "load_config", "output_dir_hint", "render_config"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "SOURCE_KINDS",
+    "Config",
+    "ConsumerConfig",
+    "SourceConfig",
+    "load_config",
+    "output_dir_hint",
+    "render_config",
+]
 
 _MAX_CONFIG_BYTES = 1 << 20
 
@@ -40,6 +49,23 @@ class ConsumerConfig:
     """HAProxy's stats socket: certificates go in through its runtime API, nothing is reloaded."""
 
 
+SOURCE_KINDS = ("certbot", "dehydrated", "lego", "uacme", "files")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """A ``[[source]]`` other than certbot: its lineages are named ``prefix:NAME``."""
+
+    kind: str
+    prefix: str
+    dir: Path | None = None
+    """The client's tree (dehydrated's certs, lego's certificates, uacme's confdir)."""
+    name: str = ""
+    """files: the one lineage's name."""
+    fullchain: Path | None = None
+    key: Path | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     """The effective configuration; ``source`` is the file it came from, if any."""
@@ -57,6 +83,10 @@ class Config:
         default_factory=lambda: (ConsumerConfig("dovecot", unit="dovecot.service"),)
     )
     metrics_textfile: Path | None = None
+    certbot: bool = True
+    """Are certbot's lineages under ``live_dir`` read (no ``[[source]]``, or one of kind certbot)?"""
+    sources: tuple[SourceConfig, ...] = ()
+    """The other sources."""
 
     def trim_policy(self) -> Policy:
         """The trim policy these settings describe."""
@@ -99,8 +129,8 @@ class _Where:
         line = self.line(table, key, index)
         place = f"{self.path}:{line}" if line else str(self.path)
         name = f"[{table}]" + (f" {key}" if key else "")
-        if table == "consumer":
-            name = f"[[consumer]] #{index + 1}" + (f" {key}" if key else "")
+        if table in ("consumer", "source"):
+            name = f"[[{table}]] #{index + 1}" + (f" {key}" if key else "")
         return InputError(f"{place}: {name}: {problem}")
 
 
@@ -139,6 +169,18 @@ _CONSUMER: Mapping[str, Callable[[Any], str | None]] = {
     "reload_timeout_s": _expect((int, float), "seconds"),
     "probe": _string_list,
 }
+
+
+_SOURCE: Mapping[str, Callable[[Any], str | None]] = {
+    "kind": _expect(str, f"one of {', '.join(SOURCE_KINDS)}"),
+    "dir": _expect(str, "a path"),
+    "prefix": _expect(str, "a lineage name prefix"),
+    "name": _expect(str, "a lineage name"),
+    "fullchain": _expect(str, "a path"),
+    "key": _expect(str, "a path"),
+}
+_PREFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
+_FILES_NAME = re.compile(r"[A-Za-z0-9_*][A-Za-z0-9._*-]{0,200}")
 
 
 def load_config(path: Path | None = None, *, required: bool = False) -> Config:
@@ -198,8 +240,8 @@ def _check_table(
 
 def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
     for name in document:
-        if name not in (*_TABLES, "consumer"):
-            raise where.error(name, None, f"unknown table (known: {', '.join([*_TABLES, 'consumer'])})")
+        if name not in (*_TABLES, "consumer", "source"):
+            raise where.error(name, None, f"unknown table (known: {', '.join([*_TABLES, 'consumer', 'source'])})")
     for name, keys in _TABLES.items():
         if name in document:
             _check_table(where, name, document[name], keys)
@@ -240,10 +282,18 @@ def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
         if len(set(names)) != len(names):
             raise where.error("consumer", "name", "consumer names must be unique", len(names) - 1)
 
+    live_dir = Path(watch.get("live_dir", "/etc/letsencrypt/live"))
+    certbot = True
+    sources: tuple[SourceConfig, ...] = ()
+    if "source" in document:
+        live_dir, certbot, sources = _sources(where, document["source"], live_dir)
+
     textfile = metrics.get("textfile") or None
     return Config(
         source=path,
-        live_dir=Path(watch.get("live_dir", "/etc/letsencrypt/live")),
+        live_dir=live_dir,
+        certbot=certbot,
+        sources=sources,
         settle_ms=settle,
         output_dir=Path(output.get("dir", "/var/lib/chainwatch")),
         key_group=output.get("key_group", ""),
@@ -281,6 +331,61 @@ def _consumer(where: _Where, index: int, table: Any) -> ConsumerConfig:
     )
 
 
+def _sources(where: _Where, raw: Any, live_dir: Path) -> tuple[Path, bool, tuple[SourceConfig, ...]]:
+    """The ``[[source]]`` tables: certbot's live directory (if listed) and the others."""
+    if not isinstance(raw, list):
+        raise where.error("source", None, "expected [[source]] tables")
+    certbot = False
+    others: list[SourceConfig] = []
+    taken: dict[str, str] = {}
+    """prefix -> the kind of directory source using it, or "files"."""
+    for index, table in enumerate(raw):
+        _check_table(where, "source", table, _SOURCE, index)
+        kind = table.get("kind")
+        if kind not in SOURCE_KINDS:
+            raise where.error("source", "kind", f"expected one of {', '.join(SOURCE_KINDS)}, got {kind!r}", index)
+        wanted = {"certbot": ("dir",), "files": ("name", "fullchain", "key")}.get(kind, ("dir",))
+        allowed = {"kind", *wanted, *(() if kind == "certbot" else ("prefix",))}
+        for key in table:
+            if key not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise where.error("source", key, f"not a key of kind {kind} (known: {known})", index)
+        for key in wanted:
+            if key not in table and kind != "certbot":
+                raise where.error("source", None, f"kind {kind} needs {key}", index)
+            value = table.get(key)
+            if key != "name" and value is not None and not Path(value).is_absolute():
+                raise where.error("source", key, f"must be an absolute path, got {value!r}", index)
+        if kind == "certbot":
+            if certbot:
+                raise where.error("source", "kind", "certbot is listed twice", index)
+            certbot, live_dir = True, Path(table.get("dir", str(live_dir)))
+            continue
+        prefix = table.get("prefix", kind)
+        if not _PREFIX.fullmatch(prefix):
+            raise where.error("source", "prefix", f"expected lowercase letters, digits and '-', got {prefix!r}", index)
+        name = table.get("name", "")
+        if kind == "files" and not _FILES_NAME.fullmatch(name):
+            raise where.error("source", "name", f"not usable as a lineage name: {name!r}", index)
+        role = "files" if kind == "files" else f"the {kind} source #{index + 1}"
+        if prefix in taken and (taken[prefix] != "files" or role != "files"):
+            raise where.error("source", "prefix", f"prefix {prefix!r} is used twice: give one source another", index)
+        taken[prefix] = role
+        if kind == "files" and any(o.prefix == prefix and o.name == name for o in others):
+            raise where.error("source", "name", f"lineage {prefix}:{name} is listed twice", index)
+        others.append(
+            SourceConfig(
+                kind=kind,
+                prefix=prefix,
+                dir=Path(table["dir"]) if "dir" in table else None,
+                name=name,
+                fullchain=Path(table["fullchain"]) if "fullchain" in table else None,
+                key=Path(table["key"]) if "key" in table else None,
+            )
+        )
+    return live_dir, certbot, tuple(others)
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -315,6 +420,21 @@ def render_config(config: Config) -> str:
         "[metrics]",
         f"textfile = {_toml_value(config.metrics_textfile or '')}",
     ]
+    if not config.certbot or config.sources:
+        lines += ["", "# lineages are read from these sources only"]
+        if config.certbot:
+            lines += ["[[source]]", 'kind = "certbot"', f"dir = {_toml_value(config.live_dir)}", ""]
+        for source in config.sources:
+            lines += ["[[source]]", f"kind = {_toml_value(source.kind)}", f"prefix = {_toml_value(source.prefix)}"]
+            for key, value in (
+                ("dir", source.dir),
+                ("name", source.name),
+                ("fullchain", source.fullchain),
+                ("key", source.key),
+            ):
+                if value:
+                    lines.append(f"{key} = {_toml_value(value)}")
+            lines.append("")
     for consumer in config.consumers:
         lines += [
             "",

@@ -27,12 +27,13 @@ from chainwatch.certificate import Cert
 from chainwatch.config import Config
 from chainwatch.errors import ChainwatchError, InputError, OutputError, reason_of
 from chainwatch.journal import Event, Journal
-from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage, read_files
+from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage
 from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
 from chainwatch.policy import Decision, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
 from chainwatch.records import DroppedCert, LineageRecord, PendingRecord, backoff, note_error
 from chainwatch.report import decision_json, iso
+from chainwatch.sources import Sources
 from chainwatch.state import StateFile, now_iso, parse_iso
 from chainwatch.trust import load_stores
 
@@ -91,6 +92,7 @@ class Processor:
         self.clock = clock
         self.stores = load_stores(config.trust_stores)
         self.policy = config.trim_policy()
+        self.sources = Sources(config)
         self.publisher = Publisher(config.output_dir, group_id(config.key_group))
         try:
             self.publisher.prepare()
@@ -194,7 +196,7 @@ class Processor:
         record = self.state.lineage(name)
         record.pop("removed", None)
         try:
-            content = read_files(self.config.live_dir, name)
+            content = self.sources.read(name)
         except Inconsistent as problem:
             return self._inconsistent(name, record, str(problem), now)
         except Rejected as problem:
@@ -238,7 +240,7 @@ class Processor:
         try:
             decision = decide(lineage.certs, self.stores, now, self.policy, lineage.leaf_key)
         except InputError as problem:
-            return self._reject(name, record, f"{self.config.live_dir / name / 'fullchain.pem'}: {problem}", now)
+            return self._reject(name, record, f"{self.sources.where(name)}: {problem}", now)
         refusal = self._refusal(name, decision, now)
         if refusal:
             reason, recheck_at = refusal
@@ -534,7 +536,7 @@ class Processor:
             self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=3)
             recheck = None
         else:
-            message = f"{reason}; waiting for certbot to finish"
+            message = f"{reason}; waiting for {self.sources.client(name)} to finish"
             self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=6)
             recheck = since + INCONSISTENT_GRACE
         return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)

@@ -5,13 +5,19 @@ Watched: the live directory (lineages come and go), every lineage directory
 point into (an edit in place of ``archive/NAME/fullchainN.pem``). When the
 live directory does not exist yet, its nearest existing ancestor is watched
 for it to appear.
+
+The other sources (:mod:`chainwatch.sources`) name their own directories and
+say which lineage an entry there belongs to; any write there, including a
+``MODIFY`` of a file rewritten in place, restarts that lineage's settle time.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 try:
     from inotify_simple import INotify, flags
@@ -19,6 +25,9 @@ except ImportError:  # the .deb bundles it: no Debian release packages inotify-s
     from chainwatch._vendor.inotify_simple import INotify, flags  # type: ignore[import-not-found]
 
 from chainwatch.lineage import list_lineages, valid_name
+
+if TYPE_CHECKING:
+    from chainwatch.sources import Mapper, Source
 
 __all__ = ["Changes", "LineageWatcher"]
 
@@ -34,6 +43,8 @@ _LINEAGE = (
 )
 _ARCHIVE = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ATTRIB
 _ANCESTOR = flags.CREATE | flags.MOVED_TO
+_SOURCE = _LINEAGE | flags.MODIFY | flags.MOVE_SELF
+_ENTRIES = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO | flags.DELETE_SELF | flags.MOVE_SELF
 
 
 @dataclass
@@ -51,8 +62,13 @@ class Changes:
 class LineageWatcher:
     """Owns one inotify instance; ``fileno()`` goes into the agent's selector."""
 
-    def __init__(self, live_dir: Path) -> None:
+    def __init__(self, live_dir: Path | None, others: Sequence[Source] = ()) -> None:
+        """Watch certbot's ``live_dir`` (``None``: certbot is not a source) and the ``others``."""
         self.live_dir = live_dir
+        self.others = tuple(others)
+        self._mappers: dict[Path, list[tuple[str, Mapper]]] = {}
+        """A watched source directory -> (prefix, which lineage an entry belongs to) per source."""
+        self._paths: dict[int, Path] = {}
         self._inotify = INotify()
         self._roles: dict[int, tuple[str, str | None]] = {}
         """wd -> (role, lineage) with role in live, lineage, archive, ancestor."""
@@ -72,12 +88,14 @@ class LineageWatcher:
             return  # gone already; the next rescan settles it
         self._roles[wd] = (role, lineage)
         self._by_path[path] = wd
+        self._paths[wd] = path
 
     def _remove(self, path: Path) -> None:
         wd = self._by_path.pop(path, None)
         if wd is None:
             return
         self._roles.pop(wd, None)
+        self._paths.pop(wd, None)
         with contextlib.suppress(OSError):  # the kernel removed it with the directory
             self._inotify.rm_watch(wd)
 
@@ -85,11 +103,39 @@ class LineageWatcher:
         """Watch what exists now; returns the lineage names."""
         for path in [p for p, wd in self._by_path.items() if self._roles.get(wd, ("",))[0] == "ancestor"]:
             self._remove(path)
-        if not self.live_dir.is_dir():
-            ancestor = self.live_dir.parent
-            while not ancestor.is_dir():
-                ancestor = ancestor.parent
+        names = self._rescan_certbot() if self.live_dir is not None else []
+        return names + self._rescan_others()
+
+    def _watch_ancestor(self, missing: Path) -> None:
+        ancestor = missing.parent
+        while not ancestor.is_dir():
+            ancestor = ancestor.parent
+        if ancestor not in self._by_path:
             self._add(ancestor, _ANCESTOR, "ancestor", None)
+
+    def _rescan_others(self) -> list[str]:
+        wanted: dict[Path, list[tuple[str, Mapper]]] = {}
+        for source in self.others:
+            for path, mapper in source.watches().items():
+                wanted.setdefault(path, []).append((source.prefix, mapper))
+        for path in [p for p in self._mappers if p not in wanted]:
+            self._remove(path)
+        self._mappers = wanted
+        for path in wanted:
+            if path in self._by_path:
+                continue
+            if path.is_dir():
+                self._add(path, _SOURCE | flags.ONLYDIR, "source", None)
+            else:
+                self._watch_ancestor(path)
+        # Listed after the watches are in place: a file created in between is
+        # either listed or seen.
+        return [f"{source.prefix}:{name}" for source in self.others for name in source.names()]
+
+    def _rescan_certbot(self) -> list[str]:
+        assert self.live_dir is not None
+        if not self.live_dir.is_dir():
+            self._watch_ancestor(self.live_dir)
             return []
         if self.live_dir not in self._by_path:
             self._add(self.live_dir, _LIVE | flags.ONLYDIR, "live", None)
@@ -108,7 +154,7 @@ class LineageWatcher:
     def follow_archives(self, lineage: str, directories: tuple[Path, ...]) -> None:
         """Also watch the archive directories ``lineage``'s links point into."""
         # Files kept in the lineage directory itself are covered by its own watch.
-        wanted = set(directories) - {self.live_dir / lineage}
+        wanted = set(directories) - ({self.live_dir / lineage} if self.live_dir else set())
         for stale in self._archives.get(lineage, set()) - wanted:
             self._remove(stale)
         for directory in wanted - self._archives.get(lineage, set()):
@@ -123,7 +169,7 @@ class LineageWatcher:
                 changes.overflow = True
                 continue
             role, lineage = self._roles.get(event.wd, ("", None))
-            if role == "live":
+            if role == "live" and self.live_dir is not None:
                 if event.mask & (flags.DELETE_SELF | flags.MOVE_SELF):
                     self._remove(self.live_dir)
                     changes.rescan = True
@@ -132,6 +178,16 @@ class LineageWatcher:
                     changes.lineages.add(event.name)
             elif role == "ancestor":
                 changes.rescan = True
+            elif role == "source":
+                path = self._paths.get(event.wd)
+                for prefix, mapper in self._mappers.get(path, []) if path is not None else []:
+                    name = mapper(event.name)
+                    if name is not None:
+                        changes.lineages.add(f"{prefix}:{name}")
+                if event.mask & _ENTRIES:
+                    changes.rescan = True
+                if event.mask & (flags.DELETE_SELF | flags.MOVE_SELF) and path is not None:
+                    self._remove(path)  # watched again by the rescan, if it comes back
             elif lineage is not None:
                 changes.lineages.add(lineage)
         if changes.overflow:

@@ -13,12 +13,13 @@ from chainwatch.certificate import Cert
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, at_of, config_of, use_colour
 from chainwatch.errors import InputError
 from chainwatch.explain import render_dot, render_tree
-from chainwatch.lineage import Inconsistent, Rejected, read_lineage, valid_name
+from chainwatch.lineage import Inconsistent, Rejected, parse_lineage, read_lineage, valid_name
 from chainwatch.palette import Palette
 from chainwatch.pem import read_chain
 from chainwatch.policy import Decision, Distrust, Mode, Policy, WarningCode, decide
 from chainwatch.private_key import public_key_of
 from chainwatch.report import decision_json, dropped_line, warning_lines
+from chainwatch.sources import Sources
 from chainwatch.trust import load_stores
 
 __all__ = ["explain", "trim"]
@@ -40,14 +41,24 @@ def _decide(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
     )
     stores = load_stores(args.trust_store or config.trust_stores)
     target: Path = args.file
-    if not target.exists() and valid_name(str(target)) and (config.live_dir / str(target)).is_dir():
+    sources = Sources(config)
+    if not target.exists() and ":" in str(target) and str(target) in sources.names():
+        # Another source's lineage (lego:NAME...): read as the agent reads it.
+        try:
+            lineage = parse_lineage(config.live_dir, str(target), sources.read(str(target)))
+        except (Inconsistent, Rejected) as problem:
+            raise InputError(str(problem)) from None
+        certs: Sequence[Cert] = lineage.certs
+        leaf_key: bytes | None = lineage.leaf_key
+        source = str(sources.where(lineage.name))
+    elif not target.exists() and valid_name(str(target)) and (config.live_dir / str(target)).is_dir():
         # A lineage name: judged as the agent judges it, with its own key picking the leaf.
         try:
             lineage = read_lineage(config.live_dir, str(target))
         except (Inconsistent, Rejected) as problem:
             raise InputError(str(problem)) from None
-        certs: Sequence[Cert] = lineage.certs
-        leaf_key: bytes | None = lineage.leaf_key
+        certs = lineage.certs
+        leaf_key = lineage.leaf_key
         source = str(config.live_dir / lineage.name)
     else:
         certs = read_chain(target)

@@ -14,9 +14,9 @@ from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, conf
 from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
-from chainwatch.lineage import list_lineages, valid_name
 from chainwatch.metrics import write_metrics
 from chainwatch.reconcile import Outcome, Processor
+from chainwatch.sources import describe, valid_lineage_name
 
 __all__ = ["EXIT_CONFIG", "run", "sync"]
 
@@ -74,11 +74,11 @@ def sync(args: argparse.Namespace) -> int:
     if not names and renewed:
         names = [Path(renewed).name]
     for name in names:
-        if not valid_name(name):
+        if not valid_lineage_name(name):
             raise InputError(f"{name!r}: not a lineage name")
     processor = Processor(config, Journal())
     with processor.exclusive():
-        outcomes = processor.process_batch(names or list_lineages(config.live_dir))
+        outcomes = processor.process_batch(names or processor.sources.names())
         processor.checkpoint()
         _AfterBatch()(processor, outcomes)
         synced = [o.lineage for o in outcomes]
@@ -90,7 +90,7 @@ def sync(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
-    summary = ", ".join(f"{n} {event}" for event, n in sorted(counts.items())) or f"no lineage under {config.live_dir}"
+    summary = ", ".join(f"{n} {event}" for event, n in sorted(counts.items())) or f"no lineage under {describe(config)}"
     print(f"chainwatch sync: {summary}")
     if troubled:
         print(f"chainwatch sync: {'; '.join(troubled)} (see 'chainwatch status')")
