@@ -268,7 +268,11 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
     if report.get("config_error"):
         lines.append(p.warn(f"  the configuration is invalid: {report['config_error']}"))
         lines.append(
-            p.warn("  the running agent keeps the configuration it started with")
+            p.warn(
+                "  the running agent refused it and keeps its previous configuration"
+                if agent.get("config_error")
+                else "  the running agent keeps the configuration it last loaded; a restart would fail"
+            )
             if agent.get("running")
             else p.warn("  the agent cannot start with it: fix it, then 'chainwatch check-config'")
         )

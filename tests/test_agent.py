@@ -110,8 +110,8 @@ def test_sighup_with_a_broken_configuration_keeps_the_old_one_and_says_why(ws: W
         assert "chainwatch.toml:9: [policy] mode: expected safe or minimal, got 'fast'" in rejected
         assert agent.process.poll() is None
         status = ws.chainwatch("status")
-        assert "configuration not reloaded" in status.stdout
-        assert "the configuration is invalid" in status.stderr
+        assert "the configuration is invalid: " in status.stdout
+        assert "the running agent refused it and keeps its previous configuration" in status.stdout
         assert status.returncode == 1
         assert any("RELOADING=1" in n for n in agent.read_notifications())
         # Still working with the old configuration:
