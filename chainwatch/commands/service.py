@@ -53,7 +53,7 @@ def sync(args: argparse.Namespace) -> int:
     for name in names:
         if not valid_name(name):
             raise InputError(f"{name!r}: not a lineage name")
-    processor = Processor(config, Journal())
+    processor = Processor(config, Journal.for_command())
     with processor.exclusive():
         outcomes = processor.process_batch(names or list_lineages(config.live_dir))
         processor.checkpoint()
