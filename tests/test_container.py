@@ -461,14 +461,17 @@ def test_3e_a_reload_that_fails_with_the_new_set_rolls_back_to_the_last_good_one
 
         # New input from certbot that Dovecot accepts: published over the rejected one, and served.
         fixed = host.issue_and_renew("fixed")
+        # The last known good is recorded when the consumers' step has accepted
+        # the version, after the pass's first save made status ok: wait for both.
         host.wait(
             lambda: (
                 host.link() == f"../versions/{NAME}/{version + 2}"
                 and host.served() == host.expected(fixed)
                 and host.status().returncode == 0
+                and host.lineage().get("good") == version + 2
             ),
             timeout=60,
-            what="the fixed renewal published, served, and status ok",
+            what="the fixed renewal published, served, status ok, and recorded as the last known good",
         )
         lineage = host.lineage()
         assert (lineage["status"], lineage.get("pending"), lineage["good"]) == ("ok", None, version + 2), lineage
@@ -497,6 +500,10 @@ def test_3f_a_chain_a_configured_store_does_not_validate_is_a_warning_in_the_jou
             what="the warning under journalctl -u chainwatch -p warning",
         )
         assert host.status().returncode == 1  # the journal and status agree: a warning
+        # The README's recipe for one lineage: -u and a field match together.
+        one = ["journalctl", "-u", "chainwatch", "-p", "warning", "--no-pager"]
+        assert said in host.box.run(*one, f"CHAINWATCH_LINEAGE={NAME}").stdout
+        assert said not in host.box.run(*one, "CHAINWATCH_LINEAGE=other.example.test", check=False).stdout
         explained = host.box.run("journalctl", "-x", "-u", "chainwatch", "-p", "warning", "--no-pager").stdout
         assert f"{NAME} is served with warnings" in explained  # the catalog's subject, with the lineage
         assert "Priority: warning" in explained
@@ -530,6 +537,11 @@ def test_3g_a_deploy_hook_pass_is_in_the_journal_under_journalctl_u_chainwatch_a
         assert (entry["_UID"], entry["OBJECT_SYSTEMD_UNIT"]) == ("0", "chainwatch.service")
         assert any(e["MESSAGE"].startswith("dovecot reloaded via") for e in host.events("reloaded")[-1:])
         host.wait(lambda: host.served() == host.expected(renewed), what="dovecot serving what the hook published")
+        # Run by hand on a terminal, a pass prints its lines there as well as to the journal.
+        host.issue_and_renew("by-hand")
+        typed = host.box.run("script", "-qec", "env -u CHAINWATCH_LOG chainwatch sync", "/dev/null")
+        assert f" chainwatch published {NAME}: published version {version + 2}; " in typed.stdout, typed
+        assert f"{NAME}: published version {version + 2}; " in host.journal_of("chainwatch")
     finally:
         host.box.run("systemctl", "start", "chainwatch")
     host.wait(lambda: host.active_state() == "active", what="the agent running again")
