@@ -5,6 +5,7 @@ not at every start.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 from pathlib import Path
@@ -120,3 +121,22 @@ def test_new_lineage_is_said_once_not_at_every_start_of_the_agent(ws: Workspace)
         f"{NAME}: new lineage under {ws.certbot.live}",
         f"{OTHER}: new lineage under {ws.certbot.live}",
     ]
+
+
+def test_a_served_chain_that_starts_expiring_soon_is_a_warning_without_a_new_publication(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue(days=89))
+    log = io.StringIO()
+    moment = [dt.datetime.now(dt.UTC)]
+    processor = Processor(load_config(ws.config), Journal(log, native=False), lambda: moment[0])
+    with processor.exclusive():
+        processor.process(NAME)
+    assert " chainwatch warning " not in log.getvalue()
+
+    moment[0] += dt.timedelta(days=80)  # within the horizon of the leaf's expiry; certbot has not renewed
+    with processor.exclusive():
+        outcome = processor.process(NAME)
+
+    assert (outcome.event, ws.versions()) == (Event.UNCHANGED, [1])
+    (line,) = [line for line in log.getvalue().splitlines() if " chainwatch warning " in line]
+    assert f" chainwatch warning {NAME}: version 1 is served with warnings: " in line
+    assert "expires on" in line
