@@ -547,6 +547,21 @@ def test_3g_a_deploy_hook_pass_is_in_the_journal_under_journalctl_u_chainwatch_a
     host.wait(lambda: host.active_state() == "active", what="the agent running again")
 
 
+def test_3h_an_agent_that_cannot_start_on_a_toml_syntax_error_says_at_err_where_the_error_is(host: Host) -> None:
+    broken = CONFIG + '[[consumer]]\nname = "x"\nprobe = [\n'  # the file ends inside the list, line 9
+    host.box.run("sh", "-c", "cat > /etc/chainwatch/chainwatch.toml", input=broken)
+    said = "chainwatch: /etc/chainwatch/chainwatch.toml:9:10: not valid TOML: Invalid value (the file ends there)"
+    try:
+        host.box.run("systemctl", "restart", "chainwatch", check=False)
+        host.wait(
+            lambda: said in host.box.run("journalctl", "-u", "chainwatch", "-p", "err", "--no-pager").stdout,
+            what="the refused start's reason under journalctl -u chainwatch -p err",
+        )
+    finally:
+        host.box.run("systemctl", "reset-failed", "chainwatch", check=False)
+        host.configure()
+
+
 def test_4_status_is_ok_then_critical_after_a_broken_key_while_dovecot_keeps_the_good_pair(host: Host) -> None:
     ok = host.status()
     assert ok.returncode == 0, ok.stdout
