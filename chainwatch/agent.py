@@ -208,7 +208,7 @@ class Agent:
         for name in changes.lineages:
             self.pending[name] = now
         if changes.overflow:
-            self.journal.log(Event.ERROR, "inotify queue overflowed; reconciling every lineage", priority=4)
+            self.journal.log(Event.RECONCILING, "inotify queue overflowed; reconciling every lineage")
             self.reconcile_all()
         elif changes.rescan:
             self._rescan()
@@ -237,7 +237,7 @@ class Agent:
                 )
         current = set(names)
         for name in sorted(current - self.known):
-            self.journal.log(Event.LINEAGE_ADDED, f"new lineage {name}", lineage=name)
+            # New to this process only: the pass says "new lineage" if it is new to state.json.
             self.pending.setdefault(name, time.monotonic())
         gone = sorted(self.known - current)
         for name in gone:

@@ -24,6 +24,7 @@ from chainwatch import __version__
 from chainwatch.config import DEFAULT_CONFIG
 from chainwatch.consumer_config import SERVERS
 from chainwatch.errors import ChainwatchError
+from chainwatch.journal import under_journald
 from chainwatch.policy_settings import DEFAULT_STORE, Mode
 
 __all__ = ["main"]
@@ -283,6 +284,13 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _say_error(text: str) -> None:
+    """The one line a failed command prints. Under systemd its stderr is the
+    journal, where "<3>" makes the line err (SyslogLevelPrefix=): a refused
+    start shows under ``journalctl -u chainwatch -p err`` with its reason."""
+    print(f"{'<3>' if under_journald(sys.stderr) else ''}chainwatch: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     parser = _parser()
@@ -293,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _handler(args.command)(args)
     except ChainwatchError as error:
-        print(f"chainwatch: {error}", file=sys.stderr)
+        _say_error(str(error))
         code: int = error.exit_code
         return code
     except BrokenPipeError:
@@ -306,9 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("CHAINWATCH_DEBUG"):
             raise
         # A bug, not bad input: one line for the journal, and how to see more.
-        print(
-            f"chainwatch: internal error: {type(error).__name__}: {error} "
-            "(run with CHAINWATCH_DEBUG=1 for a traceback, and please report it)",
-            file=sys.stderr,
+        _say_error(
+            f"internal error: {type(error).__name__}: {error} "
+            "(run with CHAINWATCH_DEBUG=1 for a traceback, and please report it)"
         )
         return EXIT_SOFTWARE

@@ -206,8 +206,31 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{path}: not valid TOML: {error}") from None
+        raise InputError(_syntax_error(path, text, str(error))) from None
     return _build(document, _Where(path, text), path)
+
+
+_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
+
+
+def _syntax_error(path: Path, text: str, reason: str) -> str:
+    """tomllib's message as ``file:line:column: ...``, like the other mistakes' ``file:line``.
+
+    Python 3.11's tomllib says only "(at end of document)" when the text
+    ends inside a value: that is the end of the last line that has any.
+    """
+    found = _AT.search(reason)
+    if found is None:
+        return f"{path}: not valid TOML: {reason}"
+    if found.group(1):
+        line, column = int(found.group(1)), int(found.group(2))
+        reason = reason[: found.start()]
+    else:
+        lines = text.splitlines() or [""]
+        line = max((n for n, content in enumerate(lines, 1) if content.strip()), default=1)
+        column = len(lines[line - 1]) + 1
+        reason = f"{reason[: found.start()]} (the file ends there)"
+    return f"{path}:{line}:{column}: not valid TOML: {reason}"
 
 
 def output_dir_hint(path: Path | None) -> Path:

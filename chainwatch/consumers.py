@@ -433,10 +433,9 @@ class _Step:
             why_not = self.processor.may_fall_back(name, current, good, until)
             if why_not:
                 self.journal.log(
-                    Event.ERROR,
+                    Event.NOT_ROLLED_BACK,
                     f"not rolled back to version {good}: {why_not}; keeping version {current}",
                     lineage=name,
-                    priority=4,
                 )
                 continue
             fallback[name] = (current, good)
@@ -507,16 +506,12 @@ class _Step:
         )
         reports = self._probe(consumer, names) if consumer.probe else []
         for report in reports:
-            # Another lineage's chain: that name is not this consumer's (info).
-            priority = 6 if report.verdict in (Verdict.OTHER_LINEAGE, Verdict.UNCHECKED) else None
+            # Another lineage's chain is fine: that name is not this consumer's.
             event = Event.PROBE_OK if report.ok else Event.PROBE_FAILED
+            if report.verdict == Verdict.UNCHECKED:
+                event = Event.PROBE_UNCHECKED
             self.journal.log(
-                event,
-                report.message,
-                lineage=report.lineage,
-                consumer=consumer.name,
-                endpoint=report.endpoint,
-                priority=priority,
+                event, report.message, lineage=report.lineage, consumer=consumer.name, endpoint=report.endpoint
             )
         return Check(consumer, tuple(names), result, tuple(reports))
 

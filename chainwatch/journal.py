@@ -13,10 +13,11 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from enum import StrEnum
+from enum import IntEnum, StrEnum
+from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["MESSAGE_IDS", "Event", "Journal", "under_journald"]
+__all__ = ["MESSAGE_IDS", "PRIORITIES", "Event", "Journal", "Priority", "under_journald"]
 
 
 class Event(StrEnum):
@@ -26,8 +27,10 @@ class Event(StrEnum):
     STOPPING = "stopping"
     PUBLISHED = "published"
     UNCHANGED = "unchanged"
+    SERVED_WITH_WARNINGS = "warning"
     REJECTED = "rejected"
     INCONSISTENT = "inconsistent"
+    INCONSISTENT_TOO_LONG = "inconsistent-too-long"
     LINEAGE_ADDED = "lineage-added"
     LINEAGE_REMOVED = "lineage-removed"
     CONFIG_RELOADED = "config-reloaded"
@@ -37,9 +40,12 @@ class Event(StrEnum):
     RELOAD_FAILED = "reload-failed"
     ROLLED_BACK = "rolled-back"
     ROLLED_FORWARD = "rolled-forward"
+    NOT_ROLLED_BACK = "not-rolled-back"
     CONSUMER_RECOVERED = "consumer-recovered"
     PROBE_OK = "probe-ok"
     PROBE_FAILED = "probe-failed"
+    PROBE_UNCHECKED = "probe-unchecked"
+    RECONCILING = "reconciling"
     ERROR = "error"
 
 
@@ -48,8 +54,10 @@ MESSAGE_IDS: dict[Event, str] = {
     Event.STOPPING: "3d5500743f414fa6a967ba177b6e274d",
     Event.PUBLISHED: "8d7fc54f71424686b9e17e6cf230358c",
     Event.UNCHANGED: "47a62111418a41ce9f024eea5277d7b2",
+    Event.SERVED_WITH_WARNINGS: "b1e8887f5f554c8eace5e3ee69d1e9f2",
     Event.REJECTED: "ef3d48921b014650823706cdb529c38b",
     Event.INCONSISTENT: "c6f0dace861040509a9cdda960dc3fbe",
+    Event.INCONSISTENT_TOO_LONG: "f83d5457c8644492b81073dc175f33f8",
     Event.LINEAGE_ADDED: "3974830575ef4ee0a53f8a1212fdea12",
     Event.LINEAGE_REMOVED: "2a425ce053bf4a488380e31d0cdc19ac",
     Event.CONFIG_RELOADED: "4c6122464adf4dca97fea2ff3e1b9554",
@@ -59,30 +67,62 @@ MESSAGE_IDS: dict[Event, str] = {
     Event.RELOAD_FAILED: "87e2e53bd04c41c6a477682bdb51274a",
     Event.ROLLED_BACK: "1a562389a56840f98b952c93d2f5785a",
     Event.ROLLED_FORWARD: "d6464a8f442a4fe5a626417dfbe921bc",
+    Event.NOT_ROLLED_BACK: "a77562de414c445297f7dd4a25a7be0a",
     Event.CONSUMER_RECOVERED: "2291bf3801394ab58266abcced2b46bd",
     Event.PROBE_OK: "fd3f63cbcb1644cca0ebca46b86cfe36",
     Event.PROBE_FAILED: "e1a04481d02d4ea29aeb0016cf09247c",
+    Event.PROBE_UNCHECKED: "992ff6fd75314e4e888b92dba604d24a",
+    Event.RECONCILING: "0d334eac086d40f58e1a84b114bebe6e",
     Event.ERROR: "5bf6db751a324c938e359fb4ced41590",
 }
 
-# syslog priorities: 3 err, 4 warning, 5 notice, 6 info
-_PRIORITY: dict[Event, int] = {
-    Event.REJECTED: 3,
-    Event.RELOAD_FAILED: 3,
-    Event.PROBE_FAILED: 3,
-    Event.ERROR: 3,
-    Event.CONFIG_REJECTED: 3,
-    Event.INCONSISTENT: 4,
-    Event.ROLLED_BACK: 4,
-    Event.ROLLED_FORWARD: 4,
-    Event.RELOAD_SKIPPED: 4,
-    Event.CONSUMER_RECOVERED: 5,
-    Event.LINEAGE_REMOVED: 4,
-    Event.PUBLISHED: 5,
-    Event.RELOADED: 5,
-    Event.CONFIG_RELOADED: 5,
-    Event.LINEAGE_ADDED: 5,
+
+class Priority(IntEnum):
+    """syslog priorities, as ``journalctl -p`` names them."""
+
+    ERR = 3
+    WARNING = 4
+    NOTICE = 5
+    INFO = 6
+
+
+PRIORITIES: dict[Event, Priority] = {
+    # A refusal or a failure: something is not as it should be now.
+    Event.REJECTED: Priority.ERR,
+    Event.INCONSISTENT_TOO_LONG: Priority.ERR,
+    Event.CONFIG_REJECTED: Priority.ERR,
+    Event.RELOAD_FAILED: Priority.ERR,
+    Event.ROLLED_BACK: Priority.ERR,
+    Event.ROLLED_FORWARD: Priority.ERR,
+    Event.ERROR: Priority.ERR,
+    # Served, but someone should look.
+    Event.SERVED_WITH_WARNINGS: Priority.WARNING,
+    Event.LINEAGE_REMOVED: Priority.WARNING,
+    Event.RELOAD_SKIPPED: Priority.WARNING,
+    Event.NOT_ROLLED_BACK: Priority.WARNING,
+    Event.PROBE_FAILED: Priority.WARNING,
+    Event.RECONCILING: Priority.WARNING,
+    # Worth knowing, nothing to do.
+    Event.PUBLISHED: Priority.NOTICE,
+    Event.LINEAGE_ADDED: Priority.NOTICE,
+    Event.CONFIG_RELOADED: Priority.NOTICE,
+    Event.RELOADED: Priority.NOTICE,
+    Event.CONSUMER_RECOVERED: Priority.NOTICE,
+    Event.PROBE_UNCHECKED: Priority.NOTICE,
+    # Routine.
+    Event.STARTED: Priority.INFO,
+    Event.STOPPING: Priority.INFO,
+    Event.UNCHANGED: Priority.INFO,
+    Event.INCONSISTENT: Priority.INFO,
+    Event.PROBE_OK: Priority.INFO,
 }
+"""One priority per event, stated in the event's catalog entry too: an event
+that could be routine or trouble is two events."""
+
+UNIT = "chainwatch.service"
+JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
+LOG_ENV = "CHAINWATCH_LOG"
+"""``CHAINWATCH_LOG=stderr``: a command writes its events on stderr only, even with journald running."""
 
 
 def under_journald(stream: TextIO = sys.stderr) -> bool:
@@ -98,9 +138,20 @@ def under_journald(stream: TextIO = sys.stderr) -> bool:
 
 
 class Journal:
-    """Where events go: the journal's native protocol, or lines on a stream."""
+    """Where events go: the journal's native protocol, lines on a stream, or both.
 
-    def __init__(self, stream: TextIO | None = None, *, native: bool | None = None) -> None:
+    ``echo``: with the journal, events at this priority or worse are also
+    written on the stream (None: none are).
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        native: bool | None = None,
+        echo: Priority | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self._send: Callable[..., None] | None = None
         if native is None:
@@ -111,8 +162,33 @@ class Journal:
                 self._send = importlib.import_module("systemd.journal").send
             except ImportError:
                 self._send = None
+        self.echo = echo
+        self.fields = dict(fields or {})
+        """Added to every entry sent to the journal."""
         self._holding = 0
         self._held: list[tuple[str, dict[str, Any], str]] = []
+
+    @classmethod
+    def for_command(cls, stream: TextIO | None = None) -> Journal:
+        """For a command run outside the unit (``sync``, certbot's deploy hook).
+
+        With journald running, events go to the journal as the agent's own
+        would, with ``OBJECT_SYSTEMD_UNIT=chainwatch.service``: ``journalctl -u``
+        shows entries carrying it when root sent them ("messages from authorized
+        daemons about this service"). On a terminal every event is also printed
+        there; on a pipe (certbot captures a hook's stderr and calls any of it
+        "error output") only warnings and worse are. Without journald, or with
+        ``CHAINWATCH_LOG=stderr``, every event goes to the stream as before.
+        """
+        stream = stream or sys.stderr
+        if os.environ.get(LOG_ENV) == "stderr" or not JOURNAL_SOCKET.exists():
+            return cls(stream, native=False)
+        try:
+            terminal = stream.isatty()
+        except (OSError, ValueError):
+            terminal = False
+        echo = Priority.INFO if terminal else Priority.WARNING
+        return cls(stream, native=True, echo=echo, fields={"OBJECT_SYSTEMD_UNIT": UNIT})
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -148,14 +224,16 @@ class Journal:
         lineage: str | None = None,
         dropped: Iterable[str] = (),
         version: int | None = None,
-        priority: int | None = None,
         **extra: Any,
     ) -> None:
-        """Record one event; ``extra`` become ``CHAINWATCH_<NAME>`` fields."""
-        level = priority if priority is not None else _PRIORITY.get(event, 6)
+        """Record one event at its priority; ``extra`` become ``CHAINWATCH_<NAME>`` fields.
+
+        A lineage's events name it in MESSAGE: with several lineages, plain
+        ``journalctl -u chainwatch`` must say which one each line is about.
+        """
         fields: dict[str, Any] = {
             "MESSAGE_ID": MESSAGE_IDS[event],
-            "PRIORITY": str(level),
+            "PRIORITY": str(int(PRIORITIES[event])),
             "SYSLOG_IDENTIFIER": "chainwatch",
             "CHAINWATCH_EVENT": str(event),
         }
@@ -175,10 +253,15 @@ class Journal:
             self._write(message, fields, moment)
 
     def _write(self, message: str, fields: dict[str, Any], moment: str) -> None:
-        if self._send is not None:
-            self._send(message, **fields)
-            return
         lineage = fields.get("CHAINWATCH_LINEAGE")
+        if self._send is not None:
+            try:
+                self._send(f"{lineage}: {message}" if lineage else message, **fields, **self.fields)
+            except OSError:
+                pass  # journald went away: the line goes to the stream below, not nowhere
+            else:
+                if self.echo is None or int(fields["PRIORITY"]) > self.echo:
+                    return
         where = f" {lineage}:" if lineage else ":"
         self.stream.write(f"{moment} chainwatch {fields['CHAINWATCH_EVENT']}{where} {message}\n")
         self.stream.flush()

@@ -56,6 +56,7 @@ __all__ = [
 # built to make us work (cross-sign meshes), and we refuse it rather than
 # guess. Go's verifier bounds its signature checks the same way.
 MAX_PATH_STEPS = 10_000
+_SECOND = dt.timedelta(seconds=1)
 
 
 class Role(StrEnum):
@@ -375,7 +376,8 @@ class _Judge:
                 (
                     edge
                     for cert in met
-                    for edge in (cert.not_before, cert.not_after + dt.timedelta(seconds=1))
+                    # ... or starts expiring soon: status and the journal warn from then on.
+                    for edge in (cert.not_before, cert.not_after - self._warn_before(cert), cert.not_after + _SECOND)
                     if edge > self.at
                 ),
                 default=None,
@@ -578,17 +580,20 @@ class _Judge:
                     return f"{prefix}: {cert.short_subject} {_validity_detail(cert, self.at).removeprefix('it ')}"
         return prefix
 
+    def _warn_before(self, cert: Cert) -> dt.timedelta:
+        """How long before its expiry a served certificate is "expiring soon"."""
+        if cert == self.leaf:
+            # Short-lived certificates (6 days) are renewed at a third of
+            # their life; warning for their whole life would teach people
+            # to ignore the warning.
+            return min(self.policy.horizon, (cert.not_after - cert.not_before) / 3)
+        return self.policy.horizon
+
     def _expiring(self, chain: tuple[Cert, ...], kept: set[Cert]) -> list[ChainWarning]:
         horizon = self.policy.horizon
         soon: dict[Cert, str] = {}
         for cert in chain:
-            limit = horizon
-            if cert == self.leaf:
-                # Short-lived certificates (6 days) are renewed at a third of
-                # their life; warning for their whole life would teach people
-                # to ignore the warning.
-                limit = min(horizon, (cert.not_after - cert.not_before) / 3)
-            if cert.valid_at(self.at) and cert.not_after - self.at <= limit:
+            if cert.valid_at(self.at) and cert.not_after - self.at <= self._warn_before(cert):
                 soon[cert] = "served"
         for store in self.stores:
             paths = self._valid_paths(store, kept)

@@ -189,12 +189,17 @@ class Processor:
         message = f"internal error, not published: {type(error).__name__}: {error}; {self._serving(name)}"
         record_error(record, "internal", message, now)
         trace = "".join(traceback.format_exception(error))
-        self.journal.log(Event.ERROR, message, lineage=name, priority=3, traceback=trace)
+        self.journal.log(Event.ERROR, message, lineage=name, traceback=trace)
         return Outcome(name, Event.REJECTED, message, recheck_at=now + backoff(record.get("error")))
 
     def _prepare(self, name: str, now: dt.datetime) -> Outcome | _Ready:
+        # Said once per lineage: state.json remembers it across restarts and upgrades.
+        known = self.state.has_lineage(name)
         record = self.state.lineage(name)
-        record.pop("removed", None)
+        if not known:
+            self.journal.log(Event.LINEAGE_ADDED, f"new lineage, from {self.sources.where(name)}", lineage=name)
+        elif record.pop("removed", None):
+            self.journal.log(Event.LINEAGE_ADDED, f"back, from {self.sources.where(name)}", lineage=name)
         try:
             content = self.sources.read(name)
         except Inconsistent as problem:
@@ -317,11 +322,14 @@ class Processor:
             event, message = Event.UNCHANGED, f"unchanged, serving version {current}"
         else:
             record["published_at"] = now_iso(now)
-            summary = ", ".join(f"{_name(v.cert)} ({v.reason})" for v in decision.dropped) or "nothing"
-            event, message = Event.PUBLISHED, f"published version {written}; dropped {summary}"
+            summary = ", ".join(f"{_name(v.cert)} ({v.reason})" for v in decision.dropped)
+            event, message = (
+                Event.PUBLISHED,
+                f"published version {written}; " + (f"dropped {summary}" if summary else "nothing dropped"),
+            )
             dropped = [v.cert.sha256 for v in decision.dropped]
             self.journal.log(event, message, lineage=name, dropped=dropped, version=written)
-        self._settle_status(record, decision, now)
+        self._settle_status(name, record, decision, now)
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in item.files.items()}
         # _prepare regrouped the kept versions; the new one was made for this group.
         record["key_group"] = self.publisher.gid
@@ -345,7 +353,7 @@ class Processor:
             problem = self.state.load()
             with self.journal.held():
                 if problem:
-                    self.journal.log(Event.ERROR, problem, priority=4)
+                    self.journal.log(Event.RECONCILING, problem)
                 try:
                     yield
                 finally:
@@ -395,7 +403,7 @@ class Processor:
         version = self.publisher.current_version(name)
         decision = self.judge_version(name, version) if version is not None else None
         if decision is not None:
-            self._settle_status(self.state.lineage(name), decision, self.clock())
+            self._settle_status(name, self.state.lineage(name), decision, self.clock())
 
     def serve(self, name: str, version: int) -> None:
         """Point ``live/NAME`` at an already published ``version`` (a rollback, a
@@ -416,7 +424,7 @@ class Processor:
         record["published_at"] = str(meta.get("published_at") or now_iso(now))
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
-        self._settle_status(record, decision, now)
+        self._settle_status(name, record, decision, now)
 
     def removed(self, name: str) -> None:
         """A lineage directory vanished: say so, keep what is published."""
@@ -518,11 +526,22 @@ class Processor:
         record["validating_stores"] = list(decision.validating_stores)
         record.setdefault("published_at", now_iso(now))
 
-    def _settle_status(self, record: LineageRecord, decision: Decision, now: dt.datetime) -> None:
+    def _settle_status(self, name: str, record: LineageRecord, decision: Decision, now: dt.datetime) -> None:
         status = "warning" if decision.warnings else "ok"
         message = "; ".join(w.message for w in decision.warnings) or "serving the sanitized chain"
         if record.get("status") != status or record.get("message") != message:
             record["since"] = now_iso(now)
+            if status == "warning":
+                # What `status` now calls a warning, the journal says at warning
+                # too: when it begins or changes, not at every pass.
+                version = record.get("version")
+                self.journal.log(
+                    Event.SERVED_WITH_WARNINGS,
+                    f"version {version} is served with warnings: {message}",
+                    lineage=name,
+                    version=version,
+                    warnings=" ".join(str(w.code) for w in decision.warnings),
+                )
         record["status"], record["message"], record["error"] = status, message, None
 
     def _inconsistent(self, name: str, record: LineageRecord, reason: str, now: dt.datetime) -> Outcome:
@@ -533,11 +552,11 @@ class Processor:
         if overdue:
             message = f"inconsistent for {int((now - since).total_seconds())} s: {reason}; {serving}"
             record_error(record, "inconsistent", message, now)
-            self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=3)
+            self.journal.log(Event.INCONSISTENT_TOO_LONG, message, lineage=name)
             recheck = None
         else:
             message = f"{reason}; waiting for {self.sources.client(name)} to finish"
-            self.journal.log(Event.INCONSISTENT, message, lineage=name, priority=6)
+            self.journal.log(Event.INCONSISTENT, message, lineage=name)
             recheck = since + INCONSISTENT_GRACE
         return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
 

@@ -22,6 +22,11 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
 
+# Commands run by host tests say their events on stderr, where the tests read
+# them, and never into the journal of the machine running the tests. (The
+# booted containers' tests unset it inside the container.)
+os.environ["CHAINWATCH_LOG"] = "stderr"
+
 VECTORS = Path(__file__).parent / "vectors"
 DEBIAN12_STORE = VECTORS / "stores" / "ca-certificates.crt"
 """Debian 12's ca-certificates 20230311+deb12u1, frozen (see SOURCES.md): the

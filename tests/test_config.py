@@ -97,7 +97,11 @@ reload_timeout_s = 5
             "[[consumer]]\nname='a'\nunit='a.service'\n[[consumer]]\nname='b'\nunit='b'\nprobe = 'imaps://x'\n",
             ":7: [[consumer]] #2 probe: expected a list of strings",
         ),
-        ("[watch\n", ": not valid TOML: "),
+        ("[watch\n", ":1:7: not valid TOML: Expected ']' at the end of a table declaration"),
+        ("[watch]\nsettle_ms = 1 2\n", ":2:15: not valid TOML: "),
+        # Python 3.11's tomllib says only "at end of document": the place is the end of the last line.
+        ("[policy]\ntrust_stores = [\n  '/a.pem',\n\n", ":3:12: not valid TOML: Invalid value (the file ends there)"),
+        ('[watch]\nlive_dir = """/x', ":2:17: not valid TOML: Unterminated string (the file ends there)"),
     ],
 )
 def test_mistakes_give_one_line_naming_the_key_and_line(tmp_path: Path, text: str, message: str) -> None:

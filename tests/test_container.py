@@ -451,7 +451,7 @@ def test_3e_a_reload_that_fails_with_the_new_set_rolls_back_to_the_last_good_one
             assert (consumer["last_reload"]["via"], consumer["last_reload"]["result"]) == ("dbus", "reloaded"), consumer
             assert [(p["verdict"], p["version"]) for p in consumer["probes"]] == [("serves", version)], consumer
             rolled = [e for e in host.events("rolled-back") if e["CHAINWATCH_VERSION"] == str(version)]
-            assert rolled and rolled[-1]["PRIORITY"] == "4", rolled
+            assert rolled and rolled[-1]["PRIORITY"] == "3", rolled
             assert f"failed with version {version + 1}" in rolled[-1]["MESSAGE"]
             status = host.status()
             print(f"--- chainwatch status after a rollback ---\n{status.stdout}--- end ---")
@@ -461,14 +461,17 @@ def test_3e_a_reload_that_fails_with_the_new_set_rolls_back_to_the_last_good_one
 
         # New input from certbot that Dovecot accepts: published over the rejected one, and served.
         fixed = host.issue_and_renew("fixed")
+        # The last known good is recorded when the consumers' step has accepted
+        # the version, after the pass's first save made status ok: wait for both.
         host.wait(
             lambda: (
                 host.link() == f"../versions/{NAME}/{version + 2}"
                 and host.served() == host.expected(fixed)
                 and host.status().returncode == 0
+                and host.lineage().get("good") == version + 2
             ),
             timeout=60,
-            what="the fixed renewal published, served, and status ok",
+            what="the fixed renewal published, served, status ok, and recorded as the last known good",
         )
         lineage = host.lineage()
         assert (lineage["status"], lineage.get("pending"), lineage["good"]) == ("ok", None, version + 2), lineage
@@ -478,7 +481,88 @@ def test_3e_a_reload_that_fails_with_the_new_set_rolls_back_to_the_last_good_one
         host.box.sh(f"rm -rf {DOVECOT_DROPIN} && systemctl daemon-reload")
 
 
-def test_3h_explain_of_the_watched_lineage_agrees_with_status(host: Host) -> None:
+def test_3f_a_chain_a_configured_store_does_not_validate_is_a_warning_in_the_journal_naming_the_lineage(
+    host: Host,
+) -> None:
+    # Debian's own store has never heard of the test CA: the served chain is incomplete for it.
+    both = '["/srv/x/store.pem", "/etc/ssl/certs/ca-certificates.crt"]'
+    host.box.run(
+        "sh", "-c", "cat > /etc/chainwatch/chainwatch.toml", input=CONFIG.replace('["/srv/x/store.pem"]', both)
+    )
+    before = host.main_pid()
+    host.box.run("systemctl", "restart", "chainwatch")
+    host.wait_for_new_agent(before, timeout=30, what="chainwatch restarted with a second trust store")
+    try:
+        version = host.version()
+        said = f"{NAME}: version {version} is served with warnings: clients using ca-certificates.crt cannot validate"
+        host.wait(
+            lambda: said in host.box.run("journalctl", "-u", "chainwatch", "-p", "warning", "--no-pager").stdout,
+            what="the warning under journalctl -u chainwatch -p warning",
+        )
+        assert host.status().returncode == 1  # the journal and status agree: a warning
+        # The README's recipe for one lineage: -u and a field match together.
+        one = ["journalctl", "-u", "chainwatch", "-p", "warning", "--no-pager"]
+        assert said in host.box.run(*one, f"CHAINWATCH_LINEAGE={NAME}").stdout
+        assert said not in host.box.run(*one, "CHAINWATCH_LINEAGE=other.example.test", check=False).stdout
+        explained = host.box.run("journalctl", "-x", "-u", "chainwatch", "-p", "warning", "--no-pager").stdout
+        assert f"{NAME} is served with warnings" in explained  # the catalog's subject, with the lineage
+        assert "Priority: warning" in explained
+        # Restarts, reinstalls and reloads happened before this test: the lineage was new once.
+        assert [e["MESSAGE"] for e in host.events("lineage-added")] == [
+            f"{NAME}: new lineage, from /etc/letsencrypt/live/{NAME}/fullchain.pem"
+        ]
+    finally:
+        host.configure()
+    host.wait(lambda: host.status().returncode == 0, what="status ok again with the usual store")
+
+
+def test_3g_a_deploy_hook_pass_is_in_the_journal_under_journalctl_u_chainwatch_and_certbot_sees_no_error_output(
+    host: Host,
+) -> None:
+    # A host without the agent, certbot running the packaged hook with its output on pipes.
+    host.box.run("systemctl", "stop", "chainwatch")
+    try:
+        version = host.version()
+        renewed = host.issue_and_renew("hooked")
+        hook = host.box.run(
+            "env", "-u", "CHAINWATCH_LOG", f"RENEWED_LINEAGE=/etc/letsencrypt/live/{NAME}",
+            "/usr/share/chainwatch/certbot-deploy-hook",
+        )  # fmt: skip
+        assert (hook.stdout, hook.stderr) == ("chainwatch sync: 1 published\n", ""), hook
+        assert host.link() == f"../versions/{NAME}/{version + 1}"
+        text = host.journal_of("chainwatch")
+        assert f"{NAME}: published version {version + 1}; " in text
+        (entry,) = [e for e in host.events("published") if e.get("CHAINWATCH_VERSION") == str(version + 1)]
+        assert entry.get("_SYSTEMD_UNIT") != "chainwatch.service"  # the hook's pass, not the agent's
+        assert (entry["_UID"], entry["OBJECT_SYSTEMD_UNIT"]) == ("0", "chainwatch.service")
+        assert any(e["MESSAGE"].startswith("dovecot reloaded via") for e in host.events("reloaded")[-1:])
+        host.wait(lambda: host.served() == host.expected(renewed), what="dovecot serving what the hook published")
+        # Run by hand on a terminal, a pass prints its lines there as well as to the journal.
+        host.issue_and_renew("by-hand")
+        typed = host.box.run("script", "-qec", "env -u CHAINWATCH_LOG chainwatch sync", "/dev/null")
+        assert f" chainwatch published {NAME}: published version {version + 2}; " in typed.stdout, typed
+        assert f"{NAME}: published version {version + 2}; " in host.journal_of("chainwatch")
+    finally:
+        host.box.run("systemctl", "start", "chainwatch")
+    host.wait(lambda: host.active_state() == "active", what="the agent running again")
+
+
+def test_3h_an_agent_that_cannot_start_on_a_toml_syntax_error_says_at_err_where_the_error_is(host: Host) -> None:
+    broken = CONFIG + '[[consumer]]\nname = "x"\nprobe = [\n'  # the file ends inside the list, line 9
+    host.box.run("sh", "-c", "cat > /etc/chainwatch/chainwatch.toml", input=broken)
+    said = "chainwatch: /etc/chainwatch/chainwatch.toml:9:10: not valid TOML: Invalid value (the file ends there)"
+    try:
+        host.box.run("systemctl", "restart", "chainwatch", check=False)
+        host.wait(
+            lambda: said in host.box.run("journalctl", "-u", "chainwatch", "-p", "err", "--no-pager").stdout,
+            what="the refused start's reason under journalctl -u chainwatch -p err",
+        )
+    finally:
+        host.box.run("systemctl", "reset-failed", "chainwatch", check=False)
+        host.configure()
+
+
+def test_3i_explain_of_the_watched_lineage_agrees_with_status(host: Host) -> None:
     # Run as the admin runs it: the installed command, the default configuration file, the lineage's name.
     (lineage,) = json.loads(host.box.run("chainwatch", "status", NAME, "--json").stdout)["lineages"]
     explained = json.loads(host.box.run("chainwatch", "explain", NAME, "--json").stdout)

@@ -198,7 +198,7 @@ def test_a_last_good_set_whose_leaf_has_expired_is_never_rolled_back_to(ws: Work
     assert events(synced.stderr, "rolled-back") == []
     assert any(
         "not rolled back to version 1: version 1's leaf expires on" in line and "keeping version 2" in line
-        for line in events(synced.stderr, "error")
+        for line in events(synced.stderr, "not-rolled-back")
     ), synced.stderr
     assert served_version(ws) == 2
     assert lineage_state(ws).get("pending") is None

@@ -76,7 +76,7 @@ def sync(args: argparse.Namespace) -> int:
     for name in names:
         if not valid_lineage_name(name):
             raise InputError(f"{name!r}: not a lineage name")
-    processor = Processor(config, Journal())
+    processor = Processor(config, Journal.for_command())
     with processor.exclusive():
         outcomes = processor.process_batch(names or processor.sources.names())
         processor.checkpoint()
