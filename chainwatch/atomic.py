@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import grp
 import os
-import secrets
 import signal
 import stat
 import sys
@@ -117,7 +116,9 @@ def write_in(
     gid: int | None = None,
 ) -> None:
     """Write ``name`` inside an open directory atomically (no directory fsync: callers batch it)."""
-    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+    # os.urandom, not secrets: the same bytes, without importing random, hashlib and hmac
+    # into every command that saves state.
+    temporary = f".{name}.{os.urandom(6).hex()}.tmp"
     try:
         create_in(dir_fd, temporary, data, mode, gid)
         os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

@@ -58,9 +58,20 @@ class Cert:
     from a chain and from a trust store is one value.
     """
 
-    def __init__(self, certificate: x509.Certificate, der: bytes | None = None) -> None:
-        self.x509 = certificate
-        self.der = der if der is not None else certificate.public_bytes(serialization.Encoding.DER)
+    def __init__(self, certificate: x509.Certificate | None, der: bytes | None = None) -> None:
+        if der is None:
+            if certificate is None:
+                raise TypeError("Cert needs a certificate or its DER encoding")
+            der = certificate.public_bytes(serialization.Encoding.DER)
+        self._x509 = certificate
+        self.der = der
+
+    @property
+    def x509(self) -> x509.Certificate:
+        """cryptography's certificate, parsed when first asked for (see :meth:`deferred`)."""
+        if self._x509 is None:
+            self._x509 = _load(self.der)
+        return self._x509
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Cert) and other.der == self.der
@@ -81,6 +92,20 @@ class Cert:
         for every lineage. Cert is never changed after parsing, so sharing is safe.
         """
         return _parse(der)
+
+    @classmethod
+    def deferred(cls, der: bytes) -> Cert:
+        """A certificate whose full parse waits until something beyond its DER fields is asked.
+
+        For trust stores: a chain meets two or three of a bundle's ~150
+        anchors, found by subject and fingerprint, which need no parse. The
+        shape is checked now (subject, issuer and key sliced out), so a block
+        that is not a certificate at all is still refused when the bundle is read;
+        :meth:`TrustStore.named` reports one cryptography refuses later.
+        """
+        cert = cls(None, der)
+        cert.identity  # noqa: B018 - slices the fields; raises ValueError if they are not there
+        return cert
 
     @cached_property
     def sha256(self) -> str:
@@ -207,8 +232,12 @@ class Cert:
 
 @lru_cache(maxsize=1024)
 def _parse(der: bytes) -> Cert:
+    return Cert(_load(der), der)
+
+
+def _load(der: bytes) -> x509.Certificate:
     with warnings.catch_warnings():
         # Real trust bundles hold a few old roots that newer cryptography
         # frowns upon (negative serials); they still verify fine.
         warnings.simplefilter("ignore")
-        return Cert(x509.load_der_x509_certificate(der), der)
+        return x509.load_der_x509_certificate(der)
