@@ -113,10 +113,25 @@ class Cert:
 
     @cached_property
     def _tbs_fields(self) -> list[bytes]:
-        # issuer, validity, subject, subjectPublicKeyInfo, as encoded and signed
-        tbs = der.children(der.value(self.der, 0x30))[0]
-        fields = der.children(der.value(tbs, 0x30))
-        return fields[3:7] if fields[0][0] == 0xA0 else fields[2:6]
+        # issuer, validity, subject, subjectPublicKeyInfo, as encoded and signed.
+        # Walked by offsets and stopped after the key: a trust store slices
+        # ~150 certificates at load, and copies of each level cost more than the walk.
+        encoded = self.der
+        _, start, _ = der.tlv(encoded, 0)
+        tag, offset, end = der.tlv(encoded, start)
+        if tag != 0x30:
+            raise ValueError("unexpected DER tag")
+        bounds: list[tuple[int, int]] = []
+        while offset < end and len(bounds) < 7:
+            _, _, next_offset = der.tlv(encoded, offset)
+            if next_offset > end:
+                raise ValueError("truncated DER")
+            bounds.append((offset, next_offset))
+            offset = next_offset
+        chosen = bounds[3:7] if bounds and encoded[bounds[0][0]] == 0xA0 else bounds[2:6]
+        if len(chosen) != 4:
+            raise ValueError("not a certificate: too few fields")
+        return [encoded[first:last] for first, last in chosen]
 
     @cached_property
     def subject_der(self) -> bytes:
