@@ -13,7 +13,8 @@ fullchain.pem and privkey.pem by SNI, as Dovecot or Postfix would after a
 reload). The probes are the real ones: `openssl s_client` per endpoint and
 name, 200 in all. Floor: the same 200 `openssl s_client` handshakes, run
 through a thread pool as wide as chainwatch's (PROBE_WORKERS), with nothing
-judged. Target (issue 13): the step <= 5 s for 100 lineages x 2 endpoints.
+judged. Target (issue 13): the step <= 5 s for 100 lineages x 2 endpoints, every
+handshake made (a round stops asking at its deadline: the count is shown).
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chainwatch.certificate import Cert  # noqa: E402
 from chainwatch.commands.service import _AfterBatch  # noqa: E402
 from chainwatch.config import load_config  # noqa: E402
 from chainwatch.consumers import PROBE_WORKERS  # noqa: E402
 from chainwatch.journal import Journal  # noqa: E402
+from chainwatch.probe import Endpoint  # noqa: E402
 from chainwatch.reconcile import Processor  # noqa: E402
 from tests.certbot_tree import CertbotTree, issued  # noqa: E402
 from tests.pki import CA, pem  # noqa: E402
@@ -143,13 +146,24 @@ def main() -> int:
                 config.write(f'[[consumer]]\nname = "bench"\nreload_command = ["true"]\nprobe = [{probes}]\n')
             processor = Processor(load_config(config_path, required=True), Journal(io.StringIO()))
             hook = _AfterBatch()
-            steps, floors = [], []
+            # The real fetch, counted: a round stops asking at its deadline, so
+            # the step's time means something only with how many were asked.
+            real_fetch, asked = hook.consumers.fetch, [0]
+
+            def counted(endpoint: Endpoint, server_name: str | None, timeout: float) -> list[Cert]:
+                asked[0] += 1
+                return real_fetch(endpoint, server_name, timeout)
+
+            hook.consumers.fetch = counted
+            steps, floors, handshakes = [], [], []
 
             def step() -> None:
+                asked[0] = 0
                 with processor.exclusive():
                     hook(processor, outcomes)
                     record = processor.state.consumer("bench")
                 assert record.get("state") == "ok", record
+                handshakes.append(asked[0])
 
             def floor() -> None:
                 tasks = [(port, name) for port in (one, two) for name in names]
@@ -162,13 +176,15 @@ def main() -> int:
                     job()
                     samples.append(time.monotonic() - started)
     ours, base = statistics.median(steps), statistics.median(floors)
-    met = ours <= TARGET_S
+    everyone = min(handshakes) >= 2 * len(names)
+    met = ours <= TARGET_S and everyone
     print(f"in process, medians of {args.rounds}, alternated with the floor")
     print(
         f"after-batch step, {args.lineages} lineages x 2 endpoints: {ours:.2f} s   floor ({len(names) * 2} "
         f"openssl s_client, {PROBE_WORKERS} at a time): {base:.2f} s   ratio {ours / base:.2f}x   "
         f"target <= {TARGET_S:g} s: {'met' if met else 'MISSED'}"
     )
+    print(f"handshakes the step made, per round: {handshakes} of {2 * len(names)} (a round stops at its deadline)")
     return 0 if met else 1
 
 
