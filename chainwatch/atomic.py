@@ -8,14 +8,13 @@ symlink planted by someone else is never written through.
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import grp
 import os
-import secrets
 import signal
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from chainwatch.errors import ChainwatchError
@@ -34,7 +33,25 @@ __all__ = [
     "write_in",
 ]
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+@functools.cache
+def _syncfs() -> Callable[[int], int]:
+    """libc's syncfs(2), which Python's os module lacks.
+
+    Loaded at the first flush: ctypes costs every command that only reads
+    state (status, check-config, consumer-config) a few milliseconds to import.
+    """
+    import ctypes  # noqa: PLC0415 - see above
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = libc.syncfs
+
+    def syncfs(fd: int) -> int:
+        if call(fd) == 0:
+            return 0
+        return ctypes.get_errno()
+
+    return syncfs
 
 
 class UnsafePathError(ChainwatchError):
@@ -118,8 +135,8 @@ def syncfs(path: Path) -> None:
     """
     with open_dir(path) as fd:
         sys.audit("chainwatch.syncfs", fd)
-        if _libc.syncfs(fd) != 0:
-            error = ctypes.get_errno()
+        error = _syncfs()(fd)
+        if error:
             raise OSError(error, os.strerror(error), str(path))
 
 
@@ -131,7 +148,9 @@ def write_in(
     gid: int | None = None,
 ) -> None:
     """Write ``name`` inside an open directory atomically (no directory fsync: callers batch it)."""
-    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+    # os.urandom, not secrets: the same bytes, without importing random, hashlib and hmac
+    # into every command that saves state.
+    temporary = f".{name}.{os.urandom(6).hex()}.tmp"
     try:
         create_in(dir_fd, temporary, data, mode, gid)
         os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

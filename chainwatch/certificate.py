@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # the name is newer than Debian 12's cryptography 38
 __all__ = ["Cert", "load_public_key", "short_name"]
 
 _UTC = dt.UTC
+_BASIC_CONSTRAINTS = bytes.fromhex("0603551d13")  # 2.5.29.19
+_KEY_USAGE = bytes.fromhex("0603551d0f")  # 2.5.29.15
 
 
 def _utc(naive_or_aware: dt.datetime) -> dt.datetime:
@@ -58,9 +60,20 @@ class Cert:
     from a chain and from a trust store is one value.
     """
 
-    def __init__(self, certificate: x509.Certificate, der: bytes | None = None) -> None:
-        self.x509 = certificate
-        self.der = der if der is not None else certificate.public_bytes(serialization.Encoding.DER)
+    def __init__(self, certificate: x509.Certificate | None, der: bytes | None = None) -> None:
+        if der is None:
+            if certificate is None:
+                raise TypeError("Cert needs a certificate or its DER encoding")
+            der = certificate.public_bytes(serialization.Encoding.DER)
+        self._x509 = certificate
+        self.der = der
+
+    @property
+    def x509(self) -> x509.Certificate:
+        """cryptography's certificate, parsed when first asked for (see :meth:`deferred`)."""
+        if self._x509 is None:
+            self._x509 = _load(self.der)
+        return self._x509
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Cert) and other.der == self.der
@@ -82,16 +95,45 @@ class Cert:
         """
         return _parse(der)
 
+    @classmethod
+    def deferred(cls, der: bytes) -> Cert:
+        """A certificate whose full parse waits until something beyond its DER fields is asked.
+
+        For trust stores: a chain meets two or three of a bundle's ~150
+        anchors, found by subject and fingerprint, which need no parse. The
+        shape is checked now (subject, issuer and key sliced out), so a block
+        that is not a certificate at all is still refused when the bundle is read;
+        :meth:`TrustStore.named` reports one cryptography refuses later.
+        """
+        cert = cls(None, der)
+        cert.identity  # noqa: B018 - slices the fields; raises ValueError if they are not there
+        return cert
+
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.der).hexdigest()
 
     @cached_property
     def _tbs_fields(self) -> list[bytes]:
-        # issuer, validity, subject, subjectPublicKeyInfo, as encoded and signed
-        tbs = der.children(der.value(self.der, 0x30))[0]
-        fields = der.children(der.value(tbs, 0x30))
-        return fields[3:7] if fields[0][0] == 0xA0 else fields[2:6]
+        # issuer, validity, subject, subjectPublicKeyInfo, as encoded and signed.
+        # Walked by offsets and stopped after the key: a trust store slices
+        # ~150 certificates at load, and copies of each level cost more than the walk.
+        encoded = self.der
+        _, start, _ = der.tlv(encoded, 0)
+        tag, offset, end = der.tlv(encoded, start)
+        if tag != 0x30:
+            raise ValueError("unexpected DER tag")
+        bounds: list[tuple[int, int]] = []
+        while offset < end and len(bounds) < 7:
+            _, _, next_offset = der.tlv(encoded, offset)
+            if next_offset > end:
+                raise ValueError("truncated DER")
+            bounds.append((offset, next_offset))
+            offset = next_offset
+        chosen = bounds[3:7] if bounds and encoded[bounds[0][0]] == 0xA0 else bounds[2:6]
+        if len(chosen) != 4:
+            raise ValueError("not a certificate: too few fields")
+        return [encoded[first:last] for first, last in chosen]
 
     @cached_property
     def subject_der(self) -> bytes:
@@ -170,6 +212,54 @@ class Cert:
         A version 1 certificate has no extensions; old roots are like that,
         so a self-named v1 certificate counts as a CA.
         """
+        try:
+            return self._is_ca_from_der()
+        except ValueError:
+            return self._is_ca_by_library()  # anything unusual: cryptography decides, or raises, as before
+
+    def _is_ca_from_der(self) -> bool:
+        # cryptography builds a Python object for every extension when one is
+        # asked for (0.05-0.2 ms a certificate, most of a trim); the two
+        # answers needed here are a few bytes of DER.
+        encoded = self.der
+        _, start, _ = der.tlv(encoded, 0)
+        _, offset, end = der.tlv(encoded, start)
+        version, extensions = 0, b""
+        while offset < end:
+            tag, first, last = der.tlv(encoded, offset)
+            if tag == 0xA0:
+                version = int.from_bytes(der.value(encoded[first:last], 0x02), "big")
+            elif tag == 0xA3:
+                extensions = encoded[first:last]
+            offset = last
+        if version == 0:
+            return self.names_itself
+        if version != 2:
+            raise ValueError("not version 3")
+        found: dict[bytes, bytes] = {}
+        for extension in der.children(der.value(extensions, 0x30)) if extensions else []:
+            parts = der.children(der.value(extension, 0x30))
+            if parts[0] in found:
+                raise ValueError("duplicate extension")  # cryptography refuses the certificate
+            found[parts[0]] = der.value(parts[-1], 0x04)
+        constraints = found.get(_BASIC_CONSTRAINTS)
+        if constraints is None:
+            return False
+        fields = der.children(der.value(constraints, 0x30))
+        if not fields or fields[0][0] != 0x01:
+            return False  # cA absent: DEFAULT FALSE
+        flag = der.value(fields[0], 0x01)
+        if flag not in (b"\x00", b"\xff"):
+            raise ValueError("not a DER boolean")
+        if flag == b"\x00":
+            return False
+        usage = found.get(_KEY_USAGE)
+        if usage is None:
+            return True
+        bits = der.value(usage, 0x03)
+        return len(bits) > 1 and bool(bits[1] & 0x04)  # keyCertSign is bit 5
+
+    def _is_ca_by_library(self) -> bool:
         if self.x509.version == x509.Version.v1:
             return self.names_itself
         try:
@@ -207,8 +297,12 @@ class Cert:
 
 @lru_cache(maxsize=1024)
 def _parse(der: bytes) -> Cert:
+    return Cert(_load(der), der)
+
+
+def _load(der: bytes) -> x509.Certificate:
     with warnings.catch_warnings():
         # Real trust bundles hold a few old roots that newer cryptography
         # frowns upon (negative serials); they still verify fine.
         warnings.simplefilter("ignore")
-        return Cert(x509.load_der_x509_certificate(der), der)
+        return x509.load_der_x509_certificate(der)

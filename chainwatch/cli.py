@@ -14,10 +14,11 @@ which module a command needs, imported when it runs. Monitoring calls
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from chainwatch import __version__
@@ -39,6 +40,26 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument, and without a
+        # width it imports shutil (with bz2, lzma and zlib) to ask for one.
+        return self.formatter_class(prog=self.prog, width=_help_width())  # type: ignore[call-arg]
+
+
+@functools.cache
+def _help_width() -> int:
+    """What shutil.get_terminal_size would say, less argparse's margin of 2."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
 
 
 _CHAIN_HELP = """\
@@ -96,7 +117,14 @@ def _add_chain_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(full: Collection[str]) -> argparse.ArgumentParser:
+    """The parser; only the commands in ``full`` get their options.
+
+    Every add_argument costs a help formatter (and a terminal size query):
+    defining all commands' options took a few milliseconds of every start.
+    The command that runs is necessarily among the words of its command
+    line, so defining those that appear there is enough to parse it exactly.
+    """
     parser = _Parser(
         prog="chainwatch",
         description="Serve certificate chains that every configured client can validate.",
@@ -121,8 +149,9 @@ examples:
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_chain_options(trim)
-    trim.add_argument("--json", action="store_true", help="print one JSON object instead of PEM")
+    if "trim" in full:
+        _add_chain_options(trim)
+        trim.add_argument("--json", action="store_true", help="print one JSON object instead of PEM")
 
     explain = commands.add_parser(
         "explain",
@@ -138,21 +167,26 @@ examples:
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_chain_options(explain)
-    explain.add_argument("--format", choices=["text", "dot"], default="text", help="text (default) or Graphviz dot")
-    explain.add_argument("--json", action="store_true", help="print the decision as JSON")
-    explain.add_argument(
-        "--color", choices=["auto", "always", "never"], default="auto", help="colour the tree (default: on a terminal)"
-    )
-    _add_service_commands(commands)
-    for command in commands.choices.values():
-        # Before or after the command name, as with git -C: SUPPRESS keeps the
-        # one given before it when none follows.
-        command.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS, help=_CONFIG_HELP)
+    if "explain" in full:
+        _add_chain_options(explain)
+        explain.add_argument("--format", choices=["text", "dot"], default="text", help="text (default) or Graphviz dot")
+        explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+        explain.add_argument(
+            "--color",
+            choices=["auto", "always", "never"],
+            default="auto",
+            help="colour the tree (default: on a terminal)",
+        )
+    _add_service_commands(commands, full)
+    for name, command in commands.choices.items():
+        if name in full:
+            # Before or after the command name, as with git -C: SUPPRESS keeps the
+            # one given before it when none follows.
+            command.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS, help=_CONFIG_HELP)
     return parser
 
 
-def _add_service_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_service_commands(commands: argparse._SubParsersAction, full: Collection[str]) -> None:  # type: ignore[type-arg]
     commands.add_parser(
         "run",
         help="watch certbot's lineages and publish sanitized copies (the agent)",
@@ -181,7 +215,8 @@ examples:
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sync.add_argument("lineages", nargs="*", metavar="LINEAGE", help="lineage names under the live directory")
+    if "sync" in full:
+        sync.add_argument("lineages", nargs="*", metavar="LINEAGE", help="lineage names under the live directory")
 
     status = commands.add_parser(
         "status",
@@ -197,11 +232,12 @@ examples:
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status.add_argument("lineages", nargs="*", metavar="LINEAGE", help="only these lineages")
-    status.add_argument("--json", action="store_true", help="print one JSON object")
-    status.add_argument(
-        "--color", choices=["auto", "always", "never"], default="auto", help="colour (default: on a terminal)"
-    )
+    if "status" in full:
+        status.add_argument("lineages", nargs="*", metavar="LINEAGE", help="only these lineages")
+        status.add_argument("--json", action="store_true", help="print one JSON object")
+        status.add_argument(
+            "--color", choices=["auto", "always", "never"], default="auto", help="colour (default: on a terminal)"
+        )
 
     commands.add_parser(
         "check-config",
@@ -235,13 +271,14 @@ examples:
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    probe.add_argument("endpoints", nargs="*", metavar="ENDPOINT", help="where to connect")
-    probe.add_argument(
-        "--name", metavar="SNI", help="server name to ask for (default: the endpoint's host; none for an IP)"
-    )
-    probe.add_argument("--at", type=str, metavar="TIME", help="judge at this time (default now)")
-    probe.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per connection (default 10 s)")
-    probe.add_argument("--json", action="store_true", help="print one JSON object")
+    if "probe" in full:
+        probe.add_argument("endpoints", nargs="*", metavar="ENDPOINT", help="where to connect")
+        probe.add_argument(
+            "--name", metavar="SNI", help="server name to ask for (default: the endpoint's host; none for an IP)"
+        )
+        probe.add_argument("--at", type=str, metavar="TIME", help="judge at this time (default now)")
+        probe.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per connection (default 10 s)")
+        probe.add_argument("--json", action="store_true", help="print one JSON object")
 
     snippet = commands.add_parser(
         "consumer-config",
@@ -259,10 +296,11 @@ examples:
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    snippet.add_argument("server", choices=list(SERVERS), help="which server")
-    snippet.add_argument("lineages", nargs="*", metavar="LINEAGE", help="default: every published lineage")
-    snippet.add_argument("--server-version", metavar="X.Y", help="the server's version instead of the installed one")
-    snippet.add_argument("--dovecot-version", metavar="X.Y", help="the same, for Dovecot (2.3 or 2.4)")
+    if "consumer-config" in full:
+        snippet.add_argument("server", choices=list(SERVERS), help="which server")
+        snippet.add_argument("lineages", nargs="*", metavar="LINEAGE", help="default: every published lineage")
+        snippet.add_argument("--server-version", metavar="X.Y", help="instead of the installed one")
+        snippet.add_argument("--dovecot-version", metavar="X.Y", help="the same, for Dovecot (2.3 or 2.4)")
 
 
 # What each command runs, as "module:function", imported only when it runs.
@@ -293,8 +331,9 @@ def _say_error(text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(set(words) & _COMMANDS.keys())
+    args = parser.parse_args(words)
     if args.command not in _COMMANDS:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -11,9 +11,8 @@ import datetime as dt
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.errors import InputError
@@ -35,8 +34,7 @@ _MAX_CONFIG_BYTES = 1 << 20
 DEFAULT_CONFIG = Path("/etc/chainwatch/chainwatch.toml")
 
 
-@dataclass(frozen=True)
-class ConsumerConfig:
+class ConsumerConfig(NamedTuple):
     """A service that serves published files and must reload to see new ones."""
 
     name: str
@@ -52,8 +50,7 @@ class ConsumerConfig:
 SOURCE_KINDS = ("certbot", "dehydrated", "lego", "uacme", "files")
 
 
-@dataclass(frozen=True)
-class SourceConfig:
+class SourceConfig(NamedTuple):
     """A ``[[source]]`` other than certbot: its lineages are named ``prefix:NAME``."""
 
     kind: str
@@ -66,8 +63,7 @@ class SourceConfig:
     key: Path | None = None
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """The effective configuration; ``source`` is the file it came from, if any."""
 
     source: Path | None = None
@@ -79,9 +75,7 @@ class Config:
     mode: Mode = Mode.SAFE
     distrust: tuple[str, ...] = ()
     horizon_days: int = 21
-    consumers: tuple[ConsumerConfig, ...] = field(
-        default_factory=lambda: (ConsumerConfig("dovecot", unit="dovecot.service"),)
-    )
+    consumers: tuple[ConsumerConfig, ...] = (ConsumerConfig("dovecot", unit="dovecot.service"),)
     metrics_textfile: Path | None = None
     certbot: bool = True
     """Are certbot's lineages under ``live_dir`` read (no ``[[source]]``, or one of kind certbot)?"""

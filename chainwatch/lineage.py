@@ -66,11 +66,14 @@ def valid_name(name: str) -> bool:
 
 def list_lineages(live_dir: Path) -> list[str]:
     """Names of the lineage directories under ``live_dir`` (certbot's README is not one)."""
+    # scandir's entry types come with the listing: no stat and lstat per entry,
+    # and names sort faster than Paths (10,000 lineages at every start).
     try:
-        entries = sorted(live_dir.iterdir())
+        with os.scandir(live_dir) as listing:
+            names = [entry.name for entry in listing if entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
-    return [entry.name for entry in entries if entry.is_dir() and not entry.is_symlink() and valid_name(entry.name)]
+    return sorted(name for name in names if valid_name(name))
 
 
 def refused_names(live_dir: Path) -> list[str]:
@@ -100,10 +103,24 @@ def archive_dirs(live_dir: Path, name: str) -> tuple[Path, ...]:
     found: dict[Path, None] = {}
     for parent in parents:
         try:
-            found[Path(parent).resolve(strict=True)] = None
-        except (OSError, RuntimeError):
+            found[_resolved_dir(parent)] = None
+        except OSError:
             continue
     return tuple(found)
+
+
+def _resolved_dir(path: str) -> Path:
+    """The directory ``path`` leads to, as the kernel resolves it.
+
+    Open it and ask /proc for the name: three system calls, where
+    ``Path.resolve`` takes an lstat and Python's string work per component
+    (most of the agent's start-up over 10,000 lineages, after publishing).
+    """
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    finally:
+        os.close(fd)
 
 
 def read_files(live_dir: Path, name: str) -> dict[str, bytes]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Palette"]
 
 
-@dataclass(frozen=True)
-class Palette:
+class Palette(NamedTuple):
     """ANSI colours, or none."""
 
     enabled: bool

@@ -41,11 +41,15 @@ _BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 #]{1,64}-----")
 _PKCS7_SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
 
 
-def parse_certificates(data: bytes, source: str, *, max_certs: int | None = MAX_CHAIN_CERTS) -> list[Cert]:
+def parse_certificates(
+    data: bytes, source: str, *, max_certs: int | None = MAX_CHAIN_CERTS, deferred: bool = False
+) -> list[Cert]:
     """Every certificate in ``data``, in file order.
 
     ``source`` names the input in error messages. Raises :class:`InputError`
     (and nothing else) for anything that is not a usable PEM certificate list.
+    ``deferred``: the full parse of each certificate waits until it is needed
+    (:meth:`Cert.deferred`), for trust bundles.
     """
     if not data.strip():
         raise InputError(f"{source}: file is empty")
@@ -71,7 +75,7 @@ def parse_certificates(data: bytes, source: str, *, max_certs: int | None = MAX_
         number = len(certificates) + 1
         if max_certs is not None and number > max_certs:
             raise InputError(f"{source}: more than {max_certs} certificates; this is not a served chain")
-        certificates.append(_decode_block(body, source, number))
+        certificates.append(_decode_block(body, source, number, deferred))
     if not certificates:
         raise InputError(f"{source}: contains no certificate (no -----BEGIN CERTIFICATE----- block)")
     return certificates
@@ -98,7 +102,7 @@ def decode_body(body: bytes) -> bytes:
     return base64.b64decode(b"".join(body.split()), validate=True)  # binascii.Error is a ValueError
 
 
-def _decode_block(body: bytes, source: str, number: int) -> Cert:
+def _decode_block(body: bytes, source: str, number: int, deferred: bool) -> Cert:
     if b":" in body:
         raise InputError(f"{source}: certificate {number} has PEM headers (encrypted or not a certificate)")
     try:
@@ -106,7 +110,7 @@ def _decode_block(body: bytes, source: str, number: int) -> Cert:
     except ValueError:
         raise InputError(f"{source}: certificate {number} is not valid base64") from None
     try:
-        return Cert.from_der(der)
+        return Cert.deferred(der) if deferred else Cert.from_der(der)
     except ValueError as error:
         reason = str(error).splitlines()[0] if str(error) else "unparsable"
         raise InputError(f"{source}: certificate {number} is not valid DER X.509 ({reason})") from None
@@ -145,5 +149,5 @@ def read_chain(path: Path) -> list[Cert]:
 
 
 def read_bundle(path: Path) -> list[Cert]:
-    """The certificates of a trust bundle such as ``ca-certificates.crt``."""
-    return parse_certificates(read_input(path, MAX_BUNDLE_BYTES), str(path), max_certs=None)
+    """The certificates of a trust bundle such as ``ca-certificates.crt``, each parsed when first needed."""
+    return parse_certificates(read_input(path, MAX_BUNDLE_BYTES), str(path), max_certs=None, deferred=True)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from chainwatch.certificate import Cert
@@ -67,11 +66,10 @@ def _dn_key(dn: str) -> frozenset[str]:
     return frozenset(pairs)
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """The knobs of the trim policy."""
 
     mode: Mode = Mode.SAFE
-    distrust: Distrust = field(default_factory=Distrust)
+    distrust: Distrust = Distrust()
     horizon: dt.timedelta = dt.timedelta(days=21)
     """Warn when a served certificate or a used anchor expires this soon."""

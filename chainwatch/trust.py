@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chainwatch.certificate import Cert
+from chainwatch.errors import InputError
 from chainwatch.pem import read_bundle
 from chainwatch.policy_settings import DEFAULT_STORE
 
@@ -38,7 +39,18 @@ class TrustStore:
 
     def named(self, subject_der: bytes) -> Sequence[Cert]:
         """Anchors whose subject is exactly this DER name."""
-        return self._by_subject.get(subject_der, ())
+        found = self._by_subject.get(subject_der, ())
+        for anchor in found:
+            # Anchors are parsed when first met (Cert.deferred); one that
+            # cryptography refuses is bad input, as it would have been at load.
+            try:
+                anchor.x509  # noqa: B018
+            except ValueError as error:
+                reason = str(error).splitlines()[0] if str(error) else "unparsable"
+                raise InputError(
+                    f"{self.name}: the anchor with SHA-256 {anchor.sha256} is not valid DER X.509 ({reason})"
+                ) from None
+        return found
 
     def __contains__(self, cert: object) -> bool:
         return isinstance(cert, Cert) and cert.sha256 in self._fingerprints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from chainwatch import __version__
 from chainwatch.pem import parse_certificates
@@ -405,3 +407,20 @@ def test_probe_help_lists_every_scheme_probe_accepts() -> None:
     for scheme in accepted:
         assert f"{scheme}://HOST" in help_text, scheme
         parse_endpoint(f"{scheme}://example.test:1")
+
+
+def test_a_store_anchor_cryptography_refuses_is_one_line_of_bad_input(tmp_path: Path) -> None:
+    # Anchors are parsed only when a chain meets them; one that cryptography
+    # refuses must still be reported as bad input, not as an internal error.
+    root = CA.root("Broken Root")
+    issuing = root.intermediate("Issuing CA")
+    leaf, _ = issuing.leaf("mail.example.test")
+    broken = bytearray(root.cert.public_bytes(Encoding.DER))
+    validity = bytes(broken).index(b"\x17\x0d") + 2  # notBefore, a UTCTime: YYMMDDhhmmssZ
+    broken[validity : validity + 2] = b"XX"  # the shape stays; the time is no time
+    body = base64.encodebytes(bytes(broken)).decode()
+    (tmp_path / "store.pem").write_text(f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n")
+    (tmp_path / "chain.pem").write_bytes(pem(leaf, issuing.cert))
+    result = chainwatch("trim", tmp_path / "chain.pem", "--trust-store", tmp_path / "store.pem")
+    assert_one_line_error(result, "store.pem: the anchor with SHA-256")
+    assert "is not valid DER X.509" in result.stderr

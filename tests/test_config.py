@@ -124,7 +124,7 @@ def test_effective_configuration_reads_back_the_same(tmp_path: Path) -> None:
         )
     )
     again = load_config(write(tmp_path, render_config(original)))
-    assert again == Config(**{**original.__dict__, "source": again.source})
+    assert again == original._replace(source=again.source)
 
 
 def test_an_empty_consumer_list_reads_back_empty_not_as_the_default_dovecot(tmp_path: Path) -> None:

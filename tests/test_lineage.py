@@ -54,6 +54,14 @@ def test_certbot_readme_and_stray_files_are_not_lineages(tree: CertbotTree, pki:
     assert list_lineages(tree.live / "missing") == []
 
 
+def test_a_link_in_the_live_directory_is_not_a_lineage(tree: CertbotTree, pki: LivePKI) -> None:
+    # A link to a directory elsewhere would let anyone who can write live/
+    # have us publish a tree certbot never made; certbot itself makes none.
+    tree.write(NAME, pki.issue())
+    (tree.live / "alias.example.test").symlink_to(tree.live / NAME)
+    assert list_lineages(tree.live) == [NAME]
+
+
 def test_dangling_link_is_inconsistent(tree: CertbotTree, pki: LivePKI) -> None:
     tree.write(NAME, pki.issue())
     (tree.archive / NAME / "chain1.pem").unlink()

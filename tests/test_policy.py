@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable, Sequence
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
@@ -533,3 +535,39 @@ def test_trim_json_and_explain_list_the_served_certificates_in_one_order(twins: 
     tree = render_tree(decision, T0, "chain.pem", Palette(enabled=False))
     issuers_in_tree = re.findall(r"ICA ← (Root 2|Root)  kept", tree)
     assert issuers_in_tree == ["Root 2", "Root"]
+
+
+@pytest.mark.parametrize(
+    ("ca", "usage", "issues"),
+    [
+        (True, {"key_cert_sign": True, "crl_sign": True}, True),
+        (True, {"digital_signature": True, "crl_sign": True}, False),  # signs CRLs, not certificates
+        (True, None, True),  # no key usage: basic constraints decide
+        (False, {"key_cert_sign": True}, False),
+        (None, {"key_cert_sign": True}, False),  # no basic constraints: not a CA
+    ],
+)
+def test_only_a_ca_whose_key_may_sign_certificates_issues(
+    ca: bool | None, usage: dict[str, bool] | None, issues: bool
+) -> None:
+    key = new_key()
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "Constrained CA")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(T0 - YEAR)
+        .not_valid_after(T0 + YEAR)
+    )
+    if ca is not None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    if usage is not None:
+        flags = dict.fromkeys(
+            ["digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+             "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"],
+            False,
+        )  # fmt: skip
+        builder = builder.add_extension(x509.KeyUsage(**{**flags, **usage}), critical=True)
+    assert cert_of(builder.sign(key, hashes.SHA256())).is_ca is issues
