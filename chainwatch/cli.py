@@ -310,8 +310,8 @@ _COMMANDS = {
     "run": "chainwatch.commands.service:run",
     "sync": "chainwatch.commands.service:sync",
     "status": "chainwatch.commands.status:status",
-    "check-config": "chainwatch.commands.configuration:check_config",
-    "consumer-config": "chainwatch.commands.configuration:consumer_config",
+    "check-config": "chainwatch.commands.check_config:check_config",
+    "consumer-config": "chainwatch.commands.consumer_config:consumer_config",
     "probe": "chainwatch.commands.probe:probe",
 }
 

@@ -19,7 +19,9 @@ from chainwatch.palette import Palette
 from chainwatch.records import ConsumerRecord, LeafRecord, LineageRecord, ReloadRecord
 from chainwatch.state import parse_iso, read_document
 
-__all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "agent_running", "render_status", "status_report"]
+__all__ = [
+    "CRITICAL", "OK", "UNKNOWN", "WARNING", "agent_running", "render_status", "status_report", "worsen"
+]  # fmt: skip
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 
@@ -234,6 +236,13 @@ def status_report(
         report["state"] = _WORDS[report["exit"]]
         report["message"] = f"nothing to watch: no certbot lineage under {live_dir}"
     return report
+
+
+def worsen(report: dict[str, Any], level: int) -> None:
+    """Raise ``report``'s level to at least ``level`` (unknown stays unknown), its word with it."""
+    if report["exit"] != UNKNOWN:
+        report["exit"] = max(report["exit"], level)
+        report["state"] = _WORDS[report["exit"]]
 
 
 def _age(span: dt.timedelta) -> str:

@@ -12,14 +12,13 @@ from chainwatch.config import load_config, render_config
 from chainwatch.consumer_config import (
     apache2_snippet,
     dovecot_snippet,
-    dovecot_version,
     exim4_snippet,
     haproxy_snippet,
-    installed_version,
     nginx_snippet,
     postfix_snippet,
 )
 from chainwatch.errors import InputError
+from chainwatch.installed import dovecot_version, installed_version
 from chainwatch.metrics import render_metrics
 from chainwatch.pem import parse_certificates
 from tests.mailservers import Dovecot

@@ -383,3 +383,14 @@ def test_status_as_a_user_without_access_says_permission_denied_and_how_to_fix_i
     assert result.returncode == 3, result.stderr
     assert f"permission denied reading {ws.out / 'state.json'}" in result.stdout
     assert "group chainwatch" in result.stdout
+
+
+def test_status_with_an_invalid_configuration_says_warning_on_its_first_line_as_its_exit_does(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    assert ws.chainwatch("status").stdout.startswith("chainwatch ok · ")
+    ws.config.write_text(ws.config.read_text() + "[metrics]\nbogus = 1\n")
+    status = ws.chainwatch("status")
+    assert status.returncode == 1
+    assert status.stdout.startswith("chainwatch warning · agent not in use")
+    assert json.loads(ws.chainwatch("status", "--json").stdout)["state"] == "warning"

@@ -11,7 +11,7 @@ from chainwatch.commands.options import config_of, use_colour
 from chainwatch.config import Config, output_dir_hint
 from chainwatch.errors import ChainwatchError
 from chainwatch.palette import Palette
-from chainwatch.status import render_status, status_report
+from chainwatch.status import WARNING, render_status, status_report, worsen
 
 __all__ = ["status"]
 
@@ -30,7 +30,7 @@ def status(args: argparse.Namespace) -> int:
     report = status_report(output_dir / "state.json", args.lineages, horizon, consumers=consumers, live_dir=live_dir)
     if config_error:
         report["config_error"] = config_error
-        report["exit"] = max(report["exit"], 1) if report["exit"] != 3 else 3
+        worsen(report, WARNING)
         if args.json or "lineages" not in report:
             print(f"chainwatch: warning: the configuration is invalid: {config_error}", file=sys.stderr)
     if args.json:

@@ -1,4 +1,4 @@
-"""``check-config`` and ``consumer-config``: the configuration, and the lines a server needs."""
+"""``consumer-config``: the lines that make a server serve the published files."""
 
 from __future__ import annotations
 
@@ -7,25 +7,19 @@ import re
 import sys
 
 from chainwatch.commands.options import EXIT_OK, config_of
-from chainwatch.config import render_config
 from chainwatch.consumer_config import (
     apache2_snippet,
     dovecot_snippet,
     exim4_snippet,
     haproxy_snippet,
-    installed_version,
     nginx_snippet,
     postfix_snippet,
 )
 from chainwatch.errors import InputError
+from chainwatch.installed import installed_version
 from chainwatch.state import StateFile
 
-__all__ = ["check_config", "consumer_config"]
-
-
-def check_config(args: argparse.Namespace) -> int:
-    sys.stdout.write(render_config(config_of(args)))
-    return EXIT_OK
+__all__ = ["consumer_config"]
 
 
 def consumer_config(args: argparse.Namespace) -> int:
