@@ -24,8 +24,9 @@ from chainwatch.journal import Event, Journal
 from chainwatch.lineage import archive_dirs, refused_names
 from chainwatch.notify import Notifier
 from chainwatch.reconcile import Outcome, Processor, open_lock_file
-from chainwatch.sources import describe, watcher_for
+from chainwatch.sources import Sources, describe
 from chainwatch.state import now_iso
+from chainwatch.watch import LineageWatcher
 
 __all__ = ["Agent", "BatchHook"]
 
@@ -70,7 +71,7 @@ class Agent:
         self.on_heartbeat = on_heartbeat
         """Called after each heartbeat save: the metrics file carries the heartbeat too."""
         self.processor = Processor(config, journal)
-        self.watcher = watcher_for(config)
+        self.watcher = _watcher_for(config)
         self.known: set[str] = set()
         self.refused: set[str] = set()
         """Directory names already said to be no lineage name (said once)."""
@@ -329,7 +330,7 @@ class Agent:
         ):
             selector.unregister(self.watcher.fileno())
             self.watcher.close()
-            self.watcher = watcher_for(config)
+            self.watcher = _watcher_for(config)
             selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
             self.known = set()
         self.config, self.processor = config, processor
@@ -338,3 +339,8 @@ class Agent:
             self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")
             self.reconcile_all()
         self.notifier.ready(self._status_line())
+
+
+def _watcher_for(config: Config) -> LineageWatcher:
+    """An inotify watcher over every source of ``config``."""
+    return LineageWatcher(config.live_dir if config.certbot else None, Sources(config).others)

@@ -38,7 +38,6 @@ import errno
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
@@ -56,9 +55,8 @@ from chainwatch.lineage import (
 )
 from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
 from chainwatch.private_key import public_key_from_pem
-from chainwatch.watch import LineageWatcher
 
-__all__ = ["Source", "Sources", "describe", "valid_lineage_name", "watcher_for"]
+__all__ = ["Source", "Sources", "describe", "valid_lineage_name"]
 
 _BARE = re.compile(r"[A-Za-z0-9_*][A-Za-z0-9._*-]{0,200}")
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
@@ -79,11 +77,11 @@ def _bare_ok(name: str) -> bool:
     return bool(_BARE.fullmatch(name)) and name not in (".", "..")
 
 
-@dataclass(frozen=True)
 class Source:
     """A non-certbot source; ``prefix`` names its lineages ``PREFIX:NAME``."""
 
-    config: SourceConfig
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
 
     @property
     def prefix(self) -> str:
@@ -413,8 +411,3 @@ def describe(config: Config) -> str:
     parts = [str(config.live_dir)] if config.certbot else []
     parts += [f"{s.kind} {s.dir or s.fullchain}" for s in config.sources]
     return ", ".join(parts) or "no source"
-
-
-def watcher_for(config: Config) -> LineageWatcher:
-    """An inotify watcher over every source of ``config``."""
-    return LineageWatcher(config.live_dir if config.certbot else None, Sources(config).others)
