@@ -149,7 +149,7 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
         path = directory / f"{kind}.pem"
 
         def confined(fd: int, info: os.stat_result, path: Path = path) -> None:
-            _check_confined(path, fd, info, archive, top, checked)
+            check_confined(path, fd, info, archive, top, checked, tree_name="certbot's archive")
 
         try:
             content[kind] = read_regular(path, MAX_CHAIN_BYTES, check=confined)
@@ -206,11 +206,14 @@ def _check_directories(stop: str, directories: list[str], checked: set[str], *, 
             directory = os.path.dirname(directory)
 
 
-def _check_confined(path: Path, fd: int, info: os.stat_result, archive: str, top: str, checked: set[str]) -> None:
-    """``path`` (opened as ``fd``) is a root-only file inside the lineage's archive."""
+def check_confined(
+    path: Path, fd: int, info: os.stat_result, tree: str, top: str, checked: set[str], *, tree_name: str
+) -> None:
+    """``path`` (opened as ``fd``) is a root-only file inside ``tree`` (canonical), in
+    directories writable by root only up to ``top``; raises ``_Unsafe``."""
     real = os.readlink(f"/proc/self/fd/{fd}")
-    if not real.startswith(archive + os.sep):
-        raise _Unsafe(f"{path}: resolves to {real}, outside certbot's archive {archive}; refused")
+    if not real.startswith(tree + os.sep):
+        raise _Unsafe(f"{path}: resolves to {real}, outside {tree_name} {tree}; refused")
     if not _trusted_owner(info.st_uid) or info.st_mode & 0o022:
         raise _Unsafe(
             f"{path}: {real} is writable by others than root (owner uid {info.st_uid}, "

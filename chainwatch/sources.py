@@ -46,9 +46,8 @@ from chainwatch.errors import InputError
 from chainwatch.lineage import (
     Inconsistent,
     Rejected,
-    _check_directories,
-    _trusted_owner,
     _Unsafe,
+    check_confined,
     list_lineages,
     read_files,
     valid_name,
@@ -135,15 +134,7 @@ class Source:
         checked: set[str] = set()
 
         def confined(fd: int, info: os.stat_result) -> None:
-            real = os.readlink(f"/proc/self/fd/{fd}")
-            if not real.startswith(root + os.sep):
-                raise _Unsafe(f"{path}: resolves to {real}, outside {root}; refused")
-            if not _trusted_owner(info.st_uid) or info.st_mode & 0o022:
-                raise _Unsafe(
-                    f"{path}: {real} is writable by others than root (owner uid {info.st_uid}, "
-                    f"mode {info.st_mode & 0o7777:04o}); refused"
-                )
-            _check_directories(stop, [os.path.dirname(real)], checked, canonical=True)
+            check_confined(path, fd, info, root, stop, checked, tree_name="its directory")
             seen[path] = (info.st_ino, info.st_size, info.st_mtime_ns)
 
         try:

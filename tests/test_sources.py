@@ -229,14 +229,14 @@ def test_a_dehydrated_link_out_of_its_own_tree_is_refused(tmp_path: Path) -> Non
     (certs / NAME / "fullchain.pem").unlink()
     (certs / NAME / "fullchain.pem").symlink_to(elsewhere)
     sources = sources_for(tmp_path, f'[[source]]\nkind = "dehydrated"\ndir = "{certs}"\n')
-    with pytest.raises(Rejected, match=f"outside {certs / NAME}"):
+    with pytest.raises(Rejected, match=f"outside its directory {certs / NAME}"):
         sources.read(f"dehydrated:{NAME}")
     # Nor into another lineage's directory of the same tree.
     (certs / "other").mkdir()
     os.rename(elsewhere, certs / "other" / elsewhere.name)
     (certs / NAME / "fullchain.pem").unlink()
     (certs / NAME / "fullchain.pem").symlink_to(f"../other/{elsewhere.name}")
-    with pytest.raises(Rejected, match=f"outside {certs / NAME}"):
+    with pytest.raises(Rejected, match=f"outside its directory {certs / NAME}"):
         sources.read(f"dehydrated:{NAME}")
 
 
