@@ -45,6 +45,16 @@ def _consumer(name: str, reload: str, probe: str) -> list[str]:
     return ["# and in /etc/chainwatch/chainwatch.toml:", *(f"#   {line}" for line in table)]
 
 
+def _host(lineage: tuple[str, Sequence[str]]) -> str:
+    """A host name to probe the lineage at: its first DNS name that is no wildcard.
+
+    Never the lineage's own name: ``lego:mail.example.org`` in a URL is host
+    ``lego`` and port ``mail.example.org``, and ``example.org-0001`` is no host.
+    """
+    name, names = lineage
+    return next((n for n in names if "*" not in n), name.partition(":")[2] or name)
+
+
 def _paths(output_dir: Path, lineage: str) -> tuple[Path, Path, Path]:
     live = output_dir / "live" / lineage
     return live / "fullchain.pem", live / "privkey.pem", live / "key+fullchain.pem"
@@ -100,6 +110,12 @@ def postfix_snippet(output_dir: Path, lineages: Lineages) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _exim_paths(output_dir: Path, lineage: str) -> tuple[str, ...]:
+    """The published paths as Exim must be given them: tls_certificate and tls_privatekey
+    are colon-separated lists, so the colon of a ``PREFIX:NAME`` lineage is doubled."""
+    return tuple(str(path).replace(":", "::") for path in _paths(output_dir, lineage))
+
+
 def exim4_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> str:
     """Debian's Exim macros (split or unsplit configuration); more lineages by SNI.
 
@@ -107,11 +123,11 @@ def exim4_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> 
     as Debian-exim: the published key must be readable by that group.
     """
     first, *others = lineages
-    cert, key, _ = _paths(output_dir, first[0])
-    cert_value, key_value = str(cert), str(key)
+    cert, key, _ = _exim_paths(output_dir, first[0])
+    cert_value, key_value = cert, key
     # Innermost the first lineage, the one served without SNI (or for an unknown name).
     for lineage, names in reversed(others):
-        other_cert, other_key, _ = _paths(output_dir, lineage)
+        other_cert, other_key, _ = _exim_paths(output_dir, lineage)
         listed = ":".join(names or [lineage])
         cert_value = f"${{if inlisti{{$tls_in_sni}}{{{listed}}}{{{other_cert}}}{{{cert_value}}}}}"
         key_value = f"${{if inlisti{{$tls_in_sni}}{{{listed}}}{{{other_key}}}{{{key_value}}}}}"
@@ -125,7 +141,7 @@ def exim4_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> 
         '#   [output] key_group = "Debian-exim"   in /etc/chainwatch/chainwatch.toml',
         "# then: update-exim4.conf && systemctl reload exim4 (chainwatch reloads it after every renewal)",
     ]
-    lines += _consumer("exim4", 'unit = "exim4.service"', f"smtp+starttls://{first[0]}:25")
+    lines += _consumer("exim4", 'unit = "exim4.service"', f"smtp+starttls://{_host(first)}:25")
     return "\n".join(lines) + "\n"
 
 
@@ -143,7 +159,7 @@ def nginx_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> 
             "}",
         ]
     lines += ["# then: systemctl reload nginx (chainwatch reloads it after every renewal)"]
-    lines += _consumer("nginx", 'unit = "nginx.service"', f"https://{lineages[0][0]}")
+    lines += _consumer("nginx", 'unit = "nginx.service"', f"https://{_host(lineages[0])}")
     return "\n".join(lines) + "\n"
 
 
@@ -167,7 +183,7 @@ def apache2_snippet(output_dir: Path, lineages: Lineages, version: str | None) -
             ]
         lines += [f"    SSLCertificateKeyFile {live / 'privkey.pem'}", "</VirtualHost>"]
     lines += ["# then: systemctl reload apache2 (chainwatch reloads it after every renewal)"]
-    lines += _consumer("apache2", 'unit = "apache2.service"', f"https://{lineages[0][0]}")
+    lines += _consumer("apache2", 'unit = "apache2.service"', f"https://{_host(lineages[0])}")
     return "\n".join(lines) + "\n"
 
 
@@ -183,7 +199,7 @@ def haproxy_snippet(output_dir: Path, lineages: Lineages, version: str | None) -
         "frontend https",
         f"    bind :443 ssl {files}",
     ]
-    probe = f"https://{lineages[0][0]}"
+    probe = f"https://{_host(lineages[0])}"
     if runtime_api:
         lines += [
             "# chainwatch puts renewed certificates in through the runtime API, without a reload:",

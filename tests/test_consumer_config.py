@@ -108,6 +108,42 @@ def test_consumer_config_command_uses_published_lineages(tmp_path: Path) -> None
     assert f"ssl_cert = <{ws.out}/live/{NAME}/fullchain.pem" in result.stdout
 
 
+def test_consumer_config_leaves_out_lineages_never_published_and_probes_a_prefixed_one_by_its_dns_name(
+    tmp_path: Path,
+) -> None:
+    """A lineage refused so far has no live/NAME/ to point at: pasting it (first, as the
+    server's default) stops the server. A probe URL is built from a DNS name, never from
+    ``files:NAME``, which a URL reads as host ``files``."""
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    folder = tmp_path / "acme"
+    folder.mkdir()
+    second = ws.pki.issue("www.example.test")
+    (folder / "www.crt").write_bytes(second.fullchain)
+    (folder / "www.key").write_bytes(second.privkey)
+    (folder / "refused.crt").write_bytes(second.fullchain)
+    (folder / "refused.key").symlink_to("/etc/shadow")  # outside its directory: refused
+    with ws.config.open("a") as config:
+        config.write('[[source]]\nkind = "certbot"\n')
+        for name in ("www", "refused"):
+            config.write(
+                f'[[source]]\nkind = "files"\nname = "{name}"\n'
+                f'fullchain = "{folder / name}.crt"\nkey = "{folder / name}.key"\n'
+            )
+    assert ws.chainwatch("sync").returncode == 2  # files:refused is not published
+    assert "files:refused" in ws.state()["lineages"]
+    for server in ("dovecot", "postfix", "exim4", "nginx", "apache2", "haproxy"):
+        result = ws.chainwatch("consumer-config", server, "--server-version", "2.4")
+        assert result.returncode == 0, result.stderr
+        assert "refused" not in result.stdout, server
+        assert f"{ws.out}/live/files:www/" in result.stdout.replace("::", ":"), server
+    alone = ws.chainwatch("consumer-config", "nginx", "files:www", "--server-version", "1.22")
+    assert '#   probe = ["https://www.example.test"]' in alone.stdout
+    exim = ws.chainwatch("consumer-config", "exim4", "files:www", "--server-version", "4.96")
+    assert '#   probe = ["smtp+starttls://www.example.test:25"]' in exim.stdout
+    assert f"MAIN_TLS_CERTIFICATE = {ws.out}/live/files::www/fullchain.pem\n" in exim.stdout
+
+
 def debian_version(package: str) -> str:
     """The upstream version of an installed Debian package: "2.4.71-1~deb12u1" -> "2.4.71"."""
     packaged = subprocess.run(

@@ -321,3 +321,34 @@ def test_the_printed_lines_pass_the_servers_own_check_and_serve_each_lineage_for
             assert served_chain(running.port, name, starttls) == as_pems(ws.published(name)), name
     finally:
         running.stop()
+
+
+def test_exim_serves_a_prefixed_lineage_whose_path_holds_a_colon(ws: Workspace) -> None:
+    """``live/files:www.example.test/``: Exim reads tls_certificate as a colon-separated list,
+    so an unescaped colon in the path made it look for ``.../live/files`` and fail every handshake."""
+    folder = ws.root / "acme"
+    folder.mkdir(mode=0o755)
+    second = ws.pki.issue(SECOND)
+    (folder / "www.crt").write_bytes(second.fullchain)
+    (folder / "www.key").write_bytes(second.privkey)
+    (folder / "www.key").chmod(0o600)
+    configure(ws, key_group="Debian-exim")
+    with ws.config.open("a") as config:
+        config.write(
+            f'[[source]]\nkind = "certbot"\n[[source]]\nkind = "files"\nname = "{SECOND}"\n'
+            f'fullchain = "{folder / "www.crt"}"\nkey = "{folder / "www.key"}"\n'
+        )
+    prefixed = f"files:{SECOND}"
+    assert ws.chainwatch("sync").returncode == 0
+    for first in (NAME, prefixed):  # the prefixed lineage inside the SNI choice, then as the default
+        others = [NAME, prefixed]
+        others.remove(first)
+        lines = printed(ws, "exim4", first, *others)
+        exim = Exim(lines, ws.out / "live" / NAME / "fullchain.pem")
+        try:
+            check = subprocess.run(CHECKS["exim4"](exim), capture_output=True, text=True, check=False)
+            assert check.returncode == 0, check.stdout + check.stderr
+            for sni, lineage in ((NAME, NAME), (SECOND, prefixed)):
+                assert served_chain(exim.port, sni, "smtp") == as_pems(ws.published(lineage)), (first, sni)
+        finally:
+            exim.stop()

@@ -26,7 +26,11 @@ def consumer_config(args: argparse.Namespace) -> int:
     config = config_of(args)
     state = StateFile.read(config.output_dir / "state.json") or {}
     records = state.get("lineages") or {}
-    chosen = list(args.lineages) or sorted(records)
+    # By default the lineages that have files to point at: never one only
+    # refused so far (its live/NAME/ does not exist, and a server told to
+    # read it fails to start), nor one removed.
+    published = [n for n, r in records.items() if r.get("version") is not None and not r.get("removed")]
+    chosen = list(args.lineages) or sorted(published)
     if not chosen:
         raise InputError(
             f"no lineage published yet under {config.output_dir}; name one: consumer-config {args.server} NAME"
