@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from chainwatch import __version__
 from chainwatch.config import DEFAULT_CONFIG
@@ -33,13 +34,18 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SOFTWARE = 70  # sysexits.h EX_SOFTWARE
+UNKNOWN = 3  # status: the monitoring plugin convention's "unknown"
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors exit 2 with one line, like every other error."""
 
+    def __init__(self, *args: Any, usage_exit: int = EXIT_USAGE, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.usage_exit = usage_exit
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        self.exit(self.usage_exit, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
     def _get_formatter(self) -> argparse.HelpFormatter:
         # argparse makes a formatter for every add_argument, and without a
@@ -224,13 +230,15 @@ examples:
         description="Show each lineage: leaf and expiry, the served chain, what was dropped and why, "
         "when it was published, and its state; and whether the agent runs.",
         epilog="""exit status (monitoring plugin convention): 0 ok, 1 warning, 2 critical,
-3 unknown (nothing published yet, or no such lineage).
+3 unknown (nothing published yet, no such lineage, or a usage error).
 
 examples:
   chainwatch status
   chainwatch status mail.example.org --json
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        # A monitoring system reads 2 as critical: a mistyped check is unknown.
+        usage_exit=UNKNOWN,
     )
     if "status" in full:
         status.add_argument("lineages", nargs="*", metavar="LINEAGE", help="only these lineages")
@@ -333,7 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     words = sys.argv[1:] if argv is None else list(argv)
     parser = _parser(set(words) & _COMMANDS.keys())
-    args = parser.parse_args(words)
+    args, extra = parser.parse_known_args(words)
+    if extra:
+        # Said by the command's own parser: ``status`` exits 3 on a usage error.
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command not in _COMMANDS:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

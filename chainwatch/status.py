@@ -264,7 +264,8 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
     """The report as a few lines per lineage, read at a glance."""
     p = palette
     if "lineages" not in report:
-        return f"chainwatch: {report['message']}\n"
+        # The first word a monitoring system shows agrees with the exit code.
+        return f"chainwatch {_WORDS[report['exit']]} · {report['message']}\n"
     colour = {"ok": p.kept, "warning": p.warn, "critical": p.dropped, "unknown": p.warn}
     agent = report.get("agent") or {}
     if agent.get("running"):

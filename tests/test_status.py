@@ -62,6 +62,18 @@ def test_status_is_unknown_before_anything_ran(ws: Workspace) -> None:
     result = ws.chainwatch("status")
     assert result.returncode == 3
     assert "chainwatch has not run yet" in result.stdout
+    assert result.stdout.startswith("chainwatch unknown · ")  # the word a monitoring system shows, as the exit says
+
+
+@pytest.mark.parametrize("mistake", [["--bogus"], ["--color", "sometimes"], ["--json=yes"]])
+def test_a_mistyped_status_check_is_unknown_not_critical(ws: Workspace, mistake: list[str]) -> None:
+    """Monitoring reads exit 2 as critical: a check command with a typo must not page anyone as one."""
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.chainwatch("sync")
+    result = ws.chainwatch("status", *mistake)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1 and "chainwatch status: " in result.stderr
+    assert ws.chainwatch("sync", "--bogus").returncode == 2  # other commands keep usage errors at 2
 
 
 def test_sync_publishes_and_status_reads_ok_at_a_glance(ws: Workspace) -> None:
@@ -222,7 +234,7 @@ def test_status_of_an_unknown_lineage_is_unknown(ws: Workspace) -> None:
     ws.chainwatch("sync")
     result = ws.chainwatch("status", "nope.example.test")
     assert result.returncode == 3
-    assert "unknown lineage: nope.example.test" in result.stdout
+    assert result.stdout == "chainwatch unknown · unknown lineage: nope.example.test\n"
 
 
 def test_sync_as_a_certbot_deploy_hook_takes_renewed_lineage(ws: Workspace) -> None:
