@@ -609,3 +609,62 @@ def test_bad_endpoint_is_a_one_line_usage_error(ws: Workspace) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("chainwatch: gopher://127.0.0.1:70: unknown scheme")
     assert len(result.stderr.splitlines()) == 1
+
+
+@contextlib.contextmanager
+def serving_published(ws: Workspace, lineage: str) -> Iterator[int]:
+    """A real `openssl s_server` sending what chainwatch published for ``lineage``, whatever name is asked."""
+    live = ws.out / "live" / lineage
+    port = _closed_port()
+    process = subprocess.Popen(
+        [
+            "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(live / "cert.pem"),
+            "-key", str(live / "privkey.pem"), "-cert_chain", str(live / "chain.pem"), "-quiet", "-naccept", "50",
+        ],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    from tests.mailservers import wait_for_port
+
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_probe_without_endpoints_asks_each_consumer_only_for_the_lineages_it_serves(ws: Workspace) -> None:
+    """A server that serves mail.example.test only, as its consumer's ``lineages`` says, was
+    probed for every lineage's name and reported as 'is NOT what chainwatch published' (exit 2)."""
+    ws.certbot.write("www.example.test", ws.pki.issue("www.example.test"))
+    assert ws.chainwatch("sync").returncode == 0
+    with serving_published(ws, NAME) as port:
+        endpoint = f"tls://127.0.0.1:{port}"
+        ws.write_config(consumers=f'[[consumer]]\nname = "mail"\nreload_command = ["true"]\nlineages = ["{NAME}"]\n'
+                        f'probe = ["{endpoint}"]\n')  # fmt: skip
+        result = ws.chainwatch("probe", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        (entry,) = json.loads(result.stdout)["endpoints"]
+        assert (entry["server_name"], entry["published"]) == (NAME, {"lineage": NAME, "version": 1, "matches": True})
+
+
+def test_probe_finds_the_lineage_served_among_lineages_sharing_a_name(ws: Workspace, tmp_path: Path) -> None:
+    """certbot's mail.example.test and files:mail hold the same name: a server sending certbot's
+    was compared with files:mail's (the first in order) and called stale."""
+    folder = tmp_path / "acme"
+    folder.mkdir()
+    other = ws.pki.issue()
+    (folder / "mail.crt").write_bytes(other.fullchain)
+    (folder / "mail.key").write_bytes(other.privkey)
+    with ws.config.open("a") as config:
+        config.write(
+            f'[[source]]\nkind = "certbot"\n[[source]]\nkind = "files"\nname = "mail"\n'
+            f'fullchain = "{folder / "mail.crt"}"\nkey = "{folder / "mail.key"}"\n'
+        )
+    assert ws.chainwatch("sync").returncode == 0
+    for lineage in (NAME, "files:mail"):
+        with serving_published(ws, lineage) as port:
+            result = ws.chainwatch("probe", f"tls://127.0.0.1:{port}", "--name", NAME, "--json")
+        assert result.returncode == 0, result.stdout
+        (entry,) = json.loads(result.stdout)["endpoints"]
+        assert entry["published"] == {"lineage": lineage, "version": 1, "matches": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import ipaddress
 import json
 import sys
@@ -14,7 +15,7 @@ from chainwatch.certificate import Cert
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, at_of, config_of
 from chainwatch.errors import InputError
 from chainwatch.policy import decide
-from chainwatch.probe import ProbeError, fetch_chain, parse_endpoint
+from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
 from chainwatch.report import decision_json, iso
 from chainwatch.state import StateFile
 from chainwatch.trust import load_stores
@@ -25,21 +26,29 @@ __all__ = ["probe"]
 def probe(args: argparse.Namespace) -> int:
     config = config_of(args)
     at = at_of(args)
-    targets = [(parse_endpoint(text), args.name) for text in args.endpoints]
+    published = _published(config.output_dir)
+    targets: list[tuple[Endpoint, str | None, str | None]] = [
+        (parse_endpoint(text), args.name, None) for text in args.endpoints
+    ]
     if not targets:
-        state = StateFile.read(config.output_dir / "state.json") or {}
+        # As the agent probes: each consumer for the lineages it serves (its
+        # ``lineages`` patterns), each with its names, judged against that lineage.
         for consumer in config.consumers:
             for text in consumer.probe:
-                for record in (state.get("lineages") or {}).values():
-                    for name in (record.get("leaf") or {}).get("names", [])[:1]:
-                        targets.append((parse_endpoint(text), name))
+                endpoint = parse_endpoint(text)
+                for served_lineage, record in sorted(published.items()):
+                    if record.get("removed") or not record.get("version"):
+                        continue
+                    if not any(fnmatch.fnmatchcase(served_lineage, glob) for glob in consumer.lineages):
+                        continue
+                    names = (record.get("leaf") or {}).get("names", [])
+                    targets += [(endpoint, name, served_lineage) for name in names]
         if not targets:
             raise InputError("no endpoint given and no probe configured (see 'chainwatch probe --help')")
     stores = load_stores(config.trust_stores)
     policy = config.trim_policy()
-    published = _published(config.output_dir)
     results, worst = [], EXIT_OK
-    for endpoint, name in targets:
+    for endpoint, name, lineage in targets:
         # RFC 6066 forbids an IP address as a server name: send none, as mail clients do.
         server_name = name or (None if _is_ip(endpoint.host) else endpoint.host)
         entry: dict[str, object] = {"endpoint": str(endpoint), "server_name": server_name}
@@ -56,7 +65,7 @@ def probe(args: argparse.Namespace) -> int:
         entry.update(decision_json(decision))
         if would_trim or decision.warnings:
             worst = max(worst, EXIT_DEGRADED)
-        comparison = _compare(published, [c.sha256 for c in served], server_name)
+        comparison = _compare(published, [c.sha256 for c in served], server_name, lineage)
         if comparison is not None:
             entry["published"] = comparison
             if not comparison["matches"]:
@@ -85,19 +94,29 @@ def _published(output_dir: Path) -> dict[str, Any]:
     return lineages
 
 
-def _compare(lineages: dict[str, Any], served: Sequence[str], server_name: str | None) -> dict[str, Any] | None:
+def _compare(
+    lineages: dict[str, Any], served: Sequence[str], server_name: str | None, only: str | None = None
+) -> dict[str, Any] | None:
     """Does the server send the chain chainwatch published? None when no published lineage is about it.
 
-    The lineage is the one whose leaf carries the server name asked for, else
-    (no SNI) the one whose published leaf the server sent.
+    The lineage is ``only`` when given, else one whose leaf carries the server
+    name asked for (several lineages may: certbot's ``NAME`` and ``lego:NAME``;
+    the one served matches), else (no SNI) the one whose published leaf the
+    server sent.
     """
+    found: dict[str, Any] | None = None
     for lineage, record in sorted(lineages.items()):
         leaf = record.get("leaf") or {}
         about = server_name in (leaf.get("names") or []) if server_name else leaf.get("sha256") == served[0]
-        if record.get("version") and about:
+        if only is not None:
+            about = lineage == only
+        if record.get("version") and not record.get("removed") and about:
             published = [cert.get("sha256") for cert in record.get("served") or []]
-            return {"lineage": lineage, "version": record["version"], "matches": list(served) == published}
-    return None
+            comparison = {"lineage": lineage, "version": record["version"], "matches": list(served) == published}
+            if comparison["matches"]:
+                return comparison
+            found = found or comparison
+    return found
 
 
 def _served(cert: Cert) -> dict[str, str]:
