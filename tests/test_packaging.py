@@ -57,6 +57,36 @@ def test_maintainer_scripts_are_valid_posix_shell(script: str) -> None:
     subprocess.run(["sh", "-n", str(ROOT / "packaging" / "debian" / script)], check=True)
 
 
+@pytest.mark.parametrize(("script", "action"), [("chainwatch.prerm", "remove"), ("chainwatch.postrm", "purge")])
+def test_remove_and_purge_name_the_nginx_and_haproxy_files_that_point_at_the_published_sets(
+    tmp_path: Path, script: str, action: str
+) -> None:
+    """Purge deletes the published keys: nginx, Apache and HAProxy (consumer-config prints their
+    lines too) then fail their next start, yet only Dovecot's and Postfix's files were named.
+
+    The script runs as dpkg runs it, in a private mount namespace whose /etc/nginx, /etc/haproxy
+    and /var/lib are empty tmpfs: the host's own are never read nor removed.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "chainwatch").write_text("#!/bin/sh\nexit 1\n")  # no configuration to read: the default dir
+    (bin_dir / "chainwatch").chmod(0o755)
+    setup = (
+        "set -e; for d in /etc/nginx /etc/haproxy /var/lib; do mount -t tmpfs none $d; done; "
+        "mkdir -p /etc/nginx/sites-enabled /var/lib/chainwatch/live; "
+        "echo 'ssl_certificate /var/lib/chainwatch/live/www/fullchain.pem;' > /etc/nginx/sites-enabled/default; "
+        "echo '    bind :443 ssl crt /var/lib/chainwatch/live/www/key+fullchain.pem' > /etc/haproxy/haproxy.cfg; "
+        f"PATH={bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin sh {ROOT / 'packaging' / 'debian' / script} {action}"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "  /etc/nginx/sites-enabled/default\n" in result.stderr
+    assert "  /etc/haproxy/haproxy.cfg\n" in result.stderr
+
+
 def test_lintian_reports_no_error_and_no_warning(built_deb: Path) -> None:
     result = subprocess.run(["lintian", "--allow-root", str(built_deb)], capture_output=True, text=True, check=False)
     complaints = [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:")]
