@@ -45,14 +45,12 @@ def _consumer(name: str, reload: str, probe: str) -> list[str]:
     return ["# and in /etc/chainwatch/chainwatch.toml:", *(f"#   {line}" for line in table)]
 
 
-def _host(lineage: tuple[str, Sequence[str]]) -> str:
-    """A host name to probe the lineage at: its first DNS name that is no wildcard.
-
-    Never the lineage's own name: ``lego:mail.example.org`` in a URL is host
-    ``lego`` and port ``mail.example.org``, and ``example.org-0001`` is no host.
-    """
-    name, names = lineage
-    return next((n for n in names if "*" not in n), name.partition(":")[2] or name)
+# Where the printed [[consumer]] probes: the agent asks loopback with each
+# lineage's names as SNI. A public name would leave the host, and the unit's
+# IPAddressAllow=localhost refuses that (the probe is never answered); the
+# lineage's own name is no host at all (``lego:mail.example.org`` reads as
+# host ``lego``, port ``mail.example.org``).
+_LOOPBACK = "127.0.0.1"
 
 
 def _paths(output_dir: Path, lineage: str) -> tuple[Path, Path, Path]:
@@ -141,7 +139,7 @@ def exim4_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> 
         '#   [output] key_group = "Debian-exim"   in /etc/chainwatch/chainwatch.toml',
         "# then: update-exim4.conf && systemctl reload exim4 (chainwatch reloads it after every renewal)",
     ]
-    lines += _consumer("exim4", 'unit = "exim4.service"', f"smtp+starttls://{_host(first)}:25")
+    lines += _consumer("exim4", 'unit = "exim4.service"', f"smtp+starttls://{_LOOPBACK}:25")
     return "\n".join(lines) + "\n"
 
 
@@ -159,7 +157,7 @@ def nginx_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> 
             "}",
         ]
     lines += ["# then: systemctl reload nginx (chainwatch reloads it after every renewal)"]
-    lines += _consumer("nginx", 'unit = "nginx.service"', f"https://{_host(lineages[0])}")
+    lines += _consumer("nginx", 'unit = "nginx.service"', f"https://{_LOOPBACK}:443")
     return "\n".join(lines) + "\n"
 
 
@@ -183,7 +181,7 @@ def apache2_snippet(output_dir: Path, lineages: Lineages, version: str | None) -
             ]
         lines += [f"    SSLCertificateKeyFile {live / 'privkey.pem'}", "</VirtualHost>"]
     lines += ["# then: systemctl reload apache2 (chainwatch reloads it after every renewal)"]
-    lines += _consumer("apache2", 'unit = "apache2.service"', f"https://{_host(lineages[0])}")
+    lines += _consumer("apache2", 'unit = "apache2.service"', f"https://{_LOOPBACK}:443")
     return "\n".join(lines) + "\n"
 
 
@@ -199,7 +197,7 @@ def haproxy_snippet(output_dir: Path, lineages: Lineages, version: str | None) -
         "frontend https",
         f"    bind :443 ssl {files}",
     ]
-    probe = f"https://{_host(lineages[0])}"
+    probe = f"https://{_LOOPBACK}:443"
     if runtime_api:
         lines += [
             "# chainwatch puts renewed certificates in through the runtime API, without a reload:",

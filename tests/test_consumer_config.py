@@ -108,12 +108,12 @@ def test_consumer_config_command_uses_published_lineages(tmp_path: Path) -> None
     assert f"ssl_cert = <{ws.out}/live/{NAME}/fullchain.pem" in result.stdout
 
 
-def test_consumer_config_leaves_out_lineages_never_published_and_probes_a_prefixed_one_by_its_dns_name(
+def test_consumer_config_leaves_out_lineages_never_published_and_probes_a_prefixed_one_on_loopback(
     tmp_path: Path,
 ) -> None:
     """A lineage refused so far has no live/NAME/ to point at: pasting it (first, as the
-    server's default) stops the server. A probe URL is built from a DNS name, never from
-    ``files:NAME``, which a URL reads as host ``files``."""
+    server's default) stops the server. The probe URL is loopback, never ``files:NAME``,
+    which a URL reads as host ``files``."""
     ws = Workspace(tmp_path, LivePKI())
     ws.certbot.write(NAME, ws.pki.issue())
     folder = tmp_path / "acme"
@@ -138,9 +138,9 @@ def test_consumer_config_leaves_out_lineages_never_published_and_probes_a_prefix
         assert "refused" not in result.stdout, server
         assert f"{ws.out}/live/files:www/" in result.stdout.replace("::", ":"), server
     alone = ws.chainwatch("consumer-config", "nginx", "files:www", "--server-version", "1.22")
-    assert '#   probe = ["https://www.example.test"]' in alone.stdout
+    assert '#   probe = ["https://127.0.0.1:443"]' in alone.stdout
     exim = ws.chainwatch("consumer-config", "exim4", "files:www", "--server-version", "4.96")
-    assert '#   probe = ["smtp+starttls://www.example.test:25"]' in exim.stdout
+    assert '#   probe = ["smtp+starttls://127.0.0.1:25"]' in exim.stdout
     assert f"MAIN_TLS_CERTIFICATE = {ws.out}/live/files::www/fullchain.pem\n" in exim.stdout
 
 
@@ -216,7 +216,8 @@ def test_every_snippet_shows_the_consumer_table_that_reloads_and_probes_it(serve
     text = snippet[server](OUT, TWO[:1], None)
     assert f'#   name = "{server}"' in text
     assert re.search(r'^#   (unit|haproxy_socket) = "', text, re.M)
-    assert re.search(r'^#   probe = \["(https|smtp\+starttls)://mail\.example\.org', text, re.M)
+    # Loopback, as the unit allows (IPAddressAllow=localhost); the agent sends the names as SNI.
+    assert re.search(r'^#   probe = \["(https://127\.0\.0\.1:443|smtp\+starttls://127\.0\.0\.1:25)"\]$', text, re.M)
 
 
 def test_haproxy_socket_is_a_consumer_reload_kind_of_its_own(tmp_path: Path) -> None:
