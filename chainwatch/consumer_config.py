@@ -127,8 +127,10 @@ def exim4_snippet(output_dir: Path, lineages: Lineages, version: str | None) -> 
     for lineage, names in reversed(others):
         other_cert, other_key, _ = _exim_paths(output_dir, lineage)
         listed = ":".join(names or [lineage])
-        cert_value = f"${{if inlisti{{$tls_in_sni}}{{{listed}}}{{{other_cert}}}{{{cert_value}}}}}"
-        key_value = f"${{if inlisti{{$tls_in_sni}}{{{listed}}}{{{other_key}}}{{{key_value}}}}}"
+        # A domain list, not a string list (inlisti): *.example.org in the
+        # certificate must match imap.example.org, caselessly, as in a client.
+        cert_value = f"${{if match_domain{{$tls_in_sni}}{{{listed}}}{{{other_cert}}}{{{cert_value}}}}}"
+        key_value = f"${{if match_domain{{$tls_in_sni}}{{{listed}}}{{{other_key}}}{{{key_value}}}}}"
     lines = [
         f"# /etc/exim4/exim4.conf.localmacros ({_detected('Exim', version, 'Debian 12 has 4.96')})",
         "# with dc_use_split_config='true' the same lines go in /etc/exim4/conf.d/main/000_localmacros",

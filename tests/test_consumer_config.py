@@ -171,7 +171,7 @@ def test_exim_macros_name_the_published_files_and_choose_the_second_lineage_by_s
     assert "Exim 4.96 detected" in single
     several = exim4_snippet(OUT, TWO, None)
     assert (
-        "MAIN_TLS_CERTIFICATE = ${if inlisti{$tls_in_sni}{b.example:mx.b.example}"
+        "MAIN_TLS_CERTIFICATE = ${if match_domain{$tls_in_sni}{b.example:mx.b.example}"
         "{/var/lib/chainwatch/live/b.example/fullchain.pem}{/var/lib/chainwatch/live/mail.example.org/fullchain.pem}}"
         in several
     )

@@ -352,3 +352,20 @@ def test_exim_serves_a_prefixed_lineage_whose_path_holds_a_colon(ws: Workspace) 
                 assert served_chain(exim.port, sni, "smtp") == as_pems(ws.published(lineage)), (first, sni)
         finally:
             exim.stop()
+
+
+@pytest.mark.parametrize("server", ["exim4", "nginx", "apache2", "haproxy"])
+def test_the_printed_lines_choose_a_wildcard_lineage_for_a_name_under_it(ws: Workspace, server: str) -> None:
+    """Exim's ``inlisti`` compared literally: a client asking for imap.wild.example.test got
+    the default lineage's certificate, not the one for ``*.wild.example.test``."""
+    wild = "wild.example.test"
+    ws.certbot.write(wild, ws.pki.issue(wild, also=(f"*.{wild}",)))
+    configure(ws, key_group="Debian-exim")
+    assert ws.chainwatch("sync").returncode == 0
+    running = STARTS[server](printed(ws, server, NAME, wild), ws.out / "live" / NAME / "fullchain.pem")
+    starttls = "smtp" if server == "exim4" else None
+    try:
+        for sni, lineage in ((NAME, NAME), (wild, wild), (f"imap.{wild}", wild)):
+            assert served_chain(running.port, sni, starttls) == as_pems(ws.published(lineage)), sni
+    finally:
+        running.stop()
