@@ -167,11 +167,13 @@ def status_report(
     now: dt.datetime | None = None,
     consumers: Sequence[str] | None = None,
     live_dir: Path | None = None,
+    other_sources: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The status as data (what ``--json`` prints); ``exit`` holds the exit code.
 
     ``consumers``: the configured ones (default: every consumer state knows).
-    ``live_dir``: certbot's, to notice renewals that were never published.
+    ``live_dir``: certbot's when certbot is a source, to notice renewals that
+    were never published. ``other_sources``: the other sources, in a few words.
     """
     now = now or dt.datetime.now(dt.UTC)
     try:
@@ -230,11 +232,16 @@ def status_report(
     report: dict[str, Any] = {
         "exit": level, "state": _WORDS[level], "agent": agent, "lineages": reports, "consumers": consumer_reports
     }  # fmt: skip
-    watched = _watched_names(live_dir) if live_dir is not None else None
-    if not names and not any(not r["removed"] for r in reports) and watched == []:
+    # Nothing in state, and nothing in certbot's directory now. The other
+    # sources are not listed here (that needs the certificate readers): their
+    # lineages are in state from the pass that found them, even refused ones.
+    certbot_empty = live_dir is None or _watched_names(live_dir) == []
+    if not names and not any(not r["removed"] for r in reports) and certbot_empty and (live_dir or other_sources):
         report["exit"] = max(level, WARNING)
         report["state"] = _WORDS[report["exit"]]
-        report["message"] = f"nothing to watch: no certbot lineage under {live_dir}"
+        places = [f"certbot lineage under {live_dir}"] if live_dir is not None else []
+        places += [f"lineage in {', '.join(other_sources)} at the last pass"] if other_sources else []
+        report["message"] = f"nothing to watch: no {' and no '.join(places)}"
     return report
 
 

@@ -341,6 +341,23 @@ def test_status_warns_that_there_is_nothing_to_watch_when_certbot_has_no_lineage
     assert ws.chainwatch("status").returncode == 0
 
 
+def test_nothing_to_watch_names_the_configured_sources_not_certbot_when_certbot_is_not_one(ws: Workspace) -> None:
+    """With only a lego source, status looked at certbot's directory: a certbot lineage there
+    (which the agent does not read) hid an empty lego tree behind 'ok', and an empty certbot
+    directory was the reason given."""
+    ws.certbot.write(NAME, ws.pki.issue())  # not a source: never read
+    lego = ws.root / "lego"
+    lego.mkdir()
+    with ws.config.open("a") as config:
+        config.write(f'[[source]]\nkind = "lego"\ndir = "{lego}"\n')
+    ws.chainwatch("sync")
+    status = ws.chainwatch("status")
+    assert status.returncode == 1, status.stdout
+    assert status.stdout.startswith("chainwatch warning · ")
+    assert f"nothing to watch: no lineage in lego {lego} at the last pass\n" in status.stdout
+    assert "certbot" not in status.stdout
+
+
 def test_status_says_which_stores_validate_and_when_none_does(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     ws.chainwatch("sync")

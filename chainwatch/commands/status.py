@@ -21,13 +21,18 @@ def status(args: argparse.Namespace) -> int:
         config = config_of(args)
         output_dir, horizon, config_error = config.output_dir, config.horizon_days, None
         consumers: list[str] | None = [c.name for c in config.consumers]
-        live_dir: Path | None = config.live_dir
+        # certbot's directory only when certbot is a source: otherwise its
+        # files are nobody's business here, and "no certbot lineage" no reason.
+        live_dir: Path | None = config.live_dir if config.certbot else None
+        others = [f"{s.kind} {s.dir or s.fullchain}" for s in config.sources]
     except ChainwatchError as error:
         # Status is needed most when someone broke the file: report on what
         # the state says, with the error on top.
         output_dir, horizon, config_error = output_dir_hint(args.config), Config().horizon_days, str(error)
-        consumers, live_dir = None, None
-    report = status_report(output_dir / "state.json", args.lineages, horizon, consumers=consumers, live_dir=live_dir)
+        consumers, live_dir, others = None, None, []
+    report = status_report(
+        output_dir / "state.json", args.lineages, horizon, consumers=consumers, live_dir=live_dir, other_sources=others
+    )
     if config_error:
         report["config_error"] = config_error
         worsen(report, WARNING)
