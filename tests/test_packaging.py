@@ -87,6 +87,30 @@ def test_remove_and_purge_name_the_nginx_and_haproxy_files_that_point_at_the_pub
     assert "  /etc/haproxy/haproxy.cfg\n" in result.stderr
 
 
+@pytest.mark.parametrize("target", ["/etc/chainwatch/certbot-deploy-hook", "../../../chainwatch/certbot-deploy-hook"])
+def test_purge_removes_the_deploy_hook_link_absolute_or_relative(target: str) -> None:
+    """A link made with ``ln -sr`` was left dangling by purge, and certbot skips one in silence.
+
+    As dpkg runs it, after the conffile is gone, in a private mount namespace whose /etc and
+    /var/lib are empty tmpfs.
+    """
+    hooks = "/etc/letsencrypt/renewal-hooks/deploy"
+    setup = (
+        f"set -e; for d in /etc /var/lib; do mount -t tmpfs none $d; done; mkdir -p {hooks}; "
+        f"ln -s {target} {hooks}/chainwatch; ln -s /usr/bin/true {hooks}/other; "
+        f"sh {ROOT / 'packaging' / 'debian' / 'chainwatch.postrm'} purge; ls {hooks}"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "other\n"
+    assert f"removed the certbot deploy hook {hooks}/chainwatch" in result.stderr
+
+
 def test_lintian_reports_no_error_and_no_warning(built_deb: Path) -> None:
     result = subprocess.run(["lintian", "--allow-root", str(built_deb)], capture_output=True, text=True, check=False)
     complaints = [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:")]
