@@ -71,6 +71,7 @@ class Agent:
         self.on_heartbeat = on_heartbeat
         """Called after each heartbeat save: the metrics file carries the heartbeat too."""
         self.processor = Processor(config, journal)
+        self.processor.waiting = self._keepalive
         self.watcher = _watcher_for(config)
         self.known: set[str] = set()
         self.refused: set[str] = set()
@@ -334,6 +335,7 @@ class Agent:
             selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
             self.known = set()
         self.config, self.processor = config, processor
+        self.processor.waiting = self._keepalive
         with self.journal.held():  # said once the first pass under it has saved state
             source = config.source or "built-in defaults"
             self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")

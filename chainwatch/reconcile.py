@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import stat
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,10 @@ class Outcome:
         return self.event == Event.PUBLISHED
 
 
+# How often a waiting agent looks at the lock again, and pings the watchdog.
+_LOCK_POLL_S = 0.25
+
+
 class Processor:
     """Holds the configuration, stores, publisher and state for passes over lineages."""
 
@@ -90,6 +95,8 @@ class Processor:
         self.config = config
         self.journal = journal
         self.clock = clock
+        self.waiting: Callable[[], None] | None = None
+        """Called while :meth:`exclusive` waits for the lock (the agent feeds systemd's watchdog)."""
         self.stores = load_stores(config.trust_stores)
         self.policy = config.trim_policy()
         self.sources = Sources(config)
@@ -349,7 +356,7 @@ class Processor:
         self.publisher.prepare()
         fd = open_lock_file(self.config.output_dir / "lock")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock(fd)
             problem = self.state.load()
             with self.journal.held():
                 if problem:
@@ -362,6 +369,20 @@ class Processor:
                     self.save()
         finally:
             os.close(fd)
+
+    def _lock(self, fd: int) -> None:
+        """Take the lock; a `sync` may hold it through its consumers' reloads (reload_timeout_s
+        each), longer than systemd's watchdog lets the agent be silent: say so meanwhile."""
+        if self.waiting is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                self.waiting()
+                time.sleep(_LOCK_POLL_S)
 
     def checkpoint(self) -> None:
         """Inside :meth:`exclusive`: save state now, then log what led to it.

@@ -668,3 +668,49 @@ def test_probe_finds_the_lineage_served_among_lineages_sharing_a_name(ws: Worksp
         assert result.returncode == 0, result.stdout
         (entry,) = json.loads(result.stdout)["endpoints"]
         assert entry["published"] == {"lineage": lineage, "version": 1, "matches": True}
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether ``pid`` has ``path`` open: the agent opens the output lock only to take it."""
+    folder = Path(f"/proc/{pid}/fd")
+    links = []
+    for fd in folder.iterdir():
+        with contextlib.suppress(OSError):
+            links.append(os.readlink(fd))
+    return str(path) in links
+
+
+def test_the_watchdog_is_fed_while_the_agent_waits_for_a_sync_that_holds_the_lock(ws: Workspace) -> None:
+    """A `chainwatch sync` (a deploy hook) holds the output lock through its consumers' reloads
+    (up to reload_timeout_s each, 30 s by default). The agent's next pass waited in flock
+    without a word to systemd: past WatchdogSec (60 s) systemd kills it."""
+    hold = ws.root / "hold"
+    started = ws.root / "started"
+    reload = ["sh", "-c", f'touch "{started}"; while [ -e "{hold}" ]; do sleep 0.05; done']
+    ws.write_config(consumers=f'[[consumer]]\nname = "slow"\nreload_command = {json.dumps(reload)}\n')
+    watchdog_s = 2.0
+    with ws.agent(env={"WATCHDOG_USEC": str(int(watchdog_s * 1_000_000))}) as agent, agent.recording() as received:
+        hold.touch()
+        # Stopped, the agent leaves the renewal to sync, and sees it once resumed.
+        agent.process.send_signal(signal.SIGSTOP)
+        try:
+            ws.certbot.write(NAME, ws.pki.issue())
+            sync = subprocess.Popen(
+                [sys.executable, "-m", "chainwatch", "sync", "--config", str(ws.config)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            agent.wait_for(started.exists, what="sync's reload, under the lock")
+        finally:
+            agent.process.send_signal(signal.SIGCONT)
+        try:
+            lock = ws.out / "lock"
+            agent.wait_for(lambda: _has_open(agent.process.pid, lock), what="the agent waiting for the lock")
+            start = time.monotonic()
+            time.sleep(2 * watchdog_s)
+            end = time.monotonic()
+            assert _has_open(agent.process.pid, lock) and sync.poll() is None  # still waiting, all along
+        finally:
+            hold.unlink()
+            sync.wait(30)
+    gaps = watchdog_gaps(received, start, end)
+    assert max(gaps) < watchdog_s / 2, gaps
