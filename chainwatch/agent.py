@@ -71,7 +71,7 @@ class Agent:
         self.on_heartbeat = on_heartbeat
         """Called after each heartbeat save: the metrics file carries the heartbeat too."""
         self.processor = Processor(config, journal)
-        self.processor.waiting = self._keepalive
+        self.processor.waiting = self._waiting_for_lock
         self.watcher = _watcher_for(config)
         self.known: set[str] = set()
         self.refused: set[str] = set()
@@ -303,6 +303,11 @@ class Agent:
         if self.notifier.watchdog_interval:
             self.notifier.watchdog()
 
+    def _waiting_for_lock(self, first: bool) -> None:
+        if first:
+            self.notifier.status("waiting for the output lock: a 'chainwatch sync' is publishing")
+        self._keepalive()
+
     def _status_line(self) -> str:
         line = f"watching {len(self.known)} lineage{'s' if len(self.known) != 1 else ''}"
         return f"{line}; last: {self.last}" if self.last else line
@@ -335,7 +340,7 @@ class Agent:
             selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
             self.known = set()
         self.config, self.processor = config, processor
-        self.processor.waiting = self._keepalive
+        self.processor.waiting = self._waiting_for_lock
         with self.journal.held():  # said once the first pass under it has saved state
             source = config.source or "built-in defaults"
             self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")

@@ -95,8 +95,9 @@ class Processor:
         self.config = config
         self.journal = journal
         self.clock = clock
-        self.waiting: Callable[[], None] | None = None
-        """Called while :meth:`exclusive` waits for the lock (the agent feeds systemd's watchdog)."""
+        self.waiting: Callable[[bool], None] | None = None
+        """Called, with True the first time, while :meth:`exclusive` waits for the lock:
+        the agent says so to systemd and feeds its watchdog."""
         self.stores = load_stores(config.trust_stores)
         self.policy = config.trim_policy()
         self.sources = Sources(config)
@@ -376,12 +377,14 @@ class Processor:
         if self.waiting is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
             return
+        first = True
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                self.waiting()
+                self.waiting(first)
+                first = False
                 time.sleep(_LOCK_POLL_S)
 
     def checkpoint(self) -> None:

@@ -439,7 +439,11 @@ def test_agent_starting_while_a_sync_publishes_leaves_every_lineage_published_an
     assert len(staged) == len(LINEAGES)
     try:
         with ws.agent(wait_ready=False) as agent:
-            wait_until(lambda: waiting_for_the_lock(agent.process), "the agent waits for the sync's lock")
+            agent.wait_for(
+                lambda: any("STATUS=waiting for the output lock" in n for n in agent.read_notifications()),
+                what="the agent says it waits for the sync's lock",
+                timeout=60,
+            )
             hook.send_signal(signal.SIGCONT)
             output, _ = hook.communicate(timeout=60)
             assert hook.returncode == 0, output
