@@ -7,18 +7,23 @@ file never shows half an update. Names follow Prometheus conventions:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from chainwatch.atomic import atomic_write
+from chainwatch.policy_settings import leaf_horizon
 from chainwatch.state import parse_iso
 
 __all__ = ["render_metrics", "write_metrics"]
 
 _HELP = {
     "chainwatch_leaf_expiry_timestamp_seconds": "When the served leaf certificate expires.",
-    "chainwatch_chain_earliest_expiry_timestamp_seconds": "When the first certificate of the served chain expires.",
+    "chainwatch_leaf_warning_horizon_seconds": "How long before the leaf's expiry chainwatch warns (horizon_days, "
+    "or a third of a short-lived leaf's life).",
+    "chainwatch_issuers_earliest_expiry_timestamp_seconds": "When the first served certificate above the leaf expires.",
+    "chainwatch_warning_horizon_seconds": "How long before an intermediate expires chainwatch warns (horizon_days).",
     "chainwatch_dropped_certificates": "Certificates of the source chain that are not served.",
     "chainwatch_last_publish_timestamp_seconds": "When a set was last published for the lineage.",
     "chainwatch_lineage_ok": "1 when the lineage is served without error, else 0.",
@@ -35,7 +40,10 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _samples(state: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float]]:
+def _samples(state: dict[str, Any], horizon: dt.timedelta) -> Iterator[tuple[str, dict[str, str], float]]:
+    # The horizons travel with the expiries so that the shipped alert rules
+    # warn exactly when `chainwatch status` does, whatever horizon_days says.
+    yield "chainwatch_warning_horizon_seconds", {}, horizon.total_seconds()
     agent = state.get("agent") or {}
     heartbeat = parse_iso(agent.get("heartbeat"))
     if heartbeat:
@@ -43,13 +51,17 @@ def _samples(state: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float
         yield "chainwatch_agent_heartbeat_timestamp_seconds", {}, heartbeat.timestamp()
     for name, record in sorted((state.get("lineages") or {}).items()):
         labels = {"lineage": name}
-        leaf_expiry = parse_iso((record.get("leaf") or {}).get("not_after"))
+        leaf = record.get("leaf") or {}
+        leaf_issued, leaf_expiry = parse_iso(leaf.get("not_before")), parse_iso(leaf.get("not_after"))
         if leaf_expiry:
             yield "chainwatch_leaf_expiry_timestamp_seconds", labels, leaf_expiry.timestamp()
-        expiries = [parse_iso(c.get("not_after")) for c in record.get("served", [])]
-        known = [e for e in expiries if e is not None]
+            if leaf_issued:
+                warn = leaf_horizon(horizon, leaf_issued, leaf_expiry)
+                yield "chainwatch_leaf_warning_horizon_seconds", labels, warn.total_seconds()
+        issuers = [parse_iso(c.get("not_after")) for c in record.get("served", []) if c.get("role") != "leaf"]
+        known = [e for e in issuers if e is not None]
         if known:
-            yield "chainwatch_chain_earliest_expiry_timestamp_seconds", labels, min(known).timestamp()
+            yield "chainwatch_issuers_earliest_expiry_timestamp_seconds", labels, min(known).timestamp()
         yield "chainwatch_dropped_certificates", labels, float(len(record.get("dropped", [])))
         published = parse_iso(record.get("published_at"))
         if published:
@@ -73,10 +85,10 @@ def _samples(state: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float
             yield "chainwatch_served_chain_match", labels, 1.0 if probe["ok"] else 0.0
 
 
-def render_metrics(state: dict[str, Any]) -> str:
-    """The state as Prometheus text exposition format."""
+def render_metrics(state: dict[str, Any], horizon: dt.timedelta) -> str:
+    """The state as Prometheus text exposition format; ``horizon``: [policy] horizon_days."""
     by_name: dict[str, list[str]] = {}
-    for name, labels, value in _samples(state):
+    for name, labels, value in _samples(state, horizon):
         rendered = ",".join(f'{key}="{_label(text)}"' for key, text in labels.items())
         by_name.setdefault(name, []).append(f"{name}{{{rendered}}} {value:.17g}" if labels else f"{name} {value:.17g}")
     lines = []
@@ -86,6 +98,6 @@ def render_metrics(state: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def write_metrics(path: Path, state: dict[str, Any]) -> None:
+def write_metrics(path: Path, state: dict[str, Any], horizon: dt.timedelta) -> None:
     """Replace the textfile atomically (node_exporter reads it at any moment)."""
-    atomic_write(path, render_metrics(state).encode(), 0o644)
+    atomic_write(path, render_metrics(state, horizon).encode(), 0o644)

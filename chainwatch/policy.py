@@ -34,7 +34,7 @@ from enum import StrEnum
 
 from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
-from chainwatch.policy_settings import Distrust, Mode, Policy
+from chainwatch.policy_settings import Distrust, Mode, Policy, leaf_horizon
 from chainwatch.signature import signed_by
 from chainwatch.trust import TrustStore
 
@@ -583,10 +583,7 @@ class _Judge:
     def _warn_before(self, cert: Cert) -> dt.timedelta:
         """How long before its expiry a served certificate is "expiring soon"."""
         if cert == self.leaf:
-            # Short-lived certificates (6 days) are renewed at a third of
-            # their life; warning for their whole life would teach people
-            # to ignore the warning.
-            return min(self.policy.horizon, (cert.not_after - cert.not_before) / 3)
+            return leaf_horizon(self.policy.horizon, cert.not_before, cert.not_after)
         return self.policy.horizon
 
     def _expiring(self, chain: tuple[Cert, ...], kept: set[Cert]) -> list[ChainWarning]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from chainwatch.certificate import Cert
 
-__all__ = ["DEFAULT_STORE", "Distrust", "Mode", "Policy"]
+__all__ = ["DEFAULT_STORE", "Distrust", "Mode", "Policy", "leaf_horizon"]
 
 DEFAULT_STORE = Path("/etc/ssl/certs/ca-certificates.crt")
 """Debian's ca-certificates bundle: the store of a client that trusts what Debian trusts."""
@@ -73,3 +73,12 @@ class Policy(NamedTuple):
     distrust: Distrust = Distrust()
     horizon: dt.timedelta = dt.timedelta(days=21)
     """Warn when a served certificate or a used anchor expires this soon."""
+
+
+def leaf_horizon(horizon: dt.timedelta, not_before: dt.datetime, not_after: dt.datetime) -> dt.timedelta:
+    """How long before its expiry a leaf is "expiring soon": the policy, status and alerts agree.
+
+    Short-lived certificates (6 days) are renewed at a third of their life;
+    warning for their whole life would teach people to ignore the warning.
+    """
+    return min(horizon, (not_after - not_before) / 3)

@@ -16,6 +16,7 @@ from typing import Any
 
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.palette import Palette
+from chainwatch.policy_settings import leaf_horizon
 from chainwatch.records import ConsumerRecord, LeafRecord, LineageRecord, ReloadRecord
 from chainwatch.state import parse_iso, read_document
 
@@ -57,9 +58,7 @@ def _lineage_report(name: str, record: LineageRecord, now: dt.datetime, horizon:
         leaf["days_left"] = (expires - now).days
         issued = parse_iso(leaf.get("not_before"))
         if issued is not None:
-            # The policy's rule for the leaf: short-lived certificates warn
-            # only in the last third of their life, not all of it.
-            horizon = min(horizon, (expires - issued) / 3)
+            horizon = leaf_horizon(horizon, issued, expires)
         if expires < now:
             level, message = CRITICAL, f"the served leaf expired on {expires:%Y-%m-%d %H:%M} UTC; {message}"
         elif expires - now <= horizon and level == OK:

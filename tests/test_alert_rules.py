@@ -39,8 +39,11 @@ SAMPLE = re.compile(r"^(?P<series>[a-z_]+(?:\{.*\})?) (?P<value>\S+)$")
 MINUTES = 180
 
 
-def synced_state(tmp_path: Path, *, days: float = 89, unrelated_store: bool = False) -> dict[str, Any]:
-    """state.json after a real agent's first pass over one lineage, leaf valid for ``days``."""
+def synced_state(
+    tmp_path: Path, *, days: float = 89, age_days: float = 0, unrelated_store: bool = False
+) -> dict[str, Any]:
+    """state.json after a real agent's first pass over one lineage, leaf issued ``age_days`` ago
+    and valid for ``days`` more."""
     pki = LivePKI()
     ws = Workspace(tmp_path, pki)
     if unrelated_store:
@@ -48,7 +51,7 @@ def synced_state(tmp_path: Path, *, days: float = 89, unrelated_store: bool = Fa
         other = CA.root("Other Root", not_before=now - dt.timedelta(days=9), not_after=now + dt.timedelta(days=900))
         (tmp_path / "other.pem").write_bytes(pem(other.cert))
         ws.write_config(stores=(ws.store, tmp_path / "other.pem"))
-    ws.certbot.write(NAME, pki.issue(days=days))
+    ws.certbot.write(NAME, pki.issue(days=days, age_days=age_days))
     with ws.agent():
         pass  # ready: the first pass is published and saved, with the agent's heartbeat
     state = ws.state()
@@ -68,15 +71,32 @@ def with_consumer(state: dict[str, Any], *, failures: int = 0, serves: bool = Tr
     return state
 
 
-def series(tmp_path: Path, state: dict[str, Any], *, alive: bool = True, failing: bool = False) -> list[dict[str, str]]:
+def with_intermediate_expiring(state: dict[str, Any], days: float) -> dict[str, Any]:
+    """The served intermediates expire in ``days`` (a CA's certificate near its end)."""
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
+    for served in state["lineages"][NAME]["served"]:
+        if served["role"] != "leaf":
+            served["not_after"] = soon
+    return state
+
+
+def series(
+    tmp_path: Path,
+    state: dict[str, Any],
+    *,
+    alive: bool = True,
+    failing: bool = False,
+    horizon_days: int = 21,
+) -> list[dict[str, str]]:
     """promtool input series from the metrics file chainwatch writes for ``state``.
 
     ``alive``: the agent refreshes its heartbeat (by a minute a minute);
-    ``failing``: the reload failure counter grows by one every 10 minutes.
+    ``failing``: the reload failure counter grows by one every 10 minutes;
+    ``horizon_days``: the configured [policy] horizon_days.
     """
     made = dt.datetime.fromisoformat(state["agent"]["heartbeat"]).timestamp()
     textfile = tmp_path / "chainwatch.prom"
-    write_metrics(textfile, state)
+    write_metrics(textfile, state, dt.timedelta(days=horizon_days))
     found = []
     for line in textfile.read_text().splitlines():
         match = SAMPLE.match(line)
@@ -113,6 +133,7 @@ def promtool(tmp_path: Path, input_series: list[dict[str, str]], firing: set[str
     }
     # promtool wants the labels of each expected alert; checking that the alert
     # fires at all is done by asking for none and reading its complaint.
+    tmp_path.mkdir(exist_ok=True)
     spec = tmp_path / "rules_test.yml"
     spec.write_text(json.dumps(tests))
     result = subprocess.run(["promtool", "test", "rules", str(spec)], capture_output=True, text=True, check=False)
@@ -134,9 +155,27 @@ def test_a_healthy_host_raises_no_alert(tmp_path: Path) -> None:
     promtool(tmp_path, series(tmp_path, with_consumer(synced_state(tmp_path / "ws"))), set())
 
 
-def test_a_leaf_expiring_within_the_horizon_alerts_for_leaf_and_chain(tmp_path: Path) -> None:
-    state = with_consumer(synced_state(tmp_path / "ws", days=10))
-    promtool(tmp_path, series(tmp_path, state), {"ChainwatchLeafExpiringSoon", "ChainwatchServedChainExpiringSoon"})
+def test_a_leaf_expiring_within_the_horizon_alerts(tmp_path: Path) -> None:
+    state = with_consumer(synced_state(tmp_path / "ws", days=10, age_days=80))
+    promtool(tmp_path, series(tmp_path, state), {"ChainwatchLeafExpiringSoon"})
+
+
+def test_the_leaf_alert_follows_the_configured_horizon(tmp_path: Path) -> None:
+    state = with_consumer(synced_state(tmp_path / "ws", days=25, age_days=65))
+    promtool(tmp_path / "21", series(tmp_path, state, horizon_days=21), set())
+    promtool(tmp_path / "30", series(tmp_path, state, horizon_days=30), {"ChainwatchLeafExpiringSoon"})
+
+
+def test_a_short_lived_leaf_alerts_only_in_the_last_third_of_its_life(tmp_path: Path) -> None:
+    # 6 days from an hour ago, as status sees it: "expiring soon" only in its last 2 days.
+    state = with_consumer(synced_state(tmp_path / "ws", days=6))
+    promtool(tmp_path, series(tmp_path, state), set())
+
+
+def test_an_intermediate_expiring_within_the_horizon_alerts(tmp_path: Path) -> None:
+    state = with_intermediate_expiring(with_consumer(synced_state(tmp_path / "ws")), days=10)
+    promtool(tmp_path, series(tmp_path, state), {"ChainwatchServedChainExpiringSoon"})
+    promtool(tmp_path / "short", series(tmp_path, state, horizon_days=7), set())
 
 
 def test_a_chain_some_configured_store_cannot_validate_alerts(tmp_path: Path) -> None:

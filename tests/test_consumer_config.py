@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 from pathlib import Path
@@ -280,7 +281,7 @@ def test_metrics_cover_consumers_their_errors_pending_versions_and_escape_labels
             }
         },
     }
-    text = render_metrics(state)
+    text = render_metrics(state, dt.timedelta(days=21))
     assert 'chainwatch_reload_failures_total{consumer="dovecot"} 2\n' in text
     assert "# TYPE chainwatch_reload_failures_total counter" in text
     assert 'chainwatch_consumer_ok{consumer="dovecot"} 0\n' in text

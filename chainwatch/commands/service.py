@@ -49,7 +49,7 @@ class _AfterBatch:
         target = processor.config.metrics_textfile
         if target is not None:
             try:
-                write_metrics(target, processor.state.data)
+                write_metrics(target, processor.state.data, processor.policy.horizon)
             except OSError as error:
                 processor.journal.log(Event.ERROR, f"cannot write metrics to {target}: {error.strerror}")
 
