@@ -326,6 +326,15 @@ def test_a_configuration_file_named_on_the_command_line_must_exist(tmp_path: Pat
     assert_one_line_error(chainwatch("check-config", "--config", tmp_path / "typo.toml"), "typo.toml: no such file")
 
 
+def test_check_config_refuses_a_key_group_that_does_not_exist(tmp_path: Path) -> None:
+    # The agent would refuse it at reload; ExecReload runs check-config first.
+    config = tmp_path / "chainwatch.toml"
+    config.write_text(f'[output]\ndir = "{tmp_path / "out"}"\nkey_group = "no-such-group-here"\n')
+    assert_one_line_error(chainwatch("check-config", "--config", config), str(config), "'no-such-group-here'")
+    config.write_text(f'[output]\ndir = "{tmp_path / "out"}"\nkey_group = "root"\n')
+    assert chainwatch("check-config", "--config", config).returncode == 0
+
+
 def config_with_store(tmp_path: Path, store: Path, **extra: str) -> Path:
     lines = ["[policy]", f'trust_stores = ["{store}"]', *(f'{key} = "{value}"' for key, value in extra.items())]
     path = tmp_path / "chainwatch.toml"
