@@ -19,7 +19,7 @@ from chainwatch import __version__
 from chainwatch.pem import parse_certificates
 from tests.certbot_tree import CertbotTree, issued
 from tests.conftest import DEBIAN12_STORE, VECTORS, vector_cert
-from tests.pki import CA, key_pem, pem
+from tests.pki import CA, key_pem, new_key, pem
 
 DST_CHAIN = VECTORS / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem"
 AAA_CHAIN = VECTORS / "chains" / "sectigo-dv-aaacross-nodejs-org-2025.pem"
@@ -405,6 +405,11 @@ def test_explain_of_a_lineage_name_judges_it_as_the_agent_does(tmp_path: Path) -
     # Without the configuration the host's store does not know this root.
     unconfigured = chainwatch("explain", certbot.live / "mail.example.test" / "fullchain.pem", "--json")
     assert unconfigured.returncode == 1
+    # The lineage's own key picks its leaf: another key is refused, not ignored.
+    other = tmp_path / "other.key"
+    other.write_bytes(key_pem(new_key()))
+    refused = chainwatch("explain", "mail.example.test", "--config", config, "--key", other)
+    assert_one_line_error(refused, "mail.example.test: a lineage is judged with its own key")
 
 
 def test_probe_help_lists_every_scheme_probe_accepts() -> None:

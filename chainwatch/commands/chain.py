@@ -64,6 +64,8 @@ def _decide(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
         certs = read_chain(target)
         leaf_key = public_key_of(args.key) if args.key else None
         source = str(target)
+    if args.key and source != str(target):
+        raise InputError(f"{target}: a lineage is judged with its own key; --key is for a chain file")
     try:
         return decide(certs, stores, at, policy, leaf_key), at, source
     except InputError as error:
