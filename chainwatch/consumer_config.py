@@ -97,7 +97,10 @@ def postfix_snippet(output_dir: Path, lineages: Lineages) -> str:
             "# /etc/postfix/sni_maps; then: postmap -F hash:/etc/postfix/sni_maps",
         ]
         for lineage, names in others:
-            lines += [f"{name} {_paths(output_dir, lineage)[2]}" for name in names or [lineage]]
+            # Postfix looks up the SNI name, then its parent domains with a
+            # leading dot: ".example.org" is its key for "*.example.org".
+            keys = [name.removeprefix("*") for name in names or [lineage]]
+            lines += [f"{key} {_paths(output_dir, lineage)[2]}" for key in keys]
         lines += [
             "# postmap -F copies the files into the map, so it must run again after each renewal:",
             "# in chainwatch.toml, give this consumer",

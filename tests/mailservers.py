@@ -208,7 +208,8 @@ echo "$n reloaded" >> "$calls"
 class Postfix:
     """``postfix start-fg`` with one smtpd on a loopback port, TLS from key+fullchain.pem."""
 
-    def __init__(self, folder: Path, chain_file: Path) -> None:
+    def __init__(self, folder: Path, chain_file: Path, sni_map: str = "") -> None:
+        """``sni_map``: the content of a ``tls_server_sni_maps`` file, loaded with ``postmap -F``."""
         if not shutil.which("postfix"):
             raise RuntimeError("postfix is a Debian package that .ci/setup installs")
         del folder  # Postfix's own processes (user postfix) must reach their directories:
@@ -240,6 +241,12 @@ maillog_file = {folder}/postfix.log
 maillog_file_prefixes = {folder}
 """
         )
+        if sni_map:
+            (folder / "sni_maps").write_text(sni_map)
+            with (self.conf / "main.cf").open("a") as main_cf:
+                main_cf.write(f"tls_server_sni_maps = hash:{folder}/sni_maps\n")
+            postmap = ["postmap", "-c", str(self.conf), "-F", f"hash:{folder}/sni_maps"]
+            subprocess.run(postmap, capture_output=True, check=True)
         (self.conf / "master.cf").write_text(
             f"""{self.port} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup

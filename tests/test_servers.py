@@ -22,6 +22,7 @@ import pytest
 
 from chainwatch.pem import parse_certificates
 from chainwatch.reload import Result, reload_haproxy_api
+from tests.mailservers import Postfix
 from tests.servers import EXIM, Apache, Exim, HAProxy, Nginx
 from tests.workspace import NAME, LivePKI, Workspace
 
@@ -369,3 +370,21 @@ def test_the_printed_lines_choose_a_wildcard_lineage_for_a_name_under_it(ws: Wor
             assert served_chain(running.port, sni, starttls) == as_pems(ws.published(lineage)), sni
     finally:
         running.stop()
+
+
+def test_the_postfix_sni_map_chooses_a_wildcard_lineage_for_a_name_under_it(ws: Workspace) -> None:
+    """Postfix tries the SNI name, then ".parent.domain": a "*.wild.example.test" key never matched."""
+    wild = "wild.example.test"
+    ws.certbot.write(wild, ws.pki.issue(wild, also=(f"*.{wild}",)))
+    configure(ws)
+    assert ws.chainwatch("sync").returncode == 0
+    lines = printed(ws, "postfix", NAME, wild)
+    assert "tls_server_sni_maps = hash:/etc/postfix/sni_maps" in lines
+    sni_map = lines.split("# /etc/postfix/sni_maps; then: postmap -F hash:/etc/postfix/sni_maps\n")[1]
+    sni_map = "".join(line + "\n" for line in sni_map.splitlines() if line and not line.startswith("#"))
+    postfix = Postfix(ws.root / "postfix", ws.out / "live" / NAME / "key+fullchain.pem", sni_map=sni_map)
+    try:
+        for sni, lineage in ((NAME, NAME), (wild, wild), (f"smtp.{wild}", wild)):
+            assert served_chain(postfix.port, sni, "smtp") == as_pems(ws.published(lineage)), sni
+    finally:
+        postfix.stop()
