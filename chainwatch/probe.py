@@ -96,11 +96,11 @@ def fetch_chain(endpoint: Endpoint, server_name: str | None, timeout: float = 10
     try:
         if endpoint.starttls:
             _STARTTLS[endpoint.starttls](_Dialogue(connection, endpoint, clock))
-        clock.bound(connection, "the TLS handshake")
+        clock.bound(connection, "the server's side of the TLS handshake")
         try:
             tls = _context().wrap_socket(connection, server_hostname=server_name)
         except TimeoutError:
-            raise clock.expired("the TLS handshake") from None
+            raise clock.expired("the server's side of the TLS handshake") from None
         except ssl.SSLError as error:
             raise ProbeError(f"{endpoint}: TLS handshake failed ({_reason(error)})") from None
         except OSError as error:
