@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from chainwatch.certificate import Cert
 from chainwatch.pem import parse_certificates
 from chainwatch.probe import ProbeError, fetch_chain, parse_endpoint
-from tests.mailservers import Dovecot, Postfix
+from tests.mailservers import Dovecot, Postfix, wait_for_port
 from tests.workspace import NAME, LivePKI, Workspace
 
 HANG_GUARD_S = 60.0
@@ -98,6 +99,35 @@ def test_dovecot_without_tls_does_not_offer_starttls_for_imap_or_pop3(tmp_path: 
         server.stop()
 
 
+def test_the_server_name_asked_for_is_sent_as_sni_and_none_without_one(tmp_path: Path, pki: LivePKI) -> None:
+    """A real ``openssl s_server`` answering ``www.example.test`` with a second certificate."""
+    second = "www.example.test"
+    files = {}
+    for name, content in (("first", pki.issue()), ("second", pki.issue(second))):
+        for part in ("cert", "privkey"):
+            files[f"{name}.{part}"] = tmp_path / f"{name}.{part}.pem"
+            files[f"{name}.{part}"].write_bytes(getattr(content, part))
+    port = _closed_port()
+    server = subprocess.Popen(
+        [
+            "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-quiet", "-naccept", "10",
+            "-cert", files["first.cert"], "-key", files["first.privkey"],
+            "-servername", second, "-cert2", files["second.cert"], "-key2", files["second.privkey"],
+        ],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        endpoint = f"tls://127.0.0.1:{port}"
+        first_leaf, second_leaf = (parse_certificates(files[f"{n}.cert"].read_bytes(), n) for n in ("first", "second"))
+        assert probe(endpoint, server_name=second) == second_leaf
+        assert probe(endpoint, server_name=NAME) == first_leaf
+        assert probe(endpoint, server_name=None) == first_leaf
+    finally:
+        server.kill()
+        server.wait()
+
+
 def _closed_port() -> int:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -176,3 +206,17 @@ def test_a_greeting_that_never_ends_is_cut_off_after_64_kib() -> None:
     with listener(endless) as port:
         message = failure(f"smtp+starttls://127.0.0.1:{port}", timeout=30)
     assert message == f"smtp+starttls://127.0.0.1:{port}: the server sent more than 65536 bytes before STARTTLS"
+
+
+def injecting(connection: socket.socket, stop: threading.Event) -> None:
+    """POP3 that says go and sends bytes of its own before the client's handshake: not TLS, an injection."""
+    connection.sendall(b"+OK ready\r\n")
+    connection.recv(64)
+    connection.sendall(b"+OK begin TLS\r\n+OK extra\r\n")
+    stop.wait()
+
+
+def test_data_sent_after_the_go_ahead_for_starttls_fails_the_probe() -> None:
+    with listener(injecting) as port:
+        message = failure(f"pop3+starttls://127.0.0.1:{port}", timeout=10)
+    assert message == f"pop3+starttls://127.0.0.1:{port}: the server sent data after agreeing to STARTTLS"
