@@ -7,6 +7,7 @@ import contextlib
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,9 +93,13 @@ def test_dovecot_without_tls_does_not_offer_starttls_for_imap_or_pop3(tmp_path: 
     server = Dovecot(tmp_path / "dovecot", ws.out / "live" / NAME / "fullchain.pem", Path("/nonexistent"),
                      pop3=True, ssl="ssl = no\ndisable_plaintext_auth = no")  # fmt: skip
     try:
-        for kind, port in (("imap+starttls", server.imap_port), ("pop3+starttls", server.pop3_port)):
-            endpoint = f"{kind}://127.0.0.1:{port}"
-            assert failure(endpoint).startswith(f"{endpoint}: the server does not offer STARTTLS"), kind
+        imap = f"imap+starttls://127.0.0.1:{server.imap_port}"
+        # Said by the capabilities in its greeting: no STARTTLS command is sent to be refused.
+        assert failure(imap) == f"{imap}: the server does not offer STARTTLS"
+        pop3 = f"pop3+starttls://127.0.0.1:{server.pop3_port}"
+        refused = failure(pop3)
+        assert refused.startswith(f"{pop3}: the server does not offer STARTTLS (it answered "), refused
+        assert "-ERR" in refused
     finally:
         server.stop()
 
@@ -126,6 +131,25 @@ def test_the_server_name_asked_for_is_sent_as_sni_and_none_without_one(tmp_path:
     finally:
         server.kill()
         server.wait()
+
+
+def test_postfix_without_tls_does_not_offer_starttls(ws: Workspace) -> None:
+    server = Postfix(ws.root / "postfix-plain", ws.out / "live" / NAME / "key+fullchain.pem")
+    endpoint = f"smtp+starttls://127.0.0.1:{server.port}"
+    try:
+        subprocess.run(["postconf", "-c", str(server.conf), "-e", "smtpd_tls_security_level = none"], check=True)
+        subprocess.run(server.reload_command, check=True, capture_output=True)
+        # A reload reaches new smtpd processes a moment later: ask until one answers without TLS.
+        deadline, message = time.monotonic() + HANG_GUARD_S, ""
+        while "does not offer" not in message and time.monotonic() < deadline:
+            try:
+                probe(endpoint)
+            except ProbeError as error:
+                message = str(error)
+            time.sleep(0.1)
+        assert message == f"{endpoint}: the server does not offer STARTTLS"
+    finally:
+        server.stop()
 
 
 def _closed_port() -> int:
