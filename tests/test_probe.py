@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -244,3 +245,28 @@ def test_data_sent_after_the_go_ahead_for_starttls_fails_the_probe() -> None:
     with listener(injecting) as port:
         message = failure(f"pop3+starttls://127.0.0.1:{port}", timeout=10)
     assert message == f"pop3+starttls://127.0.0.1:{port}: the server sent data after agreeing to STARTTLS"
+
+
+def test_the_probe_says_goodbye_with_a_close_notify(tmp_path: Path, pki: LivePKI) -> None:
+    """Servers log a connection dropped without one as a TLS error (Exim does, on every probe)."""
+    content = pki.issue()
+    (tmp_path / "cert.pem").write_bytes(content.fullchain)
+    (tmp_path / "key.pem").write_bytes(content.privkey)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    endings: list[str] = []
+
+    def serve(connection: socket.socket, stop: threading.Event) -> None:
+        connection.settimeout(HANG_GUARD_S)
+        with context.wrap_socket(connection, server_side=True, suppress_ragged_eofs=False) as tls:
+            try:
+                endings.append("close_notify" if tls.recv(1) == b"" else "data")
+            except ssl.SSLEOFError:
+                endings.append("dropped without close_notify")
+
+    with listener(serve) as port:
+        assert probe(f"tls://127.0.0.1:{port}") == parse_certificates(content.fullchain, "served")
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not endings and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert endings == ["close_notify"]
