@@ -92,6 +92,13 @@ def fetch_chain(endpoint: Endpoint, server_name: str | None, timeout: float = 10
     No SNI is sent without ``server_name``, nor for an IP address (RFC 6066;
     Python's ssl module leaves it out).
     """
+    if server_name is not None:
+        try:
+            # As the ssl module will encode it: a certificate's name may not survive that.
+            server_name.encode("idna")
+        except UnicodeError as error:
+            reason = str(error).rsplit(": ", 1)[-1].rstrip(")")  # the codec's words, not its wrapping
+            raise ProbeError(f"{endpoint}: {server_name!r} cannot be sent as a server name ({reason})") from None
     clock = _Deadline(endpoint, timeout)
     connection = _connect(endpoint, clock)
     try:

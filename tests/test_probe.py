@@ -165,6 +165,13 @@ def test_a_closed_port_is_connection_refused() -> None:
     assert failure(endpoint) == f"{endpoint}: connection refused"
 
 
+def test_a_name_that_cannot_be_a_server_name_fails_the_probe_before_it_connects() -> None:
+    endpoint = f"tls://127.0.0.1:{_closed_port()}"
+    with pytest.raises(ProbeError) as raised:
+        probe(endpoint, server_name="mail..example.test")
+    assert str(raised.value).startswith(f"{endpoint}: 'mail..example.test' cannot be sent as a server name (")
+
+
 @contextlib.contextmanager
 def listener(talk: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
     """A real TCP server on loopback; ``talk`` has each connection until the event says stop."""
