@@ -137,7 +137,8 @@ service anvil {{
         self.process = subprocess.Popen(
             ["dovecot", "-F", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        wait_for_port(self.imaps_port)
+        # Without TLS ("ssl = no") Dovecot opens no IMAPS listener; plain IMAP is opened with it otherwise.
+        wait_for_port(self.imap_port if "ssl = no" in ssl_settings else self.imaps_port)
         if pop3:
             wait_for_port(self.pop3_port)
 
