@@ -314,7 +314,7 @@ examples:
 # What each command runs, as "module:function", imported only when it runs.
 _COMMANDS = {
     "trim": "chainwatch.commands.chain:trim",
-    "explain": "chainwatch.commands.chain:explain",
+    "explain": "chainwatch.commands.explain:explain",
     "run": "chainwatch.commands.service:run",
     "sync": "chainwatch.commands.service:sync",
     "status": "chainwatch.commands.status:status",
