@@ -84,7 +84,7 @@ def main() -> int:
         # A renewal brings a new leaf: nothing parsed or verified before helps
         # except the intermediates' keys.
         certificate._parse.cache_clear()
-        signature.signed_by.cache_clear()
+        signature.verifies.cache_clear()
         return decide(parse_certificates(data, "chain"), [store], AT)
 
     def trim_cold() -> object:

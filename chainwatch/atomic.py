@@ -11,7 +11,6 @@ import contextlib
 import functools
 import grp
 import os
-import signal
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -262,6 +261,10 @@ def install_test_hook(fault: str, trace: str) -> None:
 
     Public for tests that fork a child instead of starting an interpreter.
     """
+    # Only tests get here; signal builds its enums at import, which every
+    # reader of the state (status runs every minute) would pay for.
+    import signal  # noqa: PLC0415
+
     words = fault.split(maxsplit=2)
     action = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}.get(words[0]) if words else None
     at = int(words[1]) if len(words) > 1 else 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import warnings
-from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +20,32 @@ if TYPE_CHECKING:  # the name is newer than Debian 12's cryptography 38
     from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 __all__ = ["Cert", "load_public_key", "short_name"]
+
+_T = TypeVar("_T")
+
+
+class cached_property(Generic[_T]):
+    """functools.cached_property without its lock.
+
+    Python 3.11's takes an RLock on every first access (3.12 dropped it):
+    reading a trust bundle asks four of these for each of ~150 anchors, and
+    the locking was a third of the load. A Cert is built and read by one
+    thread; the worst a race could do is compute the same value twice.
+    """
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self.compute = compute
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> _T:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
 
 _UTC = dt.UTC
 _BASIC_CONSTRAINTS = bytes.fromhex("0603551d13")  # 2.5.29.19

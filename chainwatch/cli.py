@@ -26,7 +26,6 @@ from chainwatch import __version__
 from chainwatch.config import DEFAULT_CONFIG
 from chainwatch.consumer_config import SERVERS
 from chainwatch.errors import ChainwatchError
-from chainwatch.journal import under_journald
 from chainwatch.policy_settings import DEFAULT_STORE, Mode
 
 __all__ = ["main"]
@@ -314,7 +313,7 @@ examples:
 # What each command runs, as "module:function", imported only when it runs.
 _COMMANDS = {
     "trim": "chainwatch.commands.chain:trim",
-    "explain": "chainwatch.commands.chain:explain",
+    "explain": "chainwatch.commands.explain:explain",
     "run": "chainwatch.commands.service:run",
     "sync": "chainwatch.commands.service:sync",
     "status": "chainwatch.commands.status:status",
@@ -334,6 +333,9 @@ def _say_error(text: str) -> None:
     """The one line a failed command prints. Under systemd its stderr is the
     journal, where "<3>" makes the line err (SyslogLevelPrefix=): a refused
     start shows under ``journalctl -u chainwatch -p err`` with its reason."""
+    # Only a failing command needs the journal module (and its enums).
+    from chainwatch.journal import under_journald  # noqa: PLC0415
+
     print(f"{'<3>' if under_journald(sys.stderr) else ''}chainwatch: {text}", file=sys.stderr)
 
 

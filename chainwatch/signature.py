@@ -15,27 +15,38 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from chainwatch import der
-from chainwatch.certificate import Cert
+from chainwatch.certificate import Cert, load_public_key
 
-__all__ = ["signed_by"]
+__all__ = ["signed_by", "verifies"]
 
 # MD5 and SHA-1 collisions are practical; SHA-1 is still found on links from
 # legacy roots that clients accept, MD5 nowhere that matters.
 _BROKEN_HASHES = (hashes.MD5,)
 
 
-@lru_cache(maxsize=1024)
 def signed_by(child: Cert, issuer: Cert) -> bool:
     """True when ``issuer``'s public key verifies ``child``'s signature.
 
     SHA-1 is accepted only when the issuer is a self-named root (the legacy
     roots that still sign that way); anything malformed or unsupported is
-    simply "no link". The answer depends on the two encodings alone, so it is
-    remembered: every lineage below the same intermediate asks the same
-    questions about the intermediate and its cross-signs.
+    simply "no link".
+    """
+    verified, sha1 = verifies(child, issuer.public_key_der)
+    return verified and (not sha1 or issuer.names_itself)
+
+
+@lru_cache(maxsize=1024)
+def verifies(child: Cert, spki: bytes) -> tuple[bool, bool]:
+    """Does the key (a DER SubjectPublicKeyInfo) verify ``child``'s signature, and is it a SHA-1 one?
+
+    Asked of the issuer's key rather than its certificate, and remembered:
+    every lineage below the same intermediate asks the same questions about
+    the intermediate and its cross-signs, and a cross-sign and the root it
+    stands for carry one key (R3 below ISRG Root X1 is checked once, not
+    once for each of its two certificates, one self-named and one not).
     """
     certificate = child.x509
-    key = issuer.public_key
+    key = load_public_key(spki)
     hash_algorithm: hashes.HashAlgorithm | None
     try:
         if certificate.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
@@ -43,18 +54,17 @@ def signed_by(child: Cert, issuer: Cert) -> bool:
         else:
             hash_algorithm, rsa_padding = certificate.signature_hash_algorithm, padding.PKCS1v15()
     except (UnsupportedAlgorithm, ValueError):
-        return False
+        return False, False
     if isinstance(hash_algorithm, _BROKEN_HASHES):
-        return False
-    if isinstance(hash_algorithm, hashes.SHA1) and not issuer.names_itself:
-        return False
+        return False, False
+    sha1 = isinstance(hash_algorithm, hashes.SHA1)
     signature = certificate.signature
     data = certificate.tbs_certificate_bytes
     try:
         if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
             key.verify(signature, data)
         elif hash_algorithm is None:
-            return False
+            return False, False
         elif isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, data, rsa_padding, hash_algorithm)
         elif isinstance(key, ec.EllipticCurvePublicKey):
@@ -62,10 +72,10 @@ def signed_by(child: Cert, issuer: Cert) -> bool:
         elif isinstance(key, dsa.DSAPublicKey):
             key.verify(signature, data, hash_algorithm)
         else:
-            return False
+            return False, False
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-        return False
-    return True
+        return False, False
+    return True, sha1
 
 
 _HASH_OIDS: dict[bytes, type[hashes.HashAlgorithm]] = {

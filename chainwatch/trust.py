@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from chainwatch.certificate import Cert
@@ -14,14 +13,20 @@ from chainwatch.policy_settings import DEFAULT_STORE
 __all__ = ["DEFAULT_STORE", "TrustStore", "load_store", "load_stores"]
 
 
-@dataclass(frozen=True)
 class TrustStore:
-    """The anchors one client profile trusts, indexed by subject."""
+    """The anchors one client profile trusts, indexed by subject.
 
-    name: str
-    anchors: tuple[Cert, ...]
-    _by_subject: dict[bytes, tuple[Cert, ...]] = field(repr=False, compare=False)
-    _fingerprints: frozenset[str] = field(repr=False, compare=False)
+    A plain class, not a dataclass: ``chainwatch trim`` builds one per run,
+    and the dataclasses machinery costs more to import and set up than the
+    few lines below.
+    """
+
+    __slots__ = ("_by_subject", "anchors", "name")
+
+    def __init__(self, name: str, anchors: tuple[Cert, ...], by_subject: dict[bytes, tuple[Cert, ...]]) -> None:
+        self.name = name
+        self.anchors = anchors
+        self._by_subject = by_subject
 
     @classmethod
     def of(cls, name: str, anchors: Iterable[Cert]) -> TrustStore:
@@ -30,12 +35,16 @@ class TrustStore:
         by_subject: dict[bytes, list[Cert]] = {}
         for anchor in unique:
             by_subject.setdefault(anchor.subject_der, []).append(anchor)
-        return cls(
-            name,
-            unique,
-            {subject: tuple(certs) for subject, certs in by_subject.items()},
-            frozenset(anchor.sha256 for anchor in unique),
-        )
+        return cls(name, unique, {subject: tuple(certs) for subject, certs in by_subject.items()})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrustStore) and (self.name, self.anchors) == (other.name, other.anchors)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.anchors))
+
+    def __repr__(self) -> str:
+        return f"TrustStore(name={self.name!r}, anchors=<{len(self.anchors)} certificates>)"
 
     def named(self, subject_der: bytes) -> Sequence[Cert]:
         """Anchors whose subject is exactly this DER name."""
@@ -53,7 +62,9 @@ class TrustStore:
         return found
 
     def __contains__(self, cert: object) -> bool:
-        return isinstance(cert, Cert) and cert.sha256 in self._fingerprints
+        # Among the anchors of the same subject (one or two), by encoding:
+        # fingerprinting all ~150 anchors at load cost more than every lookup.
+        return isinstance(cert, Cert) and cert in self._by_subject.get(cert.subject_der, ())
 
 
 def load_store(path: Path) -> TrustStore:

@@ -438,3 +438,48 @@ def test_a_store_anchor_cryptography_refuses_is_one_line_of_bad_input(tmp_path: 
     result = chainwatch("trim", tmp_path / "chain.pem", "--trust-store", tmp_path / "store.pem")
     assert_one_line_error(result, "store.pem: the anchor with SHA-256")
     assert "is not valid DER X.509" in result.stderr
+
+
+def modules_loaded(tmp_path: Path, *args: str | Path) -> set[str]:
+    """The modules a command's process holds when it ends (its output is not looked at)."""
+    listing = tmp_path / "modules.txt"
+    script = (
+        "import sys\nfrom chainwatch.cli import main\ntry:\n    main(sys.argv[2:])\n"
+        "finally:\n    open(sys.argv[1], 'w').write('\\n'.join(sys.modules))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(listing), *map(str, args)], capture_output=True, check=False, timeout=60
+    )
+    return set(listing.read_text().splitlines())
+
+
+@pytest.mark.parametrize(
+    ("args", "runner"),
+    [
+        (("status",), "chainwatch.commands.status"),
+        (("check-config",), "chainwatch.commands.check_config"),
+        (("consumer-config", "postfix", "mail.example.org"), "chainwatch.commands.consumer_config"),
+        (("--help",), "chainwatch.cli"),
+    ],
+)
+def test_commands_that_read_no_certificate_load_neither_cryptography_nor_the_agent(
+    tmp_path: Path, args: tuple[str, ...], runner: str
+) -> None:
+    # Monitoring runs status every minute: importing cryptography would
+    # multiply what each run costs (issue 13).
+    config = tmp_path / "chainwatch.toml"
+    config.write_text(f'[watch]\nlive_dir = "{tmp_path / "live"}"\n[output]\ndir = "{tmp_path / "out"}"\n')
+    loaded = modules_loaded(tmp_path, *args, "--config", config)
+    assert runner in loaded
+    assert not {name for name in loaded if name.split(".")[0] == "cryptography"}
+    assert not {"chainwatch.certificate", "chainwatch.agent", "chainwatch.reconcile"} & loaded
+
+
+def test_trim_of_a_chain_file_loads_neither_the_lineage_readers_nor_the_explain_renderer(
+    tmp_path: Path, legacy_store: Path
+) -> None:
+    chain_args = (DST_CHAIN, "--at", "2022-12-01", "--trust-store", legacy_store)
+    trimmed = modules_loaded(tmp_path, "trim", *chain_args)
+    assert "chainwatch.policy" in trimmed
+    assert not {"chainwatch.lineage", "chainwatch.sources", "chainwatch.explain", "chainwatch.palette"} & trimmed
+    assert "chainwatch.explain" in modules_loaded(tmp_path, "explain", *chain_args)

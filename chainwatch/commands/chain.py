@@ -1,4 +1,7 @@
-"""``trim`` and ``explain``: the trim policy on one chain, from a file or a watched lineage."""
+"""``trim``: the trim policy on one chain, from a file or a watched lineage.
+
+``explain`` (chainwatch.commands.explain) decides the same way, then draws it.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chainwatch.certificate import Cert
-from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, at_of, config_of, use_colour
+from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, at_of, config_of
+from chainwatch.config import Config
 from chainwatch.errors import InputError
-from chainwatch.explain import render_dot, render_tree
-from chainwatch.lineage import Inconsistent, Rejected, parse_lineage, read_lineage, valid_name
-from chainwatch.palette import Palette
 from chainwatch.pem import read_chain
 from chainwatch.policy import Decision, Distrust, Mode, Policy, WarningCode, decide
 from chainwatch.private_key import public_key_of
 from chainwatch.report import decision_json, dropped_line, warning_lines
-from chainwatch.sources import Sources
 from chainwatch.trust import load_stores
 
-__all__ = ["explain", "trim"]
+__all__ = ["decide_for", "exit_status", "trim"]
 
 _DEGRADING = (WarningCode.INCOMPLETE, WarningCode.LEAF_EXPIRED, WarningCode.LEAF_NOT_YET_VALID)
 
 
-def _decide(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
+def decide_for(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
     """The decision, the time it was made for, and what was judged (a file, or a lineage)."""
     at = at_of(args)
     if args.horizon_days is not None and args.horizon_days < 0:
@@ -41,25 +41,9 @@ def _decide(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
     )
     stores = load_stores(args.trust_store or config.trust_stores)
     target: Path = args.file
-    sources = Sources(config)
-    if not target.exists() and ":" in str(target) and str(target) in sources.names():
-        # Another source's lineage (lego:NAME...): read as the agent reads it.
-        try:
-            lineage = parse_lineage(config.live_dir, str(target), sources.read(str(target)))
-        except (Inconsistent, Rejected) as problem:
-            raise InputError(str(problem)) from None
-        certs: Sequence[Cert] = lineage.certs
-        leaf_key: bytes | None = lineage.leaf_key
-        source = str(sources.where(lineage.name))
-    elif not target.exists() and valid_name(str(target)) and (config.live_dir / str(target)).is_dir():
-        # A lineage name: judged as the agent judges it, with its own key picking the leaf.
-        try:
-            lineage = read_lineage(config.live_dir, str(target))
-        except (Inconsistent, Rejected) as problem:
-            raise InputError(str(problem)) from None
-        certs = lineage.certs
-        leaf_key = lineage.leaf_key
-        source = str(config.live_dir / lineage.name)
+    watched = None if target.exists() else _watched_lineage(config, str(target))
+    if watched is not None:
+        certs, leaf_key, source = watched
     else:
         certs = read_chain(target)
         leaf_key = public_key_of(args.key) if args.key else None
@@ -72,12 +56,37 @@ def _decide(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
         raise InputError(f"{source}: {error}") from None
 
 
-def _exit_status(decision: Decision) -> int:
+def _watched_lineage(config: Config, name: str) -> tuple[Sequence[Cert], bytes | None, str] | None:
+    """A lineage named instead of a file, read as the agent reads it: certificates, key, and where."""
+    # Imported here, not above: a chain file, the common case, needs none of
+    # the agent's readers (nor the dataclasses they use), and every trim paid for them.
+    from chainwatch.lineage import Inconsistent, Rejected, parse_lineage, read_lineage, valid_name  # noqa: PLC0415
+    from chainwatch.sources import Sources  # noqa: PLC0415
+
+    sources = Sources(config)
+    if ":" in name and name in sources.names():
+        # Another source's lineage (lego:NAME...).
+        try:
+            lineage = parse_lineage(config.live_dir, name, sources.read(name))
+        except (Inconsistent, Rejected) as problem:
+            raise InputError(str(problem)) from None
+        return lineage.certs, lineage.leaf_key, str(sources.where(lineage.name))
+    if valid_name(name) and (config.live_dir / name).is_dir():
+        # A certbot lineage, with its own key picking the leaf.
+        try:
+            lineage = read_lineage(config.live_dir, name)
+        except (Inconsistent, Rejected) as problem:
+            raise InputError(str(problem)) from None
+        return lineage.certs, lineage.leaf_key, str(config.live_dir / lineage.name)
+    return None
+
+
+def exit_status(decision: Decision) -> int:
     return EXIT_DEGRADED if any(decision.has(code) for code in _DEGRADING) else EXIT_OK
 
 
 def trim(args: argparse.Namespace) -> int:
-    decision, _, _ = _decide(args)
+    decision, _, _ = decide_for(args)
     if args.json:
         sys.stdout.write(json.dumps(decision_json(decision), indent=2) + "\n")
     else:
@@ -86,15 +95,4 @@ def trim(args: argparse.Namespace) -> int:
         for line in warning_lines(decision):
             print(f"chainwatch: {line}", file=sys.stderr)
         sys.stdout.buffer.write(decision.pem())
-    return _exit_status(decision)
-
-
-def explain(args: argparse.Namespace) -> int:
-    decision, at, source = _decide(args)
-    if args.json:
-        sys.stdout.write(json.dumps(decision_json(decision), indent=2) + "\n")
-    elif args.format == "dot":
-        sys.stdout.write(render_dot(decision, at))
-    else:
-        sys.stdout.write(render_tree(decision, at, source, Palette(use_colour(args.color))))
-    return _exit_status(decision)
+    return exit_status(decision)
