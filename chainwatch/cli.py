@@ -81,6 +81,7 @@ reasons a certificate is dropped:
   issuer-distrusted  cross-sign whose issuer is on the --distrust list
   issuer-untrusted   cross-sign whose issuer no configured store knows
   not-needed         --mode minimal: every store validates without it
+  covered            a served twin leads to every CA it leads to
 
 exit status: 0 chain produced, 1 produced but incomplete or leaf not valid,
 2 bad input or usage.

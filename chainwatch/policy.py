@@ -88,6 +88,9 @@ class Reason(StrEnum):
     """Results when a cross-sign leads to no anchor of any configured store."""
     NOT_NEEDED = "not-needed"
     """Minimal mode: every store that validates the chain still does without it."""
+    COVERED = "covered"
+    """Results when a served twin (same subject and key) leads to every CA this
+    one leads to, its issuer's own renewal among them: no client needs both."""
 
 
 class WarningCode(StrEnum):
@@ -346,6 +349,7 @@ class _Judge:
                     cert, position, Role.INTERMEDIATE, None, "kept although no configured store validates it"
                 )
 
+        self._drop_covered_twins(kept, verdicts)
         self._drop_orphans(kept, verdicts)
         if self.policy.mode == Mode.MINIMAL:
             self._drop_unneeded(kept, verdicts)
@@ -407,6 +411,61 @@ class _Judge:
         if all(not self._usable(issuer) for issuer in issuers):
             return Reason.ISSUER_DISTRUSTED, f"its issuer {name} is distrusted"
         return Reason.ISSUER_UNTRUSTED, f"its issuer {name} leads to no anchor of any configured store"
+
+    def _reach(self, cert: Cert, kept: set[Cert]) -> frozenset[bytes]:
+        """The issuer names on every way up from ``cert`` through ``kept``: whoever
+        trusts one of those CAs can take ``cert``."""
+        names: set[bytes] = set()
+        seen: set[Cert] = set()
+        frontier = [cert]
+        while frontier:
+            current = frontier.pop()
+            if current not in seen:
+                seen.add(current)
+                names.add(current.issuer_der)
+                frontier += [issuer for issuer in self.chain_issuers.get(current, ()) if issuer in kept]
+        return frozenset(names)
+
+    def _drop_covered_twins(self, kept: dict[Cert, Role], verdicts: dict[int, Verdict]) -> None:
+        """Drop a twin when another kept twin leads to every CA it leads to.
+
+        No client needs it, whatever its store: the other twin takes it to
+        the same CAs (a certificate its issuer made again, valid longer; or a
+        twin whose way up passes a cross-sign to that CA). Every configured
+        store must still validate as before. Serving both made GnuTLS 3.7
+        reject chains it accepts with one: with two twins and a cross-signed
+        root it builds towards the cross-sign's issuer (found by the property tests).
+        """
+        current = set(kept)
+        constraining = [store for store in self.stores if self._valid_paths(store, current)]
+        first_match = [store for store in constraining if self._taken_by_first_match(store, current)]
+        groups: dict[tuple[bytes, bytes], list[Cert]] = {}
+        for cert in kept:
+            if cert != self.leaf:
+                groups.setdefault(cert.identity, []).append(cert)
+        for group in (group for group in groups.values() if len(group) > 1):
+            # The twin that leads to fewest CAs and ends first is tried first.
+            weakest_first = sorted(group, key=lambda c: (len(self._reach(c, current)), c.not_after, c.sha256))
+            for cert in weakest_first:
+                reach = self._reach(cert, current)
+                trial = current - {cert}
+                cover = next((t for t in group if t in trial and self._reach(t, trial) >= reach), None)
+                if cover is None:
+                    continue
+                if not all(self._valid_paths(store, trial) for store in constraining):
+                    continue
+                if not all(self._taken_by_first_match(store, trial) for store in first_match):
+                    continue
+                current = trial
+                del kept[cert]
+                position, served_at = self.first_position[cert], self.first_position[cover] + 1
+                if cover.issuer_der == cert.issuer_der:
+                    detail = (
+                        f"its issuer certified it again, until {_day(cover.not_after)}: number {served_at} is served"
+                    )
+                else:
+                    detail = f"number {served_at}, the same CA from {cover.short_issuer}, leads to every CA it leads to"
+                verdicts[position] = self._drop(cert, position, Reason.COVERED, detail)
 
     def _drop_orphans(self, kept: dict[Cert, Role], verdicts: dict[int, Verdict]) -> None:
         reachable = self._reachable(set(kept))

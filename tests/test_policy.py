@@ -147,6 +147,63 @@ def test_expired_intermediate_is_dropped_beside_its_renewed_twin() -> None:
     assert decision.warnings == ()
 
 
+def test_of_two_valid_certificates_one_issuer_made_for_a_ca_the_longer_lived_is_served() -> None:
+    # Both verify under the same root: interchangeable on every path. With
+    # both at one depth under a cross-signed root, GnuTLS 3.7 rejected the
+    # chain it accepts with one (tests/test_properties.py found it).
+    root = CA.root("Root")
+    key = new_key()
+    sooner = root.intermediate("Issuing CA", key=key, not_before=T0 - YEAR, not_after=T0 + YEAR)
+    later = root.intermediate("Issuing CA", key=key, not_before=T0 - DAY, not_after=T0 + 3 * YEAR)
+    leaf, _ = later.leaf()
+    for order in ([sooner.c, later.c], [later.c, sooner.c]):
+        decision = decide([cert_of(leaf), *order], [store("s", root)], T0)
+        assert decision.chain == (cert_of(leaf), later.c)
+        position = order.index(sooner.c) + 2
+        assert dropped(decision) == {f"#{position}": Reason.COVERED}
+        assert decision.warnings == ()
+
+
+def test_a_reissued_intermediate_under_a_cross_signed_root_is_served_once_and_gnutls_validates() -> None:
+    # The shape hypothesis found: GnuTLS 3.7's certtool accepted the file
+    # (which also held an expired third twin) and rejected it trimmed to both
+    # valid twins, the intermediate above and the cross-signed root.
+    root0, root1 = CA.root("Root 0"), CA.root("Root 1")
+    ca1 = root0.intermediate("CA 1")
+    key = new_key()
+    first = ca1.intermediate("CA 2", key=key, not_after=T0 + 3 * YEAR)
+    second = ca1.intermediate("CA 2", key=key, not_after=T0 + 2 * YEAR)
+    leaf, _ = first.leaf()
+    chain = [cert_of(leaf), first.c, second.c, ca1.c, cert_of(root1.cross_sign(root0))]
+    stores = [store("store-0", root0), store("store-1", root1)]
+    decision = decide(chain, stores, T0)
+    assert dropped(decision) == {"#3": Reason.COVERED}
+    assert decision.validating_stores == ("store-0", "store-1")
+    for trusted in (root0, root1):
+        assert gnutls_accepts(decision.chain, [trusted.c], T0), trusted.c.short_subject
+        assert openssl_accepts(decision.chain, [trusted.c], T0), trusted.c.short_subject
+
+
+def test_a_twin_whose_way_up_another_twin_also_takes_is_dropped_and_gnutls_validates() -> None:
+    # CA 1 from Root 1 leads only to Root 1; CA 1 from Root 0 leads to Root 0
+    # and, through the cross-sign, to Root 1 too. GnuTLS 3.7 rejected the
+    # chain with both for store-0's clients, whatever the order.
+    root0, root1 = CA.root("Root 0"), CA.root("Root 1")
+    key = new_key()
+    main = root0.intermediate("CA 1", key=key)
+    twin = root1.intermediate("CA 1", key=key)
+    leaf, _ = main.leaf()
+    cross = cert_of(root1.cross_sign(root0))
+    stores = [store("store-0", root0), store("store-1", root1)]
+    decision = decide([cert_of(leaf), main.c, twin.c, cross], stores, T0)
+    assert dropped(decision) == {"#3": Reason.COVERED}
+    assert decision.chain == (cert_of(leaf), main.c, cross)
+    for trusted in (root0, root1):
+        assert gnutls_accepts(decision.chain, [trusted.c], T0), trusted.c.short_subject
+    # Without the cross-sign each twin alone reaches one root: both stay.
+    assert decide([cert_of(leaf), main.c, twin.c], stores, T0).chain == (cert_of(leaf), main.c, twin.c)
+
+
 def test_intermediate_not_yet_valid_is_dropped_as_expired() -> None:
     root = CA.root("Root")
     future = root.intermediate("Future CA", not_before=T0 + DAY)
