@@ -426,15 +426,33 @@ class _Judge:
                 frontier += [issuer for issuer in self.chain_issuers.get(current, ()) if issuer in kept]
         return frozenset(names)
 
+    def _on_valid_paths(self, kept: set[Cert]) -> set[Cert]:
+        return {cert for store in self.stores for path in self._valid_paths(store, kept) for cert in path.via}
+
+    def _covers(self, twin: Cert, cert: Cert, reach: frozenset[bytes], kept: set[Cert]) -> bool:
+        """Whether ``twin`` takes every client of ``cert`` where ``cert`` would.
+
+        Either its issuer made it again (the same issuers verify both), or
+        it is issued by a root a configured store holds and, through a
+        cross-sign of that root, also leads to every CA ``cert`` leads to.
+        A twin whose way up passes only CAs no store holds is no such cover:
+        GnuTLS follows the first twin served to its end and trusts only that.
+        """
+        if twin.issuer_der == cert.issuer_der:
+            issuers = self.chain_issuers.get(twin, ()) + self.anchor_issuers.get(twin, ())
+            return bool(issuers) and set(issuers) == set(
+                self.chain_issuers.get(cert, ()) + self.anchor_issuers.get(cert, ())
+            )
+        return bool(self.anchor_issuers.get(twin)) and self._reach(twin, kept) >= reach
+
     def _drop_covered_twins(self, kept: dict[Cert, Role], verdicts: dict[int, Verdict]) -> None:
         """Drop a twin when another kept twin leads to every CA it leads to.
 
-        No client needs it, whatever its store: the other twin takes it to
-        the same CAs (a certificate its issuer made again, valid longer; or a
-        twin whose way up passes a cross-sign to that CA). Every configured
-        store must still validate as before. Serving both made GnuTLS 3.7
-        reject chains it accepts with one: with two twins and a cross-signed
-        root it builds towards the cross-sign's issuer (found by the property tests).
+        No client needs it, whatever its store (see :meth:`_covers`). Every
+        configured store must still validate as before. Serving both made
+        GnuTLS 3.7 reject chains it accepts with one (found by the property
+        tests: two renewals of one CA, or twins from two roots with a
+        cross-sign between those roots).
         """
         current = set(kept)
         constraining = [store for store in self.stores if self._valid_paths(store, current)]
@@ -449,13 +467,15 @@ class _Judge:
             for cert in weakest_first:
                 reach = self._reach(cert, current)
                 trial = current - {cert}
-                cover = next((t for t in group if t in trial and self._reach(t, trial) >= reach), None)
+                cover = next((t for t in group if t in trial and self._covers(t, cert, reach, trial)), None)
                 if cover is None:
                     continue
                 if not all(self._valid_paths(store, trial) for store in constraining):
                     continue
                 if not all(self._taken_by_first_match(store, trial) for store in first_match):
                     continue
+                if self._on_valid_paths(trial) != self._on_valid_paths(current) - {cert}:
+                    continue  # a certificate served for its sake would be left on no valid path
                 current = trial
                 del kept[cert]
                 position, served_at = self.first_position[cert], self.first_position[cover] + 1

@@ -204,6 +204,22 @@ def test_a_twin_whose_way_up_another_twin_also_takes_is_dropped_and_gnutls_valid
     assert decide([cert_of(leaf), main.c, twin.c], stores, T0).chain == (cert_of(leaf), main.c, twin.c)
 
 
+def test_a_twin_reaching_a_root_only_through_a_ca_no_store_holds_covers_nothing() -> None:
+    # Root 0 from Outside Root leads, through Outside Root from Root 1, to
+    # Root 1 as well; dropping Root 0 from Root 1 for it made GnuTLS 3.7
+    # reject the chain for store-0 (the property tests found it). It stays.
+    root0, root1, outside = CA.root("Root 0"), CA.root("Root 1"), CA.root("Outside Root")
+    ca1 = root0.intermediate("CA 1")
+    leaf, _ = ca1.leaf()
+    direct = cert_of(root1.cross_sign(root0))
+    roundabout = cert_of(outside.cross_sign(root0))
+    outside_from_root1 = cert_of(root1.cross_sign(outside))
+    stores = [store("store-0", root0), store("store-1", root1)]
+    decision = decide([cert_of(leaf), ca1.c, direct, outside_from_root1, roundabout], stores, T0)
+    assert set(decision.chain) == {cert_of(leaf), ca1.c, direct, outside_from_root1, roundabout}
+    assert dropped(decision) == {}
+
+
 def test_intermediate_not_yet_valid_is_dropped_as_expired() -> None:
     root = CA.root("Root")
     future = root.intermediate("Future CA", not_before=T0 + DAY)
