@@ -131,17 +131,25 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
     """
     directory = live_dir / name
     try:
-        entries = os.listdir(directory)
+        # Listed and resolved through one descriptor: the directory checked
+        # below is the one listed, and the kernel resolves its path in one
+        # call where os.path.realpath takes an lstat per component.
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         raise Inconsistent(f"{directory} is gone") from None
+    try:
+        entries = os.listdir(fd)
+        resolved = _fd_path(fd)
+    finally:
+        os.close(fd)
     leftovers = sorted(e for e in entries if e.startswith("previous_") and e.endswith(".pem"))
     if leftovers:
         raise Inconsistent(f"certbot is updating it ({', '.join(leftovers)} present)")
     archive = _archive_of(live_dir, name)
     checked: set[str] = set()
-    top = os.path.realpath(live_dir.parent)
+    top = _realpath(str(live_dir.parent))
     try:
-        _check_directories(top, [str(live_dir), str(directory)], checked)
+        _check_directories(top, [_realpath(str(live_dir)), resolved], checked, canonical=True)
     except _Unsafe as error:
         raise Rejected(str(error)) from None
     content: dict[str, bytes] = {}
@@ -172,7 +180,29 @@ class _Unsafe(Exception):
 
 def _archive_of(live_dir: Path, name: str) -> str:
     """certbot's archive directory for lineage ``name``, resolved (it may not exist)."""
-    return os.path.realpath(live_dir.parent / "archive" / name)
+    return _realpath(str(live_dir.parent / "archive" / name))
+
+
+def _fd_path(fd: int) -> str:
+    """The canonical path of open descriptor ``fd``, as the kernel names it."""
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def _realpath(path: str) -> str:
+    """``os.path.realpath(path)``, asked of the kernel where ``path`` exists.
+
+    Three system calls, where ``realpath`` takes an lstat and Python's string
+    work per component: four of them a lineage were a fifth of a
+    10,000-lineage restart. What does not exist is resolved as before.
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return os.path.realpath(path)
+    try:
+        return _fd_path(fd)
+    finally:
+        os.close(fd)
 
 
 def _trusted_owner(uid: int) -> bool:

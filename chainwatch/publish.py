@@ -55,6 +55,11 @@ def _clear(path: Path) -> None:
             os.unlink(path)
 
 
+def _versions_in(entries: Collection[str]) -> list[int]:
+    """The version numbers among a lineage folder's entries, oldest first."""
+    return sorted(int(name) for name in entries if _is_version(name))
+
+
 def set_for(decision: Decision, privkey: bytes) -> dict[str, bytes]:
     """The files to publish for a decision and its key."""
     fullchain = decision.pem()
@@ -153,7 +158,7 @@ class Publisher:
         folder = self.versions / lineage
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if _is_version(p.name))
+        return _versions_in(os.listdir(folder))
 
     def files_of(self, lineage: str, version: int | None = None) -> dict[str, bytes] | None:
         """The published files of a version (default: the served one)."""
@@ -208,7 +213,7 @@ class Publisher:
         lineage's fallback) survive pruning however old they are.
         """
         results: dict[str, int | OSError | None] = {}
-        staged: list[tuple[str, int, Path]] = []
+        staged: list[tuple[str, int, Path, list[int]]] = []
         for lineage, files, meta in sets:
             try:
                 if lineage not in again and self.files_of(lineage) == dict(files):
@@ -222,35 +227,45 @@ class Publisher:
         try:
             syncfs(self.root)
         except OSError as error:
-            for lineage, _, staging in staged:
+            for lineage, _, staging, _ in staged:
                 shutil.rmtree(staging, ignore_errors=True)
                 results[lineage] = error
             return results
         renamed = []
-        for lineage, version, staging in staged:
+        for lineage, version, staging, older in staged:
             try:
                 os.rename(staging, self.versions / lineage / str(version))
-                renamed.append((lineage, version))
+                renamed.append((lineage, version, older))
             except OSError as error:
                 shutil.rmtree(staging, ignore_errors=True)
                 results[lineage] = error
         syncfs(self.root)
-        for lineage, version in renamed:
+        for lineage, version, _ in renamed:
             self._point(lineage, version)
             results[lineage] = version
         syncfs(self.root)
-        for lineage, version in renamed:
-            self._prune(lineage, keep={version, *(keep or {}).get(lineage, ())})
+        for lineage, version, older in renamed:
+            self._prune(lineage, [*older, version], keep={version, *(keep or {}).get(lineage, ())})
         return results
 
-    def _stage(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> tuple[str, int, Path]:
+    def _stage(
+        self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]
+    ) -> tuple[str, int, Path, list[int]]:
+        """Write a version under its staging name; returns it with the versions already kept.
+
+        The folder is listed once, for its versions and for leftovers, and
+        pruning uses that list (the lock is held: nobody else adds versions).
+        """
         folder = self.versions / lineage
         self._private_dir(folder)
-        version = max([0, *self.versions_of(lineage)]) + 1
+        entries = os.listdir(folder)
+        older = _versions_in(entries)
+        version = max([0, *older]) + 1
         # Callers hold the lock: anything staged here is a crashed pass's
         # (a directory, or a file someone left: either would block the mkdir).
-        for leftover in folder.glob(".new-*"):
-            _clear(leftover)
+        for leftover in entries:
+            if leftover.startswith(".new-"):
+                _clear(folder / leftover)
         staging = folder / f".new-{version}"
         os.mkdir(staging, 0o700)
         try:
@@ -269,7 +284,7 @@ class Publisher:
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # a full disk must not keep it full
             raise
-        return lineage, version, staging
+        return lineage, version, staging, older
 
     def _point(self, lineage: str, version: int) -> None:
         temporary = self.live / f".{lineage}.new"
@@ -287,8 +302,9 @@ class Publisher:
         with open_dir(self.live) as dir_fd:
             fsync_dir(dir_fd)
 
-    def _prune(self, lineage: str, keep: Collection[int]) -> None:
-        for version in self.versions_of(lineage)[:-_KEEP_VERSIONS]:
+    def _prune(self, lineage: str, versions: Sequence[int], keep: Collection[int]) -> None:
+        """Remove all but the newest few of ``versions`` (oldest first) and those in ``keep``."""
+        for version in versions[:-_KEEP_VERSIONS]:
             if version not in keep:
                 with contextlib.suppress(OSError):
                     shutil.rmtree(self.versions / lineage / str(version))

@@ -15,10 +15,12 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from chainwatch.bounded_read import TooLarge, read_regular
 from chainwatch.errors import InputError
 from chainwatch.lineage import valid_name
 from chainwatch.pem import MAX_CHAIN_BYTES, blocks, parse_certificates
@@ -312,3 +314,22 @@ def test_a_version_directory_named_with_a_superscript_digit_is_not_a_version(ws:
     result = sync(ws)
     assert result.returncode == 0, result.stderr
     assert ws.published() == ws.pki.trimmed(renewed)
+
+
+def test_a_file_that_grows_after_its_size_was_seen_is_read_whole_or_refused_past_the_limit(tmp_path: Path) -> None:
+    """The first read asks for the size fstat saw: what was appended meanwhile is read too, up to the limit."""
+    path = tmp_path / "growing.pem"
+    path.write_bytes(b"a" * 100)
+
+    def append(extra: bytes) -> Callable[[int, os.stat_result], None]:
+        def grow(fd: int, info: os.stat_result) -> None:
+            del fd, info
+            with path.open("ab") as file:
+                file.write(extra)
+
+        return grow
+
+    assert read_regular(path, 1000, check=append(b"b" * 300)) == b"a" * 100 + b"b" * 300
+    path.write_bytes(b"a" * 100)
+    with pytest.raises(TooLarge):
+        read_regular(path, 1000, check=append(b"b" * 1000))
