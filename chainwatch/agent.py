@@ -38,6 +38,8 @@ the watchdog); returns lineages to process again at the given times (retries).""
 # While idle with a watchdog, refresh the heartbeat in state.json this often:
 # often enough for `status`, rarely enough not to wear the disk.
 _HEARTBEAT_EVERY = 600.0
+# Each keepalive of the first pass asks systemd for this much more start time.
+_START_EXTENSION_S = 30.0
 _LONGEST_SLEEP = 20 * 86400.0
 # An output directory that failed as a whole is tried again this often.
 _RETRY_OUTPUT = dt.timedelta(seconds=30)
@@ -72,6 +74,7 @@ class Agent:
         """Called after each heartbeat save: the metrics file carries the heartbeat too."""
         self.processor = Processor(config, journal)
         self.processor.waiting = self._waiting_for_lock
+        self.processor.alive = self._keepalive_due
         self.watcher = _watcher_for(config)
         self.known: set[str] = set()
         self.refused: set[str] = set()
@@ -81,6 +84,9 @@ class Agent:
         self.rechecks: dict[str, dt.datetime] = {}
         self.last = ""
         self._signals: list[int] = []
+        self._starting = True
+        """Before READY=1: keepalives also extend systemd's start timeout."""
+        self._last_keepalive = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -126,7 +132,7 @@ class Agent:
         self.journal.log(Event.STARTED, f"chainwatch {__version__} watching {describe(self.config)}")
         try:
             self.reconcile_all()
-            self.notifier.ready(self._status_line())
+            self._ready()
             next_ping = time.monotonic()
             next_heartbeat = time.monotonic() + _HEARTBEAT_EVERY
             next_save = time.monotonic() + _RETRY_SAVE
@@ -302,6 +308,20 @@ class Agent:
     def _keepalive(self) -> None:
         if self.notifier.watchdog_interval:
             self.notifier.watchdog()
+        if self._starting:
+            # The first pass over thousands of lineages may outlast
+            # TimeoutStartSec=; while it makes progress, it asks for more.
+            self.notifier.extend_start(_START_EXTENSION_S)
+        self._last_keepalive = time.monotonic()
+
+    def _ready(self) -> None:
+        self.notifier.ready(self._status_line())
+        self._starting = False
+
+    def _keepalive_due(self) -> None:
+        """Between lineages of a long pass: at most once a second, say it is alive."""
+        if time.monotonic() - self._last_keepalive >= 1.0:
+            self._keepalive()
 
     def _waiting_for_lock(self, first: bool) -> None:
         if first:
@@ -325,7 +345,7 @@ class Agent:
             with self.journal.held():
                 self.journal.log(Event.CONFIG_REJECTED, message)
                 self._save()
-            self.notifier.ready(self._status_line())
+            self._ready()
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
         processor.agent_record["config"] = str(config.source or "built-in defaults")
@@ -341,11 +361,12 @@ class Agent:
             self.known = set()
         self.config, self.processor = config, processor
         self.processor.waiting = self._waiting_for_lock
+        self.processor.alive = self._keepalive_due
         with self.journal.held():  # said once the first pass under it has saved state
             source = config.source or "built-in defaults"
             self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")
             self.reconcile_all()
-        self.notifier.ready(self._status_line())
+        self._ready()
 
 
 def _watcher_for(config: Config) -> LineageWatcher:

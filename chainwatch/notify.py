@@ -42,6 +42,10 @@ class Notifier:
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 
+    def extend_start(self, seconds: float) -> None:
+        """Ask systemd for ``seconds`` more before the start times out (before READY=1)."""
+        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
     def reloading(self) -> None:
         self._send("RELOADING=1", "STATUS=reloading configuration")
 

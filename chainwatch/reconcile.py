@@ -98,6 +98,9 @@ class Processor:
         self.waiting: Callable[[bool], None] | None = None
         """Called, with True the first time, while :meth:`exclusive` waits for the lock:
         the agent says so to systemd and feeds its watchdog."""
+        self.alive: Callable[[], None] = lambda: None
+        """Called before each lineage of a batch: a pass over 10,000 lineages
+        outlasts systemd's watchdog and start timeout unless the agent speaks."""
         self.stores = load_stores(config.trust_stores)
         self.policy = config.trim_policy()
         self.sources = Sources(config)
@@ -146,6 +149,7 @@ class Processor:
         for start in range(0, len(names), _CHUNK):
             ready: list[_Ready] = []
             for name in names[start : start + _CHUNK]:
+                self.alive()
                 try:
                     result = self._prepare(name, now)
                 except Exception as error:  # noqa: BLE001 - one lineage's bug must not stop the others

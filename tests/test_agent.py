@@ -175,6 +175,32 @@ def test_watchdog_is_pinged_when_systemd_asks(ws: Workspace) -> None:
         agent.wait_for(lambda: sum("WATCHDOG=1" in n for n in agent.read_notifications()) >= 3, what="3 pings")
 
 
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_first_pass_longer_than_a_second_asks_systemd_for_more_start_time(ws: Workspace) -> None:
+    # 10,000 lineages outlast TimeoutStartSec= on a slow host: a first pass
+    # that makes progress asks for more time (and pings the watchdog).
+    for index in range(300):  # more than one chunk: the pass goes on after its first write
+        name = f"host{index}.example.test"
+        ws.certbot.write(name, ws.pki.issue(name))
+    received: list[str] = []
+    with ws.agent(env={"CHAINWATCH_TEST_FAULT": "stop 1", "WATCHDOG_USEC": "60000000"}, wait_ready=False) as agent:
+        agent.wait_for(lambda: _stopped(agent.process.pid), what="the agent stops at its first write")
+        time.sleep(1.5)  # the pass has now lasted over a second, however fast the machine
+        agent.process.send_signal(signal.SIGCONT)
+
+        def ready() -> bool:
+            received.extend(agent.read_notifications())
+            return any("READY=1" in n for n in received)
+
+        agent.wait_for(ready, timeout=120, what="READY=1")
+    before_ready = received[: next(i for i, n in enumerate(received) if "READY=1" in n)]
+    assert any("EXTEND_TIMEOUT_USEC=30000000" in n for n in before_ready), received
+    assert any("WATCHDOG=1" in n for n in before_ready), received
+
+
 def test_inotify_overflow_reconciles_lineages_whose_events_were_lost(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     ws.certbot.write("other.example.test", ws.pki.issue("other.example.test"))
