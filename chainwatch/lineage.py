@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ __all__ = [
     "Rejected",
     "archive_dirs",
     "list_lineages",
+    "read_confined",
     "read_lineage",
     "refused_names",
     "valid_name",
@@ -159,19 +161,28 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
         def confined(fd: int, info: os.stat_result, path: Path = path) -> None:
             check_confined(path, fd, info, archive, top, checked, tree_name="certbot's archive")
 
-        try:
-            content[kind] = read_regular(path, MAX_CHAIN_BYTES, check=confined)
-        except (_Unsafe, NotRegularFile) as error:
-            raise Rejected(str(error)) from None
-        except TooLarge:
-            raise Rejected(f"{path}: larger than 1 MiB") from None
-        except OSError as error:
-            # A dangling or looping link is certbot between two steps (or
-            # interrupted there), not a broken file.
-            if error.errno in (errno.ENOENT, errno.ELOOP):
-                raise Inconsistent(f"{kind}.pem does not resolve to a file") from None
-            raise Rejected(f"{path}: cannot read ({error.strerror})") from None
+        content[kind] = read_confined(path, confined, missing=f"{kind}.pem does not resolve to a file")
     return content
+
+
+def read_confined(path: Path, check: Callable[[int, os.stat_result], None], *, missing: str) -> bytes:
+    """``path``'s bytes, read through ``check`` (:func:`check_confined`), bounded.
+
+    What goes wrong decides the lineage's fate: a file someone else could
+    have chosen, not a regular file or too large is :class:`Rejected`; a
+    dangling or looping link is :class:`Inconsistent` (``missing``): its
+    client between two steps, or interrupted there, not a broken file.
+    """
+    try:
+        return read_regular(path, MAX_CHAIN_BYTES, check=check)
+    except (_Unsafe, NotRegularFile) as error:
+        raise Rejected(str(error)) from None
+    except TooLarge:
+        raise Rejected(f"{path}: larger than 1 MiB") from None
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ELOOP):
+            raise Inconsistent(missing) from None
+        raise Rejected(f"{path}: cannot read ({error.strerror})") from None
 
 
 class _Unsafe(Exception):

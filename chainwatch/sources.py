@@ -34,25 +34,23 @@ that is "settle on quiet time plus a key match".
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.config import Config, SourceConfig
 from chainwatch.errors import InputError
 from chainwatch.lineage import (
     Inconsistent,
     Rejected,
-    _Unsafe,
     check_confined,
     list_lineages,
+    read_confined,
     read_files,
     valid_name,
 )
-from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
+from chainwatch.pem import parse_certificates
 from chainwatch.private_key import public_key_from_pem
 
 __all__ = ["Source", "Sources", "describe", "valid_lineage_name"]
@@ -138,17 +136,11 @@ class Source:
             seen[path] = (info.st_ino, info.st_size, info.st_mtime_ns)
 
         try:
-            return read_regular(path, MAX_CHAIN_BYTES, check=confined)
-        except (_Unsafe, NotRegularFile) as error:
-            raise Rejected(str(error)) from None
-        except TooLarge:
-            raise Rejected(f"{path}: larger than 1 MiB") from None
-        except OSError as error:
-            if error.errno in (errno.ENOENT, errno.ELOOP):
-                if optional:
-                    return b""
-                raise Inconsistent(f"{path} does not resolve to a file") from None
-            raise Rejected(f"{path}: cannot read ({error.strerror})") from None
+            return read_confined(path, confined, missing=f"{path} does not resolve to a file")
+        except Inconsistent:
+            if optional:
+                return b""
+            raise
 
     @staticmethod
     def _check_unchanged(seen: dict[Path, tuple[int, int, int]]) -> None:

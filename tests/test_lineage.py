@@ -69,6 +69,15 @@ def test_dangling_link_is_inconsistent(tree: CertbotTree, pki: LivePKI) -> None:
         read_lineage(tree.live, NAME)
 
 
+def test_a_looping_link_is_inconsistent_not_a_broken_file(tree: CertbotTree, pki: LivePKI) -> None:
+    tree.write(NAME, pki.issue())
+    chain = tree.archive / NAME / "chain1.pem"
+    chain.unlink()
+    chain.symlink_to(chain.name)
+    with pytest.raises(Inconsistent, match="chain.pem does not resolve"):
+        read_lineage(tree.live, NAME)
+
+
 def test_garbage_fullchain_is_rejected_with_the_file_named(tree: CertbotTree, pki: LivePKI) -> None:
     tree.write(NAME, pki.issue())
     (tree.archive / NAME / "fullchain1.pem").write_bytes(b"garbage\n")

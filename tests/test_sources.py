@@ -259,6 +259,16 @@ def test_a_lego_certificate_without_its_bundle_gets_the_issuer_file_appended(tmp
     assert sources.read(f"lego:{NAME}")["fullchain"] == content.cert + content.chain
 
 
+def test_a_lego_bundle_without_its_issuer_file_is_read_whole(tmp_path: Path) -> None:
+    # The issuer file is optional: the bundle already holds the chain.
+    folder = tmp_path / "certificates"
+    content = LivePKI().issue()
+    lego_write(folder, content, lambda step: None)
+    (folder / f"{NAME}.issuer.crt").unlink()
+    sources = sources_for(tmp_path, f'[[source]]\nkind = "lego"\ndir = "{folder}"\n')
+    assert sources.read(f"lego:{NAME}")["fullchain"] == content.fullchain
+
+
 def test_a_file_that_changed_while_read_is_taken_for_an_update_in_progress(tmp_path: Path) -> None:
     path = tmp_path / "a.pem"
     path.write_bytes(b"x")
