@@ -43,6 +43,7 @@ def read_regular(
     *,
     follow_links: bool = True,
     check: Callable[[int, os.stat_result], None] | None = None,
+    dir_fd: int | None = None,
 ) -> bytes:
     """The whole content of regular file ``path``, at most ``limit`` bytes.
 
@@ -51,19 +52,19 @@ def read_regular(
     link to be switched between the check and the read.
     Raises :class:`NotRegularFile`, :class:`TooLarge`, or the ``OSError`` of
     the failed call (``ELOOP`` for a link when ``follow_links`` is false).
+    ``dir_fd``: ``path`` is relative to that open directory, as in ``os.open``.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
     if not follow_links:
         flags |= os.O_NOFOLLOW
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags, dir_fd=dir_fd)
     except OSError as error:
         if error.errno != errno.ENXIO:
             raise
         # open() of a socket fails with ENXIO; say what it is instead.
-        raise NotRegularFile(
-            f"{path}: is {_kind(os.stat(path, follow_symlinks=follow_links).st_mode)}, not a file"
-        ) from None
+        kind = _kind(os.stat(path, dir_fd=dir_fd, follow_symlinks=follow_links).st_mode)
+        raise NotRegularFile(f"{path}: is {kind}, not a file") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -319,6 +319,12 @@ class Cert:
         return type(key).__name__
 
     def pem(self) -> bytes:
+        return self._pem
+
+    @cached_property
+    def _pem(self) -> bytes:
+        # Every set published asks for each certificate's PEM twice
+        # (fullchain.pem and chain.pem), and intermediates are shared.
         return self.x509.public_bytes(serialization.Encoding.PEM)
 
 

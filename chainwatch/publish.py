@@ -279,7 +279,9 @@ class Publisher:
                     # The staging directory is complete before it gets its
                     # visible name, so its files need no temporary names.
                     create_in(dir_fd, name, data, mode, self.gid if secret else None, durable=False)
-                document = json.dumps({**meta, "version": version}, indent=2).encode() + b"\n"
+                # One line: with an indent, json encodes in Python instead
+                # of C, a twentieth of a 10,000-lineage first publication.
+                document = json.dumps({**meta, "version": version}).encode() + b"\n"
                 create_in(dir_fd, _META, document, 0o644, durable=False)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # a full disk must not keep it full

@@ -305,13 +305,23 @@ class Processor:
         if target != f"../versions/{name}/{version}":
             return f"{link} points to {target}"
         folder = self.publisher.versions / name / str(version)
-        for file, expected in record.get("files", {}).items():
-            try:
-                data = read_regular(folder / file, MAX_CHAIN_BYTES, follow_links=False)
-            except OSError as error:
-                return f"{file}: {error.strerror or error}"
-            if hashlib.sha256(data).hexdigest() != expected:
-                return f"{file} differs from what was published"
+        try:
+            # The files are read relative to the folder, opened once: at
+            # 10,000 lineages a restart reads 50,000 of them.
+            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:
+            return f"{folder}: {error.strerror}"
+        try:
+            for file, expected in record.get("files", {}).items():
+                try:
+                    data = read_regular(file, MAX_CHAIN_BYTES, follow_links=False, dir_fd=dir_fd)
+                except OSError as error:
+                    # NotRegularFile and TooLarge name the file themselves.
+                    return f"{file}: {error.strerror}" if error.strerror else str(error)
+                if hashlib.sha256(data).hexdigest() != expected:
+                    return f"{file} differs from what was published"
+        finally:
+            os.close(dir_fd)
         return None
 
     def _finish(self, item: _Ready, written: int | Exception | None, now: dt.datetime) -> Outcome:
