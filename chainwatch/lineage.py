@@ -131,7 +131,9 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
     Raises :class:`Inconsistent` while certbot is (or was left) mid-update and
     :class:`Rejected` for a file that cannot be read.
     """
-    directory = live_dir / name
+    # Strings, not Paths, from here on: each pathlib join and str() cost
+    # as much as the system call it names, five times a lineage.
+    directory = os.path.join(live_dir, name)
     try:
         # Listed and resolved through one descriptor: the directory checked
         # below is the one listed, and the kernel resolves its path in one
@@ -147,25 +149,26 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
     leftovers = sorted(e for e in entries if e.startswith("previous_") and e.endswith(".pem"))
     if leftovers:
         raise Inconsistent(f"certbot is updating it ({', '.join(leftovers)} present)")
-    archive = _archive_of(live_dir, name)
+    parent = os.fspath(live_dir.parent)
+    archive = _realpath(os.path.join(parent, "archive", name))
     checked: set[str] = set()
-    top = _realpath(str(live_dir.parent))
+    top = _realpath(parent)
     try:
-        _check_directories(top, [_realpath(str(live_dir)), resolved], checked, canonical=True)
+        _check_directories(top, [_realpath(os.fspath(live_dir)), resolved], checked, canonical=True)
     except _Unsafe as error:
         raise Rejected(str(error)) from None
     content: dict[str, bytes] = {}
     for kind in KINDS:
-        path = directory / f"{kind}.pem"
+        path = os.path.join(directory, f"{kind}.pem")
 
-        def confined(fd: int, info: os.stat_result, path: Path = path) -> None:
+        def confined(fd: int, info: os.stat_result, path: str = path) -> None:
             check_confined(path, fd, info, archive, top, checked, tree_name="certbot's archive")
 
         content[kind] = read_confined(path, confined, missing=f"{kind}.pem does not resolve to a file")
     return content
 
 
-def read_confined(path: Path, check: Callable[[int, os.stat_result], None], *, missing: str) -> bytes:
+def read_confined(path: Path | str, check: Callable[[int, os.stat_result], None], *, missing: str) -> bytes:
     """``path``'s bytes, read through ``check`` (:func:`check_confined`), bounded.
 
     What goes wrong decides the lineage's fate: a file someone else could
@@ -187,11 +190,6 @@ def read_confined(path: Path, check: Callable[[int, os.stat_result], None], *, m
 
 class _Unsafe(Exception):
     """A lineage file or directory that someone besides root could have chosen or changed."""
-
-
-def _archive_of(live_dir: Path, name: str) -> str:
-    """certbot's archive directory for lineage ``name``, resolved (it may not exist)."""
-    return _realpath(str(live_dir.parent / "archive" / name))
 
 
 def _fd_path(fd: int) -> str:
@@ -248,7 +246,7 @@ def _check_directories(stop: str, directories: list[str], checked: set[str], *, 
 
 
 def check_confined(
-    path: Path, fd: int, info: os.stat_result, tree: str, top: str, checked: set[str], *, tree_name: str
+    path: Path | str, fd: int, info: os.stat_result, tree: str, top: str, checked: set[str], *, tree_name: str
 ) -> None:
     """``path`` (opened as ``fd``) is a root-only file inside ``tree`` (canonical), in
     directories writable by root only up to ``top``; raises ``_Unsafe``."""
