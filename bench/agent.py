@@ -18,10 +18,11 @@ process on real inotify, with lineages written the way certbot writes them
     targets <= 20 s and <= 150 MB at 10,000;
   * a restart with nothing changed (which verifies every served set against
     the digests recorded at publication; a damaged set is then shown to be
-    re-published), target <= 5 s at 10,000; baseline: `cat` of every
-    lineage's four files as one process (whole process against whole process);
-  * where a restart's time goes: cProfile of `chainwatch sync` over the same
-    tree, as shares of the pass;
+    re-published), target <= 5 s at 10,000; baseline: `cat` of every file
+    such a restart reads (each lineage's four certbot files and five served
+    ones, and state.json), whole process against whole process;
+  * where a first publication's and a restart's time goes: cProfile of
+    `chainwatch sync` over the same tree, as shares of the pass;
   * a burst of 1,000 simultaneous renewals: time from the last write until
     every live/ link points at the new version and state.json records it
     (saved after the flush that follows the link switch);
@@ -149,11 +150,19 @@ def cpu_seconds(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
-def baseline_cat(tree: CertbotTree) -> float:
-    """One process reading every lineage's four files: the least any tool must read."""
+def baseline_cat(tree: CertbotTree, base: Path) -> float:
+    """`cat` of every file a verifying restart reads, whole process: the least any tool must read.
+
+    That is each lineage's four certbot files (through their links), the
+    five files of the set it serves (through live/NAME) and state.json.
+    """
     os.sync()
     started = time.monotonic()
-    subprocess.run(f"find -L {tree.live} -mindepth 2 -name '*.pem' -exec cat {{}} + >/dev/null", shell=True, check=True)
+    subprocess.run(
+        f"cat {base / 'out' / 'state.json'} >/dev/null && "
+        f"find -L {tree.live} {base / 'out' / 'live'} -mindepth 2 -name '*.pem' -exec cat {{}} + >/dev/null",
+        shell=True, check=True,
+    )  # fmt: skip
     return time.monotonic() - started
 
 
@@ -277,7 +286,8 @@ def recorded(base: Path) -> dict[str, dict[str, str]]:
 def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
     tree, base, names = bench.workspace(f"scale{count}", count)
     result: dict[str, Any] = first_publication(base, names, repeat)
-    result["cat"] = baseline_cat(tree)
+    result["profile_first"] = profile_sync(base, PROFILED_FIRST, first=True)
+    result["cat"] = baseline_cat(tree, base)
     # A restart only means something if it verifies: every lineage must have
     # the digests of its served files recorded, or `_damage` is never reached.
     files = recorded(base)
@@ -296,7 +306,7 @@ def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
         assert folder != before[name], f"{name}: damaged set not re-published at restart"
         for file, digest in files[name].items():
             assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == digest, f"{name}/{file}"
-    result["profile"] = profile_sync(base)
+    result["profile"] = profile_sync(base, PROFILED)
     # Not removed here: see set_aside (the temporary directory goes at the end).
     return result
 
@@ -308,30 +318,60 @@ def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
 PROFILED = {
     "verify served set (_damage)": ("chainwatch/reconcile.py", "_damage"),
     "read lineage (read_files)": ("chainwatch/lineage.py", "read_files"),
-    "  archive confinement, with its dir checks": ("chainwatch/lineage.py", "_check_confined"),
+    "  archive confinement, with its dir checks": ("chainwatch/lineage.py", "check_confined"),
     "  directory checks (_check_directories)": ("chainwatch/lineage.py", "_check_directories"),
+    "  canonical paths (_realpath)": ("chainwatch/lineage.py", "_realpath"),
     "is it unchanged (_still_valid)": ("chainwatch/reconcile.py", "_still_valid"),
-    "list lineages (list_lineages)": ("chainwatch/lineage.py", "list_lineages"),
+    "list lineages (Sources.names)": ("chainwatch/sources.py", "names"),
     "load state.json (StateFile.load)": ("chainwatch/state.py", "load"),
     "save state.json (StateFile.save)": ("chainwatch/state.py", "save"),
     "all bounded reads (read_regular)": ("chainwatch/bounded_read.py", "read_regular"),
-    "all os.path.realpath": ("posixpath", "realpath"),
+}
+
+# The same for a first publication (`sync` into an empty output directory).
+PROFILED_FIRST = {
+    "read lineage (Sources.read)": ("chainwatch/sources.py", "read"),
+    "parse lineage (parse_lineage)": ("chainwatch/lineage.py", "parse_lineage"),
+    "  key's public half, checked (public_key_from_pem)": ("chainwatch/private_key.py", "public_key_from_pem"),
+    "  certificates (parse_certificates)": ("chainwatch/pem.py", "parse_certificates"),
+    "decide (policy.decide)": ("chainwatch/policy.py", "decide"),
+    "  signatures (signature.verifies)": ("chainwatch/signature.py", "verifies"),
+    "files to publish (set_for)": ("chainwatch/publish.py", "set_for"),
+    "decision.json content (Processor._meta)": ("chainwatch/reconcile.py", "_meta"),
+    "publish (Publisher.publish_many)": ("chainwatch/publish.py", "publish_many"),
+    "  write staged sets (Publisher._stage)": ("chainwatch/publish.py", "_stage"),
+    "    create each file (atomic.create_in)": ("chainwatch/atomic.py", "create_in"),
+    "  switch links (Publisher._point)": ("chainwatch/publish.py", "_point"),
+    "  flush (atomic.syncfs)": ("chainwatch/atomic.py", "syncfs"),
+    "record in state (Processor._finish)": ("chainwatch/reconcile.py", "_finish"),
+    "save state.json (StateFile.save)": ("chainwatch/state.py", "save"),
 }
 
 
-def profile_sync(base: Path) -> dict[str, tuple[float, float]]:
-    """cProfile of `chainwatch sync` (every lineage unchanged): seconds and share per entry of PROFILED."""
+def profile_sync(
+    base: Path, profiled: dict[str, tuple[str, str]], *, first: bool = False
+) -> dict[str, tuple[float, float]]:
+    """cProfile of `chainwatch sync`: seconds and share per entry of ``profiled``.
+
+    Every lineage unchanged, or with ``first`` into an empty output directory
+    (the published sets are moved aside and put back after).
+    """
     output = base / "sync.prof"
+    if first:
+        (base / "out").rename(base / "out.profiled")
     os.sync()
     subprocess.run(
         [sys.executable, "-m", "cProfile", "-o", str(output), "-m", "chainwatch", "sync",
          "--config", str(base / "chainwatch.toml")],
-        check=True, stdout=subprocess.DEVNULL,
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    if first:
+        set_aside(base / "out")
+        (base / "out.profiled").rename(base / "out")
     stats = pstats.Stats(str(output)).stats  # type: ignore[attr-defined]
     whole = max(entry[3] for entry in stats.values())  # the outermost frame's cumulative time
     split: dict[str, tuple[float, float]] = {"whole `chainwatch sync` (under cProfile)": (whole, 1.0)}
-    for label, (file, function) in PROFILED.items():
+    for label, (file, function) in profiled.items():
         matching = [v for (path, _, name), v in stats.items() if path.rstrip(">").endswith(file) and name == function]
         seconds = sum(entry[3] for entry in matching)
         split[label] = (seconds, seconds / whole)
@@ -424,9 +464,13 @@ def main() -> int:
             print(f"    restart with 2 damaged sets, both re-published: {r['repair']:.2f} s")
             print(f"    first-publication runs: {'; '.join(r['runs'])}")
             print(f"    restart runs:           {'; '.join(r['restart_load'])}")
-            print("    where a pass with nothing changed goes (cProfile of `chainwatch sync`):")
-            for label, (seconds, share) in r["profile"].items():
-                print(f"      {label:45} {seconds:6.2f} s {share * 100:5.1f} %")
+            for title, profile in (
+                ("a first publication", r["profile_first"]),
+                ("a pass with nothing changed (a restart's)", r["profile"]),
+            ):
+                print(f"    where {title} goes (cProfile of `chainwatch sync`, cumulative):")
+                for label, (seconds, share) in profile.items():
+                    print(f"      {label:52} {seconds:6.2f} s {share * 100:5.1f} %")
         if everything:
             drained = burst(bench, burst_size)
             print(f"burst: {burst_size} renewals at once, all switched and recorded {drained:.2f} s after the last")

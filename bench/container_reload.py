@@ -176,6 +176,8 @@ def main() -> None:
     print(f"{args.suite}, Dovecot {dovecot}, {args.renewals} renewals per path, settle_ms 300")
     for path, (served, reloads) in results.items():
         print(f"  {path:8} renewal -> served median {_median(served)}; reload alone median {_median(reloads)}")
+    dbus, command = (statistics.median(results[path][0]) for path in ("dbus", "command"))
+    print(f"  ratio dbus / command (renewal -> served medians): {dbus / command:.2f}x (not judged)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Renewal to "the server serves it", for Exim, nginx, Apache and HAProxy. Not a test: prints medians.
+"""Renewal to "the server serves it", for Exim, nginx, Apache and HAProxy. Not a test: prints a table with ratios.
 
     .venv/bin/python bench/servers.py [--renewals N] [SERVER...]
 
@@ -12,6 +12,12 @@ first sees the new sanitized chain. Exim, nginx, Apache and HAProxy
 reload`, `apache2 -k graceful`, `haproxy -c` + SIGUSR2), by a command that
 returns once the server serves the new leaf; "haproxy-api" takes the
 certificate through HAProxy's runtime API instead, without a reload.
+
+Baseline, in the same run and alternated with the agent's renewals (see
+bench/by_hand.py): the hand fix a deploy hook does, after the same settle_ms,
+with the same reload command and the same independent client (for
+haproxy-api: HAProxy's reload by hand, the path the API replaces). No target
+is set (issue 13 sets none): ratios are shown, not judged.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.by_hand import ByHand  # noqa: E402
 from chainwatch.pem import parse_certificates  # noqa: E402
 from tests.servers import EXIM, Apache, Exim, HAProxy, Nginx  # noqa: E402
 from tests.workspace import NAME, LivePKI, Workspace  # noqa: E402
@@ -58,20 +65,27 @@ def configure(ws: Workspace, consumer: str, key_group: str) -> None:
     )
 
 
-def measure(kind: str, renewals: int) -> list[float]:
+SETTLE_MS = 300
+
+
+def measure(kind: str, renewals: int) -> tuple[list[float], list[float]]:
+    """Seconds to served for each renewal through chainwatch, and for each done by hand."""
     start, server_name, starttls = SERVERS[kind]
     root = Path(tempfile.mkdtemp(prefix="chainwatch-bench-", dir="/var/tmp"))
     root.chmod(0o755)  # Exim opens the key as Debian-exim
     key_group = "Debian-exim" if kind == "exim4" else ""
     try:
-        ws = Workspace(root, LivePKI(), settle_ms=300)
+        ws = Workspace(root, LivePKI(), settle_ms=SETTLE_MS)
         ws.certbot.write(NAME, ws.pki.issue())
         configure(ws, "consumer = []\n", key_group)
         ws.chainwatch("sync")
+        published = ws.out / "live" / NAME
+        current = root / "current"
+        by_hand = ByHand(current, published, key_group=key_group)
         printed = ws.chainwatch(
             "consumer-config", server_name, env={"PATH": f"{EXIM.parent}:{os.environ['PATH']}"}
-        ).stdout
-        server = start(printed, ws.out / "live" / NAME / "fullchain.pem")
+        ).stdout.replace(str(published), str(current))
+        server = start(printed, current / "fullchain.pem")
         try:
             if kind == "haproxy-api":
                 assert isinstance(server, HAProxy)
@@ -80,17 +94,35 @@ def measure(kind: str, renewals: int) -> list[float]:
                 reload = f"reload_command = {json.dumps(server.reload_and_wait_command)}\n"
             probe = f"{'smtp+starttls' if starttls else 'https'}://127.0.0.1:{server.port}"
             configure(ws, f'[[consumer]]\nname = "{kind}"\n{reload}probe = ["{probe}"]\n', key_group)
-            samples = []
+            samples: list[float] = []
+            manual: list[float] = []
+
+            def through_chainwatch() -> None:
+                by_hand.chainwatch()
+                content = ws.pki.issue()
+                expected = ws.pki.trimmed(content)
+                ws.certbot.write(NAME, content)
+                changed = time.monotonic()
+                while served(server.port, starttls) != expected:
+                    time.sleep(0.005)
+                samples.append(time.monotonic() - changed)
+
+            def hand_fix() -> None:
+                content = ws.pki.issue()
+                expected = ws.pki.trimmed(content)
+                manual.append(
+                    by_hand.renew(
+                        expected, content.privkey, server.reload_and_wait_command, SETTLE_MS / 1000,
+                        lambda: served(server.port, starttls) == expected,
+                    )
+                )  # fmt: skip
+
             with ws.agent():
-                for _ in range(renewals):
-                    content = ws.pki.issue()
-                    expected = ws.pki.trimmed(content)
-                    ws.certbot.write(NAME, content)
-                    changed = time.monotonic()
-                    while served(server.port, starttls) != expected:
-                        time.sleep(0.005)
-                    samples.append(time.monotonic() - changed)
-            return samples
+                rounds = (through_chainwatch, hand_fix)
+                for round_ in range(renewals):
+                    for step in rounds if round_ % 2 == 0 else rounds[::-1]:
+                        step()
+            return samples, manual
         finally:
             server.stop()
     finally:
@@ -106,13 +138,16 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown server {', '.join(sorted(unknown))} (known: {', '.join(SERVERS)})")
     args.servers = args.servers or list(SERVERS)
-    print(f"{args.renewals} renewals each; last link change -> served (includes settle_ms=300)")
+    print(f"{args.renewals} renewals each way, alternated; last link change -> served; settle_ms {SETTLE_MS} in both")
+    print(f"  {'server':12} {'chainwatch':>22}  {'by hand':>22}  ratio (not judged)")
     for kind in args.servers:
-        samples = measure(kind, args.renewals)
-        print(
-            f"  {kind:12} median {statistics.median(samples) * 1000:5.0f} ms"
-            f"  (min {min(samples) * 1000:.0f}, max {max(samples) * 1000:.0f})"
-        )
+        samples, manual = measure(kind, args.renewals)
+
+        def ms(values: list[float]) -> str:
+            return f"{statistics.median(values) * 1000:5.0f} ms ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
+
+        ratio = statistics.median(samples) / statistics.median(manual)
+        print(f"  {kind:12} {ms(samples):>22}  {ms(manual):>22}  {ratio:.2f}x")
     return 0
 
 
