@@ -301,7 +301,6 @@ class Agent:
                     self.last = f"{name} {outcome.event} {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}"
                 outcomes.append(outcome)
             if outcomes:
-                self.processor.checkpoint()
                 for name, at in self.after_batch(self.processor, outcomes, self._keepalive).items():
                     self.rechecks[name] = min(self.rechecks.get(name, at), at)
 

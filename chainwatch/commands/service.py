@@ -79,7 +79,6 @@ def sync(args: argparse.Namespace) -> int:
     processor = Processor(config, Journal.for_command())
     with processor.exclusive():
         outcomes = processor.process_batch(names or processor.sources.names())
-        processor.checkpoint()
         _AfterBatch()(processor, outcomes)
         synced = [o.lineage for o in outcomes]
         troubled = [
