@@ -148,8 +148,9 @@ class Publisher:
 
     def current_version(self, lineage: str) -> int | None:
         try:
-            target = os.readlink(self.live / lineage)
-        except (FileNotFoundError, OSError):
+            # Joined as strings: asked for every lineage at every pass.
+            target = os.readlink(os.path.join(self.live, lineage))
+        except OSError:
             return None
         name = Path(target).name
         return int(name) if _is_version(name) else None
