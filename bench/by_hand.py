@@ -17,8 +17,9 @@ file).
 
 from __future__ import annotations
 
+import grp
 import os
-import shutil
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -55,8 +56,13 @@ class ByHand:
         self.rounds += 1
         folder = self.link.with_name(f"{self.link.name}.hand-{self.rounds}")
         started = time.monotonic()
-        time.sleep(settle_s)
-        folder.mkdir(mode=0o755)
+        # The agent's rounds poll the server from the last link change on,
+        # through the settle: so does this one, for the same load meanwhile.
+        while time.monotonic() - started < settle_s:
+            served()
+            time.sleep(0.005)
+        folder.mkdir()
+        os.chmod(folder, 0o755)  # modes set, not left to the umask: Exim reads the key as Debian-exim
         end = b"-----END CERTIFICATE-----\n"
         blocks = [block + end for block in fullchain.split(end) if block.strip()]
         files = {
@@ -67,20 +73,32 @@ class ByHand:
             "key+fullchain.pem": privkey + fullchain,
         }
         for name, data in files.items():
-            path = folder / name
-            path.write_bytes(data)
-            if name in ("privkey.pem", "key+fullchain.pem"):
-                os.chmod(path, 0o640 if self.key_group else 0o600)
-                if self.key_group:
-                    shutil.chown(path, group=self.key_group)
+            secret = name in ("privkey.pem", "key+fullchain.pem")
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                if secret and self.key_group:
+                    os.fchown(fd, -1, grp.getgrnam(self.key_group).gr_gid)
+                os.fchmod(fd, (0o640 if self.key_group else 0o600) if secret else 0o644)
+                os.write(fd, data)
+            finally:
+                os.close(fd)
         self._switch(folder)
         # Timed like the agent's rounds: until the client sees the new chain,
         # not until the reload command returns (some wait and poll themselves).
         reloading = subprocess.Popen(reload, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        while not served():
+        deadline = time.monotonic() + 60
+        took = None
+        while reloading.poll() in (None, 0) and time.monotonic() < deadline:
+            if served():
+                took = time.monotonic() - started
+                break
             time.sleep(0.005)
-        took = time.monotonic() - started
+        if took is None:
+            reloading.kill()
         _, error = reloading.communicate(timeout=60)
-        if reloading.returncode != 0:
-            raise SystemExit(f"{reload[0]} exited {reloading.returncode}: {error.decode(errors='replace')}")
+        if took is None or reloading.returncode != 0:
+            raise SystemExit(
+                f"{shlex.join(reload)}: the new chain was not served (exit {reloading.returncode}): "
+                f"{error.decode(errors='replace').strip()}"
+            )
         return took
