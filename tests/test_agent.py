@@ -186,8 +186,13 @@ def test_a_first_pass_longer_than_a_second_asks_systemd_for_more_start_time(ws: 
         name = f"host{index}.example.test"
         ws.certbot.write(name, ws.pki.issue(name))
     received: list[str] = []
-    with ws.agent(env={"CHAINWATCH_TEST_FAULT": "stop 1", "WATCHDOG_USEC": "60000000"}, wait_ready=False) as agent:
-        agent.wait_for(lambda: _stopped(agent.process.pid), what="the agent stops at its first write")
+    # Stopped at the pass's first write (a lineage's versions folder), not at
+    # the agent's own first (the output directory, made before the pass
+    # starts its clock): then the rest of the pass, however fast, comes
+    # after a second has gone by.
+    fault = "stop 1 /versions/host"
+    with ws.agent(env={"CHAINWATCH_TEST_FAULT": fault, "WATCHDOG_USEC": "60000000"}, wait_ready=False) as agent:
+        agent.wait_for(lambda: _stopped(agent.process.pid), what="the agent stops at the pass's first write")
         time.sleep(1.5)  # the pass has now lasted over a second, however fast the machine
         agent.process.send_signal(signal.SIGCONT)
 
