@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,15 +166,24 @@ class Publisher:
         version = self.current_version(lineage) if version is None else version
         if version is None:
             return None
-        folder = self.versions / lineage / str(version)
         try:
-            # Bounded and regular files only: a FIFO planted here must not hang us.
-            return {
-                name: read_regular(folder / name, _MAX_FILE_BYTES, follow_links=False)
-                for name in (*CERT_FILES, *KEY_FILES)
-            }
+            return self.read_version(lineage, version, (*CERT_FILES, *KEY_FILES))
         except OSError:
             return None  # unreadable counts as different: a new version replaces it
+
+    def read_version(self, lineage: str, version: int, names: Iterable[str]) -> dict[str, bytes]:
+        """The files ``names`` of a version, read relative to its folder, opened once.
+
+        Bounded and regular files only: a FIFO planted here must not hang us.
+        A restart reads every served set (50,000 files at 10,000 lineages).
+        Raises the ``OSError`` of the first that cannot be read; a system
+        call's names the file (``filename``), the others say it in their text.
+        """
+        folder = os.open(self.versions / lineage / str(version), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return {name: read_regular(name, _MAX_FILE_BYTES, follow_links=False, dir_fd=folder) for name in names}
+        finally:
+            os.close(folder)
 
     def meta_of(self, lineage: str, version: int | None = None) -> dict[str, Any] | None:
         version = self.current_version(lineage) if version is None else version

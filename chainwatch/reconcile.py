@@ -23,13 +23,12 @@ from typing import Any
 from cryptography import x509
 
 from chainwatch.atomic import group_id
-from chainwatch.bounded_read import read_regular
 from chainwatch.certificate import Cert
 from chainwatch.config import Config
 from chainwatch.errors import ChainwatchError, InputError, OutputError, reason_of
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage
-from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
+from chainwatch.pem import parse_certificates
 from chainwatch.policy import Decision, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
 from chainwatch.records import DroppedCert, LineageRecord, PendingRecord, backoff, note_error
@@ -302,26 +301,16 @@ class Processor:
             target = os.readlink(link)
         except OSError as error:
             return f"{link}: {error.strerror}"
-        if target != f"../versions/{name}/{version}":
+        if version is None or target != f"../versions/{name}/{version}":
             return f"{link} points to {target}"
-        folder = self.publisher.versions / name / str(version)
+        recorded = record.get("files", {})
         try:
-            # The files are read relative to the folder, opened once: at
-            # 10,000 lineages a restart reads 50,000 of them.
-            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            files = self.publisher.read_version(name, version, recorded)
         except OSError as error:
-            return f"{folder}: {error.strerror}"
-        try:
-            for file, expected in record.get("files", {}).items():
-                try:
-                    data = read_regular(file, MAX_CHAIN_BYTES, follow_links=False, dir_fd=dir_fd)
-                except OSError as error:
-                    # NotRegularFile and TooLarge name the file themselves.
-                    return f"{file}: {error.strerror}" if error.strerror else str(error)
-                if hashlib.sha256(data).hexdigest() != expected:
-                    return f"{file} differs from what was published"
-        finally:
-            os.close(dir_fd)
+            return f"{error.filename}: {error.strerror}" if error.strerror else str(error)
+        for file, expected in recorded.items():
+            if hashlib.sha256(files[file]).hexdigest() != expected:
+                return f"{file} differs from what was published"
         return None
 
     def _finish(self, item: _Ready, written: int | Exception | None, now: dt.datetime) -> Outcome:
