@@ -42,16 +42,24 @@ def _served_dir(prefix: str) -> Path:
     return folder
 
 
-def _listening(process: subprocess.Popen[bytes], port: int, log: Callable[[], str]) -> None:
-    """Wait until ``port`` answers; a server that exits first fails the test with its own words."""
+def _listening(process: subprocess.Popen[bytes], address: int | Path, log: Callable[[], str]) -> None:
+    """Wait until ``address`` (a loopback port, or a Unix socket's path) answers; a server that
+    exits first fails the test with its own words."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with status {process.returncode}: {log()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with contextlib.suppress(OSError):
+            if isinstance(address, Path):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+                    unix.settimeout(0.2)
+                    unix.connect(str(address))
+            else:
+                socket.create_connection(("127.0.0.1", address), timeout=0.2).close()
             return
         time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}: {log()}")
+    where = address if isinstance(address, Path) else f"127.0.0.1:{address}"
+    raise TimeoutError(f"nothing listens on {where}: {log()}")
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -247,6 +255,9 @@ defaults
 """
         )
         self._start(["haproxy", "-W", "-db", "-f", str(self.config)], self.port)
+        # The port can answer before the stats socket does (seen under load):
+        # a test of the runtime API must not find it missing.
+        _listening(self.process, self.socket, self.log)
 
     @property
     def reload_command(self) -> list[str]:
