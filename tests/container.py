@@ -21,11 +21,40 @@ from enum import StrEnum
 from pathlib import Path
 
 CACHE = Path(os.environ.get("CHAINWATCH_TEST_CACHE", "/var/cache/chainwatch-tests"))
-MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
     "systemd,systemd-sysv,dbus,dovecot-imapd,python3,python3-systemd,python3-cffi-backend,"
     "python3-cryptography,python3-sdnotify,python3-jeepney,openssl,ca-certificates"
 )
+
+
+def debian_mirror() -> str:
+    """The Debian archive this host's apt fetches from.
+
+    Taken from apt, not written here, so a site with its own mirror or an
+    apt proxy builds the test trees the way it installs packages.
+    """
+    targets = subprocess.run(
+        ["apt-get", "indextargets", "--format", "$(ORIGIN)|$(LABEL)|$(REPO_URI)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in targets.splitlines():
+        origin, label, uri = line.split("|", 2)
+        if origin == label == "Debian":
+            return uri.rstrip("/")
+    raise SystemExit("no Debian archive in apt's sources (apt-get indextargets); run apt-get update first")
+
+
+def apt_proxy_environment() -> dict[str, str]:
+    """The environment with apt's HTTP proxy, if it has one, for debootstrap and piuparts."""
+    environment = dict(os.environ)
+    proxy = subprocess.run(
+        ["apt-config", "dump", "--format", "%v", "Acquire::http::Proxy"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if proxy and proxy.upper() != "DIRECT":
+        environment.setdefault("http_proxy", proxy)
+    return environment
 
 
 def rootfs(suite: str = "bookworm", extra: str = "") -> Path:
@@ -34,7 +63,8 @@ def rootfs(suite: str = "bookworm", extra: str = "") -> Path:
     ``extra``: more packages, comma-separated (demo/admin-day adds certbot and pebble).
     """
     packages = f"{PACKAGES},{extra}" if extra else PACKAGES
-    key = hashlib.sha256(f"{suite} {packages} {MIRROR}".encode()).hexdigest()[:12]
+    mirror = debian_mirror()
+    key = hashlib.sha256(f"{suite} {packages} {mirror}".encode()).hexdigest()[:12]
     tree = CACHE / f"{suite}-{key}"
     tarball = CACHE / f"{suite}-{key}.tar.zst"
     if (tree / "usr" / "lib" / "systemd" / "systemd").exists():
@@ -45,18 +75,19 @@ def rootfs(suite: str = "bookworm", extra: str = "") -> Path:
     with open(CACHE / f"{suite}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (tree / "usr" / "lib" / "systemd" / "systemd").exists():
-            _build(suite, tree, tarball, packages)
+            _build(suite, tree, tarball, packages, mirror)
     return tree
 
 
-def _build(suite: str, tree: Path, tarball: Path, packages: str) -> None:
+def _build(suite: str, tree: Path, tarball: Path, packages: str, mirror: str) -> None:
     if not tarball.exists():
         building = tree.with_name(f"{tree.name}.building")
         shutil.rmtree(building, ignore_errors=True)
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={packages}", suite, str(building), MIRROR],
+            ["debootstrap", "--variant=minbase", f"--include={packages}", suite, str(building), mirror],
             check=True,
             capture_output=True,
+            env=apt_proxy_environment(),
         )
         (building / "etc" / "hostname").unlink(missing_ok=True)
         subprocess.run(["chroot", str(building), "apt-get", "clean"], check=True, capture_output=True)

@@ -750,12 +750,18 @@ HOOK_LINK = "/etc/letsencrypt/renewal-hooks/deploy/chainwatch"
 
 def test_9_remove_stops_keeps_state_and_names_the_server_configuration_reading_the_frozen_copy(host: Host) -> None:
     host.box.sh(f"mkdir -p {HOOK_LINK.rsplit('/', 1)[0]} && ln -s /etc/chainwatch/certbot-deploy-hook {HOOK_LINK}")
+    host.box.run("mkdir", "-p", "/var/lib/prometheus/node-exporter")
+    host.configure(f'[metrics]\ntextfile = "{METRICS}"\n')
+    host.wait(lambda: "chainwatch_agent_heartbeat" in host.box.run("cat", METRICS, check=False).stdout, what="metrics")
     removed = _apt(host.box, "remove", "chainwatch")
     assert host.active_state() in ("inactive", "unknown")
     assert host.box.run("test", "-f", "/var/lib/chainwatch/state.json", check=False).returncode == 0
     said = removed.stdout + removed.stderr
     assert "/var/lib/chainwatch stay as they are, frozen" in said, said
     assert "/etc/dovecot/conf.d/99-chainwatch.conf" in said, said
+    # Nothing keeps it fresh any more: node_exporter would export its last values and the heartbeat alert fire.
+    assert host.box.run("test", "-e", METRICS, check=False).returncode != 0
+    assert f"removed the metrics file {METRICS}" in said, said
 
 
 def test_9a_after_remove_the_deploy_hook_says_nothing_was_published_instead_of_dangling(host: Host) -> None:

@@ -121,7 +121,8 @@ def test_package_installs_what_it_promises(built_deb: Path) -> None:
     listing = subprocess.run(["dpkg", "-c", str(built_deb)], capture_output=True, text=True, check=True).stdout
     for path in (
         "./usr/bin/chainwatch",
-        "./lib/systemd/system/chainwatch.service",
+        # Merged /usr on both releases: Debian 13's dpkg warns at purge about a /lib/systemd/system.
+        "./usr/lib/systemd/system/chainwatch.service",
         "./etc/chainwatch/chainwatch.toml",
         "./usr/share/man/man8/chainwatch.8.gz",
         "./usr/lib/systemd/catalog/chainwatch.catalog",
@@ -130,6 +131,7 @@ def test_package_installs_what_it_promises(built_deb: Path) -> None:
         "./usr/share/chainwatch/chainwatch.rules.yml",
     ):
         assert path in listing, path
+    assert " ./lib/" not in listing
     conffiles = subprocess.run(["dpkg-deb", "-I", str(built_deb), "conffiles"], capture_output=True, text=True).stdout
     assert "/etc/chainwatch/chainwatch.toml" in conffiles
     # Kept by `apt-get remove`: a link to it in certbot's hooks never dangles before purge.
@@ -142,6 +144,8 @@ def test_package_installs_what_it_promises(built_deb: Path) -> None:
         "python3-sdnotify",
         "python3-jeepney",
         "openssl",
+        # The default trust store is its bundle (and openssl's cert.pem points at it).
+        "ca-certificates",
     ):
         assert package in depends
     assert "inotify" not in depends
