@@ -388,3 +388,36 @@ def test_the_postfix_sni_map_chooses_a_wildcard_lineage_for_a_name_under_it(ws: 
             assert served_chain(postfix.port, sni, "smtp") == as_pems(ws.published(lineage)), sni
     finally:
         postfix.stop()
+
+
+def _show_ssl_cert(haproxy: HAProxy) -> list[str]:
+    with socket.socket(socket.AF_UNIX) as admin:
+        admin.settimeout(10)
+        admin.connect(str(haproxy.socket))
+        admin.sendall(b"show ssl cert\n")
+        answer = b""
+        while chunk := admin.recv(65536):
+            answer += chunk
+    return [line for line in answer.decode().splitlines() if line]
+
+
+def test_a_commit_haproxy_refuses_is_aborted_so_no_transaction_stays_open(ws: Workspace) -> None:
+    bundle = ws.root / "hand-made.pem"
+    first = ws.pki.issue()
+    bundle.write_bytes(first.privkey + first.fullchain)
+    haproxy = HAProxy(f"frontend https\n    bind :443 ssl crt {bundle}\n", bundle)
+    try:
+        # A renewed certificate beside another key: `set ssl cert` takes it,
+        # `commit ssl cert` finds the pair inconsistent and refuses.
+        renewed, stranger = ws.pki.issue(), ws.pki.issue()
+        bundle.write_bytes(stranger.privkey + renewed.fullchain)
+        result = reload_haproxy_api(haproxy.socket, 10)
+        listed = _show_ssl_cert(haproxy)
+        served = served_chain(haproxy.port)
+    finally:
+        haproxy.stop()
+    assert (result.result, result.via) == (Result.FAILED, "haproxy-api")
+    assert result.detail.startswith(f"HAProxy refused commit ssl cert {bundle}: "), result.detail
+    # "*NAME" is a transaction left open on NAME; after the abort only NAME is listed.
+    assert listed == ["# filename", str(bundle)], listed
+    assert served == as_pems(first.fullchain)

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from chainwatch.config import load_config, render_config
 from chainwatch.errors import InputError
 from chainwatch.lineage import Inconsistent, Rejected
+from chainwatch import sources as sources_module
 from chainwatch.sources import Sources
 from tests.certbot_tree import Issued, issued
 from tests.pki import PrivateKey, new_key
@@ -275,6 +276,44 @@ def test_a_file_that_changed_while_read_is_taken_for_an_update_in_progress(tmp_p
     info = path.stat()
     with pytest.raises(Inconsistent, match="changed while read"):
         Sources.check_unchanged({path: (info.st_ino, info.st_size, info.st_mtime_ns - 1)})
+
+
+def test_a_lego_certificate_rewritten_while_it_is_read_is_an_update_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "certificates"
+    pki = LivePKI()
+    first = pki.issue()
+    lego_write(folder, first, lambda step: None)
+    # lego --reuse-key renews in place: the new certificate matches the old
+    # key, so only the file having changed under the reader says it is mid-update.
+    renewed = reissue(pki, _key_of(first))
+    crt = folder / f"{NAME}.crt"
+    sources = sources_for(tmp_path, f'[[source]]\nkind = "lego"\ndir = "{folder}"\n')
+    assert sources.read(f"lego:{NAME}")["fullchain"] == first.fullchain
+    real_check = sources_module.check_confined
+    rewrites: list[Path] = []
+
+    def lego_writes_between_open_and_read(path: Path, *args: object, **kwargs: object) -> None:
+        # The one point where a real writer can be placed deterministically:
+        # the reader has opened the file and taken its stat, and reads next.
+        # A writer racing the reader on the clock would hit this window only
+        # by chance.
+        real_check(path, *args, **kwargs)  # type: ignore[arg-type]
+        if path == crt and not rewrites:
+            rewrites.append(path)
+            fd = os.open(crt, os.O_WRONLY | os.O_TRUNC)
+            try:
+                os.write(fd, renewed.fullchain + b"\n")  # another size: seen whatever the clock's granularity
+            finally:
+                os.close(fd)
+
+    monkeypatch.setattr(sources_module, "check_confined", lego_writes_between_open_and_read)
+    with pytest.raises(Inconsistent, match=f"{crt} changed while read"):
+        sources.read(f"lego:{NAME}")
+    assert rewrites == [crt]
+    # Read again once lego is done, the renewal is whole.
+    assert sources.read(f"lego:{NAME}")["fullchain"] == renewed.fullchain + b"\n"
 
 
 def test_a_files_pair_is_published_under_its_prefixed_name_beside_a_certbot_lineage_of_the_same_name(
