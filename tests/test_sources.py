@@ -20,10 +20,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from chainwatch import sources as sources_module
 from chainwatch.config import load_config, render_config
 from chainwatch.errors import InputError
 from chainwatch.lineage import Inconsistent, Rejected
-from chainwatch import sources as sources_module
 from chainwatch.sources import Sources
 from tests.certbot_tree import Issued, issued
 from tests.pki import PrivateKey, new_key
