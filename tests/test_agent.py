@@ -206,6 +206,36 @@ def test_a_first_pass_longer_than_a_second_asks_systemd_for_more_start_time(ws: 
     assert any("WATCHDOG=1" in n for n in before_ready), received
 
 
+def test_the_pass_after_sighup_pings_the_watchdog_while_it_makes_progress(ws: Workspace) -> None:
+    # A SIGHUP that re-decides every lineage (key_group now set: each kept
+    # version is regrouped) is as long as a first pass, and systemd's
+    # watchdog keeps counting meanwhile.
+    for index in range(300):
+        name = f"host{index}.example.test"
+        ws.certbot.write(name, ws.pki.issue(name))
+    # Only the pass after SIGHUP changes a group: it stops at its first chown,
+    # so what follows comes after a second has gone by.
+    fault = f"stop 1 chown {ws.out}/versions/host"
+    with ws.agent(env={"CHAINWATCH_TEST_FAULT": fault, "WATCHDOG_USEC": "60000000"}) as agent:
+        agent.wait_for(lambda: len(ws.state()["lineages"]) == 300, timeout=120, what="the first pass")
+        ws.config.write_text(ws.config.read_text().replace("[output]\n", '[output]\nkey_group = "mail"\n'))
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: _stopped(agent.process.pid), timeout=60, what="the agent stops at the first chown")
+        time.sleep(1.5)  # the pass has now lasted over a second, however fast the machine
+        agent.process.send_signal(signal.SIGCONT)
+
+        def ready_again() -> bool:
+            received = agent.read_notifications()  # every notification so far, in order
+            reloading = next((i for i, n in enumerate(received) if "RELOADING=1" in n), None)
+            return reloading is not None and any("READY=1" in n for n in received[reloading:])
+
+        agent.wait_for(ready_again, timeout=120, what="READY=1 after the reload")
+    received = agent.notifications
+    reloading = next(i for i, n in enumerate(received) if "RELOADING=1" in n)
+    during = received[reloading : next(i for i, n in enumerate(received) if i > reloading and "READY=1" in n)]
+    assert any("WATCHDOG=1" in n for n in during), received
+
+
 def test_inotify_overflow_reconciles_lineages_whose_events_were_lost(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     ws.certbot.write("other.example.test", ws.pki.issue("other.example.test"))
