@@ -13,7 +13,7 @@ import pytest
 
 from tests.certbot_tree import issued
 from tests.pki import CA, pem
-from tests.workspace import NAME, LivePKI, Workspace, utcnow
+from tests.workspace import NAME, LivePKI, Passes, Workspace, utcnow
 
 
 @pytest.fixture
@@ -50,16 +50,19 @@ def test_renewal_replayed_step_by_step_is_published_once_and_whole(ws: Workspace
 def test_nothing_is_published_while_certbot_is_mid_update(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     with ws.agent() as agent:
+        passes = Passes(ws.out, ws.root / "passes")
         seen: list[tuple[str, list[int]]] = []
 
         def look(step: str) -> None:
-            time.sleep(0.25)  # longer than settle_ms: the agent does look at this state
+            passes.one_after_now()  # the agent has judged this very state
             seen.append((step, ws.versions()))
 
         renewed = ws.pki.issue()
         ws.certbot.write(NAME, renewed, between=look)
-        agent.wait_for(lambda: ws.versions() == [1, 2], what="version 2")
+    # Archive written, previous links made, each link removed and made again, previous links removed.
+    assert len(seen) == passes.count == 11, seen
     assert all(versions == [1] for step, versions in seen[:-1]), seen
+    assert seen[-1] == ("previous links removed", [1, 2])
     assert ws.published() == ws.pki.trimmed(renewed)
     assert "waiting for certbot to finish" in agent.log()
 

@@ -27,7 +27,7 @@ from chainwatch.lineage import Inconsistent, Rejected
 from chainwatch.sources import Sources
 from tests.certbot_tree import Issued, issued
 from tests.pki import PrivateKey, new_key
-from tests.workspace import LivePKI, Workspace, utcnow
+from tests.workspace import LivePKI, Passes, Workspace, utcnow
 
 NAME = "mail.example.test"
 Step = Callable[[str], None]
@@ -123,17 +123,19 @@ def test_a_renewal_is_published_once_after_the_client_is_done_and_never_mid_upda
     with ws.agent() as agent:
         agent.wait_for(lambda: ws.state()["lineages"].get(lineage, {}).get("version") == 1, what="version 1")
         assert ws.published(lineage) == ws.pki.trimmed(first)
+        passes = Passes(ws.out, tmp_path / "passes")
         seen: list[tuple[str, list[int]]] = []
 
         def look(step: str) -> None:
-            time.sleep(0.25)  # longer than settle_ms: the agent does look at this state
+            passes.one_after_now()  # the agent has judged this very state
             seen.append((step, ws.versions(lineage)))
 
         renewed = reissue(ws.pki, new_key()) if not keeps_key else reissue(ws.pki, _key_of(first))
         done = write(tree, renewed, look)
-        agent.wait_for(lambda: ws.state()["lineages"][lineage].get("version") == 2, what="version 2")
         last = [step for step, _ in seen].index(done)
+        assert last >= 2 and passes.count == len(seen), seen  # every intermediate state was looked at
         assert all(versions == [1] for _, versions in seen[:last]), seen
+        assert seen[last][1] == [1, 2], seen  # the pass right after the client's last step publishes
         assert ws.versions(lineage) == [1, 2]
         assert ws.published(lineage) == ws.pki.trimmed(renewed)
         assert ws.published(lineage, "privkey.pem") == renewed.privkey
