@@ -219,8 +219,9 @@ def test_the_pass_after_sighup_pings_the_watchdog_while_it_makes_progress(ws: Wo
     # Only the pass after SIGHUP changes a group: it stops at its first chown,
     # so what follows comes after a second has gone by.
     fault = f"stop 1 chown {ws.out}/versions/host"
-    with ws.agent(env={"CHAINWATCH_TEST_FAULT": fault, "WATCHDOG_USEC": "60000000"}) as agent:
-        agent.wait_for(lambda: len(ws.state()["lineages"]) == 300, timeout=120, what="the first pass")
+    env = {"CHAINWATCH_TEST_FAULT": fault, "WATCHDOG_USEC": "60000000"}
+    with ws.agent(env=env, wait_ready=False) as agent:
+        agent.wait_for(lambda: any("READY=1" in n for n in agent.read_notifications()), timeout=120, what="READY=1")
         ws.config.write_text(ws.config.read_text().replace("[output]\n", '[output]\nkey_group = "mail"\n'))
         agent.process.send_signal(signal.SIGHUP)
         agent.wait_for(lambda: _stopped(agent.process.pid), timeout=60, what="the agent stops at the first chown")
