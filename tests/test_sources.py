@@ -121,7 +121,7 @@ def test_a_renewal_is_published_once_after_the_client_is_done_and_never_mid_upda
     first = ws.pki.issue()
     write(tree, first, lambda step: None)
     with ws.agent() as agent:
-        agent.wait_for(lambda: ws.state()["lineages"].get(lineage, {}).get("version") == 1, what="version 1")
+        agent.wait_for(lambda: ws.state()["lineages"].get(lineage, {}).get("version") == 1, 60, "version 1")
         assert ws.published(lineage) == ws.pki.trimmed(first)
         passes = Passes(ws.out, tmp_path / "passes")
         seen: list[tuple[str, list[int]]] = []

@@ -207,7 +207,11 @@ class Workspace:
         agent = Agent(process, notify, log_path)
         try:
             if wait_ready:
-                agent.wait_for(lambda: any("READY=1" in n for n in agent.read_notifications()), what="READY=1")
+                # A bound against a hang, not a speed limit: on a loaded host a
+                # cold interpreter and the first pass take seconds.
+                agent.wait_for(
+                    lambda: any("READY=1" in n for n in agent.read_notifications()), timeout=60, what="READY=1"
+                )
             yield agent
         finally:
             if process.poll() is None:
