@@ -280,42 +280,57 @@ def test_a_file_that_changed_while_read_is_taken_for_an_update_in_progress(tmp_p
         Sources.check_unchanged({path: (info.st_ino, info.st_size, info.st_mtime_ns - 1)})
 
 
-def test_a_lego_certificate_rewritten_while_it_is_read_is_an_update_in_progress(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _client_tree(tmp_path: Path, kind: str, content: Issued) -> tuple[Path, str]:
+    """``content`` written as a lego or a files source keeps it; its full chain file and the source table."""
+    if kind == "lego":
+        folder = tmp_path / "certificates"
+        lego_write(folder, content, lambda step: None)
+        return folder / f"{NAME}.crt", f'[[source]]\nkind = "lego"\ndir = "{folder}"\n'
+    acme = tmp_path / "acme"
+    acme.mkdir(mode=0o700)
+    (acme / "full.pem").write_bytes(content.fullchain)
+    (acme / "key.pem").write_bytes(content.privkey)
+    (acme / "key.pem").chmod(0o600)
+    table = f'[[source]]\nkind = "files"\nname = "{NAME}"\nfullchain = "{acme}/full.pem"\nkey = "{acme}/key.pem"\n'
+    return acme / "full.pem", table
+
+
+@pytest.mark.parametrize("kind", ["lego", "files"])
+def test_a_certificate_rewritten_while_it_is_read_is_an_update_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    folder = tmp_path / "certificates"
     pki = LivePKI()
     first = pki.issue()
-    lego_write(folder, first, lambda step: None)
-    # lego --reuse-key renews in place: the new certificate matches the old
-    # key, so only the file having changed under the reader says it is mid-update.
+    fullchain, table = _client_tree(tmp_path, kind, first)
+    # Renewed in place with the same key (lego --reuse-key, acme.sh's
+    # install): the new certificate matches the old key, so only the file
+    # having changed under the reader says it is mid-update.
     renewed = reissue(pki, _key_of(first))
-    crt = folder / f"{NAME}.crt"
-    sources = sources_for(tmp_path, f'[[source]]\nkind = "lego"\ndir = "{folder}"\n')
-    assert sources.read(f"lego:{NAME}")["fullchain"] == first.fullchain
+    sources = sources_for(tmp_path, table)
+    lineage = f"{kind}:{NAME}"
+    assert sources.read(lineage)["fullchain"] == first.fullchain
     real_check = sources_module.check_confined
     rewrites: list[Path] = []
 
-    def lego_writes_between_open_and_read(path: Path, *args: object, **kwargs: object) -> None:
-        # The one point where a real writer can be placed deterministically:
-        # the reader has opened the file and taken its stat, and reads next.
-        # A writer racing the reader on the clock would hit this window only
-        # by chance.
+    def client_writes_between_open_and_read(path: Path, *args: object, **kwargs: object) -> None:
+        # The reader never waits, so a real writer lands between its open
+        # (with the stat it keeps) and its read only by chance; called here,
+        # between the two, the client's write happens there every time.
         real_check(path, *args, **kwargs)  # type: ignore[arg-type]
-        if path == crt and not rewrites:
+        if path == fullchain and not rewrites:
             rewrites.append(path)
-            fd = os.open(crt, os.O_WRONLY | os.O_TRUNC)
+            fd = os.open(fullchain, os.O_WRONLY | os.O_TRUNC)
             try:
                 os.write(fd, renewed.fullchain + b"\n")  # another size: seen whatever the clock's granularity
             finally:
                 os.close(fd)
 
-    monkeypatch.setattr(sources_module, "check_confined", lego_writes_between_open_and_read)
-    with pytest.raises(Inconsistent, match=f"{crt} changed while read"):
-        sources.read(f"lego:{NAME}")
-    assert rewrites == [crt]
-    # Read again once lego is done, the renewal is whole.
-    assert sources.read(f"lego:{NAME}")["fullchain"] == renewed.fullchain + b"\n"
+    monkeypatch.setattr(sources_module, "check_confined", client_writes_between_open_and_read)
+    with pytest.raises(Inconsistent, match=f"{fullchain} changed while read"):
+        sources.read(lineage)
+    assert rewrites == [fullchain]
+    # Read again once the client is done, the renewal is whole.
+    assert sources.read(lineage)["fullchain"] == renewed.fullchain + b"\n"
 
 
 def test_a_files_pair_is_published_under_its_prefixed_name_beside_a_certbot_lineage_of_the_same_name(
