@@ -13,7 +13,7 @@ import pytest
 
 from tests.certbot_tree import issued
 from tests.pki import CA, pem
-from tests.workspace import NAME, LivePKI, Workspace, utcnow
+from tests.workspace import NAME, LivePKI, Passes, Workspace, utcnow
 
 
 @pytest.fixture
@@ -50,16 +50,19 @@ def test_renewal_replayed_step_by_step_is_published_once_and_whole(ws: Workspace
 def test_nothing_is_published_while_certbot_is_mid_update(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     with ws.agent() as agent:
+        passes = Passes(ws.out, ws.root / "passes")
         seen: list[tuple[str, list[int]]] = []
 
         def look(step: str) -> None:
-            time.sleep(0.25)  # longer than settle_ms: the agent does look at this state
+            passes.one_after_now()  # the agent has judged this very state
             seen.append((step, ws.versions()))
 
         renewed = ws.pki.issue()
         ws.certbot.write(NAME, renewed, between=look)
-        agent.wait_for(lambda: ws.versions() == [1, 2], what="version 2")
+    # Archive written, previous links made, each link removed and made again, previous links removed.
+    assert len(seen) == passes.count == 11, seen
     assert all(versions == [1] for step, versions in seen[:-1]), seen
+    assert seen[-1] == ("previous links removed", [1, 2])
     assert ws.published() == ws.pki.trimmed(renewed)
     assert "waiting for certbot to finish" in agent.log()
 
@@ -204,6 +207,37 @@ def test_a_first_pass_longer_than_a_second_asks_systemd_for_more_start_time(ws: 
     before_ready = received[: next(i for i, n in enumerate(received) if "READY=1" in n)]
     assert any("EXTEND_TIMEOUT_USEC=30000000" in n for n in before_ready), received
     assert any("WATCHDOG=1" in n for n in before_ready), received
+
+
+def test_the_pass_after_sighup_pings_the_watchdog_while_it_makes_progress(ws: Workspace) -> None:
+    # A SIGHUP that re-decides every lineage (key_group now set: each kept
+    # version is regrouped) is as long as a first pass, and systemd's
+    # watchdog keeps counting meanwhile.
+    for index in range(300):
+        name = f"host{index}.example.test"
+        ws.certbot.write(name, ws.pki.issue(name))
+    # Only the pass after SIGHUP changes a group: it stops at its first chown,
+    # so what follows comes after a second has gone by.
+    fault = f"stop 1 chown {ws.out}/versions/host"
+    env = {"CHAINWATCH_TEST_FAULT": fault, "WATCHDOG_USEC": "60000000"}
+    with ws.agent(env=env, wait_ready=False) as agent:
+        agent.wait_for(lambda: any("READY=1" in n for n in agent.read_notifications()), timeout=120, what="READY=1")
+        ws.config.write_text(ws.config.read_text().replace("[output]\n", '[output]\nkey_group = "mail"\n'))
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: _stopped(agent.process.pid), timeout=60, what="the agent stops at the first chown")
+        time.sleep(1.5)  # the pass has now lasted over a second, however fast the machine
+        agent.process.send_signal(signal.SIGCONT)
+
+        def ready_again() -> bool:
+            received = agent.read_notifications()  # every notification so far, in order
+            reloading = next((i for i, n in enumerate(received) if "RELOADING=1" in n), None)
+            return reloading is not None and any("READY=1" in n for n in received[reloading:])
+
+        agent.wait_for(ready_again, timeout=120, what="READY=1 after the reload")
+    received = agent.notifications
+    reloading = next(i for i, n in enumerate(received) if "RELOADING=1" in n)
+    during = received[reloading : next(i for i, n in enumerate(received) if i > reloading and "READY=1" in n)]
+    assert any("WATCHDOG=1" in n for n in during), received
 
 
 def test_inotify_overflow_reconciles_lineages_whose_events_were_lost(ws: Workspace) -> None:

@@ -14,6 +14,7 @@ these tests fail rather than skip.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from chainwatch.metrics import write_metrics
+from tests.certbot_tree import Issued
 from tests.pki import CA, pem
 from tests.workspace import NAME, LivePKI, Workspace
 
@@ -40,10 +42,15 @@ MINUTES = 180
 
 
 def synced_state(
-    tmp_path: Path, *, days: float = 89, age_days: float = 0, unrelated_store: bool = False
+    tmp_path: Path,
+    *,
+    days: float = 89,
+    age_days: float = 0,
+    unrelated_store: bool = False,
+    renewal_with_another_key: bool = False,
 ) -> dict[str, Any]:
     """state.json after a real agent's first pass over one lineage, leaf issued ``age_days`` ago
-    and valid for ``days`` more."""
+    and valid for ``days`` more; ``renewal_with_another_key``: then a renewal the agent rejects."""
     pki = LivePKI()
     ws = Workspace(tmp_path, pki)
     if unrelated_store:
@@ -54,6 +61,12 @@ def synced_state(
     ws.certbot.write(NAME, pki.issue(days=days, age_days=age_days))
     with ws.agent():
         pass  # ready: the first pass is published and saved, with the agent's heartbeat
+    if renewal_with_another_key:
+        renewed, stranger = pki.issue(), pki.issue()
+        ws.certbot.write(NAME, issued_with_key(renewed, stranger))
+        with ws.agent():
+            pass  # ready: the renewal is rejected, version 1 stays served
+        assert ws.state()["lineages"][NAME]["status"] == "error", ws.state()["lineages"][NAME]
     state = ws.state()
     assert state["agent"]["heartbeat"], state["agent"]
     return state
@@ -68,6 +81,31 @@ def with_consumer(state: dict[str, Any], *, failures: int = 0, serves: bool = Tr
             "probes": [{**probe, "ok": serves, "verdict": "serves" if serves else "stale"}],
         }
     }
+    return state
+
+
+def issued_with_key(content: Issued, other: Issued) -> Issued:
+    """``content``'s certificates beside ``other``'s key: a pair that does not match."""
+    return dataclasses.replace(content, privkey=other.privkey)
+
+
+def with_pending_version(state: dict[str, Any]) -> dict[str, Any]:
+    """A consumer rejected version 2: version 1 is served again (so the lineage is ok) and 2 waits.
+
+    Written by hand as the consumers' records are; tests/test_rollback.py makes it for real.
+    """
+    now = dt.datetime.fromisoformat(state["agent"]["heartbeat"])
+    state["lineages"][NAME]["pending"] = {
+        "version": 2,
+        "source": "sha256:0",
+        "config": "0",
+        "consumer": "dovecot",
+        "reason": "dovecot does not serve it",
+        "since": now.isoformat(),
+        "retry_at": (now + dt.timedelta(hours=1)).isoformat(),
+        "attempts": 1,
+    }
+    assert state["lineages"][NAME]["status"] == "ok"
     return state
 
 
@@ -115,8 +153,8 @@ def series(
     return found
 
 
-def promtool(tmp_path: Path, input_series: list[dict[str, str]], firing: set[str]) -> None:
-    """At 2 h (every ``for:`` passed), exactly the alerts in ``firing`` fire."""
+def promtool(tmp_path: Path, input_series: list[dict[str, str]], firing: set[str], at: str = "2h") -> None:
+    """At ``at`` (2 h: every ``for:`` passed), exactly the alerts in ``firing`` fire."""
     tests = {
         "rule_files": [str(RULES)],
         "evaluation_interval": "1m",
@@ -125,7 +163,7 @@ def promtool(tmp_path: Path, input_series: list[dict[str, str]], firing: set[str
                 "interval": "1m",
                 "input_series": input_series,
                 "alert_rule_test": [
-                    {"eval_time": "2h", "alertname": name, **({} if name in firing else {"exp_alerts": []})}
+                    {"eval_time": at, "alertname": name, **({} if name in firing else {"exp_alerts": []})}
                     for name in ALERTS
                 ],
             }
@@ -196,3 +234,22 @@ def test_failing_reloads_alert(tmp_path: Path) -> None:
 def test_an_agent_whose_heartbeat_stopped_alerts(tmp_path: Path) -> None:
     state = with_consumer(synced_state(tmp_path / "ws"))
     promtool(tmp_path, series(tmp_path, state, alive=False), {"ChainwatchAgentHeartbeatStale"})
+
+
+def test_a_lineage_in_error_alerts(tmp_path: Path) -> None:
+    state = with_consumer(synced_state(tmp_path / "ws", renewal_with_another_key=True))
+    promtool(tmp_path, series(tmp_path, state), {"ChainwatchLineageError"})
+
+
+def test_a_rejected_version_waiting_for_its_retry_alerts_though_the_lineage_is_ok(tmp_path: Path) -> None:
+    state = with_pending_version(with_consumer(synced_state(tmp_path / "ws")))
+    promtool(tmp_path, series(tmp_path, state), {"ChainwatchLineageError"})
+
+
+def test_the_heartbeat_alert_fires_once_the_heartbeat_is_over_30_minutes_old_for_5_minutes(tmp_path: Path) -> None:
+    # The last heartbeat at 0: over 1800 s old from 31 min (one evaluation a
+    # minute), so firing from 36 min, not at 35. Any other threshold moves one side.
+    state = with_consumer(synced_state(tmp_path / "ws"))
+    stopped = series(tmp_path, state, alive=False)
+    promtool(tmp_path / "35m", stopped, set(), at="35m")
+    promtool(tmp_path / "36m", stopped, {"ChainwatchAgentHeartbeatStale"}, at="36m")

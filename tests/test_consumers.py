@@ -584,6 +584,22 @@ def test_probe_shows_that_a_root_sent_by_the_server_would_be_dropped(
     assert result.returncode == 2
 
 
+def test_probe_exits_1_when_the_chain_a_server_sends_would_be_trimmed_and_nothing_is_published(
+    tmp_path: Path, pki: LivePKI, server_sending_its_root: int
+) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    ws = Workspace(host, pki)  # no sync: nothing published to compare with
+    result = ws.chainwatch("probe", f"tls://127.0.0.1:{server_sending_its_root}", "--name", NAME, "--json")
+    (entry,) = json.loads(result.stdout)["endpoints"]
+    assert "published" not in entry
+    assert [d["reason"] for d in entry["dropped"]] == ["anchor"]
+    assert entry["ok"] is False
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = ws.chainwatch("probe", f"tls://127.0.0.1:{server_sending_its_root}", "--name", NAME)
+    assert text.returncode == 1, text.stdout + text.stderr
+
+
 def test_probe_of_a_server_without_starttls_says_so(ws: Workspace, imap_without_starttls: int) -> None:
     result = ws.chainwatch("probe", f"imap+starttls://127.0.0.1:{imap_without_starttls}", "--timeout", "5")
     assert result.returncode == 2

@@ -247,14 +247,15 @@ def test_a_root_owned_sticky_directory_above_the_tree_and_reused_key_links_are_a
     assert ws.published() == ws.pki.trimmed(renewed)
 
 
-def _modes(ws: Workspace, version: int) -> tuple[str, str, str]:
+def _modes(ws: Workspace, version: int) -> tuple[str, str, str, str]:
+    """Mode and group of both key files, the version's folder and the output directory."""
     folder = ws.out / "versions" / NAME / str(version)
-    key = (folder / "privkey.pem").stat()
-    return (
-        f"{stat.S_IMODE(key.st_mode):o}:{grp.getgrgid(key.st_gid).gr_name}",
-        f"{stat.S_IMODE(folder.stat().st_mode):o}:{grp.getgrgid(folder.stat().st_gid).gr_name}",
-        f"{stat.S_IMODE(ws.out.stat().st_mode):o}:{grp.getgrgid(ws.out.stat().st_gid).gr_name}",
-    )
+
+    def mode(path: Path) -> str:
+        info = path.stat()
+        return f"{stat.S_IMODE(info.st_mode):o}:{grp.getgrgid(info.st_gid).gr_name}"
+
+    return (mode(folder / "privkey.pem"), mode(folder / "key+fullchain.pem"), mode(folder), mode(ws.out))
 
 
 def sync_under_umask_0077(ws: Workspace) -> subprocess.CompletedProcess[str]:
@@ -268,21 +269,21 @@ def test_key_group_added_then_removed_is_applied_to_every_kept_version_whatever_
     ws.certbot.write(NAME, ws.pki.issue())
     assert sync_under_umask_0077(ws).returncode == 0
     assert ws.versions() == [1, 2]
-    assert _modes(ws, 1) == _modes(ws, 2) == ("600:root", "700:root", "700:root")
+    assert _modes(ws, 1) == _modes(ws, 2) == ("600:root", "600:root", "700:root", "700:root")
 
     text = ws.config.read_text().replace("[output]\n", '[output]\nkey_group = "mail"\n')
     ws.config.write_text(text)
     assert sync_under_umask_0077(ws).returncode == 0
     assert ws.versions() == [1, 2]  # nothing published again: the modes changed in place
-    assert _modes(ws, 1) == _modes(ws, 2) == ("640:mail", "750:mail", "750:mail")
+    assert _modes(ws, 1) == _modes(ws, 2) == ("640:mail", "640:mail", "750:mail", "750:mail")
     ws.certbot.write(NAME, ws.pki.issue())
     assert sync_under_umask_0077(ws).returncode == 0
-    assert _modes(ws, 3) == ("640:mail", "750:mail", "750:mail")
+    assert _modes(ws, 3) == ("640:mail", "640:mail", "750:mail", "750:mail")
 
     ws.config.write_text(text.replace('key_group = "mail"\n', ""))
     assert sync_under_umask_0077(ws).returncode == 0
     for version in ws.versions():
-        assert _modes(ws, version) == ("600:root", "700:root", "700:root")
+        assert _modes(ws, version) == ("600:root", "600:root", "700:root", "700:root")
 
 
 def test_a_leftover_staging_file_does_not_block_the_next_version(ws: Workspace) -> None:

@@ -140,3 +140,21 @@ def test_a_served_chain_that_starts_expiring_soon_is_a_warning_without_a_new_pub
     (line,) = [line for line in log.getvalue().splitlines() if " chainwatch warning " in line]
     assert f" chainwatch warning {NAME}: version 1 is served with warnings: " in line
     assert "expires on" in line
+
+
+def test_a_state_file_rebuilt_from_what_is_published_is_journaled_at_warning(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert ws.chainwatch("sync").returncode == 0
+    (ws.out / "state.json").write_text('{"lineages": ')  # cut short: unusable
+    journal = Journal(io.StringIO(), native=False)
+    recorder = _Recorder()
+    journal._send = recorder  # see _Recorder
+    processor = Processor(load_config(ws.config), journal)
+    with processor.exclusive():
+        processor.process_batch([NAME])
+    (reconciling,) = [entry for entry in recorder.entries if entry["CHAINWATCH_EVENT"] == "reconciling"]
+    assert "state.json was unusable" in reconciling["MESSAGE"]
+    # Pinned as the number journald stores, not read back from the table under test:
+    # a state that was lost is trouble an admin must see with `journalctl -p warning`.
+    assert reconciling["PRIORITY"] == "4"
+    assert ws.state()["lineages"][NAME]["version"] == 1

@@ -9,6 +9,7 @@ sends, the ``live/`` link and ``state.json`` are checked, not log lines alone.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import subprocess
 import sys
@@ -131,7 +132,15 @@ def test_a_set_the_consumer_cannot_load_is_rolled_back_to_the_last_good_and_new_
     assert f"{server.name} failed with version 2 (reload failed: " in line
     assert "and works with version 1: rolled back to version 1, the last known good; retrying version 2 at" in line
     assert consumer_state(ws, server.name)["state"] == "ok"  # it serves the good set
-    assert ws.chainwatch("status").returncode == 2
+    status = ws.chainwatch("status", "--color", "never")
+    assert status.returncode == 2
+    (pending,) = [line.strip() for line in status.stdout.splitlines() if line.strip().startswith("pending ")]
+    assert pending.startswith("pending   version 2: "), status.stdout
+    assert "cannot load this certificate on purpose" in pending
+    assert "next try " in pending and "(attempt 2)" in pending
+    (reported,) = json.loads(ws.chainwatch("status", "--json").stdout)["lineages"]
+    assert reported["pending"]["version"] == 2
+    assert "cannot load this certificate on purpose" in reported["pending"]["reason"]
 
     fixed = ws.pki.issue()
     ws.certbot.write(NAME, fixed)

@@ -4,6 +4,7 @@ is reloaded by the agent after a renewal, and serves exactly the sanitized chain
 
 from __future__ import annotations
 
+import datetime as dt
 import grp
 import json
 import os
@@ -14,6 +15,7 @@ import ssl
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,71 @@ def test_nginx_serves_the_sanitized_chain_after_a_renewal(ws: Workspace) -> None
         assert gnutls_chain(nginx.port) == expected
     finally:
         nginx.stop()
+
+
+def _readme_series() -> set[str]:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = readme[readme.index("The\nseries are") : readme.index("Alerting rules for a fleet")]
+    return set(re.findall(r"`(chainwatch_[a-z_]+)`", listed))
+
+
+def _samples(textfile: Path) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for line in textfile.read_text().splitlines():
+        if not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            found[series] = float(value)
+    return found
+
+
+def test_the_metrics_file_holds_every_series_the_readme_lists_with_its_value(ws: Workspace) -> None:
+    textfile = ws.root / "textfile" / "chainwatch.prom"
+    textfile.parent.mkdir()
+    assert ws.chainwatch("sync").returncode == 0
+    nginx = Nginx(printed(ws, "nginx"), ws.out / "live" / NAME / "fullchain.pem")
+    try:
+        endpoint = f"https://127.0.0.1:{nginx.port}"
+        metrics = f'[metrics]\ntextfile = "{textfile}"\n'
+        configure(ws, metrics + consumer("nginx", endpoint, reload_command=nginx.reload_and_wait_command))
+        started = time.time()
+        renew_and_wait(ws, "nginx")
+        stopped = time.time()
+    finally:
+        nginx.stop()
+    samples = _samples(textfile)
+    assert {series.split("{")[0] for series in samples} == _readme_series()
+    leaf = parse_certificates(ws.published() or b"", "published")[0].x509
+    issuing = ws.pki.issuing.cert
+    lineage, who = f'{{lineage="{NAME}"}}', '{consumer="nginx"}'
+    probed = f'{{consumer="nginx",endpoint="{endpoint}",lineage="{NAME}",server_name="{NAME}"}}'
+    horizon = 21 * 86400.0  # horizon_days; the leaf lives 89 days, so its third is longer
+    assert {series: value for series, value in samples.items() if "timestamp" not in series} == {
+        "chainwatch_warning_horizon_seconds": horizon,
+        f"chainwatch_leaf_warning_horizon_seconds{lineage}": horizon,
+        f"chainwatch_dropped_certificates{lineage}": 1,  # the cross-sign to the expired root
+        f"chainwatch_lineage_ok{lineage}": 1,
+        f"chainwatch_stores_not_validating{lineage}": 0,
+        f"chainwatch_pending_version{lineage}": 0,
+        f"chainwatch_reload_failures_total{who}": 0,
+        f"chainwatch_consumer_ok{who}": 1,
+        f"chainwatch_served_chain_match{probed}": 1,
+    }
+    timestamps = {series: value for series, value in samples.items() if "timestamp" in series}
+    assert set(timestamps) == {
+        f"chainwatch_leaf_expiry_timestamp_seconds{lineage}",
+        f"chainwatch_issuers_earliest_expiry_timestamp_seconds{lineage}",
+        f"chainwatch_last_publish_timestamp_seconds{lineage}",
+        "chainwatch_agent_heartbeat_timestamp_seconds",
+    }
+    expiry = leaf.not_valid_after.replace(tzinfo=dt.UTC)  # cryptography 38: naive, in UTC
+    assert timestamps[f"chainwatch_leaf_expiry_timestamp_seconds{lineage}"] == expiry.timestamp()
+    assert timestamps[f"chainwatch_issuers_earliest_expiry_timestamp_seconds{lineage}"] == (
+        issuing.not_valid_after.replace(tzinfo=dt.UTC).timestamp()
+    )
+    published_at = dt.datetime.fromisoformat(ws.state()["lineages"][NAME]["published_at"]).timestamp()
+    assert timestamps[f"chainwatch_last_publish_timestamp_seconds{lineage}"] == pytest.approx(published_at, abs=1e-3)
+    assert started - 1 <= published_at <= stopped + 1  # version 2's, not the sync's version 1
+    assert started - 1 <= timestamps["chainwatch_agent_heartbeat_timestamp_seconds"] <= stopped + 1
 
 
 def test_apache_serves_the_sanitized_chain_after_a_renewal(ws: Workspace) -> None:
@@ -388,3 +455,36 @@ def test_the_postfix_sni_map_chooses_a_wildcard_lineage_for_a_name_under_it(ws: 
             assert served_chain(postfix.port, sni, "smtp") == as_pems(ws.published(lineage)), sni
     finally:
         postfix.stop()
+
+
+def _show_ssl_cert(haproxy: HAProxy) -> list[str]:
+    with socket.socket(socket.AF_UNIX) as admin:
+        admin.settimeout(10)
+        admin.connect(str(haproxy.socket))
+        admin.sendall(b"show ssl cert\n")
+        answer = b""
+        while chunk := admin.recv(65536):
+            answer += chunk
+    return [line for line in answer.decode().splitlines() if line]
+
+
+def test_a_commit_haproxy_refuses_is_aborted_so_no_transaction_stays_open(ws: Workspace) -> None:
+    bundle = ws.root / "hand-made.pem"
+    first = ws.pki.issue()
+    bundle.write_bytes(first.privkey + first.fullchain)
+    haproxy = HAProxy(f"frontend https\n    bind :443 ssl crt {bundle}\n", bundle)
+    try:
+        # A renewed certificate beside another key: `set ssl cert` takes it,
+        # `commit ssl cert` finds the pair inconsistent and refuses.
+        renewed, stranger = ws.pki.issue(), ws.pki.issue()
+        bundle.write_bytes(stranger.privkey + renewed.fullchain)
+        result = reload_haproxy_api(haproxy.socket, 10)
+        listed = _show_ssl_cert(haproxy)
+        served = served_chain(haproxy.port)
+    finally:
+        haproxy.stop()
+    assert (result.result, result.via) == (Result.FAILED, "haproxy-api")
+    assert result.detail.startswith(f"HAProxy refused commit ssl cert {bundle}: "), result.detail
+    # "*NAME" is a transaction left open on NAME; after the abort only NAME is listed.
+    assert listed == ["# filename", str(bundle)], listed
+    assert served == as_pems(first.fullchain)

@@ -20,13 +20,14 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from chainwatch import sources as sources_module
 from chainwatch.config import load_config, render_config
 from chainwatch.errors import InputError
 from chainwatch.lineage import Inconsistent, Rejected
 from chainwatch.sources import Sources
 from tests.certbot_tree import Issued, issued
 from tests.pki import PrivateKey, new_key
-from tests.workspace import LivePKI, Workspace, utcnow
+from tests.workspace import LivePKI, Passes, Workspace, utcnow
 
 NAME = "mail.example.test"
 Step = Callable[[str], None]
@@ -120,19 +121,21 @@ def test_a_renewal_is_published_once_after_the_client_is_done_and_never_mid_upda
     first = ws.pki.issue()
     write(tree, first, lambda step: None)
     with ws.agent() as agent:
-        agent.wait_for(lambda: ws.state()["lineages"].get(lineage, {}).get("version") == 1, what="version 1")
+        agent.wait_for(lambda: ws.state()["lineages"].get(lineage, {}).get("version") == 1, 60, "version 1")
         assert ws.published(lineage) == ws.pki.trimmed(first)
+        passes = Passes(ws.out, tmp_path / "passes")
         seen: list[tuple[str, list[int]]] = []
 
         def look(step: str) -> None:
-            time.sleep(0.25)  # longer than settle_ms: the agent does look at this state
+            passes.one_after_now()  # the agent has judged this very state
             seen.append((step, ws.versions(lineage)))
 
         renewed = reissue(ws.pki, new_key()) if not keeps_key else reissue(ws.pki, _key_of(first))
         done = write(tree, renewed, look)
-        agent.wait_for(lambda: ws.state()["lineages"][lineage].get("version") == 2, what="version 2")
         last = [step for step, _ in seen].index(done)
+        assert last >= 2 and passes.count == len(seen), seen  # every intermediate state was looked at
         assert all(versions == [1] for _, versions in seen[:last]), seen
+        assert seen[last][1] == [1, 2], seen  # the pass right after the client's last step publishes
         assert ws.versions(lineage) == [1, 2]
         assert ws.published(lineage) == ws.pki.trimmed(renewed)
         assert ws.published(lineage, "privkey.pem") == renewed.privkey
@@ -275,6 +278,59 @@ def test_a_file_that_changed_while_read_is_taken_for_an_update_in_progress(tmp_p
     info = path.stat()
     with pytest.raises(Inconsistent, match="changed while read"):
         Sources.check_unchanged({path: (info.st_ino, info.st_size, info.st_mtime_ns - 1)})
+
+
+def _client_tree(tmp_path: Path, kind: str, content: Issued) -> tuple[Path, str]:
+    """``content`` written as a lego or a files source keeps it; its full chain file and the source table."""
+    if kind == "lego":
+        folder = tmp_path / "certificates"
+        lego_write(folder, content, lambda step: None)
+        return folder / f"{NAME}.crt", f'[[source]]\nkind = "lego"\ndir = "{folder}"\n'
+    acme = tmp_path / "acme"
+    acme.mkdir(mode=0o700)
+    (acme / "full.pem").write_bytes(content.fullchain)
+    (acme / "key.pem").write_bytes(content.privkey)
+    (acme / "key.pem").chmod(0o600)
+    table = f'[[source]]\nkind = "files"\nname = "{NAME}"\nfullchain = "{acme}/full.pem"\nkey = "{acme}/key.pem"\n'
+    return acme / "full.pem", table
+
+
+@pytest.mark.parametrize("kind", ["lego", "files"])
+def test_a_certificate_rewritten_while_it_is_read_is_an_update_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    pki = LivePKI()
+    first = pki.issue()
+    fullchain, table = _client_tree(tmp_path, kind, first)
+    # Renewed in place with the same key (lego --reuse-key, acme.sh's
+    # install): the new certificate matches the old key, so only the file
+    # having changed under the reader says it is mid-update.
+    renewed = reissue(pki, _key_of(first))
+    sources = sources_for(tmp_path, table)
+    lineage = f"{kind}:{NAME}"
+    assert sources.read(lineage)["fullchain"] == first.fullchain
+    real_check = sources_module.check_confined
+    rewrites: list[Path] = []
+
+    def client_writes_between_open_and_read(path: Path, *args: object, **kwargs: object) -> None:
+        # The reader never waits, so a real writer lands between its open
+        # (with the stat it keeps) and its read only by chance; called here,
+        # between the two, the client's write happens there every time.
+        real_check(path, *args, **kwargs)  # type: ignore[arg-type]
+        if path == fullchain and not rewrites:
+            rewrites.append(path)
+            fd = os.open(fullchain, os.O_WRONLY | os.O_TRUNC)
+            try:
+                os.write(fd, renewed.fullchain + b"\n")  # another size: seen whatever the clock's granularity
+            finally:
+                os.close(fd)
+
+    monkeypatch.setattr(sources_module, "check_confined", client_writes_between_open_and_read)
+    with pytest.raises(Inconsistent, match=f"{fullchain} changed while read"):
+        sources.read(lineage)
+    assert rewrites == [fullchain]
+    # Read again once the client is done, the renewal is whole.
+    assert sources.read(lineage)["fullchain"] == renewed.fullchain + b"\n"
 
 
 def test_a_files_pair_is_published_under_its_prefixed_name_beside_a_certbot_lineage_of_the_same_name(

@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from inotify_simple import INotify, flags
 
 from chainwatch.pem import parse_certificates
 from tests.certbot_tree import CertbotTree, Issued, issued
@@ -206,7 +207,11 @@ class Workspace:
         agent = Agent(process, notify, log_path)
         try:
             if wait_ready:
-                agent.wait_for(lambda: any("READY=1" in n for n in agent.read_notifications()), what="READY=1")
+                # A bound against a hang, not a speed limit: on a loaded host a
+                # cold interpreter and the first pass take seconds.
+                agent.wait_for(
+                    lambda: any("READY=1" in n for n in agent.read_notifications()), timeout=60, what="READY=1"
+                )
             yield agent
         finally:
             if process.poll() is None:
@@ -250,3 +255,49 @@ def fill_inodes(folder: Path) -> list[Path]:
         if error.errno != errno.ENOSPC:
             raise
     return fillers
+
+
+class Passes:
+    """The agent's passes, seen on real inotify: each takes the output lock
+    (``OUT/lock``) when it begins and lets it go once state.json is saved.
+
+    :meth:`one_after_now` blocks a replay until the agent has made a whole
+    pass that began after the replay's last step: the state it judged is that
+    step's, however slow the machine; a replay that waits on the clock instead
+    may see the agent look at no intermediate state at all.
+    """
+
+    def __init__(self, out: Path, scratch: Path) -> None:
+        self._inotify = INotify()
+        self._out = self._inotify.add_watch(out, flags.OPEN | flags.CLOSE_WRITE)
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        self._marker = scratch / "now"
+        self._now = self._inotify.add_watch(scratch, flags.CLOSE_WRITE)
+        self.count = 0
+        """Passes waited for so far."""
+
+    def one_after_now(self, timeout: float = 60.0) -> None:
+        """Return once a pass that began after this call has ended; fail after ``timeout``.
+
+        One inotify queue holds the moment (a file closed here) and the
+        agent's lock events in the order they happened, so "began after" is
+        the kernel's order, not a guess from the clock.
+        """
+        os.close(os.open(self._marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        waiting_for = "now"
+        deadline = time.monotonic() + timeout
+        while waiting_for != "done":
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no pass of the agent began and ended within {timeout} s (waiting for {waiting_for})"
+                )
+            for event in self._inotify.read(timeout=int(remaining * 1000) + 1):
+                if waiting_for == "now" and event.wd == self._now:
+                    waiting_for = "begin"
+                elif event.wd == self._out and event.name == "lock":
+                    if waiting_for == "begin" and event.mask & flags.OPEN:
+                        waiting_for = "end"
+                    elif waiting_for == "end" and event.mask & flags.CLOSE_WRITE:
+                        waiting_for = "done"
+        self.count += 1
