@@ -82,6 +82,10 @@ class Agent:
         self.pending: dict[str, float] = {}
         """lineage -> monotonic time of its last event."""
         self.rechecks: dict[str, dt.datetime] = {}
+        self.gone: set[str] = set()
+        """Lineages that vanished, to record as removed in the next pass (under its lock)."""
+        self.retry_all_at: float | None = None
+        """Monotonic time to reconcile everything again after a step failed outside any lineage."""
         self.last = ""
         self._signals: list[int] = []
         self._starting = True
@@ -142,13 +146,13 @@ class Agent:
                     if key.data == "signal":
                         self._drain(read_end)
                     else:
-                        self._on_inotify(selector)
+                        self._guarded(lambda: self._on_inotify(selector))
                 if signal.SIGTERM in self._signals or signal.SIGINT in self._signals:
                     break
                 if signal.SIGHUP in self._signals:
                     self._signals.clear()
-                    self._reload_config(selector)
-                self._run_due()
+                    self._guarded(lambda: self._reload_config(selector))
+                self._guarded(self._run_due)
                 now = time.monotonic()
                 if self.processor.unsaved and now >= next_save:
                     self._save()
@@ -174,6 +178,18 @@ class Agent:
             os.close(write_end)
         return 0
 
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run one step of the loop; the environment failing it (a directory that
+        cannot be listed or written) is said and retried, never an exit."""
+        try:
+            step()
+        except (OSError, ChainwatchError) as error:
+            self.retry_all_at = time.monotonic() + _RETRY_OUTPUT.total_seconds()
+            retry_at = dt.datetime.now(dt.UTC) + _RETRY_OUTPUT
+            self.journal.log(
+                Event.ERROR, f"{_what_failed(error)}: {reason_of(error)}; reconciling again at {retry_at:%H:%M:%S} UTC"
+            )
+
     def _save(self) -> None:
         """Save state.json (the agent's record, a heartbeat) outside any pass."""
         try:
@@ -197,6 +213,8 @@ class Agent:
 
     def _timeout(self, next_ping: float, next_save: float | None = None) -> float | None:
         deadlines: list[float] = [] if next_save is None else [next_save]
+        if self.retry_all_at is not None:
+            deadlines.append(self.retry_all_at)
         now = time.monotonic()
         settle = self.config.settle_ms / 1000
         deadlines += [last + settle for last in self.pending.values()]
@@ -220,9 +238,15 @@ class Agent:
             self.reconcile_all()
         elif changes.rescan:
             self._rescan()
+            if self.gone:
+                self.process([])
 
     def _run_due(self) -> None:
         now = time.monotonic()
+        if self.retry_all_at is not None and now >= self.retry_all_at:
+            self.retry_all_at = None
+            self.reconcile_all()
+            return
         settle = self.config.settle_ms / 1000
         due = [name for name, last in self.pending.items() if now - last >= settle]
         wall = dt.datetime.now(dt.UTC)
@@ -231,7 +255,9 @@ class Agent:
             for name in due:
                 self.pending.pop(name, None)
                 self.rechecks.pop(name, None)
-            self.process(sorted(n for n in due if n in self.known))
+            names = sorted(n for n in due if n in self.known)
+            if names or self.gone:
+                self.process(names)
 
     # -- lineages ------------------------------------------------------------------------------
 
@@ -247,14 +273,12 @@ class Agent:
         for name in sorted(current - self.known):
             # New to this process only: the pass says "new lineage" if it is new to state.json.
             self.pending.setdefault(name, time.monotonic())
-        gone = sorted(self.known - current)
+        gone = self.known - current
         for name in gone:
             self.pending.pop(name, None)
             self.rechecks.pop(name, None)
-        if gone:
-            with self.processor.exclusive():
-                for name in gone:
-                    self.processor.removed(name)
+        # Recorded by the next pass, where a failing output directory is said and retried.
+        self.gone = (self.gone | gone) - current
         self.known = current
         return names
 
@@ -278,7 +302,7 @@ class Agent:
             self.journal.log(
                 Event.ERROR, f"cannot use {self.config.output_dir}: {detail}; retrying at {retry_at:%H:%M:%S} UTC"
             )
-            for name in names:
+            for name in [*names, *self.gone]:
                 self.rechecks[name] = min(self.rechecks.get(name, retry_at), retry_at)
         if outcomes:
             self.notifier.status(self._status_line())
@@ -288,9 +312,12 @@ class Agent:
         # One pass under the lock, so one save of state.json (megabytes with
         # thousands of lineages) however much changed.
         with self.processor.exclusive():
+            gone = set(self.gone)
             if everything:
-                for name in set(self.processor.state.names()) - set(names):
-                    self.processor.removed(name)
+                gone |= set(self.processor.state.names()) - set(names)
+            for name in sorted(gone):
+                self.processor.removed(name)
+            self.gone.clear()
             for outcome in self.processor.process_batch(names):
                 name = outcome.lineage
                 if ":" not in name:  # certbot's: the others' files stay in their watched directories
@@ -366,6 +393,13 @@ class Agent:
             self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")
             self.reconcile_all()
         self._ready()
+
+
+def _what_failed(error: Exception) -> str:
+    """The file an OSError names, else the generic subject of a failed step."""
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot use {error.filename}"
+    return "a step of the agent failed"
 
 
 def _watcher_for(config: Config) -> LineageWatcher:

@@ -251,3 +251,28 @@ def test_a_directory_whose_name_is_no_lineage_name_is_ignored_and_said_once(ws: 
         assert len(lines) == 1
         assert "'mail.example.test\\n' under" in lines[0]
     assert not (ws.out / "live" / "mail.example.test\n").exists()
+
+
+def test_a_lineage_removed_while_the_output_is_read_only_is_retried_and_recorded_once_writable(ws: Workspace) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root to bind-mount (CI runs as root)")
+    with ws.agent() as agent:
+        served = ws.published(OTHER)
+        assert served is not None
+        # A read-only bind mount over the output directory: the agent's open lock
+        # file stays on the writable mount below, as after an emergency remount.
+        subprocess.run(["mount", "--bind", str(ws.out), str(ws.out)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(ws.out)], check=True)
+            shutil.rmtree(ws.certbot.live / OTHER)  # what `certbot delete` does
+            shutil.rmtree(ws.certbot.archive / OTHER)
+            agent.wait_for(lambda: "Read-only file system" in agent.log(), timeout=60, what="the write failure")
+            assert agent.process.poll() is None
+        finally:
+            subprocess.run(["umount", str(ws.out)], check=True)
+        # No new event from certbot: the agent's own retry records the removal.
+        agent.wait_for(
+            lambda: ws.state()["lineages"][OTHER].get("removed") is True, timeout=120, what="the retried removal"
+        )
+        assert ws.published(OTHER) == served
+        assert agent.process.poll() is None
