@@ -276,3 +276,19 @@ def test_a_lineage_removed_while_the_output_is_read_only_is_retried_and_recorded
         )
         assert ws.published(OTHER) == served
         assert agent.process.poll() is None
+
+
+@pytest.mark.parametrize("below", ["", "sub"], ids=["the-file", "below-the-file"])
+def test_run_with_the_output_path_at_a_regular_file_is_a_configuration_error_exit_78(ws: Workspace, below: str) -> None:
+    regular = ws.root / "a-file"
+    regular.write_text("not a directory\n")
+    ws.config.write_text(ws.config.read_text().replace(f'dir = "{ws.out}"', f'dir = "{regular / below}"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "run", "--config", str(ws.config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 78  # EX_CONFIG: systemd does not restart it every 5 s
+    assert result.stderr.count("\n") == 1
+    assert f"{regular}: is a regular file, not a directory" in result.stderr
+    assert "not starting" in result.stderr
+    assert regular.read_text() == "not a directory\n"
