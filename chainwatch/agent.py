@@ -91,32 +91,18 @@ class Agent:
         self._starting = True
         """Before READY=1: keepalives also extend systemd's start timeout."""
         self._last_keepalive = time.monotonic()
+        self.instance = -1
+        """The single-agent lock on the output directory, held while running."""
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status."""
-        instance = self._claim()
+        self.instance = claim(self.config.output_dir)
         try:
             return self._run()
         finally:
-            os.close(instance)
-
-    def _claim(self) -> int:
-        """Be the only agent publishing to this output directory, or say which one is."""
-        fd = open_lock_file(self.config.output_dir / "agent.lock")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ChainwatchError(
-                f"another chainwatch agent (pid {holder}) already publishes to {self.config.output_dir}; "
-                "stop it first (systemctl stop chainwatch)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return fd
+            os.close(self.instance)
 
     def _run(self) -> int:
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -366,15 +352,23 @@ class Agent:
             config = load_config(self.config_path, required=self.config_path is not None)
             processor = Processor(config, self.journal)
         except ChainwatchError as error:
-            message = f"configuration not reloaded, keeping the previous one: {error}"
-            self.processor.agent_record["config_error"] = message
-            with self.journal.held():
-                self.journal.log(Event.CONFIG_REJECTED, message)
-                self._save()
-            self._ready()
+            self._refuse_config(error)
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
         processor.agent_record["config"] = str(config.source or "built-in defaults")
+        if config.output_dir != self.config.output_dir:
+            # The lock follows the directory, taken before switching: two agents
+            # must never publish to one place, even for one pass.
+            try:
+                instance = claim(config.output_dir)
+            except (OSError, ChainwatchError) as error:
+                self._refuse_config(error)
+                return
+            os.close(self.instance)
+            self.instance = instance
+            # Nothing maintains the old directory now: its state says so.
+            self.processor.agent_record["stopped"] = now_iso()
+            self._save()
         if (config.live_dir, config.certbot, config.sources) != (
             self.config.live_dir,
             self.config.certbot,
@@ -393,6 +387,31 @@ class Agent:
             self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")
             self.reconcile_all()
         self._ready()
+
+    def _refuse_config(self, error: Exception) -> None:
+        message = f"configuration not reloaded, keeping the previous one: {reason_of(error)}"
+        self.processor.agent_record["config_error"] = message
+        with self.journal.held():
+            self.journal.log(Event.CONFIG_REJECTED, message)
+            self._save()
+        self._ready()
+
+
+def claim(output_dir: Path) -> int:
+    """Be the only agent publishing to ``output_dir``, or say which one is; returns the lock's fd."""
+    fd = open_lock_file(output_dir / "agent.lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ChainwatchError(
+            f"another chainwatch agent (pid {holder}) already publishes to {output_dir}; "
+            "stop it first (systemctl stop chainwatch)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _what_failed(error: Exception) -> str:

@@ -292,3 +292,40 @@ def test_run_with_the_output_path_at_a_regular_file_is_a_configuration_error_exi
     assert f"{regular}: is a regular file, not a directory" in result.stderr
     assert "not starting" in result.stderr
     assert regular.read_text() == "not a directory\n"
+
+
+def test_sighup_moving_the_output_directory_moves_the_single_agent_lock(ws: Workspace) -> None:
+    moved = ws.root / "moved"
+    with ws.agent() as agent:
+        ws.config.write_text(ws.config.read_text().replace(f'dir = "{ws.out}"', f'dir = "{moved}"'))
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: bool(agent.events("config-reloaded")), timeout=60, what="config-reloaded")
+        agent.wait_for((moved / "live" / NAME / "fullchain.pem").exists, timeout=60, what="the new output")
+        assert ws.state()["agent"]["stopped"]  # `status` on the old directory: nothing maintains it now
+        second = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "run", "--config", str(ws.config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert second.returncode == 2
+        assert f"another chainwatch agent (pid {agent.process.pid}) already publishes to {moved}" in second.stderr
+        assert agent.process.poll() is None
+
+
+def test_sighup_moving_the_output_to_where_another_agent_publishes_keeps_the_old_configuration(
+    ws: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    other = Workspace(tmp_path_factory.mktemp("other"), ws.pki)
+    other.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent, other.agent() as holder:
+        ws.config.write_text(ws.config.read_text().replace(f'dir = "{ws.out}"', f'dir = "{other.out}"'))
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: bool(agent.events("config-rejected")), timeout=60, what="config-rejected")
+        rejected = agent.events("config-rejected")[0]
+        assert f"another chainwatch agent (pid {holder.process.pid}) already publishes to {other.out}" in rejected
+        assert agent.process.poll() is None and holder.process.poll() is None
+        assert "already publishes" in ws.state()["agent"]["config_error"]
+        # Still the old configuration, and still the only agent on the old directory.
+        renewed = ws.pki.issue()
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), timeout=60, what="publication, old config")
+        assert other.published() != ws.pki.trimmed(renewed)
