@@ -26,7 +26,7 @@ from chainwatch.notify import Notifier
 from chainwatch.reconcile import Outcome, Processor, open_lock_file
 from chainwatch.sources import Sources, describe
 from chainwatch.state import now_iso
-from chainwatch.watch import LineageWatcher
+from chainwatch.watch import LineageWatcher, unwatched_message
 
 __all__ = ["Agent", "BatchHook"]
 
@@ -44,6 +44,11 @@ _LONGEST_SLEEP = 20 * 86400.0
 # An output directory that failed as a whole is tried again this often.
 _RETRY_OUTPUT = dt.timedelta(seconds=30)
 _RETRY_SAVE = 10.0
+# While inotify cannot watch every directory (its watch limit reached), the
+# lineages concerned are looked at this often: the bound on publishing their
+# renewals. The environment variable exists for tests.
+_UNWATCHED_RESCAN_ENV = "CHAINWATCH_UNWATCHED_RESCAN_S"
+_UNWATCHED_RESCAN_S = 60.0
 
 
 def _no_batch_hook(
@@ -86,6 +91,11 @@ class Agent:
         """Lineages that vanished, to record as removed in the next pass (under its lock)."""
         self.retry_all_at: float | None = None
         """Monotonic time to reconcile everything again after a step failed outside any lineage."""
+        self.unwatched_rescan_s = _unwatched_rescan_s()
+        self.unwatched_rescan_at: float | None = None
+        """Monotonic time of the next look at what inotify does not watch; None: it watches everything."""
+        self.watch_error: str | None = None
+        """What was last said about directories not watched."""
         self.last = ""
         self._signals: list[int] = []
         self._starting = True
@@ -201,6 +211,8 @@ class Agent:
         deadlines: list[float] = [] if next_save is None else [next_save]
         if self.retry_all_at is not None:
             deadlines.append(self.retry_all_at)
+        if self.unwatched_rescan_at is not None:
+            deadlines.append(self.unwatched_rescan_at)
         now = time.monotonic()
         settle = self.config.settle_ms / 1000
         deadlines += [last + settle for last in self.pending.values()]
@@ -226,6 +238,7 @@ class Agent:
             self._rescan()
             if self.gone:
                 self.process([])
+        self._report_unwatched()
 
     def _run_due(self) -> None:
         now = time.monotonic()
@@ -233,6 +246,9 @@ class Agent:
             self.retry_all_at = None
             self.reconcile_all()
             return
+        if self.unwatched_rescan_at is not None and now >= self.unwatched_rescan_at:
+            self.unwatched_rescan_at = now + self.unwatched_rescan_s
+            self._rescan_unwatched()
         settle = self.config.settle_ms / 1000
         due = [name for name, last in self.pending.items() if now - last >= settle]
         wall = dt.datetime.now(dt.UTC)
@@ -244,6 +260,7 @@ class Agent:
             names = sorted(n for n in due if n in self.known)
             if names or self.gone:
                 self.process(names)
+        self._report_unwatched()
 
     # -- lineages ------------------------------------------------------------------------------
 
@@ -268,11 +285,42 @@ class Agent:
         self.known = current
         return names
 
+    def _rescan_unwatched(self) -> None:
+        """Do what inotify would have: list again (adding the watches that fit now),
+        and process the lineages whose directories were not watched."""
+        unwatched = list(self.watcher.unwatched.values())
+        everything = any(item.lineage is None for item in unwatched)
+        names = self._rescan()
+        concerned = set(names) if everything else {i.lineage for i in unwatched if i.lineage} & self.known
+        if concerned or self.gone:
+            self.process(sorted(concerned))
+
+    def _report_unwatched(self) -> None:
+        """Say when what inotify does not watch changes; keep the rescan going while there is some."""
+        message = unwatched_message(list(self.watcher.unwatched.values()), self.unwatched_rescan_s)
+        if message is None:
+            self.unwatched_rescan_at = None
+        elif self.unwatched_rescan_at is None:
+            self.unwatched_rescan_at = time.monotonic() + self.unwatched_rescan_s
+        if message == self.watch_error:
+            return
+        self.watch_error = message
+        if message is not None:
+            self.processor.agent_record["watch_error"] = message
+        else:
+            self.processor.agent_record.pop("watch_error", None)
+        self._save()  # `status` says it by the time the journal does, not at the next pass
+        if message is not None:
+            self.journal.log(Event.ERROR, message)
+        else:
+            self.journal.log(Event.RECONCILING, "every directory is watched again; the rescan stops")
+
     def reconcile_all(self) -> None:
         """Process every lineage now: at start, after SIGHUP, after an overflow."""
         names = self._rescan()
         self.pending.clear()
         self.process(names, everything=True)
+        self._report_unwatched()
 
     def process(self, names: Iterable[str], everything: bool = False) -> list[Outcome]:
         """Process ``names`` in one batch; ``everything``: they are all there is."""
@@ -412,6 +460,14 @@ def claim(output_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _unwatched_rescan_s() -> float:
+    try:
+        seconds = float(os.environ.get(_UNWATCHED_RESCAN_ENV, _UNWATCHED_RESCAN_S))
+    except ValueError:
+        return _UNWATCHED_RESCAN_S
+    return seconds if seconds > 0 else _UNWATCHED_RESCAN_S
 
 
 def _what_failed(error: Exception) -> str:
