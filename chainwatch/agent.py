@@ -404,7 +404,8 @@ class Agent:
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
         processor.agent_record["config"] = str(config.source or "built-in defaults")
-        if config.output_dir != self.config.output_dir:
+        # Resolved: another spelling of the same directory is no move (flock would refuse our own lock).
+        if config.output_dir.resolve() != self.config.output_dir.resolve():
             # The lock follows the directory, taken before switching: two agents
             # must never publish to one place, even for one pass.
             try:

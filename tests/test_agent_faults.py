@@ -329,3 +329,16 @@ def test_sighup_moving_the_output_to_where_another_agent_publishes_keeps_the_old
         ws.certbot.write(NAME, renewed)
         agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), timeout=60, what="publication, old config")
         assert other.published() != ws.pki.trimmed(renewed)
+
+
+def test_sighup_naming_the_same_output_directory_through_a_linked_parent_keeps_the_lock(ws: Workspace) -> None:
+    alias = ws.root / "alias"
+    alias.symlink_to(ws.root)
+    with ws.agent() as agent:
+        ws.config.write_text(ws.config.read_text().replace(f'dir = "{ws.out}"', f'dir = "{alias / ws.out.name}"'))
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(
+            lambda: bool(agent.events("config-reloaded") or agent.events("config-rejected")), timeout=60, what="reload"
+        )
+        assert agent.events("config-rejected") == []
+        assert not ws.state()["agent"].get("stopped")
