@@ -405,7 +405,9 @@ class Agent:
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
         processor.agent_record["config"] = str(config.source or "built-in defaults")
         # Resolved: another spelling of the same directory is no move (flock would refuse our own lock).
-        if config.output_dir.resolve() != self.config.output_dir.resolve():
+        moved = config.output_dir.resolve() != self.config.output_dir.resolve()
+        instance = self.instance
+        if moved:
             # The lock follows the directory, taken before switching: two agents
             # must never publish to one place, even for one pass.
             try:
@@ -413,21 +415,18 @@ class Agent:
             except (OSError, ChainwatchError) as error:
                 self._refuse_config(error)
                 return
+        try:
+            self._switch_watcher(config, selector)
+        except OSError:
+            if moved:
+                os.close(instance)  # still the old directory's agent
+            raise
+        if moved:
             os.close(self.instance)
             self.instance = instance
             # Nothing maintains the old directory now: its state says so.
             self.processor.agent_record["stopped"] = now_iso()
             self._save()
-        if (config.live_dir, config.certbot, config.sources) != (
-            self.config.live_dir,
-            self.config.certbot,
-            self.config.sources,
-        ):
-            selector.unregister(self.watcher.fileno())
-            self.watcher.close()
-            self.watcher = _watcher_for(config)
-            selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
-            self.known = set()
         self.config, self.processor = config, processor
         self.processor.waiting = self._waiting_for_lock
         self.processor.alive = self._keepalive_due
@@ -436,6 +435,19 @@ class Agent:
             self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")
             self.reconcile_all()
         self._ready()
+
+    def _switch_watcher(self, config: Config, selector: selectors.BaseSelector) -> None:
+        if (config.live_dir, config.certbot, config.sources) == (
+            self.config.live_dir,
+            self.config.certbot,
+            self.config.sources,
+        ):
+            return
+        selector.unregister(self.watcher.fileno())
+        self.watcher.close()
+        self.watcher = _watcher_for(config)
+        selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
+        self.known = set()
 
     def _refuse_config(self, error: Exception) -> None:
         message = f"configuration not reloaded, keeping the previous one: {reason_of(error)}"

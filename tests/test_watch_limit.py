@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chainwatch.watch import Unwatched, unwatched_message
 from tests.workspace import NAME, LivePKI, Workspace
 
 OTHER = "other.example.test"
@@ -67,3 +68,14 @@ def test_a_lineage_beyond_the_watch_limit_is_said_published_by_the_rescan_and_cl
         )
         assert ws.chainwatch("status").returncode == 0
         assert ws.state()["agent"].get("watch_error") is None
+
+
+def test_the_unwatched_line_names_three_directories_counts_the_rest_and_states_the_bound() -> None:
+    reason = "inotify's watch limit is reached (raise the sysctl fs.inotify.max_user_watches)"
+    items = [Unwatched(Path(f"/le/live/n{i}"), "lineage", f"n{i}", reason) for i in range(5)]
+    message = unwatched_message(items, 60)
+    assert message == (
+        f"5 directories not watched (/le/live/n0, /le/live/n1, /le/live/n2 and 2 more): {reason}; "
+        "what changes there is published by a rescan every 60 s until a watch can be added"
+    )
+    assert unwatched_message([], 60) is None
