@@ -26,7 +26,7 @@ from chainwatch.notify import Notifier
 from chainwatch.reconcile import Outcome, Processor, open_lock_file
 from chainwatch.sources import Sources, describe
 from chainwatch.state import now_iso
-from chainwatch.watch import LineageWatcher
+from chainwatch.watch import LineageWatcher, unwatched_message
 
 __all__ = ["Agent", "BatchHook"]
 
@@ -44,6 +44,11 @@ _LONGEST_SLEEP = 20 * 86400.0
 # An output directory that failed as a whole is tried again this often.
 _RETRY_OUTPUT = dt.timedelta(seconds=30)
 _RETRY_SAVE = 10.0
+# While inotify cannot watch every directory (its watch limit reached), the
+# lineages concerned are looked at this often: the bound on publishing their
+# renewals. The environment variable exists for tests.
+_UNWATCHED_RESCAN_ENV = "CHAINWATCH_UNWATCHED_RESCAN_S"
+_UNWATCHED_RESCAN_S = 60.0
 
 
 def _no_batch_hook(
@@ -82,37 +87,32 @@ class Agent:
         self.pending: dict[str, float] = {}
         """lineage -> monotonic time of its last event."""
         self.rechecks: dict[str, dt.datetime] = {}
+        self.gone: set[str] = set()
+        """Lineages that vanished, to record as removed in the next pass (under its lock)."""
+        self.retry_all_at: float | None = None
+        """Monotonic time to reconcile everything again after a step failed outside any lineage."""
+        self.unwatched_rescan_s = _unwatched_rescan_s()
+        self.unwatched_rescan_at: float | None = None
+        """Monotonic time of the next look at what inotify does not watch; None: it watches everything."""
+        self.watch_error: str | None = None
+        """What was last said about directories not watched."""
         self.last = ""
         self._signals: list[int] = []
         self._starting = True
         """Before READY=1: keepalives also extend systemd's start timeout."""
         self._last_keepalive = time.monotonic()
+        self.instance = -1
+        """The single-agent lock on the output directory, held while running."""
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status."""
-        instance = self._claim()
+        self.instance = claim(self.config.output_dir)
         try:
             return self._run()
         finally:
-            os.close(instance)
-
-    def _claim(self) -> int:
-        """Be the only agent publishing to this output directory, or say which one is."""
-        fd = open_lock_file(self.config.output_dir / "agent.lock")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ChainwatchError(
-                f"another chainwatch agent (pid {holder}) already publishes to {self.config.output_dir}; "
-                "stop it first (systemctl stop chainwatch)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return fd
+            os.close(self.instance)
 
     def _run(self) -> int:
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -142,13 +142,13 @@ class Agent:
                     if key.data == "signal":
                         self._drain(read_end)
                     else:
-                        self._on_inotify(selector)
+                        self._guarded(lambda: self._on_inotify(selector))
                 if signal.SIGTERM in self._signals or signal.SIGINT in self._signals:
                     break
                 if signal.SIGHUP in self._signals:
                     self._signals.clear()
-                    self._reload_config(selector)
-                self._run_due()
+                    self._guarded(lambda: self._reload_config(selector))
+                self._guarded(self._run_due)
                 now = time.monotonic()
                 if self.processor.unsaved and now >= next_save:
                     self._save()
@@ -174,6 +174,18 @@ class Agent:
             os.close(write_end)
         return 0
 
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run one step of the loop; the environment failing it (a directory that
+        cannot be listed or written) is said and retried, never an exit."""
+        try:
+            step()
+        except (OSError, ChainwatchError) as error:
+            self.retry_all_at = time.monotonic() + _RETRY_OUTPUT.total_seconds()
+            retry_at = dt.datetime.now(dt.UTC) + _RETRY_OUTPUT
+            self.journal.log(
+                Event.ERROR, f"{_what_failed(error)}: {reason_of(error)}; reconciling again at {retry_at:%H:%M:%S} UTC"
+            )
+
     def _save(self) -> None:
         """Save state.json (the agent's record, a heartbeat) outside any pass."""
         try:
@@ -197,6 +209,10 @@ class Agent:
 
     def _timeout(self, next_ping: float, next_save: float | None = None) -> float | None:
         deadlines: list[float] = [] if next_save is None else [next_save]
+        if self.retry_all_at is not None:
+            deadlines.append(self.retry_all_at)
+        if self.unwatched_rescan_at is not None:
+            deadlines.append(self.unwatched_rescan_at)
         now = time.monotonic()
         settle = self.config.settle_ms / 1000
         deadlines += [last + settle for last in self.pending.values()]
@@ -220,9 +236,19 @@ class Agent:
             self.reconcile_all()
         elif changes.rescan:
             self._rescan()
+            if self.gone:
+                self.process([])
+        self._report_unwatched()
 
     def _run_due(self) -> None:
         now = time.monotonic()
+        if self.retry_all_at is not None and now >= self.retry_all_at:
+            self.retry_all_at = None
+            self.reconcile_all()
+            return
+        if self.unwatched_rescan_at is not None and now >= self.unwatched_rescan_at:
+            self.unwatched_rescan_at = now + self.unwatched_rescan_s
+            self._rescan_unwatched()
         settle = self.config.settle_ms / 1000
         due = [name for name, last in self.pending.items() if now - last >= settle]
         wall = dt.datetime.now(dt.UTC)
@@ -231,7 +257,10 @@ class Agent:
             for name in due:
                 self.pending.pop(name, None)
                 self.rechecks.pop(name, None)
-            self.process(sorted(n for n in due if n in self.known))
+            names = sorted(n for n in due if n in self.known)
+            if names or self.gone:
+                self.process(names)
+        self._report_unwatched()
 
     # -- lineages ------------------------------------------------------------------------------
 
@@ -247,22 +276,51 @@ class Agent:
         for name in sorted(current - self.known):
             # New to this process only: the pass says "new lineage" if it is new to state.json.
             self.pending.setdefault(name, time.monotonic())
-        gone = sorted(self.known - current)
+        gone = self.known - current
         for name in gone:
             self.pending.pop(name, None)
             self.rechecks.pop(name, None)
-        if gone:
-            with self.processor.exclusive():
-                for name in gone:
-                    self.processor.removed(name)
+        # Recorded by the next pass, where a failing output directory is said and retried.
+        self.gone = (self.gone | gone) - current
         self.known = current
         return names
+
+    def _rescan_unwatched(self) -> None:
+        """Do what inotify would have: list again (adding the watches that fit now),
+        and process the lineages whose directories were not watched."""
+        unwatched = list(self.watcher.unwatched.values())
+        everything = any(item.lineage is None for item in unwatched)
+        names = self._rescan()
+        concerned = set(names) if everything else {i.lineage for i in unwatched if i.lineage} & self.known
+        if concerned or self.gone:
+            self.process(sorted(concerned))
+
+    def _report_unwatched(self) -> None:
+        """Say when what inotify does not watch changes; keep the rescan going while there is some."""
+        message = unwatched_message(list(self.watcher.unwatched.values()), self.unwatched_rescan_s)
+        if message is None:
+            self.unwatched_rescan_at = None
+        elif self.unwatched_rescan_at is None:
+            self.unwatched_rescan_at = time.monotonic() + self.unwatched_rescan_s
+        if message == self.watch_error:
+            return
+        self.watch_error = message
+        if message is not None:
+            self.processor.agent_record["watch_error"] = message
+        else:
+            self.processor.agent_record.pop("watch_error", None)
+        self._save()  # `status` says it by the time the journal does, not at the next pass
+        if message is not None:
+            self.journal.log(Event.ERROR, message)
+        else:
+            self.journal.log(Event.RECONCILING, "every directory is watched again; the rescan stops")
 
     def reconcile_all(self) -> None:
         """Process every lineage now: at start, after SIGHUP, after an overflow."""
         names = self._rescan()
         self.pending.clear()
         self.process(names, everything=True)
+        self._report_unwatched()
 
     def process(self, names: Iterable[str], everything: bool = False) -> list[Outcome]:
         """Process ``names`` in one batch; ``everything``: they are all there is."""
@@ -278,7 +336,7 @@ class Agent:
             self.journal.log(
                 Event.ERROR, f"cannot use {self.config.output_dir}: {detail}; retrying at {retry_at:%H:%M:%S} UTC"
             )
-            for name in names:
+            for name in [*names, *self.gone]:
                 self.rechecks[name] = min(self.rechecks.get(name, retry_at), retry_at)
         if outcomes:
             self.notifier.status(self._status_line())
@@ -288,9 +346,12 @@ class Agent:
         # One pass under the lock, so one save of state.json (megabytes with
         # thousands of lineages) however much changed.
         with self.processor.exclusive():
+            gone = set(self.gone)
             if everything:
-                for name in set(self.processor.state.names()) - set(names):
-                    self.processor.removed(name)
+                gone |= set(self.processor.state.names()) - set(names)
+            for name in sorted(gone):
+                self.processor.removed(name)
+            self.gone.clear()
             for outcome in self.processor.process_batch(names):
                 name = outcome.lineage
                 if ":" not in name:  # certbot's: the others' files stay in their watched directories
@@ -339,25 +400,33 @@ class Agent:
             config = load_config(self.config_path, required=self.config_path is not None)
             processor = Processor(config, self.journal)
         except ChainwatchError as error:
-            message = f"configuration not reloaded, keeping the previous one: {error}"
-            self.processor.agent_record["config_error"] = message
-            with self.journal.held():
-                self.journal.log(Event.CONFIG_REJECTED, message)
-                self._save()
-            self._ready()
+            self._refuse_config(error)
             return
         processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
         processor.agent_record["config"] = str(config.source or "built-in defaults")
-        if (config.live_dir, config.certbot, config.sources) != (
-            self.config.live_dir,
-            self.config.certbot,
-            self.config.sources,
-        ):
-            selector.unregister(self.watcher.fileno())
-            self.watcher.close()
-            self.watcher = _watcher_for(config)
-            selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
-            self.known = set()
+        # Resolved: another spelling of the same directory is no move (flock would refuse our own lock).
+        moved = config.output_dir.resolve() != self.config.output_dir.resolve()
+        instance = self.instance
+        if moved:
+            # The lock follows the directory, taken before switching: two agents
+            # must never publish to one place, even for one pass.
+            try:
+                instance = claim(config.output_dir)
+            except (OSError, ChainwatchError) as error:
+                self._refuse_config(error)
+                return
+        try:
+            self._switch_watcher(config, selector)
+        except OSError:
+            if moved:
+                os.close(instance)  # still the old directory's agent
+            raise
+        if moved:
+            os.close(self.instance)
+            self.instance = instance
+            # Nothing maintains the old directory now: its state says so.
+            self.processor.agent_record["stopped"] = now_iso()
+            self._save()
         self.config, self.processor = config, processor
         self.processor.waiting = self._waiting_for_lock
         self.processor.alive = self._keepalive_due
@@ -366,6 +435,59 @@ class Agent:
             self.journal.log(Event.CONFIG_RELOADED, f"configuration reloaded from {source}")
             self.reconcile_all()
         self._ready()
+
+    def _switch_watcher(self, config: Config, selector: selectors.BaseSelector) -> None:
+        if (config.live_dir, config.certbot, config.sources) == (
+            self.config.live_dir,
+            self.config.certbot,
+            self.config.sources,
+        ):
+            return
+        selector.unregister(self.watcher.fileno())
+        self.watcher.close()
+        self.watcher = _watcher_for(config)
+        selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
+        self.known = set()
+
+    def _refuse_config(self, error: Exception) -> None:
+        message = f"configuration not reloaded, keeping the previous one: {reason_of(error)}"
+        self.processor.agent_record["config_error"] = message
+        with self.journal.held():
+            self.journal.log(Event.CONFIG_REJECTED, message)
+            self._save()
+        self._ready()
+
+
+def claim(output_dir: Path) -> int:
+    """Be the only agent publishing to ``output_dir``, or say which one is; returns the lock's fd."""
+    fd = open_lock_file(output_dir / "agent.lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ChainwatchError(
+            f"another chainwatch agent (pid {holder}) already publishes to {output_dir}; "
+            "stop it first (systemctl stop chainwatch)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _unwatched_rescan_s() -> float:
+    try:
+        seconds = float(os.environ.get(_UNWATCHED_RESCAN_ENV, _UNWATCHED_RESCAN_S))
+    except ValueError:
+        return _UNWATCHED_RESCAN_S
+    return seconds if seconds > 0 else _UNWATCHED_RESCAN_S
+
+
+def _what_failed(error: Exception) -> str:
+    """The file an OSError names, else the generic subject of a failed step."""
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot use {error.filename}"
+    return "a step of the agent failed"
 
 
 def _watcher_for(config: Config) -> LineageWatcher:

@@ -229,7 +229,8 @@ def status_report(
     if not agent["running"]:
         # What a stopped agent once refused is history, not its state.
         agent.pop("config_error", None)
-    if agent.get("config_error"):
+        agent.pop("watch_error", None)
+    if agent.get("config_error") or agent.get("watch_error"):
         level = max(level, WARNING)
     report: dict[str, Any] = {
         "exit": level, "state": _WORDS[level], "agent": agent, "lineages": reports, "consumers": consumer_reports
@@ -298,6 +299,8 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
     elif agent.get("config_error"):
         lines.append(p.warn(f"  {agent['config_error']}"))
         lines.append(p.warn("  the file is valid now: 'systemctl reload chainwatch' applies it"))
+    if agent.get("watch_error"):
+        lines.append(p.warn(f"  {agent['watch_error']}"))
     if report.get("message"):
         lines.append(p.warn(f"  {report['message']}"))
     for item in report["lineages"]:

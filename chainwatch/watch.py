@@ -14,6 +14,7 @@ say which lineage an entry there belongs to; any write there, including a
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from chainwatch.lineage import list_lineages, valid_name
 if TYPE_CHECKING:
     from chainwatch.sources import Mapper, Source
 
-__all__ = ["Changes", "LineageWatcher"]
+__all__ = ["Changes", "LineageWatcher", "Unwatched", "unwatched_message"]
 
 _LIVE = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO | flags.DELETE_SELF | flags.MOVE_SELF
 _LINEAGE = (
@@ -59,6 +60,37 @@ class Changes:
     """The kernel dropped events: everything must be reconciled."""
 
 
+@dataclass(frozen=True)
+class Unwatched:
+    """A directory inotify refused to watch: changes there are seen only by a rescan."""
+
+    path: Path
+    role: str
+    lineage: str | None
+    """The lineage it belongs to; None for the live, a source's or an ancestor directory (all of them)."""
+    reason: str
+
+
+def _why_unwatched(error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        return "inotify's watch limit is reached (raise the sysctl fs.inotify.max_user_watches)"
+    return error.strerror or str(error)
+
+
+def unwatched_message(unwatched: Sequence[Unwatched], every_s: float) -> str | None:
+    """One line for the journal and `status` about what inotify does not watch, or None."""
+    if not unwatched:
+        return None
+    paths = sorted(str(item.path) for item in unwatched)
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    reasons = "; ".join(sorted({item.reason for item in unwatched}))
+    count = f"{len(paths)} director{'y' if len(paths) == 1 else 'ies'}"
+    return (
+        f"{count} not watched ({shown}): {reasons}; what changes there is published by a rescan "
+        f"every {every_s:g} s until a watch can be added"
+    )
+
+
 class LineageWatcher:
     """Owns one inotify instance; ``fileno()`` goes into the agent's selector."""
 
@@ -74,6 +106,8 @@ class LineageWatcher:
         """wd -> (role, lineage) with role in live, lineage, archive, ancestor."""
         self._by_path: dict[Path, int] = {}
         self._archives: dict[str, set[Path]] = {}
+        self.unwatched: dict[Path, Unwatched] = {}
+        """Directories that should be watched and are not; tried again at each rescan."""
 
     def fileno(self) -> int:
         return int(self._inotify.fileno())
@@ -81,16 +115,24 @@ class LineageWatcher:
     def close(self) -> None:
         self._inotify.close()
 
-    def _add(self, path: Path, mask: int, role: str, lineage: str | None) -> None:
+    def _add(self, path: Path, mask: int, role: str, lineage: str | None) -> bool:
+        """Watch ``path``; False when it is not watched (gone, or refused: then in :attr:`unwatched`)."""
         try:
             wd = self._inotify.add_watch(str(path), mask)
-        except OSError:
-            return  # gone already; the next rescan settles it
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.ENOTDIR):
+                self.unwatched.pop(path, None)
+                return False  # gone already; the next rescan settles it
+            self.unwatched[path] = Unwatched(path, role, lineage, _why_unwatched(error))
+            return False
+        self.unwatched.pop(path, None)
         self._roles[wd] = (role, lineage)
         self._by_path[path] = wd
         self._paths[wd] = path
+        return True
 
     def _remove(self, path: Path) -> None:
+        self.unwatched.pop(path, None)
         wd = self._by_path.pop(path, None)
         if wd is None:
             return
@@ -103,6 +145,8 @@ class LineageWatcher:
         """Watch what exists now; returns the lineage names."""
         for path in [p for p, wd in self._by_path.items() if self._roles.get(wd, ("",))[0] == "ancestor"]:
             self._remove(path)
+        for path in [p for p, item in self.unwatched.items() if item.role == "ancestor"]:
+            del self.unwatched[path]
         names = self._rescan_certbot() if self.live_dir is not None else []
         return names + self._rescan_others()
 
@@ -120,6 +164,8 @@ class LineageWatcher:
                 wanted.setdefault(path, []).append((source.prefix, mapper))
         for path in [p for p in self._mappers if p not in wanted]:
             self._remove(path)
+        for path in [p for p, item in self.unwatched.items() if item.role == "source" and p not in wanted]:
+            del self.unwatched[path]
         self._mappers = wanted
         for path in wanted:
             if path in self._by_path:
@@ -135,6 +181,7 @@ class LineageWatcher:
     def _rescan_certbot(self) -> list[str]:
         assert self.live_dir is not None
         if not self.live_dir.is_dir():
+            self.unwatched.pop(self.live_dir, None)
             self._watch_ancestor(self.live_dir)
             return []
         if self.live_dir not in self._by_path:
@@ -151,17 +198,24 @@ class LineageWatcher:
                 self._remove(path)
                 for archive in self._archives.pop(path.name, set()):
                     self._remove(archive)
+        for path in [p for p, item in self.unwatched.items() if item.role in ("lineage", "archive")]:
+            if self.unwatched[path].lineage not in current:
+                del self.unwatched[path]
         return names
 
     def follow_archives(self, lineage: str, directories: tuple[Path, ...]) -> None:
         """Also watch the archive directories ``lineage``'s links point into."""
         # Files kept in the lineage directory itself are covered by its own watch.
         wanted = set(directories) - ({self.live_dir / lineage} if self.live_dir else set())
-        for stale in self._archives.get(lineage, set()) - wanted:
+        watched = self._archives.get(lineage, set())
+        for stale in watched - wanted:
             self._remove(stale)
-        for directory in wanted - self._archives.get(lineage, set()):
-            self._add(directory, _ARCHIVE | flags.ONLYDIR, "archive", lineage)
-        self._archives[lineage] = wanted
+        for path, item in list(self.unwatched.items()):
+            if item.role == "archive" and item.lineage == lineage and path not in wanted:
+                del self.unwatched[path]
+        # Only what was added counts as followed: a refused one is tried again next time.
+        added = {d for d in wanted - watched if self._add(d, _ARCHIVE | flags.ONLYDIR, "archive", lineage)}
+        self._archives[lineage] = (watched & wanted) | added
 
     def read(self) -> Changes:
         """Drain the queue without blocking."""

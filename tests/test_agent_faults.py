@@ -251,3 +251,94 @@ def test_a_directory_whose_name_is_no_lineage_name_is_ignored_and_said_once(ws: 
         assert len(lines) == 1
         assert "'mail.example.test\\n' under" in lines[0]
     assert not (ws.out / "live" / "mail.example.test\n").exists()
+
+
+def test_a_lineage_removed_while_the_output_is_read_only_is_retried_and_recorded_once_writable(ws: Workspace) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root to bind-mount (CI runs as root)")
+    with ws.agent() as agent:
+        served = ws.published(OTHER)
+        assert served is not None
+        # A read-only bind mount over the output directory: the agent's open lock
+        # file stays on the writable mount below, as after an emergency remount.
+        subprocess.run(["mount", "--bind", str(ws.out), str(ws.out)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(ws.out)], check=True)
+            shutil.rmtree(ws.certbot.live / OTHER)  # what `certbot delete` does
+            shutil.rmtree(ws.certbot.archive / OTHER)
+            agent.wait_for(lambda: "Read-only file system" in agent.log(), timeout=60, what="the write failure")
+            assert agent.process.poll() is None
+        finally:
+            subprocess.run(["umount", str(ws.out)], check=True)
+        # No new event from certbot: the agent's own retry records the removal.
+        agent.wait_for(
+            lambda: ws.state()["lineages"][OTHER].get("removed") is True, timeout=120, what="the retried removal"
+        )
+        assert ws.published(OTHER) == served
+        assert agent.process.poll() is None
+
+
+@pytest.mark.parametrize("below", ["", "sub"], ids=["the-file", "below-the-file"])
+def test_run_with_the_output_path_at_a_regular_file_is_a_configuration_error_exit_78(ws: Workspace, below: str) -> None:
+    regular = ws.root / "a-file"
+    regular.write_text("not a directory\n")
+    ws.config.write_text(ws.config.read_text().replace(f'dir = "{ws.out}"', f'dir = "{regular / below}"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "run", "--config", str(ws.config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 78  # EX_CONFIG: systemd does not restart it every 5 s
+    assert result.stderr.count("\n") == 1
+    assert f"{regular}: is a regular file, not a directory" in result.stderr
+    assert "not starting" in result.stderr
+    assert regular.read_text() == "not a directory\n"
+
+
+def test_sighup_moving_the_output_directory_moves_the_single_agent_lock(ws: Workspace) -> None:
+    moved = ws.root / "moved"
+    with ws.agent() as agent:
+        ws.config.write_text(ws.config.read_text().replace(f'dir = "{ws.out}"', f'dir = "{moved}"'))
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: bool(agent.events("config-reloaded")), timeout=60, what="config-reloaded")
+        agent.wait_for((moved / "live" / NAME / "fullchain.pem").exists, timeout=60, what="the new output")
+        assert ws.state()["agent"]["stopped"]  # `status` on the old directory: nothing maintains it now
+        second = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "run", "--config", str(ws.config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert second.returncode == 2
+        assert f"another chainwatch agent (pid {agent.process.pid}) already publishes to {moved}" in second.stderr
+        assert agent.process.poll() is None
+
+
+def test_sighup_moving_the_output_to_where_another_agent_publishes_keeps_the_old_configuration(
+    ws: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    other = Workspace(tmp_path_factory.mktemp("other"), ws.pki)
+    other.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent, other.agent() as holder:
+        ws.config.write_text(ws.config.read_text().replace(f'dir = "{ws.out}"', f'dir = "{other.out}"'))
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: bool(agent.events("config-rejected")), timeout=60, what="config-rejected")
+        rejected = agent.events("config-rejected")[0]
+        assert f"another chainwatch agent (pid {holder.process.pid}) already publishes to {other.out}" in rejected
+        assert agent.process.poll() is None and holder.process.poll() is None
+        assert "already publishes" in ws.state()["agent"]["config_error"]
+        # Still the old configuration, and still the only agent on the old directory.
+        renewed = ws.pki.issue()
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), timeout=60, what="publication, old config")
+        assert other.published() != ws.pki.trimmed(renewed)
+
+
+def test_sighup_naming_the_same_output_directory_through_a_linked_parent_keeps_the_lock(ws: Workspace) -> None:
+    alias = ws.root / "alias"
+    alias.symlink_to(ws.root)
+    with ws.agent() as agent:
+        ws.config.write_text(ws.config.read_text().replace(f'dir = "{ws.out}"', f'dir = "{alias / ws.out.name}"'))
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(
+            lambda: bool(agent.events("config-reloaded") or agent.events("config-rejected")), timeout=60, what="reload"
+        )
+        assert agent.events("config-rejected") == []
+        assert not ws.state()["agent"].get("stopped")

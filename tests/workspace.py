@@ -190,7 +190,10 @@ class Workspace:
         return data
 
     @contextlib.contextmanager
-    def agent(self, env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[Agent]:
+    def agent(
+        self, env: dict[str, str] | None = None, wait_ready: bool = True, prefix: tuple[str, ...] = ()
+    ) -> Iterator[Agent]:
+        """The agent, run by ``prefix`` (a command that ends by exec'ing its arguments) when given."""
         notify_path = self.root / "notify.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -198,7 +201,7 @@ class Workspace:
         log_path = self.root / "agent.log"
         with log_path.open("w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "chainwatch", "run", "--config", str(self.config)],
+                [*prefix, sys.executable, "-m", "chainwatch", "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 text=True,

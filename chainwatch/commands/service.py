@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from chainwatch.agent import Agent
 from chainwatch.atomic import UnsafePathError
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
+from chainwatch.config import Config
 from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
@@ -56,15 +58,40 @@ class _AfterBatch:
 
 def run(args: argparse.Namespace) -> int:
     hook = _AfterBatch()
+    config: Config | None = None
     try:
         config = config_of(args)
         # Also what the file names: trust stores that do not parse, a key_group with no such group.
         agent = Agent(config, args.config, Journal(), after_batch=hook, on_heartbeat=hook.write_metrics)
     except (OutputError, UnsafePathError):
+        blocker = _not_a_directory(config.output_dir) if config is not None else None
+        if blocker:
+            # No restart makes a file a directory: the configuration names the wrong path.
+            raise _UnusableConfig(
+                f"[output] dir: {blocker}; not starting (fix the file, then: systemctl restart chainwatch)"
+            ) from None
         raise  # the directory, not the file: the state of the system may change
     except ChainwatchError as error:
         raise _UnusableConfig(f"{error}; not starting (fix the file, then: systemctl restart chainwatch)") from None
     return agent.run()
+
+
+def _not_a_directory(path: Path) -> str | None:
+    """Which existing part of ``path`` is a file or device rather than a directory, if one is.
+
+    A symlink is not judged here: the publisher refuses it as unsafe, which an
+    attacker may cause and an admin may undo without touching the configuration.
+    """
+    for part in (path, *path.parents):
+        try:
+            mode = part.lstat().st_mode
+        except OSError:
+            continue  # missing: created at start
+        if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+            return None
+        kind = "a regular file" if stat.S_ISREG(mode) else "a device, socket or FIFO"
+        return f"{part}: is {kind}, not a directory"
+    return None
 
 
 def sync(args: argparse.Namespace) -> int:
