@@ -11,12 +11,15 @@ from pathlib import Path
 from chainwatch.agent import Agent
 from chainwatch.atomic import UnsafePathError
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
+from chainwatch.config import output_dir_hint
 from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.metrics import write_metrics
 from chainwatch.reconcile import Outcome, Processor
+from chainwatch.runtime import LiveRecord, write_live
 from chainwatch.sources import describe, valid_lineage_name
+from chainwatch.state import now_iso
 
 __all__ = ["EXIT_CONFIG", "run", "sync"]
 
@@ -63,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
     except (OutputError, UnsafePathError):
         raise  # the directory, not the file: the state of the system may change
     except ChainwatchError as error:
-        raise _UnusableConfig(f"{error}; not starting (fix the file, then: systemctl restart chainwatch)") from None
+        message = f"{error}; not starting (fix the file, then: systemctl restart chainwatch)"
+        # status reads this, not the stale record of the agent that ran before.
+        write_live(
+            LiveRecord(output_dir=str(output_dir_hint(args.config)), pid=os.getpid(), stopped=now_iso(), failed=message)
+        )
+        raise _UnusableConfig(message) from None
     return agent.run()
 
 
