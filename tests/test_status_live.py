@@ -222,3 +222,28 @@ def test_a_host_publishing_through_the_deploy_hook_is_ok_without_the_agent_while
     assert ws.chainwatch("status").returncode == 0
     hook.unlink()
     assert ws.chainwatch("status").returncode == 1
+
+
+def test_an_output_directory_the_agent_cannot_use_makes_certbots_newer_files_critical_without_grace(
+    ws: Workspace,
+) -> None:
+    """The two-minute grace for a renewal on its way is for an agent that has said nothing;
+    one that said it cannot use its output directory has said the renewal is not coming."""
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        versions = ws.out / "versions"
+        versions.rename(ws.out / "versions.kept")
+        elsewhere = ws.root / "elsewhere"
+        elsewhere.mkdir()
+        versions.symlink_to(elsewhere)  # unsafe: the agent refuses the whole directory
+        renewed = ws.pki.issue()
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: bool(agent.events("error")), what="the output directory refused")
+        status = wait_for_status(agent, ws, 2, "status critical")
+        assert "certbot's files changed 0 minutes ago and were never published (cannot use " in status.stdout
+        (report,) = json.loads(ws.chainwatch("status", "--json").stdout)["lineages"]
+        assert report["unpublished_input_age_s"] < 120
+        versions.unlink()
+        (ws.out / "versions.kept").rename(versions)
+        agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), timeout=90, what="the retry")
+        wait_for_status(agent, ws, 0, "status ok")
