@@ -103,6 +103,7 @@ def test_a_renewal_a_full_state_disk_cannot_publish_is_critical_at_once_and_ok_o
         status = wait_for_status(agent, ws, 2, "status critical")
         assert status.stdout.startswith(f"chainwatch critical · agent running (pid {agent.process.pid})")
         assert f"cannot write {ws.out}: No space left on device" in status.stdout
+        assert f"{ws.out / 'state.json'} cannot be saved" in status.stdout
         assert ws.state()["lineages"][NAME]["status"] == "ok"  # what the full disk still holds
         assert ws.published() != ws.pki.trimmed(renewed)
         for filler in fillers:
