@@ -248,3 +248,16 @@ def test_an_output_directory_the_agent_cannot_use_makes_certbots_newer_files_cri
         (ws.out / "versions.kept").rename(versions)
         agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), timeout=90, what="the retry")
         wait_for_status(agent, ws, 0, "status ok")
+
+
+def test_a_state_file_the_agent_cannot_save_is_a_warning_though_nothing_else_failed(
+    ws: Workspace, tmpfs_out: Path
+) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        fill_bytes(tmpfs_out)
+        agent.process.send_signal(signal.SIGHUP)  # a pass that has nothing to publish, then a save
+        agent.wait_for(lambda: "cannot write" in agent.log(), what="the failed save")
+        status = wait_for_status(agent, ws, 1, "status warning")
+        assert f"{ws.out / 'state.json'} cannot be saved" in status.stdout
+        assert f"● {NAME}  ok · version 1" in status.stdout
