@@ -250,7 +250,10 @@ def _judge_input(
         return
     item["level"] = max(item["level"], CRITICAL if failed else WARNING)
     item["state"] = _WORDS[item["level"]]
-    why = (failed or {}).get("output_error") or "is the agent running? 'systemctl status chainwatch'"
+    if failed is None:
+        why = "is the agent running? 'systemctl status chainwatch'"
+    else:
+        why = failed.get("output_error") or "the agent cannot save its state"
     item["message"] = (
         f"certbot's files changed {_age(late)} ago and were never published ({why}); {item['message']}"
     ).removesuffix("; ")
