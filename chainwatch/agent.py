@@ -1,15 +1,17 @@
 """The long-running agent: inotify, signals and timers in one selector.
 
-When nothing is pending the agent sleeps in ``select`` with no timeout: it
-wakes for inotify events, signals (through ``signal.set_wakeup_fd``), the
-settle time of a changed lineage, the moment a certificate it serves starts or
-stops being valid, and the systemd watchdog when ``WatchdogSec=`` asks.
+When nothing is pending the agent sleeps in ``select``: it wakes for inotify
+events, signals (through ``signal.set_wakeup_fd``), the settle time of a
+changed lineage, the moment a certificate it serves starts or stops being
+valid, the systemd watchdog when ``WatchdogSec=`` asks, and its heartbeat
+(every 10 minutes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import math
 import os
 import selectors
 import signal
@@ -24,6 +26,7 @@ from chainwatch.journal import Event, Journal
 from chainwatch.lineage import archive_dirs, refused_names
 from chainwatch.notify import Notifier
 from chainwatch.reconcile import Outcome, Processor, open_lock_file
+from chainwatch.runtime import LineageCondition, LiveRecord, write_live
 from chainwatch.sources import Sources, describe
 from chainwatch.state import now_iso
 from chainwatch.watch import LineageWatcher, unwatched_message
@@ -35,8 +38,9 @@ BatchHook = Callable[[Processor, list[Outcome], Callable[[], None]], dict[str, d
 with a function to call at least every few seconds while it works (it feeds
 the watchdog); returns lineages to process again at the given times (retries)."""
 
-# While idle with a watchdog, refresh the heartbeat in state.json this often:
-# often enough for `status`, rarely enough not to wear the disk.
+# Refresh the heartbeat this often: under /run always (status judges a hung
+# agent by it), in state.json too while a watchdog runs (the metrics carry it),
+# rarely enough not to wear the disk.
 _HEARTBEAT_EVERY = 600.0
 # Each keepalive of the first pass asks systemd for this much more start time.
 _START_EXTENSION_S = 30.0
@@ -103,6 +107,11 @@ class Agent:
         self._last_keepalive = time.monotonic()
         self.instance = -1
         """The single-agent lock on the output directory, held while running."""
+        self.heartbeat_every = float(os.environ.get("CHAINWATCH_TEST_HEARTBEAT_S") or _HEARTBEAT_EVERY)
+        """Only tests shorten it: a hung agent must be seen without waiting half an hour."""
+        self._output_error = ""
+        """Why the output directory as a whole failed at the last pass; empty when it did not."""
+        self._live_problem: str | None = None
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -130,14 +139,17 @@ class Agent:
             "config": str(self.config.source or "built-in defaults"),
         }
         self.journal.log(Event.STARTED, f"chainwatch {__version__} watching {describe(self.config)}")
+        self._write_live()
         try:
             self.reconcile_all()
             self._ready()
             next_ping = time.monotonic()
-            next_heartbeat = time.monotonic() + _HEARTBEAT_EVERY
+            next_heartbeat = time.monotonic() + self.heartbeat_every
             next_save = time.monotonic() + _RETRY_SAVE
             while True:
-                timeout = self._timeout(next_ping, next_save if self.processor.unsaved else None)
+                timeout = self._timeout(
+                    next_ping, min(next_heartbeat, next_save if self.processor.unsaved else math.inf)
+                )
                 for key, _ in selector.select(timeout):
                     if key.data == "signal":
                         self._drain(read_end)
@@ -156,10 +168,9 @@ class Agent:
                 if self.notifier.watchdog_interval and now >= next_ping:
                     self.notifier.watchdog()
                     next_ping = now + self.notifier.watchdog_interval / 2
-                    if now >= next_heartbeat:
-                        self._save()  # with a fresh heartbeat
-                        self.on_heartbeat(self.processor)
-                        next_heartbeat = now + _HEARTBEAT_EVERY
+                if now >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = now + self.heartbeat_every
         finally:
             self.notifier.stopping()
             self.journal.log(Event.STOPPING, "stopping")
@@ -182,9 +193,17 @@ class Agent:
         except (OSError, ChainwatchError) as error:
             self.retry_all_at = time.monotonic() + _RETRY_OUTPUT.total_seconds()
             retry_at = dt.datetime.now(dt.UTC) + _RETRY_OUTPUT
-            self.journal.log(
-                Event.ERROR, f"{_what_failed(error)}: {reason_of(error)}; reconciling again at {retry_at:%H:%M:%S} UTC"
-            )
+            self._output_error = f"{_what_failed(error)}: {reason_of(error)}"
+            self.journal.log(Event.ERROR, f"{self._output_error}; reconciling again at {retry_at:%H:%M:%S} UTC")
+            # status reads /run, not state.json, which this failure may have kept from being saved.
+            self._write_live()
+
+    def _heartbeat(self) -> None:
+        if self.notifier.watchdog_interval:
+            self._save()  # with a fresh heartbeat, under /run too
+            self.on_heartbeat(self.processor)
+        else:
+            self._write_live()
 
     def _save(self) -> None:
         """Save state.json (the agent's record, a heartbeat) outside any pass."""
@@ -194,6 +213,37 @@ class Agent:
         except (OSError, ChainwatchError) as error:
             detail = reason_of(error)
             self.journal.log(Event.ERROR, f"cannot use {self.config.output_dir}: {detail}")
+        self._write_live()
+
+    def _write_live(self) -> None:
+        """Say under /run how the agent is, whatever the output directory's disk does."""
+        agent = self.processor.agent_record
+        record = LiveRecord(
+            output_dir=str(self.config.output_dir),
+            heartbeat=now_iso(),
+            heartbeat_interval_s=self.heartbeat_every,
+            saved=not self.processor.unsaved,
+        )
+        for key in ("pid", "started", "stopped"):
+            if key in agent:
+                record[key] = agent[key]
+        if self._output_error:
+            record["output_error"] = self._output_error
+        if self.processor.unsaved:
+            # What state.json could not take: each lineage's condition as held here.
+            record["lineages"] = {
+                name: LineageCondition(
+                    status=str(item.get("status", "")),
+                    message=str(item.get("message", "")),
+                    since=str(item.get("since", "")),
+                    error=dict(item["error"]) if item.get("error") else None,
+                )
+                for name, item in self.processor.state.data["lineages"].items()
+            }
+        problem = write_live(record)
+        if problem != self._live_problem and problem is not None:
+            self.journal.log(Event.ERROR, f"{problem}; chainwatch status cannot see this agent's live condition")
+        self._live_problem = problem
 
     def _on_signal(self, number: int, frame: object) -> None:
         del frame
@@ -328,16 +378,17 @@ class Agent:
         outcomes: list[Outcome] = []
         try:
             self._process_locked(names, everything, outcomes)
+            self._output_error = ""
         except (OSError, ChainwatchError) as error:
             # The output directory itself failed (removed, full, replaced by
             # something unsafe): say so and try these lineages again later.
             detail = reason_of(error)
             retry_at = dt.datetime.now(dt.UTC) + _RETRY_OUTPUT
-            self.journal.log(
-                Event.ERROR, f"cannot use {self.config.output_dir}: {detail}; retrying at {retry_at:%H:%M:%S} UTC"
-            )
+            self._output_error = f"cannot use {self.config.output_dir}: {detail}"
+            self.journal.log(Event.ERROR, f"{self._output_error}; retrying at {retry_at:%H:%M:%S} UTC")
             for name in [*names, *self.gone]:
                 self.rechecks[name] = min(self.rechecks.get(name, retry_at), retry_at)
+        self._write_live()
         if outcomes:
             self.notifier.status(self._status_line())
         return outcomes

@@ -585,6 +585,10 @@ class Processor:
             message = f"{reason}; waiting for {self.sources.client(name)} to finish"
             self.journal.log(Event.INCONSISTENT, message, lineage=name)
             recheck = since + INCONSISTENT_GRACE
+            error = record.get("error")
+            if record.get("status") == "error" and error and error["kind"] != "inconsistent":
+                # The error said is about input that is no longer there: say what is.
+                record_error(record, "inconsistent", f"not published: {message}; {serving}", now)
         return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
 
     def _reject(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.palette import Palette
 from chainwatch.policy_settings import leaf_horizon
+from chainwatch.runtime import HEARTBEATS_MISSED, LiveRecord, read_live
 from chainwatch.state import parse_iso, read_document
 
 if TYPE_CHECKING:  # the records' TypedDicts cost 2 ms to define, and status only reads them
@@ -39,8 +40,8 @@ _NEWER_INPUT_GRACE = dt.timedelta(minutes=2)
 _WORDS = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNKNOWN: "unknown"}
 
 
-def agent_running(agent: dict[str, Any]) -> bool:
-    """Is the process recorded in state alive and a chainwatch?"""
+def agent_running(agent: Mapping[str, Any]) -> bool:
+    """Is the process recorded alive and a chainwatch?"""
     pid = agent.get("pid")
     if not isinstance(pid, int) or agent.get("stopped"):
         return False
@@ -49,6 +50,84 @@ def agent_running(agent: dict[str, Any]) -> bool:
     except OSError:
         return False
     return b"chainwatch" in command
+
+
+def _deploy_hook(live_dir: Path | None) -> str | None:
+    """certbot's deploy hook that runs ``chainwatch sync``, if one is installed: then
+    renewals are published without the agent (README "Without the agent")."""
+    if live_dir is None:
+        return None
+    hooks = live_dir.parent / "renewal-hooks" / "deploy"
+    try:
+        with os.scandir(hooks) as entries:
+            candidates = sorted(entry.path for entry in entries)
+    except OSError:
+        return None
+    for path in candidates:
+        try:
+            # certbot runs only executable hooks; the packaged one ends in `exec chainwatch sync`.
+            if os.access(path, os.X_OK) and b"chainwatch sync" in read_regular(path, 1 << 16):
+                return path
+        except (OSError, NotRegularFile, TooLarge):
+            continue
+    return None
+
+
+def _judge_agent(agent: dict[str, Any], live: LiveRecord | None, hook: str | None, now: dt.datetime) -> tuple[int, str]:
+    """The agent's level and why, from its record in state.json and its live file under /run.
+
+    ``agent`` gains ``running`` and ``role``: ``agent`` (the host relies on
+    it to publish), ``hook`` (certbot's deploy hook publishes), ``none`` (no
+    agent ever ran here: ``chainwatch sync`` by hand).
+    """
+    if live is not None:
+        # Fresher than state.json, which a full disk may hold back.
+        agent.pop("stopped", None)
+        agent.update({k: v for k, v in live.items() if k in ("pid", "started", "heartbeat", "stopped", "failed")})
+    agent["running"] = agent_running(agent)
+    agent["role"] = (
+        "hook" if hook and not agent["running"] else "agent" if agent.get("mode") == "run" or live else "none"
+    )
+    if agent["running"]:
+        beat = parse_iso(agent.get("heartbeat"))
+        interval = float(live.get("heartbeat_interval_s", 0)) if live else 0.0
+        if live is not None and beat is not None and interval > 0:
+            silent = now - beat
+            if silent > dt.timedelta(seconds=HEARTBEATS_MISSED * interval):
+                agent["hung"] = True
+                return CRITICAL, (
+                    f"the agent (pid {agent['pid']}) is alive but has not said so for {_age(silent)} "
+                    f"(it does every {_age(dt.timedelta(seconds=interval))}): hung? 'systemctl status chainwatch'"
+                )
+        return OK, ""
+    if agent["role"] == "hook":
+        return OK, f"renewals are published by certbot's deploy hook {hook}"
+    if agent["role"] == "agent" and agent.get("failed"):
+        return CRITICAL, f"the agent refused to start: {agent['failed']}"
+    if agent["role"] == "agent":
+        return WARNING, "the agent is not running"
+    return OK, ""
+
+
+def _live_problems(agent: dict[str, Any], live: LiveRecord | None, state_path: Path) -> int:
+    """What the agent said it cannot do, on ``agent``; the level it makes."""
+    level = OK
+    if live is not None and not live.get("saved", True):
+        level = WARNING
+        agent["unsaved"] = f"{state_path} cannot be saved: shown is what the agent holds (its file under /run)"
+    if live is not None and live.get("output_error"):
+        level = CRITICAL
+        agent["output_error"] = live["output_error"]
+    return level
+
+
+def _merge_live(lineages: dict[str, Any], live: LiveRecord | None) -> None:
+    """Each lineage's own state as the agent holds it, where state.json could not take it."""
+    if live is None or live.get("saved", True):
+        return
+    for name, condition in (live.get("lineages") or {}).items():
+        if name in lineages:
+            lineages[name] = {**lineages[name], **condition}
 
 
 def _lineage_report(name: str, record: LineageRecord, now: dt.datetime, horizon: dt.timedelta) -> dict[str, Any]:
@@ -124,7 +203,9 @@ def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
     }
 
 
-def _newer_input(live_dir: Path, name: str, record: LineageRecord, now: dt.datetime) -> dt.timedelta | None:
+def _newer_input(
+    live_dir: Path, name: str, record: LineageRecord, now: dt.datetime, grace: dt.timedelta = _NEWER_INPUT_GRACE
+) -> dt.timedelta | None:
     """How long certbot has held files for ``name`` that were never published, if it has.
 
     None when the live files are what was last decided on (published, or
@@ -148,7 +229,34 @@ def _newer_input(live_dir: Path, name: str, record: LineageRecord, now: dt.datet
     if digest.hexdigest() in recorded:
         return None
     age = now - dt.datetime.fromtimestamp(newest, dt.UTC)
-    return age if age > _NEWER_INPUT_GRACE else None
+    if grace and age <= grace:
+        return None
+    return max(age, dt.timedelta(0))
+
+
+def _judge_input(
+    item: dict[str, Any], record: LineageRecord, live_dir: Path | None, now: dt.datetime, failed: LiveRecord | None
+) -> None:
+    """Raise lineage report ``item`` when certbot holds files that were never published.
+
+    ``failed``: the agent's live record when it said it could not publish;
+    then no grace is given, and it is critical.
+    """
+    late = None
+    if live_dir is not None and item["level"] != CRITICAL and not item["removed"]:
+        late = _newer_input(live_dir, item["lineage"], record, now, dt.timedelta(0) if failed else _NEWER_INPUT_GRACE)
+    item["unpublished_input_age_s"] = int(late.total_seconds()) if late is not None else None
+    if late is None:
+        return
+    item["level"] = max(item["level"], CRITICAL if failed else WARNING)
+    item["state"] = _WORDS[item["level"]]
+    if failed is None:
+        why = "is the agent running? 'systemctl status chainwatch'"
+    else:
+        why = failed.get("output_error") or "the agent cannot save its state"
+    item["message"] = (
+        f"certbot's files changed {_age(late)} ago and were never published ({why}); {item['message']}"
+    ).removesuffix("; ")
 
 
 def _watched_names(live_dir: Path) -> list[str] | None:
@@ -170,12 +278,14 @@ def status_report(
     consumers: Sequence[str] | None = None,
     live_dir: Path | None = None,
     other_sources: Sequence[str] = (),
+    runtime: Path | None = None,
 ) -> dict[str, Any]:
     """The status as data (what ``--json`` prints); ``exit`` holds the exit code.
 
     ``consumers``: the configured ones (default: every consumer state knows).
     ``live_dir``: certbot's when certbot is a source, to notice renewals that
     were never published. ``other_sources``: the other sources, in a few words.
+    ``runtime``: where the agent keeps its live file (default: the unit's).
     """
     now = now or dt.datetime.now(dt.UTC)
     try:
@@ -193,8 +303,12 @@ def status_report(
         message = f"{state_path} is unusable ({reason}); the next pass of chainwatch sets it aside and rebuilds it"
         return {"exit": UNKNOWN, "state": "unknown", "message": message}
     agent = dict(data.get("agent") or {})
-    agent["running"] = agent_running(agent)
-    lineages: dict[str, Any] = data.get("lineages") or {}
+    live = read_live(state_path.parent, runtime)
+    agent_level, agent_message = _judge_agent(agent, live, _deploy_hook(live_dir), now)
+    lineages: dict[str, Any] = dict(data.get("lineages") or {})
+    _merge_live(lineages, live)
+    # The agent said it could not publish: certbot's newer files are late at once.
+    failing = live is not None and (not live.get("saved", True) or bool(live.get("output_error")))
     missing = [name for name in names if name not in lineages]
     if missing:
         return {
@@ -206,26 +320,16 @@ def status_report(
     chosen = names or sorted(lineages)
     reports = [_lineage_report(name, lineages[name], now, dt.timedelta(days=horizon_days)) for name in chosen]
     for item in reports:
-        late = None
-        if live_dir is not None and item["level"] != CRITICAL and not item["removed"]:
-            late = _newer_input(live_dir, item["lineage"], lineages[item["lineage"]], now)
-        item["unpublished_input_age_s"] = int(late.total_seconds()) if late else None
-        if late:
-            item["level"] = max(item["level"], WARNING)
-            item["state"] = _WORDS[item["level"]]
-            item["message"] = (
-                f"certbot's files changed {_age(late)} ago and were never published "
-                f"(is the agent running? 'systemctl status chainwatch'); {item['message']}"
-            ).removesuffix("; ")
+        _judge_input(item, lineages[item["lineage"]], live_dir, now, live if failing else None)
     known: dict[str, Any] = data.get("consumers") or {}
     chosen_consumers = [c for c in (known if consumers is None else consumers) if c in known]
     consumer_reports = [_consumer_report(c, known[c]) for c in chosen_consumers]
     if names:  # only the consumers that serve the lineages asked about
         consumer_reports = [c for c in consumer_reports if set(c["lineages"]) & set(names)]
     level = max((r["level"] for r in [*reports, *consumer_reports] if r["level"] != UNKNOWN), default=OK)
-    if agent.get("mode") == "run" and not agent["running"]:
-        level = max(level, WARNING)
-        agent["message"] = "the agent is not running"
+    level = max(level, agent_level, _live_problems(agent, live, state_path))
+    if agent_message:
+        agent["message"] = agent_message
     if not agent["running"]:
         # What a stopped agent once refused is history, not its state.
         agent.pop("config_error", None)
@@ -277,14 +381,37 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
         # The first word a monitoring system shows agrees with the exit code.
         return f"chainwatch {_WORDS[report['exit']]} · {report['message']}\n"
     colour = {"ok": p.kept, "warning": p.warn, "critical": p.dropped, "unknown": p.warn}
+    lines = _render_agent(report, p, colour)
+    for item in report["lineages"]:
+        lines += ["", *_render_lineage(item, p, colour)]
+    for consumer in report.get("consumers", []):
+        lines += ["", *_render_consumer(consumer, p, colour)]
+    return "\n".join(lines) + "\n"
+
+
+def _render_agent(report: dict[str, Any], p: Palette, colour: Mapping[str, Callable[[str], str]]) -> list[str]:
+    """The first line (the verdict and who publishes) and what is wrong with the agent or its configuration."""
     agent = report.get("agent") or {}
-    if agent.get("running"):
+    if agent.get("hung"):
+        head = p.dropped(
+            f"agent not responding (pid {agent.get('pid')}, last heartbeat {_when(agent.get('heartbeat'))})"
+        )
+    elif agent.get("running"):
         head = f"agent running (pid {agent.get('pid')}) since {_when(agent.get('started'))}"
-    elif agent.get("mode") == "run":
+    elif agent.get("role") == "hook":
+        head = "agent not in use (published by certbot's deploy hook)"
+    elif agent.get("role") == "agent" and agent.get("failed"):
+        head = p.dropped(f"agent failed to start (last heartbeat {_when(agent.get('heartbeat'))})")
+    elif agent.get("role") == "agent":
         head = p.warn(f"agent not running (last heartbeat {_when(agent.get('heartbeat'))})")
     else:
         head = "agent not in use (published by chainwatch sync)" if report["lineages"] else "no lineages yet"
     lines = [f"chainwatch {colour[report['state']](report['state'])} · {head}"]
+    if agent.get("hung") or (agent.get("failed") and agent.get("role") == "agent" and not agent.get("running")):
+        lines.append(p.dropped(f"  {agent['message']}"))
+    for problem in (agent.get("output_error"), agent.get("unsaved")):
+        if problem:
+            lines.append(p.dropped(f"  {problem}"))
     if report.get("config_error"):
         lines.append(p.warn(f"  the configuration is invalid: {report['config_error']}"))
         lines.append(
@@ -303,41 +430,40 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
         lines.append(p.warn(f"  {agent['watch_error']}"))
     if report.get("message"):
         lines.append(p.warn(f"  {report['message']}"))
-    for item in report["lineages"]:
-        leaf = item["leaf"]
-        published = (
-            f"version {item['version']} published {_when(item['published_at'])}"
-            if item["version"]
-            else "nothing published"
+    return lines
+
+
+def _render_lineage(item: dict[str, Any], p: Palette, colour: Mapping[str, Callable[[str], str]]) -> list[str]:
+    leaf = item["leaf"]
+    published = (
+        f"version {item['version']} published {_when(item['published_at'])}" if item["version"] else "nothing published"
+    )
+    paint = colour[item["state"]]
+    lines = [f"{paint('●')} {p.bold(item['lineage'])}  {paint(item['state'])} · {published}"]
+    if leaf:
+        names = leaf.get("names") or []
+        alias = f" (+ {', '.join(n for n in names if n != leaf.get('short'))})" if len(names) > 1 else ""
+        expiry = parse_iso(leaf.get("not_after"))
+        lines.append(
+            f"    leaf      {leaf.get('short')}{alias} · expires {expiry:%Y-%m-%d} ({leaf.get('days_left')} days)"
+            if expiry
+            else f"    leaf      {leaf.get('short')}"
         )
-        paint = colour[item["state"]]
-        lines += ["", f"{paint('●')} {p.bold(item['lineage'])}  {paint(item['state'])} · {published}"]
-        if leaf:
-            names = leaf.get("names") or []
-            alias = f" (+ {', '.join(n for n in names if n != leaf.get('short'))})" if len(names) > 1 else ""
-            expiry = parse_iso(leaf.get("not_after"))
-            lines.append(
-                f"    leaf      {leaf.get('short')}{alias} · expires {expiry:%Y-%m-%d} ({leaf.get('days_left')} days)"
-                if expiry
-                else f"    leaf      {leaf.get('short')}"
-            )
-        if item["served"]:
-            lines.append("    serves    " + " → ".join(c["short"] for c in item["served"]))
-        for drop in item["dropped"]:
-            lines.append(f"    dropped   {drop['short']} ({drop['reason']}: {drop['detail']})")
-        if item["version"]:
-            lines.append(f"    valid for {', '.join(item['validating_stores']) or p.warn('no configured store')}")
-        pending = item.get("pending")
-        if pending:
-            lines.append(
-                f"    pending   version {pending['version']}: {pending['reason']}; "
-                f"next try {_when(pending['retry_at'], seconds=True)} (attempt {pending['attempts'] + 1})"
-            )
-        if item["state"] != "ok":
-            lines.append(f"    {colour[item['state']]('why')}       {item['message']} (since {_when(item['since'])})")
-    for consumer in report.get("consumers", []):
-        lines += ["", *_render_consumer(consumer, p, colour)]
-    return "\n".join(lines) + "\n"
+    if item["served"]:
+        lines.append("    serves    " + " → ".join(c["short"] for c in item["served"]))
+    for drop in item["dropped"]:
+        lines.append(f"    dropped   {drop['short']} ({drop['reason']}: {drop['detail']})")
+    if item["version"]:
+        lines.append(f"    valid for {', '.join(item['validating_stores']) or p.warn('no configured store')}")
+    pending = item.get("pending")
+    if pending:
+        lines.append(
+            f"    pending   version {pending['version']}: {pending['reason']}; "
+            f"next try {_when(pending['retry_at'], seconds=True)} (attempt {pending['attempts'] + 1})"
+        )
+    if item["state"] != "ok":
+        lines.append(f"    {colour[item['state']]('why')}       {item['message']} (since {_when(item['since'])})")
+    return lines
 
 
 def _render_consumer(item: dict[str, Any], p: Palette, colour: Mapping[str, Callable[[str], str]]) -> list[str]:

@@ -653,10 +653,17 @@ def test_6a_a_start_with_a_broken_configuration_leaves_the_unit_failed_saying_wh
         print(f"--- systemctl status after a start with a broken file ---\n{status}--- end ---")
         assert "status=78/CONFIG" in status, status
         assert "unknown key" in status and "not starting" in status, status
+        # Nothing is published until someone acts: critical, read from the unit's
+        # RuntimeDirectory= that systemd keeps after the failure.
+        check = host.status()
+        assert check.returncode == 2, check.stdout
+        assert check.stdout.startswith("chainwatch critical · agent failed to start"), check.stdout
     finally:
         host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
     host.box.run("systemctl", "start", "chainwatch")
     assert host.active_state() == "active"
+    first_line = host.status().stdout.splitlines()[0]
+    assert " · agent running (pid " in first_line, first_line  # the failure is history
 
 
 MONITOR = "cwmonitor"

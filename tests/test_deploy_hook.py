@@ -121,3 +121,19 @@ def test_a_failing_pass_fails_the_deploy_hook_with_one_line_naming_the_problem(
     assert line.startswith("chainwatch: /etc/chainwatch/chainwatch.toml:")
     assert line.endswith(f"[policy] trust_stores: {missing}: no such file")
     assert ws.versions(NAME) == []
+
+
+def test_status_is_ok_on_a_host_whose_disabled_agent_gave_way_to_the_hook_once_the_renewal_is_published(
+    host: tuple[Certbot, Workspace, list[str]],
+) -> None:
+    """README "Without the agent": the agent ran here once, then was disabled and the hook linked."""
+    certbot, ws, packaged = host
+    with ws.agent():
+        pass  # version 1 published; state.json keeps a stopped agent
+    certbot.renew(NAME, wrapper=packaged)
+    assert ws.versions(NAME) == [1, 2]
+    status = ws.chainwatch("status")
+    assert status.returncode == 0, status.stdout
+    assert status.stdout.startswith("chainwatch ok · agent not in use (published by certbot's deploy hook)")
+    (certbot.deploy_hooks / "chainwatch").unlink()  # now the host relies on an agent that is stopped
+    assert ws.chainwatch("status").returncode == 1

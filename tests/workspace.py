@@ -150,6 +150,9 @@ class Workspace:
         self.store.write_bytes(pki.store_pem())
         self.config = root / "chainwatch.toml"
         self.write_config(settle_ms=settle_ms, extra=extra)
+        self.run_dir = root / "run"
+        """The agent's RuntimeDirectory= (the unit's is /run/chainwatch, shared by every test)."""
+        self.env = {"RUNTIME_DIRECTORY": str(self.run_dir)}
 
     def write_config(
         self,
@@ -174,7 +177,7 @@ class Workspace:
             capture_output=True,
             text=True,
             check=False,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **self.env, **(env or {})},
         )
 
     def published(self, name: str = NAME, file: str = "fullchain.pem") -> bytes | None:
@@ -205,7 +208,7 @@ class Workspace:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 text=True,
-                env={**os.environ, "NOTIFY_SOCKET": str(notify_path), **(env or {})},
+                env={**os.environ, **self.env, "NOTIFY_SOCKET": str(notify_path), **(env or {})},
             )
         agent = Agent(process, notify, log_path)
         try:

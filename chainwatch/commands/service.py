@@ -12,13 +12,15 @@ from pathlib import Path
 from chainwatch.agent import Agent
 from chainwatch.atomic import UnsafePathError
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
-from chainwatch.config import Config
+from chainwatch.config import Config, output_dir_hint
 from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.metrics import write_metrics
 from chainwatch.reconcile import Outcome, Processor
+from chainwatch.runtime import LiveRecord, write_live
 from chainwatch.sources import describe, valid_lineage_name
+from chainwatch.state import now_iso
 
 __all__ = ["EXIT_CONFIG", "run", "sync"]
 
@@ -67,13 +69,21 @@ def run(args: argparse.Namespace) -> int:
         blocker = _not_a_directory(config.output_dir) if config is not None else None
         if blocker:
             # No restart makes a file a directory: the configuration names the wrong path.
-            raise _UnusableConfig(
-                f"[output] dir: {blocker}; not starting (fix the file, then: systemctl restart chainwatch)"
-            ) from None
+            raise _refused_to_start(args, f"[output] dir: {blocker}") from None
         raise  # the directory, not the file: the state of the system may change
     except ChainwatchError as error:
-        raise _UnusableConfig(f"{error}; not starting (fix the file, then: systemctl restart chainwatch)") from None
+        raise _refused_to_start(args, str(error)) from None
     return agent.run()
+
+
+def _refused_to_start(args: argparse.Namespace, problem: str) -> _UnusableConfig:
+    """Exit 78 for ``problem`` in the configuration, said under /run too: status reads
+    that, not the stale record of the agent that ran before."""
+    message = f"{problem}; not starting (fix the file, then: systemctl restart chainwatch)"
+    write_live(
+        LiveRecord(output_dir=str(output_dir_hint(args.config)), pid=os.getpid(), stopped=now_iso(), failed=message)
+    )
+    return _UnusableConfig(message)
 
 
 def _not_a_directory(path: Path) -> str | None:

@@ -11,7 +11,7 @@ from chainwatch.commands.options import config_of, use_colour
 from chainwatch.config import Config, output_dir_hint
 from chainwatch.errors import ChainwatchError
 from chainwatch.palette import Palette
-from chainwatch.status import WARNING, render_status, status_report, worsen
+from chainwatch.status import CRITICAL, WARNING, render_status, status_report, worsen
 
 __all__ = ["status"]
 
@@ -35,7 +35,10 @@ def status(args: argparse.Namespace) -> int:
     )
     if config_error:
         report["config_error"] = config_error
-        worsen(report, WARNING)
+        agent = report.get("agent") or {}
+        # With no agent running on a host that relies on one, nothing is
+        # published until someone fixes the file: it cannot start with it.
+        worsen(report, CRITICAL if agent.get("role") == "agent" and not agent.get("running") else WARNING)
         if args.json or "lineages" not in report:
             print(f"chainwatch: warning: the configuration is invalid: {config_error}", file=sys.stderr)
     if args.json:
