@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.errors import InputError
 from chainwatch.policy_settings import DEFAULT_STORE, Distrust, Mode, Policy
+from chainwatch.printable import printable
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -410,13 +411,14 @@ def _toml_value(value: object) -> str:
         return str(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    # printable's escapes are TOML's: the output reads back as the same value.
+    return '"' + printable(str(value)).replace('"', '\\"') + '"'
 
 
 def render_config(config: Config) -> str:
     """The effective configuration as TOML that ``load_config`` reads back."""
-    lines = [f"# effective configuration{f' from {config.source}' if config.source else ' (built-in defaults)'}"]
+    origin = f" from {printable(str(config.source))}" if config.source else " (built-in defaults)"
+    lines = [f"# effective configuration{origin}"]
     if not config.consumers:
         lines.append("consumer = []  # nothing is reloaded")
     lines += [

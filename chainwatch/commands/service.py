@@ -15,6 +15,7 @@ from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.metrics import write_metrics
+from chainwatch.printable import printable
 from chainwatch.reconcile import Outcome, Processor
 from chainwatch.sources import describe, valid_lineage_name
 
@@ -90,9 +91,9 @@ def sync(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
     summary = ", ".join(f"{n} {event}" for event, n in sorted(counts.items())) or f"no lineage under {describe(config)}"
-    print(f"chainwatch sync: {summary}")
+    print(f"chainwatch sync: {printable(summary)}")
     if troubled:
-        print(f"chainwatch sync: {'; '.join(troubled)} (see 'chainwatch status')")
+        print(f"chainwatch sync: {printable('; '.join(troubled))} (see 'chainwatch status')")
     if troubled or any(o.event in (Event.REJECTED, Event.INCONSISTENT) for o in outcomes):
         return EXIT_USAGE
     if any(o.warned for o in outcomes):
