@@ -12,11 +12,11 @@ from tests.certbot_tree import Issued
 from tests.mailservers import wait_for_port
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         port: int = taken.getsockname()[1]
-    return port  # closed again: s_server takes it
+    return port  # closed again: nothing listens there until a server takes it
 
 
 @contextlib.contextmanager
@@ -25,7 +25,7 @@ def serving(content: Issued, folder: Path) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     for part in ("cert", "chain", "privkey"):
         (folder / f"{part}.pem").write_bytes(getattr(content, part))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-quiet",

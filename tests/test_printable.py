@@ -18,11 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chainwatch.config import load_config
-from chainwatch.journal import Journal
+from chainwatch.journal import Event, Journal, Priority
 from chainwatch.printable import printable
 from chainwatch.reconcile import Processor
 from tests.certbot_tree import Issued
-from tests.openssl_server import serving
+from tests.openssl_server import free_port, serving
 from tests.pki import CA, pem
 from tests.workspace import NAME, LivePKI, Workspace
 
@@ -173,6 +173,22 @@ def test_the_journal_message_names_hostile_certificates_escaped_and_fields_keep_
     assert f"{HOSTILE_ROOT_SHOWN} (anchor)" in on_stderr
 
 
+def test_the_journal_escapes_message_and_stream_lines_and_keeps_structured_fields_exact() -> None:
+    lines = io.StringIO()
+    journal = Journal(lines, native=False)
+    recorder = _Recorder()
+    journal._send = recorder  # see _Recorder
+    journal.echo = Priority.ERR  # and on the stream too, as a command on a terminal does
+
+    journal.log(Event.ERROR, f"cannot read {HOSTILE_ROOT}", lineage=HOSTILE_LEAF, detail=HOSTILE_ROOT)
+
+    (entry,) = recorder.entries
+    assert entry["MESSAGE"] == f"{HOSTILE_LEAF_SHOWN}: cannot read {HOSTILE_ROOT_SHOWN}"
+    assert (entry["CHAINWATCH_LINEAGE"], entry["CHAINWATCH_DETAIL"]) == (HOSTILE_LEAF, HOSTILE_ROOT)
+    assert_printable(lines.getvalue())
+    assert lines.getvalue().endswith(f" chainwatch error {HOSTILE_LEAF_SHOWN}: cannot read {HOSTILE_ROOT_SHOWN}\n")
+
+
 def test_check_config_prints_hostile_paths_and_values_escaped_as_toml_that_reads_back(ws: Workspace) -> None:
     config = ws.root / "chain\x1b[2Jwatch\n.toml"
     value = f"\x1b[2K\r{FORGED}\n\u202e"
@@ -202,3 +218,69 @@ def test_an_error_about_a_file_whose_name_has_a_newline_is_one_escaped_line(ws: 
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert_printable(result.stderr)
     assert f"fullchain\\n{FORGED}\\u001b[1A.pem" in result.stderr
+
+
+def chainwatch_with(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "chainwatch", *args, "--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_sync_names_a_hostile_source_directory_escaped(ws: Workspace) -> None:
+    live = ws.root / f"live\x1b[2J\n{FORGED}"
+    live.mkdir()
+    config = ws.root / "hostile.toml"
+    config.write_text(ws.config.read_text().replace(json.dumps(str(ws.certbot.live)), json.dumps(str(live))))
+
+    result = chainwatch_with(config, "sync")
+
+    assert result.returncode == 0, result.stderr
+    assert_printable(result.stdout)
+    assert f"no lineage under {printable(str(live))}" in result.stdout
+
+
+def test_status_with_an_invalid_configuration_at_a_hostile_path_shows_its_error_escaped(
+    ws: Workspace, pki: LivePKI
+) -> None:
+    ws.certbot.write(NAME, pki.issue())
+    assert ws.chainwatch("sync").returncode == 0
+    config = ws.root / f"chainwatch\x1b[2K\r{FORGED}\n.toml"
+    config.write_text(ws.config.read_text() + 'mode = "fastest"\n')
+
+    text = chainwatch_with(config, "status")
+    as_json = chainwatch_with(config, "status", "--json")
+
+    for output in (text.stdout, text.stderr, as_json.stderr):
+        assert_printable(output)
+    assert printable(str(config)) in text.stdout
+    assert printable(str(config)) in as_json.stderr
+    assert str(config) in json.loads(as_json.stdout)["config_error"]  # exact
+
+
+def test_a_usage_error_quoting_a_hostile_argument_is_one_escaped_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "explain", "x.pem", f"--{FORGED}\x1b[1A"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert_printable(result.stderr)
+    assert f"--{FORGED}\\u001b[1A" in result.stderr
+
+
+def test_probe_of_the_configured_endpoints_names_a_hostile_dns_name_of_the_leaf_escaped(
+    ws: Workspace, pki: LivePKI
+) -> None:
+    hostile = f"mail.example.test\x1b[2K\r{FORGED}"
+    ws.certbot.write(NAME, pki.issue(NAME, also=(hostile,)))
+    assert ws.chainwatch("sync").returncode == 0
+    nothing_there = f"tls://127.0.0.1:{free_port()}"  # the probe's error line is what is read
+    ws.write_config(
+        consumers=f'[[consumer]]\nname = "dovecot"\nreload_command = ["/bin/true"]\nprobe = ["{nothing_there}"]\n'
+    )
+
+    result = ws.chainwatch("probe", "--timeout", "5")
+
+    assert_printable(result.stdout)
+    errors = [line for line in result.stdout.splitlines() if "(SNI mail.example.test\\u001b[2K\\r" in line]
+    assert len(errors) == 1, result.stdout
