@@ -284,3 +284,16 @@ def test_probe_of_the_configured_endpoints_names_a_hostile_dns_name_of_the_leaf_
     assert_printable(result.stdout)
     errors = [line for line in result.stdout.splitlines() if "(SNI mail.example.test\\u001b[2K\\r" in line]
     assert len(errors) == 1, result.stdout
+
+
+def test_consumer_config_prints_a_hostile_dns_name_of_a_leaf_escaped(ws: Workspace, pki: LivePKI) -> None:
+    hostile = f"smtp.example.test\x1b[2K\r{FORGED}\n"
+    ws.certbot.write(NAME, pki.issue())
+    ws.certbot.write("other.example.test", pki.issue("other.example.test", also=(hostile,)))
+    assert ws.chainwatch("sync").returncode == 0
+
+    result = ws.chainwatch("consumer-config", "postfix")
+
+    assert result.returncode == 0, result.stderr
+    assert_printable(result.stdout)
+    assert printable(hostile) + " " in result.stdout  # its line in the SNI map
