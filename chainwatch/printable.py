@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-__all__ = ["printable", "printable_data"]
+__all__ = ["printable", "printable_data", "quoted"]
 
 _SHORT = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
@@ -49,6 +49,16 @@ def printable(text: str) -> str:
     if text.isprintable() and "\\" not in text:
         return text  # the common case, decided in C
     return "".join(_escape(character) for character in text)
+
+
+def quoted(value: object) -> str:
+    """``'value'`` in a message: a string between quotes, anything else as ``repr``.
+
+    Not ``repr`` for strings: every place a message is shown escapes it with
+    :func:`printable`, and escaping twice would show a newline as ``\\\\n``, a
+    backslash and an n, which is not what the name holds.
+    """
+    return f"'{value}'" if isinstance(value, str) else repr(value)
 
 
 def printable_data(value: _Data) -> _Data:

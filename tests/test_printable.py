@@ -297,3 +297,12 @@ def test_consumer_config_prints_a_hostile_dns_name_of_a_leaf_escaped(ws: Workspa
     assert result.returncode == 0, result.stderr
     assert_printable(result.stdout)
     assert printable(hostile) + " " in result.stdout  # its line in the SNI map
+
+
+def test_a_quoted_name_in_an_error_is_escaped_once_not_twice(ws: Workspace) -> None:
+    # repr() would escape the newline, and the error line again: "\\\\n", a
+    # backslash and an n, which is not what the name holds.
+    result = ws.chainwatch("sync", f"mail.example.test\n{FORGED}")
+
+    assert result.returncode == 2
+    assert result.stderr == f"chainwatch: 'mail.example.test\\n{FORGED}': not a lineage name\n"

@@ -17,7 +17,7 @@ from chainwatch.consumer_config import (
 )
 from chainwatch.errors import InputError
 from chainwatch.installed import installed_version
-from chainwatch.printable import printable
+from chainwatch.printable import printable, quoted
 from chainwatch.state import StateFile
 
 __all__ = ["consumer_config"]
@@ -46,7 +46,7 @@ def consumer_config(args: argparse.Namespace) -> int:
         return EXIT_OK
     given = args.server_version or (args.dovecot_version if args.server == "dovecot" else None)
     if given is not None and not re.fullmatch(r"\d+(\.\d+)*", given):
-        raise InputError(f"--server-version: expected a version such as 2.4, got {given!r}")
+        raise InputError(f"--server-version: expected a version such as 2.4, got {quoted(given)}")
     version = given or installed_version(args.server)
     snippet = {
         "dovecot": dovecot_snippet,

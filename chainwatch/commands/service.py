@@ -15,7 +15,7 @@ from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.metrics import write_metrics
-from chainwatch.printable import printable
+from chainwatch.printable import printable, quoted
 from chainwatch.reconcile import Outcome, Processor
 from chainwatch.sources import describe, valid_lineage_name
 
@@ -76,7 +76,7 @@ def sync(args: argparse.Namespace) -> int:
         names = [Path(renewed).name]
     for name in names:
         if not valid_lineage_name(name):
-            raise InputError(f"{name!r}: not a lineage name")
+            raise InputError(f"{quoted(name)}: not a lineage name")
     processor = Processor(config, Journal.for_command())
     with processor.exclusive():
         outcomes = processor.process_batch(names or processor.sources.names())
