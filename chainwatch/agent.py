@@ -25,6 +25,7 @@ from chainwatch.errors import ChainwatchError, reason_of
 from chainwatch.journal import Event, Journal
 from chainwatch.lineage import archive_dirs, refused_names
 from chainwatch.notify import Notifier
+from chainwatch.printable import quoted
 from chainwatch.reconcile import Outcome, Processor, open_lock_file
 from chainwatch.runtime import LineageCondition, LiveRecord, write_live
 from chainwatch.sources import Sources, describe
@@ -320,7 +321,7 @@ class Agent:
             if refused not in self.refused:
                 self.refused.add(refused)
                 self.journal.log(
-                    Event.ERROR, f"{refused!r} under {self.config.live_dir} is not a lineage name; ignored"
+                    Event.ERROR, f"{quoted(refused)} under {self.config.live_dir} is not a lineage name; ignored"
                 )
         current = set(names)
         for name in sorted(current - self.known):

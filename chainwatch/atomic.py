@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from chainwatch.errors import ChainwatchError
+from chainwatch.printable import quoted
 
 __all__ = [
     "UnsafePathError",
@@ -64,7 +65,7 @@ def group_id(name: str) -> int | None:
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
-        raise ChainwatchError(f"group {name!r} does not exist (output.key_group)") from None
+        raise ChainwatchError(f"group {quoted(name)} does not exist (output.key_group)") from None
 
 
 STATUS_GROUP = "chainwatch"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -70,14 +70,29 @@ def load_public_key(spki: bytes) -> CertificatePublicKeyTypes:
     return key  # type: ignore[return-value]
 
 
-def short_name(name: x509.Name) -> str:
-    """The name a person recognises: the CN, else the O, else the whole DN."""
-    for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
-        attributes = name.get_attributes_for_oid(oid)
-        if attributes:
-            value = attributes[0].value
-            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+def short_name(name: x509.Name, alt_names: Callable[[], Sequence[str]] = tuple) -> str:
+    """The name a person recognises, for every place a certificate is named.
+
+    The CN; else the certificate's own names (``alt_names``, its
+    subjectAltName: the first, and "+N" for N more), since a leaf of Let's
+    Encrypt's newer profiles has no CN and is known by those; else the O; else
+    the whole DN. ``alt_names`` is asked only when there is no CN: reading
+    extensions costs more than the rest of a name.
+    """
+    common = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if common:
+        return _text(common[0].value)
+    names = alt_names()
+    if names:
+        return names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
+    organisation = name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    if organisation:
+        return _text(organisation[0].value)
     return name.rfc4514_string() or "(empty name)"
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 class Cert:
@@ -207,8 +222,21 @@ class Cert:
         return self.x509.issuer.rfc4514_string()
 
     @cached_property
+    def alt_names(self) -> tuple[str, ...]:
+        """The DNS names and IP addresses of subjectAltName, in the certificate's order."""
+        try:
+            extension = self.x509.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            return ()
+        except (ValueError, x509.DuplicateExtension):
+            return ()  # naming must not fail where the policy reports the certificate
+        return tuple(
+            str(general.value) for general in extension.value if isinstance(general, (x509.DNSName, x509.IPAddress))
+        )
+
+    @cached_property
     def short_subject(self) -> str:
-        return short_name(self.x509.subject)
+        return short_name(self.x509.subject, lambda: self.alt_names)
 
     @cached_property
     def short_issuer(self) -> str:

@@ -27,6 +27,7 @@ from chainwatch.config import DEFAULT_CONFIG
 from chainwatch.consumer_config import SERVERS
 from chainwatch.errors import ChainwatchError
 from chainwatch.policy_settings import DEFAULT_STORE, Mode
+from chainwatch.printable import printable
 
 __all__ = ["main"]
 
@@ -44,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
         self.usage_exit = usage_exit
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(self.usage_exit, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        self.exit(self.usage_exit, f"{self.prog}: {printable(message)} (see '{self.prog} --help')\n")
 
     def _get_formatter(self) -> argparse.HelpFormatter:
         # argparse makes a formatter for every add_argument, and without a
@@ -337,7 +338,8 @@ def _say_error(text: str) -> None:
     # Only a failing command needs the journal module (and its enums).
     from chainwatch.journal import under_journald  # noqa: PLC0415
 
-    print(f"{'<3>' if under_journald(sys.stderr) else ''}chainwatch: {text}", file=sys.stderr)
+    # One line, whatever the file names or servers quoted in it hold.
+    print(f"{'<3>' if under_journald(sys.stderr) else ''}chainwatch: {printable(text)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

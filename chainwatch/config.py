@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.errors import InputError
 from chainwatch.policy_settings import DEFAULT_STORE, Distrust, Mode, Policy
+from chainwatch.printable import printable, quoted
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -131,8 +132,8 @@ class _Where:
 def _expect(kind: type | tuple[type, ...], describe: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            return f"expected {describe}, got {value!r}"
-        return None if isinstance(value, kind) else f"expected {describe}, got {value!r}"
+            return f"expected {describe}, got {quoted(value)}"
+        return None if isinstance(value, kind) else f"expected {describe}, got {quoted(value)}"
 
     return check
 
@@ -140,7 +141,7 @@ def _expect(kind: type | tuple[type, ...], describe: str) -> Callable[[Any], str
 def _string_list(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return None
-    return f"expected a list of strings, got {value!r}"
+    return f"expected a list of strings, got {quoted(value)}"
 
 
 _TABLES: Mapping[str, Mapping[str, Callable[[Any], str | None]]] = {
@@ -270,7 +271,7 @@ def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
         raise where.error("watch", "settle_ms", "must be between 0 and 60000")
     mode = policy.get("mode", "safe")
     if mode not in {m.value for m in Mode}:
-        raise where.error("policy", "mode", f"expected safe or minimal, got {mode!r}")
+        raise where.error("policy", "mode", f"expected safe or minimal, got {quoted(mode)}")
     horizon = policy.get("horizon_days", 21)
     if horizon < 0:
         raise where.error("policy", "horizon_days", "must not be negative")
@@ -286,7 +287,7 @@ def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
     for key, value in (("live_dir", watch.get("live_dir")), ("dir", output.get("dir"))):
         if value is not None and not Path(value).is_absolute():
             raise where.error(
-                "watch" if key == "live_dir" else "output", key, f"must be an absolute path, got {value!r}"
+                "watch" if key == "live_dir" else "output", key, f"must be an absolute path, got {quoted(value)}"
             )
 
     consumers = Config().consumers
@@ -333,7 +334,7 @@ def _consumer(where: _Where, index: int, table: Any) -> ConsumerConfig:
     if command is not None and not command:
         raise where.error("consumer", "reload_command", "must not be empty", index)
     if haproxy is not None and not Path(haproxy).is_absolute():
-        raise where.error("consumer", "haproxy_socket", f"must be an absolute path, got {haproxy!r}", index)
+        raise where.error("consumer", "haproxy_socket", f"must be an absolute path, got {quoted(haproxy)}", index)
     timeout = table.get("reload_timeout_s", 30.0)
     if not 0 < timeout <= 600:
         raise where.error("consumer", "reload_timeout_s", "must be between 0 and 600 seconds", index)
@@ -360,7 +361,7 @@ def _sources(where: _Where, raw: Any, live_dir: Path) -> tuple[Path, bool, tuple
         _check_table(where, "source", table, _SOURCE, index)
         kind = table.get("kind")
         if kind not in SOURCE_KINDS:
-            raise where.error("source", "kind", f"expected one of {', '.join(SOURCE_KINDS)}, got {kind!r}", index)
+            raise where.error("source", "kind", f"expected one of {', '.join(SOURCE_KINDS)}, got {quoted(kind)}", index)
         wanted = {"certbot": ("dir",), "files": ("name", "fullchain", "key")}.get(kind, ("dir",))
         allowed = {"kind", *wanted, *(() if kind == "certbot" else ("prefix",))}
         for key in table:
@@ -372,7 +373,7 @@ def _sources(where: _Where, raw: Any, live_dir: Path) -> tuple[Path, bool, tuple
                 raise where.error("source", None, f"kind {kind} needs {key}", index)
             value = table.get(key)
             if key != "name" and value is not None and not Path(value).is_absolute():
-                raise where.error("source", key, f"must be an absolute path, got {value!r}", index)
+                raise where.error("source", key, f"must be an absolute path, got {quoted(value)}", index)
         if kind == "certbot":
             if certbot:
                 raise where.error("source", "kind", "certbot is listed twice", index)
@@ -380,13 +381,17 @@ def _sources(where: _Where, raw: Any, live_dir: Path) -> tuple[Path, bool, tuple
             continue
         prefix = table.get("prefix", kind)
         if not _PREFIX.fullmatch(prefix):
-            raise where.error("source", "prefix", f"expected lowercase letters, digits and '-', got {prefix!r}", index)
+            raise where.error(
+                "source", "prefix", f"expected lowercase letters, digits and '-', got {quoted(prefix)}", index
+            )
         name = table.get("name", "")
         if kind == "files" and not _FILES_NAME.fullmatch(name):
-            raise where.error("source", "name", f"not usable as a lineage name: {name!r}", index)
+            raise where.error("source", "name", f"not usable as a lineage name: {quoted(name)}", index)
         role = "files" if kind == "files" else f"the {kind} source #{index + 1}"
         if prefix in taken and (taken[prefix] != "files" or role != "files"):
-            raise where.error("source", "prefix", f"prefix {prefix!r} is used twice: give one source another", index)
+            raise where.error(
+                "source", "prefix", f"prefix {quoted(prefix)} is used twice: give one source another", index
+            )
         taken[prefix] = role
         if kind == "files" and any(o.prefix == prefix and o.name == name for o in others):
             raise where.error("source", "name", f"lineage {prefix}:{name} is listed twice", index)
@@ -410,13 +415,14 @@ def _toml_value(value: object) -> str:
         return str(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    # printable's escapes are TOML's: the output reads back as the same value.
+    return '"' + printable(str(value)).replace('"', '\\"') + '"'
 
 
 def render_config(config: Config) -> str:
     """The effective configuration as TOML that ``load_config`` reads back."""
-    lines = [f"# effective configuration{f' from {config.source}' if config.source else ' (built-in defaults)'}"]
+    origin = f" from {printable(str(config.source))}" if config.source else " (built-in defaults)"
+    lines = [f"# effective configuration{origin}"]
     if not config.consumers:
         lines.append("consumer = []  # nothing is reloaded")
     lines += [

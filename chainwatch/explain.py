@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from chainwatch.certificate import Cert
 from chainwatch.palette import Palette
 from chainwatch.policy import Decision, Reason, Verdict
+from chainwatch.printable import printable
 
 __all__ = ["Palette", "render_dot", "render_tree"]
 
@@ -48,12 +49,12 @@ class _Tree:
         verdict = self.verdicts[cert]
         p = self.palette
         if verdict.kept:
-            return p.kept(f"kept · {verdict.role}") + p.dim(f" · {verdict.detail}")
-        return p.dropped(f"dropped · {verdict.reason}") + p.dim(f": {verdict.detail}")
+            return p.kept(f"kept · {verdict.role}") + p.dim(f" · {printable(verdict.detail)}")
+        return p.dropped(f"dropped · {verdict.reason}") + p.dim(f": {printable(verdict.detail)}")
 
     def anchor_label(self, anchor: Cert) -> str:
         p = self.palette
-        stores = ", ".join(self.decision.anchor_stores.get(anchor, ()))
+        stores = printable(", ".join(self.decision.anchor_stores.get(anchor, ())))
         label = p.anchor(f"anchor in {stores}")
         if anchor in self.decision.distrusted:
             label += p.dropped(" · distrusted")
@@ -64,9 +65,9 @@ class _Tree:
     def lines(self, cert: Cert, prefix: str, branch: str, above: frozenset[tuple[bytes, bytes]]) -> Iterator[str]:
         p = self.palette
         self.shown.add(cert)
-        title = p.bold(cert.short_subject)
+        title = p.bold(printable(cert.short_subject))
         if not cert.names_itself and self.verdicts[cert].role != "leaf":
-            title += p.dim(f" ← {cert.short_issuer}")
+            title += p.dim(f" ← {printable(cert.short_issuer)}")
         yield f"{prefix}{branch}{title}  {self.verdict_label(cert)}"
         child_prefix = prefix + ("" if not branch else ("    " if branch.startswith("└") else "│   "))
         # Issuers in the order they are served, so the picture reads like the
@@ -84,14 +85,14 @@ class _Tree:
             if kind == "missing" or child is None:
                 yield (
                     f"{child_prefix}{twig}"
-                    + p.warn(f"? {cert.short_issuer}")
+                    + p.warn(f"? {printable(cert.short_issuer)}")
                     + p.dim(": not in the chain or any configured store")
                 )
             elif kind == "anchor":
-                yield f"{child_prefix}{twig}{p.bold(child.short_subject)}  {self.anchor_label(child)}"
+                yield f"{child_prefix}{twig}{p.bold(printable(child.short_subject))}  {self.anchor_label(child)}"
                 yield f"{deeper}    " + p.dim(_window(child, self.at))
             elif child.identity in above:
-                yield f"{child_prefix}{twig}{child.short_subject} ← {child.short_issuer}" + p.dim(
+                yield f"{child_prefix}{twig}{printable(child.short_subject)} ← {printable(child.short_issuer)}" + p.dim(
                     "  ↻ same CA as above: loop cut"
                 )
             else:
@@ -103,8 +104,8 @@ def render_tree(decision: Decision, at: dt.datetime, source: str, palette: Palet
     p = palette
     tree = _Tree(decision, at, palette)
     out = [
-        p.bold(source) + p.dim(f"  at {at:%Y-%m-%d %H:%M:%S} UTC"),
-        p.dim("stores: " + ", ".join(decision.stores)),
+        p.bold(printable(source)) + p.dim(f"  at {at:%Y-%m-%d %H:%M:%S} UTC"),
+        p.dim("stores: " + printable(", ".join(decision.stores))),
         "",
     ]
     out.extend(tree.lines(decision.leaf, "", "", frozenset({decision.leaf.identity})))
@@ -114,15 +115,15 @@ def render_tree(decision: Decision, at: dt.datetime, source: str, palette: Palet
         for verdict in elsewhere:
             cert = verdict.cert
             out.append(
-                f"  #{verdict.position + 1} {p.bold(cert.short_subject)} ← {cert.short_issuer}  "
+                f"  #{verdict.position + 1} {p.bold(printable(cert.short_subject))} ← {printable(cert.short_issuer)}  "
                 + tree.verdict_label(cert)
             )
             out.append("     " + p.dim(_window(cert, at)))
     if decision.warnings:
         out += ["", p.bold("warnings:")]
-        out += [f"  {p.warn(str(w.code))}: {w.message}" for w in decision.warnings]
-    served = " → ".join(cert.short_subject for cert in decision.chain)
-    validated = ", ".join(decision.validating_stores) or "no configured store"
+        out += [f"  {p.warn(str(w.code))}: {printable(w.message)}" for w in decision.warnings]
+    served = " → ".join(printable(cert.short_subject) for cert in decision.chain)
+    validated = printable(", ".join(decision.validating_stores)) or "no configured store"
     out += ["", p.bold("served: ") + served, p.dim(f"validates for: {validated}")]
     return "\n".join(out) + "\n"
 
@@ -141,12 +142,12 @@ def render_dot(decision: Decision, at: dt.datetime) -> str:
     for cert, verdict in verdicts.items():
         state = f"kept: {verdict.role}" if verdict.kept else f"dropped: {verdict.reason}"
         colour = "darkgreen" if verdict.kept else "red3"
-        label = f"{cert.short_subject}\n{state}\n{cert.not_before:%Y-%m-%d} → {cert.not_after:%Y-%m-%d}"
+        label = f"{printable(cert.short_subject)}\n{state}\n{cert.not_before:%Y-%m-%d} → {cert.not_after:%Y-%m-%d}"
         nodes["c" + cert.sha256[:16]] = f"[label={_dot_quote(label)}, color={colour}]"
     for anchors in decision.anchor_issuers.values():
         for anchor in anchors:
-            stores = ", ".join(decision.anchor_stores.get(anchor, ()))
-            label = f"{anchor.short_subject}\nanchor in {stores}\nuntil {anchor.not_after:%Y-%m-%d}"
+            stores = printable(", ".join(decision.anchor_stores.get(anchor, ())))
+            label = f"{printable(anchor.short_subject)}\nanchor in {stores}\nuntil {anchor.not_after:%Y-%m-%d}"
             colour = "deepskyblue4" if anchor.valid_at(at) and anchor not in decision.distrusted else "red3"
             nodes.setdefault("a" + anchor.sha256[:16], f"[label={_dot_quote(label)}, color={colour}, shape=ellipse]")
     lines += [f"  {name} {attributes};" for name, attributes in nodes.items()]

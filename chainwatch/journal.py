@@ -17,6 +17,8 @@ from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
+from chainwatch.printable import printable
+
 __all__ = ["MESSAGE_IDS", "PRIORITIES", "Event", "Journal", "Priority", "under_journald"]
 
 
@@ -253,7 +255,11 @@ class Journal:
             self._write(message, fields, moment)
 
     def _write(self, message: str, fields: dict[str, Any], moment: str) -> None:
+        # MESSAGE is what people read (journalctl, the stream): names from
+        # certificates and files in it are escaped; the fields keep them exact.
+        message = printable(message)
         lineage = fields.get("CHAINWATCH_LINEAGE")
+        lineage = printable(lineage) if lineage is not None else None
         if self._send is not None:
             try:
                 self._send(f"{lineage}: {message}" if lineage else message, **fields, **self.fields)

@@ -30,6 +30,7 @@ from typing import Protocol
 from chainwatch.certificate import Cert
 from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.pem import MAX_CHAIN_CERTS
+from chainwatch.printable import quoted
 
 __all__ = ["Endpoint", "ProbeError", "fetch_chain", "parse_endpoint"]
 
@@ -98,7 +99,7 @@ def fetch_chain(endpoint: Endpoint, server_name: str | None, timeout: float = 10
             server_name.encode("idna")
         except UnicodeError as error:
             reason = str(error).rsplit(": ", 1)[-1].rstrip(")")  # the codec's words, not its wrapping
-            raise ProbeError(f"{endpoint}: {server_name!r} cannot be sent as a server name ({reason})") from None
+            raise ProbeError(f"{endpoint}: {quoted(server_name)} cannot be sent as a server name ({reason})") from None
     clock = _Deadline(endpoint, timeout)
     connection = _connect(endpoint, clock)
     try:
@@ -194,13 +195,13 @@ class _Dialogue:
         self.read = 0
 
     def send(self, line: str) -> None:
-        self.clock.bound(self.connection, f"the server to take {line!r}")
+        self.clock.bound(self.connection, f"the server to take {quoted(line)}")
         try:
             self.connection.sendall(line.encode("ascii") + b"\r\n")
         except TimeoutError:
-            raise self.clock.expired(f"the server to take {line!r}") from None
+            raise self.clock.expired(f"the server to take {quoted(line)}") from None
         except OSError as error:
-            raise self.fail(f"the connection failed while sending {line!r} ({_strerror(error)})") from None
+            raise self.fail(f"the connection failed while sending {quoted(line)} ({_strerror(error)})") from None
 
     def line(self, waiting_for: str) -> str:
         """The next line, without its end; a server that closes or says too much fails the probe."""
@@ -366,4 +367,4 @@ def _strerror(error: OSError) -> str:
 
 def _quote(answer: str) -> str:
     """A server's line, short enough for a log and an error record."""
-    return repr(answer if len(answer) <= 80 else answer[:77] + "...")
+    return quoted(answer if len(answer) <= 80 else answer[:77] + "...")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.palette import Palette
 from chainwatch.policy_settings import leaf_horizon
+from chainwatch.printable import printable_data
 from chainwatch.runtime import HEARTBEATS_MISSED, LiveRecord, read_live
 from chainwatch.state import parse_iso, read_document
 
@@ -377,6 +378,8 @@ def _when(text: str | None, *, seconds: bool = False) -> str:
 def render_status(report: dict[str, Any], palette: Palette) -> str:
     """The report as a few lines per lineage, read at a glance."""
     p = palette
+    # Names from certificates, files and servers, escaped once for all the lines below.
+    report = printable_data(report)
     if "lineages" not in report:
         # The first word a monitoring system shows agrees with the exit code.
         return f"chainwatch {_WORDS[report['exit']]} · {report['message']}\n"
@@ -441,8 +444,10 @@ def _render_lineage(item: dict[str, Any], p: Palette, colour: Mapping[str, Calla
     paint = colour[item["state"]]
     lines = [f"{paint('●')} {p.bold(item['lineage'])}  {paint(item['state'])} · {published}"]
     if leaf:
-        names = leaf.get("names") or []
-        alias = f" (+ {', '.join(n for n in names if n != leaf.get('short'))})" if len(names) > 1 else ""
+        names, short = leaf.get("names") or [], leaf.get("short") or ""
+        # A leaf without a CN is named "FIRST +N" after its names (certificate.short_name).
+        others = [n for n in names if n != short and not short.startswith(f"{n} +")]
+        alias = f" (+ {', '.join(others)})" if len(names) > 1 and others else ""
         expiry = parse_iso(leaf.get("not_after"))
         lines.append(
             f"    leaf      {leaf.get('short')}{alias} · expires {expiry:%Y-%m-%d} ({leaf.get('days_left')} days)"

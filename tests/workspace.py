@@ -50,17 +50,29 @@ class LivePKI:
         self.cross = self.old.cross_sign(self.new, not_before=now - 300 * day, not_after=now + 300 * day)
         self.issuing = self.new.intermediate("Issuing CA", not_before=now - 300 * day, not_after=now + 600 * day)
 
-    def issue(self, name: str = NAME, *, also: tuple[str, ...] = (), days: float = 89, age_days: float = 0) -> Issued:
+    def issue(
+        self,
+        name: str = NAME,
+        *,
+        also: tuple[str, ...] = (),
+        days: float = 89,
+        age_days: float = 0,
+        subject: x509.Name | None = None,
+    ) -> Issued:
         """A leaf for ``name`` (and the DNS names ``also``), valid for ``days`` more, issued
-        ``age_days`` and an hour ago, served the way certbot got it: with the cross-sign."""
+        ``age_days`` and an hour ago, served the way certbot got it: with the cross-sign.
+
+        ``subject``: the leaf's subject instead of CN=name (``x509.Name([])``:
+        none, as Let's Encrypt's newer profiles issue).
+        """
         now = utcnow()
         issued_at = now - dt.timedelta(days=age_days, hours=1)
-        if not also:
+        if not also and subject is None:
             leaf, key = self.issuing.leaf(name, not_before=issued_at, not_after=now + dt.timedelta(days=days))
             return issued(leaf, key, self.issuing.cert, self.cross)
         key = new_key()
         leaf = self.issuing.certify(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]) if subject is None else subject,
             key.public_key(),
             ca=False,
             not_before=issued_at,

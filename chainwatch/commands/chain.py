@@ -18,6 +18,7 @@ from chainwatch.config import Config
 from chainwatch.errors import InputError
 from chainwatch.pem import read_chain
 from chainwatch.policy import Decision, Distrust, Mode, Policy, WarningCode, decide
+from chainwatch.printable import printable
 from chainwatch.private_key import public_key_of
 from chainwatch.report import decision_json, dropped_line, warning_lines
 from chainwatch.trust import load_stores
@@ -91,8 +92,8 @@ def trim(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(decision_json(decision), indent=2) + "\n")
     else:
         for verdict in decision.dropped:
-            print(f"chainwatch: {dropped_line(verdict)}", file=sys.stderr)
+            print(f"chainwatch: {printable(dropped_line(verdict))}", file=sys.stderr)
         for line in warning_lines(decision):
-            print(f"chainwatch: {line}", file=sys.stderr)
+            print(f"chainwatch: {printable(line)}", file=sys.stderr)
         sys.stdout.buffer.write(decision.pem())
     return exit_status(decision)

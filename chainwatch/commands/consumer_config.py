@@ -17,6 +17,7 @@ from chainwatch.consumer_config import (
 )
 from chainwatch.errors import InputError
 from chainwatch.installed import installed_version
+from chainwatch.printable import printable, quoted
 from chainwatch.state import StateFile
 
 __all__ = ["consumer_config"]
@@ -35,13 +36,17 @@ def consumer_config(args: argparse.Namespace) -> int:
         raise InputError(
             f"no lineage published yet under {config.output_dir}; name one: consumer-config {args.server} NAME"
         )
-    pairs = [(name, (records.get(name, {}).get("leaf") or {}).get("names") or [name]) for name in chosen]
+    # A leaf's DNS names come from its certificate: escaped before they become lines of the snippet.
+    pairs = [
+        (name, [printable(n) for n in (records.get(name, {}).get("leaf") or {}).get("names") or [name]])
+        for name in chosen
+    ]
     if args.server == "postfix":
         sys.stdout.write(postfix_snippet(config.output_dir, pairs))
         return EXIT_OK
     given = args.server_version or (args.dovecot_version if args.server == "dovecot" else None)
     if given is not None and not re.fullmatch(r"\d+(\.\d+)*", given):
-        raise InputError(f"--server-version: expected a version such as 2.4, got {given!r}")
+        raise InputError(f"--server-version: expected a version such as 2.4, got {quoted(given)}")
     version = given or installed_version(args.server)
     snippet = {
         "dovecot": dovecot_snippet,

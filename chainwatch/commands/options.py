@@ -9,6 +9,7 @@ import sys
 
 from chainwatch.config import Config, load_config
 from chainwatch.errors import InputError
+from chainwatch.printable import quoted
 
 __all__ = ["EXIT_DEGRADED", "EXIT_OK", "EXIT_USAGE", "at_of", "config_of", "parse_time", "use_colour"]
 
@@ -25,7 +26,7 @@ def parse_time(text: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise InputError(f"--at {text!r}: not a time; use 2021-10-01 or 2021-10-01T12:00:00Z") from None
+        raise InputError(f"--at {quoted(text)}: not a time; use 2021-10-01 or 2021-10-01T12:00:00Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC)

@@ -14,7 +14,8 @@ from typing import Any
 from chainwatch.certificate import Cert
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, at_of, config_of
 from chainwatch.errors import InputError
-from chainwatch.policy import decide
+from chainwatch.policy import Verdict, decide
+from chainwatch.printable import printable
 from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
 from chainwatch.report import decision_json, iso
 from chainwatch.state import StateFile
@@ -48,6 +49,7 @@ def probe(args: argparse.Namespace) -> int:
     stores = load_stores(config.trust_stores)
     policy = config.trim_policy()
     results, worst = [], EXIT_OK
+    texts: list[str] = []
     for endpoint, name, lineage in targets:
         # RFC 6066 forbids an IP address as a server name: send none, as mail clients do.
         server_name = name or (None if _is_ip(endpoint.host) else endpoint.host)
@@ -58,6 +60,7 @@ def probe(args: argparse.Namespace) -> int:
             entry.update(ok=False, error=str(error).removeprefix(f"{endpoint}: "))
             worst = EXIT_USAGE
             results.append(entry)
+            texts.append(_probe_text(entry, [], []))
             continue
         decision = decide(served, stores, at, policy)
         would_trim = list(decision.chain) != served
@@ -72,11 +75,11 @@ def probe(args: argparse.Namespace) -> int:
                 entry["ok"] = False
                 worst = EXIT_USAGE
         results.append(entry)
+        texts.append(_probe_text(entry, served, decision.dropped))
     if args.json:
         sys.stdout.write(json.dumps({"exit": worst, "endpoints": results}, indent=2) + "\n")
     else:
-        for entry in results:
-            sys.stdout.write(_probe_text(entry))
+        sys.stdout.write("".join(texts))
     return worst
 
 
@@ -123,15 +126,20 @@ def _served(cert: Cert) -> dict[str, str]:
     return {"subject": cert.subject, "issuer": cert.issuer, "sha256": cert.sha256, "not_after": iso(cert.not_after)}
 
 
-def _probe_text(entry: dict[str, Any]) -> str:
+def _probe_text(entry: dict[str, Any], served: Sequence[Cert], dropped: Sequence[Verdict]) -> str:
+    """What ``entry`` says, for a person; certificates named as everywhere else (Cert.short_subject)."""
     head = f"{entry['endpoint']} ({'SNI ' + entry['server_name'] if entry['server_name'] else 'no SNI'})"
     if "error" in entry:
-        return f"{head}: {entry['error']}\n"
+        return printable(f"{head}: {entry['error']}") + "\n"
     lines = [f"{head} sends:"]
-    for index, cert in enumerate(entry["served"], 1):
-        lines.append(f"  #{index} {cert['subject']}  (issued by {cert['issuer']}; until {cert['not_after']})")
-    for drop in entry["dropped"]:
-        lines.append(f"  would drop {drop['subject']}: {drop['reason']}: {drop['detail']}")
+    for index, cert in enumerate(served, 1):
+        lines.append(f"  #{index} {cert.short_subject}  (issued by {cert.short_issuer}; until {iso(cert.not_after)})")
+    for verdict in dropped:
+        cert = verdict.cert
+        lines.append(
+            f"  would drop #{verdict.position + 1} {cert.short_subject} (issued by {cert.short_issuer}): "
+            f"{verdict.reason}: {verdict.detail}"
+        )
     for warning in entry["warnings"]:
         lines.append(f"  warning: {warning['code']}: {warning['message']}")
     published = entry.get("published")
@@ -146,4 +154,6 @@ def _probe_text(entry: dict[str, Any]) -> str:
         lines.append(
             "  verdict: fine as served" if entry["ok"] else "  verdict: chainwatch would serve this differently"
         )
-    return "\n".join(lines) + "\n"
+    # Every line holds what the server sent: a name with a newline or an
+    # escape must not end it, nor draw a verdict of its own.
+    return "\n".join(printable(line) for line in lines) + "\n"

@@ -17,6 +17,7 @@ from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.metrics import write_metrics
+from chainwatch.printable import printable, quoted
 from chainwatch.reconcile import Outcome, Processor
 from chainwatch.runtime import LiveRecord, write_live
 from chainwatch.sources import describe, valid_lineage_name
@@ -112,7 +113,7 @@ def sync(args: argparse.Namespace) -> int:
         names = [Path(renewed).name]
     for name in names:
         if not valid_lineage_name(name):
-            raise InputError(f"{name!r}: not a lineage name")
+            raise InputError(f"{quoted(name)}: not a lineage name")
     processor = Processor(config, Journal.for_command())
     with processor.exclusive():
         outcomes = processor.process_batch(names or processor.sources.names())
@@ -127,9 +128,9 @@ def sync(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         counts[str(outcome.event)] = counts.get(str(outcome.event), 0) + 1
     summary = ", ".join(f"{n} {event}" for event, n in sorted(counts.items())) or f"no lineage under {describe(config)}"
-    print(f"chainwatch sync: {summary}")
+    print(f"chainwatch sync: {printable(summary)}")
     if troubled:
-        print(f"chainwatch sync: {'; '.join(troubled)} (see 'chainwatch status')")
+        print(f"chainwatch sync: {printable('; '.join(troubled))} (see 'chainwatch status')")
     if troubled or any(o.event in (Event.REJECTED, Event.INCONSISTENT) for o in outcomes):
         return EXIT_USAGE
     if any(o.warned for o in outcomes):

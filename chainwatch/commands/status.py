@@ -11,6 +11,7 @@ from chainwatch.commands.options import config_of, use_colour
 from chainwatch.config import Config, output_dir_hint
 from chainwatch.errors import ChainwatchError
 from chainwatch.palette import Palette
+from chainwatch.printable import printable
 from chainwatch.status import CRITICAL, WARNING, render_status, status_report, worsen
 
 __all__ = ["status"]
@@ -40,7 +41,7 @@ def status(args: argparse.Namespace) -> int:
         # published until someone fixes the file: it cannot start with it.
         worsen(report, CRITICAL if agent.get("role") == "agent" and not agent.get("running") else WARNING)
         if args.json or "lineages" not in report:
-            print(f"chainwatch: warning: the configuration is invalid: {config_error}", file=sys.stderr)
+            print(f"chainwatch: warning: the configuration is invalid: {printable(config_error)}", file=sys.stderr)
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
