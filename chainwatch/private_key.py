@@ -52,11 +52,16 @@ def read_key(data: bytes, source: str) -> Key:
     Raises :class:`InputError` naming ``source``, never quoting the key,
     for anything but exactly one readable, unencrypted, whole private key
     block: another block of any label, or a ``-----BEGIN`` line that opens
-    no block this reader pairs, is refused rather than guessed at.
+    no block this reader pairs, is refused rather than guessed at. The one
+    exception is what ``openssl ecparam -genkey`` (so dehydrated) writes: an
+    ``EC PARAMETERS`` block naming the curve of the EC key that follows it.
     """
     if len(data) > _MAX_KEY_BYTES or not data.strip():
         raise InputError(f"{source}: is not a PEM private key")
     found = pem.blocks(data)
+    paired = len(found)
+    if _curve_then_key(found):
+        found = found[1:]  # the curve is the key's own: not published, nobody reads it instead
     if len(found) > 1:
         listed = ", ".join(f"{number}: {label}" for number, (label, _) in enumerate(found[:_LISTED_BLOCKS], 1))
         more = ", ..." if len(found) > _LISTED_BLOCKS else ""
@@ -64,7 +69,7 @@ def read_key(data: bytes, source: str) -> Key:
             f"{source}: holds {len(found)} PEM blocks ({listed}{more}); "
             "a key file must hold one private key and nothing else"
         )
-    if data.count(b"-----BEGIN") != len(found):
+    if data.count(b"-----BEGIN") != paired:
         raise InputError(
             f"{source}: a -----BEGIN line opens no PEM block chainwatch reads; "
             "a key file must hold one private key and nothing else"
@@ -88,6 +93,18 @@ def read_key(data: bytes, source: str) -> Key:
     except _Damaged:
         raise InputError(f"{source}: the private key is damaged (its numbers do not agree)") from None
     return Key(pem=text, spki=spki if spki is not None else _load(text, source))
+
+
+def _curve_then_key(found: list[tuple[str, bytes]]) -> bool:
+    """Is ``found`` an EC key's named curve, then that EC key (SEC1, naming the same curve)?"""
+    if [label for label, _ in found] != ["EC PARAMETERS", "EC PRIVATE KEY"]:
+        return False
+    try:
+        curve = der.tagged(pem.decode_body(found[0][1]))
+        fields = dict(der.tagged(der.value(pem.decode_body(found[1][1]), 0x30))[2:])
+        return len(curve) == 1 and curve[0][0] == 0x06 and der.tagged(fields[0xA0]) == curve
+    except (ValueError, KeyError):
+        return False
 
 
 def public_key_from_pem(data: bytes, source: str) -> bytes:

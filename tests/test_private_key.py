@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 from functools import cache
 
 import pytest
@@ -231,3 +232,27 @@ def test_the_key_kept_for_publication_is_its_block_alone_reencoded(kind: str) ->
     read = read_key(messy, "privkey.pem")
     assert read.pem == clean
     assert read.spki == key.public_key().public_bytes(*SPKI)
+
+
+def openssl_ecparam_genkey(curve: str) -> bytes:
+    command = ["openssl", "ecparam", "-genkey", "-name", curve]
+    return subprocess.run(command, capture_output=True, check=True).stdout
+
+
+def test_the_curve_openssl_ecparam_writes_before_its_ec_key_is_accepted_and_not_published() -> None:
+    # dehydrated makes its EC keys so: the curve, then the key naming that same curve.
+    data = openssl_ecparam_genkey("prime256v1")
+    assert data.startswith(b"-----BEGIN EC PARAMETERS-----\n")
+    key = serialization.load_pem_private_key(data, password=None)
+    read = read_key(data, "privkey.pem")
+    assert read.spki == key.public_key().public_bytes(*SPKI)
+    assert read.pem == data[data.index(b"-----BEGIN EC PRIVATE KEY-----") :]
+
+
+def test_a_curve_before_an_ec_key_of_another_curve_is_refused() -> None:
+    curve = openssl_ecparam_genkey("secp384r1")
+    curve = curve[: curve.index(b"-----BEGIN EC PRIVATE KEY-----")]
+    key = openssl_ecparam_genkey("prime256v1")
+    key = key[key.index(b"-----BEGIN EC PRIVATE KEY-----") :]
+    with pytest.raises(InputError, match=r"^privkey\.pem: holds 2 PEM blocks \(1: EC PARAMETERS, 2: EC PRIVATE KEY\)"):
+        read_key(curve + key, "privkey.pem")
