@@ -421,10 +421,13 @@ def test_a_set_openssl_will_not_load_is_refused_in_its_words_though_chainwatchs_
     result = sync(ws)
     assert result.returncode == 2
     line = rejection(result)
-    assert "OpenSSL refuses to load fullchain.pem with privkey.pem: [SSL: EE_KEY_TOO_SMALL] ee key too small;" in line
+    where = ws.certbot.live / NAME / "fullchain.pem"
+    refused = "OpenSSL refuses to load fullchain.pem with privkey.pem: [SSL: EE_KEY_TOO_SMALL] ee key too small"
+    assert f"{where}: {refused};" in line
     assert served(ws) == before
     assert ws.versions() == [1]
-    assert ws.state()["lineages"][NAME]["status"] == "error"
+    record = ws.state()["lineages"][NAME]
+    assert (record["status"], record["error"]["kind"]) == ("error", "rejected")  # the input's fault: not retried
 
 
 def test_the_openssl_check_refuses_a_dsa_key_first_even_when_the_key_reader_is_fooled(ws: Workspace) -> None:
@@ -450,9 +453,11 @@ def openssl(*args: str) -> str:
 def test_what_sync_publishes_openssl_reads_as_one_key_and_the_chain_it_belongs_to(ws: Workspace) -> None:
     # Read by the openssl command, not by chainwatch: one key, then the leaf
     # and its chain, and the key is the leaf's.
-    renew_with_key_file(ws, lambda renewed: b"made by hand\n" + renewed.privkey + b"\n# end\n")
+    renewed = ws.pki.issue()
+    ws.certbot.write(NAME, dataclasses.replace(renewed, privkey=b"made by hand\n" + renewed.privkey + b"\n# end\n"))
     assert sync(ws).returncode == 0
     live = ws.out / "live" / NAME
+    assert (live / "privkey.pem").read_bytes() == renewed.privkey  # the block that was read, alone
     objects = openssl("storeutl", "-noout", str(live / "key+fullchain.pem")).splitlines()
     assert objects == ["0: Pkey", "1: Certificate", "2: Certificate", "Total found: 3"]
     assert openssl("storeutl", "-noout", str(live / "privkey.pem")).splitlines() == ["0: Pkey", "Total found: 1"]
