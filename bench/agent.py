@@ -28,7 +28,13 @@ process on real inotify, with lineages written the way certbot writes them
     (saved after the flush that follows the link switch);
   * CPU time of the idle agent over 60 s with the unit's watchdog on
     (WATCHDOG_USEC for WatchdogSec=60s), from /proc/PID/schedstat (ns),
-    target < 10 ms a minute.
+    target < 10 ms a minute;
+  * with --only openssl-check, the price of loading every staged set with
+    OpenSSL before it is published (chainwatch.tls_load): first publications
+    of 10,000 lineages by `chainwatch sync` with and without that load,
+    alternated, and each published set loaded alone in this process (also an
+    RSA 2048 set), in ms a lineage. No target: it is the price of not serving
+    a set the consumers cannot load.
 --quick uses 100/1,000 lineages, 20 renewals, a 200-renewal burst and 10 s
 idle (targets are judged at 10,000 only). Start-up figures are medians of
 --repeat runs (default 3), with the load average.
@@ -58,8 +64,9 @@ sys.path.insert(0, str(ROOT))
 
 from inotify_simple import INotify, flags  # noqa: E402
 
+from chainwatch.tls_load import refusal  # noqa: E402
 from tests.certbot_tree import CertbotTree, Issued, issued  # noqa: E402
-from tests.pki import CA, pem  # noqa: E402
+from tests.pki import CA, key_pem, new_key, pem  # noqa: E402
 
 SETTLE_MS = 300
 
@@ -198,12 +205,25 @@ def load() -> str:
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def first_sync(base: Path) -> tuple[float, float]:
+# `chainwatch sync` with the OpenSSL load of each staged set taken out: only
+# this bench does so, to price the check against the same tree in the same run.
+_WITHOUT_OPENSSL_CHECK = """
+import sys
+import chainwatch.publish
+chainwatch.publish.refusal = lambda folder: None
+from chainwatch.cli import main
+sys.argv[0] = "chainwatch"
+sys.exit(main())
+"""
+
+
+def first_sync(base: Path, *, openssl_check: bool = True) -> tuple[float, float]:
     """`chainwatch sync` publishing everything: seconds and peak RSS (MB) of the whole process."""
     os.sync()
     started = time.monotonic()
+    command = ["-m", "chainwatch"] if openssl_check else ["-c", _WITHOUT_OPENSSL_CHECK]
     process = subprocess.Popen(
-        [sys.executable, "-m", "chainwatch", "sync", "--config", str(base / "chainwatch.toml")],
+        [sys.executable, *command, "sync", "--config", str(base / "chainwatch.toml")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -332,7 +352,7 @@ PROFILED = {
 PROFILED_FIRST = {
     "read lineage (Sources.read)": ("chainwatch/sources.py", "read"),
     "parse lineage (parse_lineage)": ("chainwatch/lineage.py", "parse_lineage"),
-    "  key's public half, checked (public_key_from_pem)": ("chainwatch/private_key.py", "public_key_from_pem"),
+    "  key's public half, checked (read_key)": ("chainwatch/private_key.py", "read_key"),
     "  certificates (parse_certificates)": ("chainwatch/pem.py", "parse_certificates"),
     "decide (policy.decide)": ("chainwatch/policy.py", "decide"),
     "  signatures (signature.verifies)": ("chainwatch/signature.py", "verifies"),
@@ -341,6 +361,7 @@ PROFILED_FIRST = {
     "publish (Publisher.publish_many)": ("chainwatch/publish.py", "publish_many"),
     "  write staged sets (Publisher._stage)": ("chainwatch/publish.py", "_stage"),
     "    create each file (atomic.create_in)": ("chainwatch/atomic.py", "create_in"),
+    "    OpenSSL loads each staged set (tls_load.refusal)": ("chainwatch/tls_load.py", "refusal"),
     "  switch links (Publisher._point)": ("chainwatch/publish.py", "_point"),
     "  flush (atomic.syncfs)": ("chainwatch/atomic.py", "syncfs"),
     "record in state (Processor._finish)": ("chainwatch/reconcile.py", "_finish"),
@@ -386,6 +407,45 @@ def profile_sync(
     return split
 
 
+def openssl_check(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
+    """What loading each staged set with OpenSSL costs a first publication of ``count`` lineages."""
+    _, base, names = bench.workspace(f"check{count}", count)
+    checked: list[float] = []
+    unchecked: list[float] = []
+    runs = []
+    for round_ in range(repeat):
+        for with_check in (True, False) if round_ % 2 == 0 else (False, True):
+            set_aside(base / "out")
+            started_at = load()
+            seconds, _ = first_sync(base, openssl_check=with_check)
+            (checked if with_check else unchecked).append(seconds)
+            runs.append(f"{'with' if with_check else 'without'} {seconds:.2f} s at {started_at}")
+    # The last run may have been the unchecked one: what it published is loaded here.
+    alone = [_load_time(served(base, name)) for name in names]
+    rsa_set = base / "rsa-set"
+    rsa_set.mkdir()
+    leaf, key = bench.issuing.leaf("rsa.example.test", key=new_key("rsa"))
+    chain, private = pem(leaf, bench.issuing.cert), key_pem(key)
+    for file, data in (("fullchain.pem", chain), ("privkey.pem", private), ("key+fullchain.pem", private + chain)):
+        (rsa_set / file).write_bytes(data)
+    return {
+        "with": statistics.median(checked),
+        "without": statistics.median(unchecked),
+        "alone": statistics.median(alone),
+        "alone_p90": statistics.quantiles(alone, n=10)[-1],
+        "rsa": statistics.median(_load_time(rsa_set) for _ in range(200)),
+        "runs": runs,
+    }
+
+
+def _load_time(folder: Path) -> float:
+    started = time.perf_counter()
+    refused = refusal(folder)
+    elapsed = time.perf_counter() - started
+    assert refused is None, f"{folder}: {refused}"
+    return elapsed
+
+
 def burst(bench: Bench, count: int) -> float:
     """Seconds from the last of ``count`` renewals until every link serves version 2 and state.json says so."""
     tree, base, names = bench.workspace("burst", count)
@@ -422,10 +482,14 @@ def idle(bench: Bench, seconds: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
-    parser.add_argument("--only", choices=["startup"], help="measure start-up and restart only")
+    parser.add_argument(
+        "--only", choices=["startup", "openssl-check"], help="measure start-up and restart, or the OpenSSL check, only"
+    )
     parser.add_argument("--repeat", type=int, default=3, metavar="N", help="start-up runs per figure (median)")
     args = parser.parse_args()
     quick, everything = args.quick, args.only is None
+    if args.only == "openssl-check":
+        return _openssl_check_only(1_000 if quick else 10_000, args.repeat)
     sizes = (100, 1_000) if quick else (1_000, 10_000)
     renewals, burst_size, idle_s = (20, 200, 10.0) if quick else (100, 1_000, 60.0)
     missed: list[str] = []
@@ -493,6 +557,22 @@ def main() -> int:
         print("TARGET MISSED: " + "; ".join(missed))
         return 1
     print("targets met")
+    return 0
+
+
+def _openssl_check_only(count: int, repeat: int) -> int:
+    print(f"load average at start: {load()}")
+    with tempfile.TemporaryDirectory(prefix="chainwatch-bench-") as work:
+        r = openssl_check(Bench(Path(work)), count, repeat)
+    per_lineage = (r["with"] - r["without"]) / count * 1000
+    print(f"OpenSSL loads each staged set: first publication of {count} lineages by sync, median of {repeat}")
+    print(f"  with the check {r['with']:6.2f} s, without {r['without']:6.2f} s: {per_lineage:.2f} ms a lineage")
+    print(
+        f"  each published set loaded alone (tls_load.refusal, EC P-256 leaf): median {r['alone'] * 1000:.2f} ms, "
+        f"p90 {r['alone_p90'] * 1000:.2f} ms; an RSA 2048 set: median {r['rsa'] * 1000:.2f} ms"
+    )
+    print(f"  runs: {'; '.join(r['runs'])}")
+    print(f"load average at end: {load()}")
     return 0
 
 

@@ -20,7 +20,7 @@ from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
 from chainwatch.pem import MAX_CHAIN_BYTES, parse_certificates
-from chainwatch.private_key import public_key_from_pem
+from chainwatch.private_key import read_key
 
 __all__ = [
     "KINDS",
@@ -54,6 +54,7 @@ class Lineage:
     name: str
     fullchain: bytes
     privkey: bytes
+    """privkey.pem's one key block, re-encoded alone: what is published (:func:`read_key`)."""
     certs: tuple[Cert, ...]
     """The certificates of fullchain.pem, in file order."""
     leaf_key: bytes
@@ -267,16 +268,14 @@ def parse_lineage(live_dir: Path, name: str, content: dict[str, bytes]) -> Linea
     try:
         certs = tuple(parse_certificates(content["fullchain"], str(directory / "fullchain.pem")))
         cert = parse_certificates(content["cert"], str(directory / "cert.pem"))
-        leaf_key = public_key_from_pem(content["privkey"], str(directory / "privkey.pem"))
+        key = read_key(content["privkey"], str(directory / "privkey.pem"))
     except InputError as error:
         raise Rejected(str(error)) from None
-    if not any(c.has_public_key(leaf_key) for c in certs):
+    if not any(c.has_public_key(key.spki) for c in certs):
         raise Rejected(f"{directory / 'privkey.pem'}: the key does not match any certificate in fullchain.pem")
     if cert[0] not in certs:
         raise Rejected(f"{directory / 'cert.pem'}: its certificate is not in fullchain.pem")
-    return Lineage(
-        name=name, fullchain=content["fullchain"], privkey=content["privkey"], certs=certs, leaf_key=leaf_key
-    )
+    return Lineage(name=name, fullchain=content["fullchain"], privkey=key.pem, certs=certs, leaf_key=key.spki)
 
 
 def read_lineage(live_dir: Path, name: str) -> Lineage:

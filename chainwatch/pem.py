@@ -20,6 +20,7 @@ __all__ = [
     "MAX_CHAIN_CERTS",
     "blocks",
     "decode_body",
+    "encode_block",
     "parse_certificates",
     "read_bundle",
     "read_chain",
@@ -100,6 +101,14 @@ def decode_body(body: bytes) -> bytes:
     if b":" in body:
         raise ValueError("the block has PEM headers")
     return base64.b64decode(b"".join(body.split()), validate=True)  # binascii.Error is a ValueError
+
+
+def encode_block(label: str, encoded: bytes) -> bytes:
+    """``encoded`` as one PEM block, as OpenSSL writes it: 64 base64 characters a line."""
+    text = base64.b64encode(encoded)
+    lines = b"".join(text[i : i + 64] + b"\n" for i in range(0, len(text), 64))
+    marker = label.encode("ascii")
+    return b"-----BEGIN " + marker + b"-----\n" + lines + b"-----END " + marker + b"-----\n"
 
 
 def _decode_block(body: bytes, source: str, number: int, deferred: bool) -> Cert:

@@ -11,9 +11,11 @@ Layout under the output directory::
                    decision.json        what was decided, for status, probes and rollback
     versions/NAME/6/...                 the previous set, kept for rollback
 
-A version directory is written under a temporary name, fsynced, renamed into
-place, and only then does the ``live/NAME`` link switch to it. A crash at any
-instant leaves the link on a complete old or complete new set.
+A version directory is written under a temporary name, loaded by OpenSSL as
+a consumer would load it (:mod:`chainwatch.tls_load`; a set it refuses goes no
+further), fsynced, renamed into place, and only then does the ``live/NAME``
+link switch to it. A crash at any instant leaves the link on a complete old
+or complete new set.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from chainwatch.atomic import create_in, fsync_dir, open_dir, private_dir, status_group_id, syncfs
 from chainwatch.bounded_read import read_regular
 from chainwatch.policy import Decision
+from chainwatch.tls_load import Unloadable, refusal
 
 __all__ = ["CERT_FILES", "KEY_FILES", "Publisher", "set_for"]
 
@@ -200,7 +203,7 @@ class Publisher:
     def publish(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> int | None:
         """Publish ``files`` as a new version; None when they equal the served set."""
         result = self.publish_many([(lineage, files, meta)])[lineage]
-        if isinstance(result, OSError):
+        if isinstance(result, Exception):
             raise result
         return result
 
@@ -209,7 +212,7 @@ class Publisher:
         sets: Sequence[tuple[str, Mapping[str, bytes], Mapping[str, Any]]],
         again: Collection[str] = (),
         keep: Mapping[str, Collection[int]] | None = None,
-    ) -> dict[str, int | OSError | None]:
+    ) -> dict[str, int | OSError | Unloadable | None]:
         """Publish several lineages' sets with three filesystem flushes in all.
 
         Call with the output directory's lock held (``Processor.exclusive``).
@@ -217,12 +220,13 @@ class Publisher:
         Order is what keeps every published set whole across a crash: all new
         content is flushed before any version directory gets its final name,
         and those names are flushed before any ``live/`` link points at them.
-        A lineage that fails (a full disk) keeps its served set; the others go on.
+        A lineage that fails (a full disk, a set OpenSSL will not load) keeps
+        its served set; the others go on.
         Lineages in ``again`` get a new version even when their content equals
         the served set's (which was found damaged). Versions in ``keep`` (a
         lineage's fallback) survive pruning however old they are.
         """
-        results: dict[str, int | OSError | None] = {}
+        results: dict[str, int | OSError | Unloadable | None] = {}
         staged: list[tuple[str, int, Path, list[int]]] = []
         for lineage, files, meta in sets:
             try:
@@ -230,7 +234,7 @@ class Publisher:
                     results[lineage] = None
                     continue
                 staged.append(self._stage(lineage, files, meta))
-            except OSError as error:
+            except (OSError, Unloadable) as error:
                 results[lineage] = error
         if not staged:
             return results
@@ -263,6 +267,8 @@ class Publisher:
     ) -> tuple[str, int, Path, list[int]]:
         """Write a version under its staging name; returns it with the versions already kept.
 
+        Raises :class:`Unloadable`, leaving nothing staged, when OpenSSL refuses the set.
+
         The folder is listed once, for its versions and for leftovers, and
         pruning uses that list (the lock is held: nobody else adds versions).
         """
@@ -293,9 +299,13 @@ class Publisher:
                 # of C, a twentieth of a 10,000-lineage first publication.
                 document = json.dumps({**meta, "version": version}).encode() + b"\n"
                 create_in(dir_fd, _META, document, 0o644, durable=False)
+            refused = refusal(staging)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # a full disk must not keep it full
             raise
+        if refused is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise Unloadable(refused)
         return lineage, version, staging, older
 
     def _point(self, lineage: str, version: int) -> None:
@@ -309,7 +319,14 @@ class Publisher:
         os.rename(temporary, target)
 
     def switch(self, lineage: str, version: int) -> None:
-        """Point ``live/NAME`` at ``version`` in one rename (a rollback), durably."""
+        """Point ``live/NAME`` at ``version`` in one rename (a rollback), durably.
+
+        Raises :class:`Unloadable` when OpenSSL refuses that version (one an
+        older chainwatch published, or changed on disk since): it stays unserved.
+        """
+        refused = refusal(self.versions / lineage / str(version))
+        if refused is not None:
+            raise Unloadable(f"version {version}: {refused}")
         self._point(lineage, version)
         with open_dir(self.live) as dir_fd:
             fsync_dir(dir_fd)

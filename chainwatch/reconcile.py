@@ -35,6 +35,7 @@ from chainwatch.records import DroppedCert, LineageRecord, PendingRecord, backof
 from chainwatch.report import decision_json, iso
 from chainwatch.sources import Sources
 from chainwatch.state import StateFile, now_iso, parse_iso
+from chainwatch.tls_load import Unloadable
 from chainwatch.trust import load_stores
 
 __all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor", "record_error"]
@@ -320,6 +321,8 @@ class Processor:
             # A full disk or a read-only remount passes: look again later.
             reason = f"cannot write {self.config.output_dir}: {written.strerror}"
             return self._reject(name, record, reason, now, kind="write", retry=True)
+        if isinstance(written, Unloadable):
+            return self._reject(name, record, f"{self.sources.where(name)}: {written}", now)
         if isinstance(written, Exception):
             return self._reject(name, record, str(written), now, kind="write")
         served_before = record.get("version")

@@ -8,6 +8,8 @@ regression fails the test instead of freezing the suite.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import grp
 import os
 import resource
@@ -16,16 +18,20 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 
 from chainwatch.bounded_read import TooLarge, read_regular
 from chainwatch.errors import InputError
 from chainwatch.lineage import valid_name
 from chainwatch.pem import MAX_CHAIN_BYTES, blocks, parse_certificates
 from chainwatch.private_key import public_key_from_pem
-from tests.workspace import NAME, LivePKI, Workspace
+from tests.certbot_tree import Issued, issued
+from tests.workspace import NAME, LivePKI, Workspace, utcnow
 
 HANG_GUARD_S = 60  # far beyond any honest run; only a hang reaches it
 
@@ -39,9 +45,9 @@ def ws(tmp_path: Path, pki: LivePKI) -> Workspace:
     return workspace
 
 
-def sync(ws: Workspace) -> subprocess.CompletedProcess[str]:
+def sync(ws: Workspace, module: str = "chainwatch") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "chainwatch", "sync", "--config", str(ws.config)],
+        [sys.executable, "-m", module, "sync", "--config", str(ws.config)],
         capture_output=True, text=True, timeout=HANG_GUARD_S, check=False,
     )  # fmt: skip
 
@@ -334,3 +340,147 @@ def test_a_file_that_grows_after_its_size_was_seen_is_read_whole_or_refused_past
     path.write_bytes(b"a" * 100)
     with pytest.raises(TooLarge):
         read_regular(path, 1000, check=append(b"b" * 1000))
+
+
+SERVED = ("fullchain.pem", "chain.pem", "cert.pem", "privkey.pem", "key+fullchain.pem")
+
+
+def served(ws: Workspace) -> dict[str, bytes | None]:
+    return {file: ws.published(NAME, file) for file in SERVED}
+
+
+@cache
+def dsa_key_pem() -> bytes:
+    key = dsa.generate_private_key(1024)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+
+
+def rejection(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line that says why NAME was not published."""
+    (line,) = [line for line in result.stderr.splitlines() if f" rejected {NAME}: " in line]
+    return line
+
+
+def renew_with_key_file(ws: Workspace, privkey: Callable[[Issued], bytes]) -> None:
+    renewed = ws.pki.issue()
+    ws.certbot.write(NAME, dataclasses.replace(renewed, privkey=privkey(renewed)))
+
+
+def test_a_key_file_with_a_dsa_key_before_the_matching_key_is_refused_and_nothing_published_changes(
+    ws: Workspace,
+) -> None:
+    # OpenSSL (so Dovecot, nginx, Exim) loads the first key: "no certificate assigned".
+    assert sync(ws).returncode == 0
+    before = served(ws)
+    renew_with_key_file(ws, lambda renewed: dsa_key_pem() + renewed.privkey)
+    result = sync(ws)
+    assert result.returncode == 2
+    assert result.stdout == "chainwatch sync: 1 rejected, 1 unchanged\n"
+    line = rejection(result)
+    assert f"{ws.certbot.live / NAME / 'privkey.pem'}: holds 2 PEM blocks (1: DSA PRIVATE KEY, 2: PRIVATE KEY)" in line
+    assert line.endswith("; serving version 1")
+    assert served(ws) == before
+    assert ws.versions() == [1]
+
+
+def test_a_key_file_with_a_certificate_after_the_matching_key_is_refused_and_nothing_published_changes(
+    ws: Workspace,
+) -> None:
+    # key+fullchain.pem would read, for Postfix and HAProxy, as the key and that certificate.
+    assert sync(ws).returncode == 0
+    before = served(ws)
+    unrelated = ws.pki.issue("unrelated.example.test").cert
+    renew_with_key_file(ws, lambda renewed: renewed.privkey + unrelated)
+    result = sync(ws)
+    assert result.returncode == 2
+    line = rejection(result)
+    assert f"{ws.certbot.live / NAME / 'privkey.pem'}: holds 2 PEM blocks (1: PRIVATE KEY, 2: CERTIFICATE)" in line
+    assert served(ws) == before
+    assert ws.versions() == [1]
+
+
+def small_rsa_leaf(ws: Workspace) -> Issued:
+    """A leaf whose key OpenSSL's default security level refuses (RSA 1024), which the policy does not judge."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    now = utcnow()
+    leaf, _ = ws.pki.issuing.leaf(
+        NAME, key=key, not_before=now - dt.timedelta(hours=1), not_after=now + dt.timedelta(days=60)
+    )
+    return issued(leaf, key, ws.pki.issuing.cert, ws.pki.cross)
+
+
+def test_a_set_openssl_will_not_load_is_refused_in_its_words_though_chainwatchs_reader_accepts_it(
+    ws: Workspace,
+) -> None:
+    # Nothing chainwatch parses objects to a 1024-bit RSA leaf; OpenSSL, as
+    # Debian configures it for every consumer, refuses to serve it.
+    assert sync(ws).returncode == 0
+    before = served(ws)
+    ws.certbot.write(NAME, small_rsa_leaf(ws))
+    result = sync(ws)
+    assert result.returncode == 2
+    line = rejection(result)
+    where = ws.certbot.live / NAME / "fullchain.pem"
+    refused = "OpenSSL refuses to load fullchain.pem with privkey.pem: [SSL: EE_KEY_TOO_SMALL] ee key too small"
+    assert f"{where}: {refused};" in line
+    assert served(ws) == before
+    assert ws.versions() == [1]
+    record = ws.state()["lineages"][NAME]
+    assert (record["status"], record["error"]["kind"]) == ("error", "rejected")  # the input's fault: not retried
+
+
+def test_the_openssl_check_refuses_a_dsa_key_first_even_when_the_key_reader_is_fooled(ws: Workspace) -> None:
+    # tests/fooled_key_reader.py makes the reader accept the file whole, as it
+    # once did: the last line of defence must stand without the first.
+    assert sync(ws, "tests.fooled_key_reader").returncode == 0
+    before = served(ws)
+    renew_with_key_file(ws, lambda renewed: dsa_key_pem() + renewed.privkey)
+    result = sync(ws, "tests.fooled_key_reader")
+    assert result.returncode == 2
+    line = rejection(result)
+    refused = "[SSL: NO_CERTIFICATE_ASSIGNED] no certificate assigned"
+    assert f"OpenSSL refuses to load fullchain.pem with privkey.pem: {refused};" in line
+    assert served(ws) == before
+    assert ws.versions() == [1]
+    assert not list((ws.out / "versions" / NAME).glob(".new-*"))  # the refused set is not left behind
+
+
+def openssl(*args: str) -> str:
+    return subprocess.run(["openssl", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_what_sync_publishes_openssl_reads_as_one_key_and_the_chain_it_belongs_to(ws: Workspace) -> None:
+    # Read by the openssl command, not by chainwatch: one key, then the leaf
+    # and its chain, and the key is the leaf's.
+    renewed = ws.pki.issue()
+    ws.certbot.write(NAME, dataclasses.replace(renewed, privkey=b"made by hand\n" + renewed.privkey + b"\n# end\n"))
+    assert sync(ws).returncode == 0
+    live = ws.out / "live" / NAME
+    assert (live / "privkey.pem").read_bytes() == renewed.privkey  # the block that was read, alone
+    objects = openssl("storeutl", "-noout", str(live / "key+fullchain.pem")).splitlines()
+    assert objects == ["0: Pkey", "1: Certificate", "2: Certificate", "Total found: 3"]
+    assert openssl("storeutl", "-noout", str(live / "privkey.pem")).splitlines() == ["0: Pkey", "Total found: 1"]
+    leaf_key = openssl("x509", "-noout", "-pubkey", "-in", str(live / "fullchain.pem"))
+    assert openssl("pkey", "-pubout", "-in", str(live / "privkey.pem")) == leaf_key
+    assert openssl("pkey", "-pubout", "-in", str(live / "key+fullchain.pem")) == leaf_key
+    assert openssl("x509", "-noout", "-pubkey", "-in", str(live / "key+fullchain.pem")) == leaf_key
+
+
+def test_the_agent_keeps_the_last_good_set_when_openssl_refuses_a_renewal_and_status_says_why(
+    ws: Workspace,
+) -> None:
+    with ws.agent() as agent:
+        agent.wait_for(lambda: ws.published() is not None, what="first publication")
+        before = served(ws)
+        ws.certbot.write(NAME, small_rsa_leaf(ws))
+        agent.wait_for(lambda: bool(agent.events("rejected")), what="the renewal rejected")
+        (line,) = agent.events("rejected")
+        assert (
+            "OpenSSL refuses to load fullchain.pem with privkey.pem: [SSL: EE_KEY_TOO_SMALL] ee key too small" in line
+        )
+        assert served(ws) == before
+        status = ws.chainwatch("status")
+        assert status.returncode == 2, status.stdout
+        assert "ee key too small" in status.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 from functools import cache
 
 import pytest
@@ -11,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chainwatch import der
 from chainwatch.errors import InputError
-from chainwatch.private_key import public_key_from_pem
+from chainwatch.private_key import public_key_from_pem, read_key
 from tests.pki import new_key
 
 SPKI = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -173,3 +174,85 @@ def test_a_key_with_any_byte_changed_reads_as_itself_or_fails_in_one_line(kind: 
     flips = (0x01, 0x02, 0x20, 0x80, 0xFF)
     wrong = [read_with_one_byte_changed(kind, position, flip) for position in range(size) for flip in flips]
     assert [w for w in wrong if w] == []
+
+
+# What a TLS server reads besides the key: OpenSSL takes the first private key
+# block of privkey.pem, and the first certificate of key+fullchain.pem, which
+# is privkey.pem's content followed by the chain.
+OTHER_BLOCKS = {
+    "a DSA key": b"-----BEGIN DSA PRIVATE KEY-----\nMAMCAQA=\n-----END DSA PRIVATE KEY-----\n",
+    "a second key": None,  # another real key: filled in by the test
+    "a certificate": b"-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+    "EC parameters": b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n",
+    "an unknown label": b"-----BEGIN SOMETHING ELSE-----\nMAMCAQA=\n-----END SOMETHING ELSE-----\n",
+}
+LABELS = {
+    "a DSA key": "DSA PRIVATE KEY",
+    "a second key": "PRIVATE KEY",
+    "a certificate": "CERTIFICATE",
+    "EC parameters": "EC PARAMETERS",
+    "an unknown label": "SOMETHING ELSE",
+}
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize("other", list(OTHER_BLOCKS))
+def test_a_key_file_with_any_other_pem_block_is_refused_naming_the_file_and_each_block(other: str, where: str) -> None:
+    key = private_pem(ec_key())
+    extra = OTHER_BLOCKS[other] or private_pem(new_key())
+    data = extra + key if where == "before" else key + extra
+    blocks = ["PRIVATE KEY", LABELS[other]] if where == "after" else [LABELS[other], "PRIVATE KEY"]
+    expected = f"privkey.pem: holds 2 PEM blocks (1: {blocks[0]}, 2: {blocks[1]}); a key file must hold one private key"
+    with pytest.raises(InputError) as refused:
+        public_key_from_pem(data, "privkey.pem")
+    assert str(refused.value).startswith(expected)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_begin_line_chainwatch_cannot_pair_is_refused_in_a_key_file() -> None:
+    # A lower-case label is no block to chainwatch's reader; another reader may
+    # still take it for one: the file is refused rather than guessed at.
+    hidden = b"-----BEGIN x509 certificate-----\nMAMCAQA=\n-----END x509 certificate-----\n"
+    with pytest.raises(InputError, match=r"^privkey\.pem: a -----BEGIN line opens no PEM block chainwatch reads; "):
+        public_key_from_pem(private_pem(ec_key()) + hidden, "privkey.pem")
+
+
+def test_a_file_holding_only_a_certificate_is_refused_as_no_private_key() -> None:
+    with pytest.raises(InputError, match=r"^privkey\.pem: holds a CERTIFICATE block, not a private key$"):
+        public_key_from_pem(OTHER_BLOCKS["a certificate"] or b"", "privkey.pem")
+
+
+@pytest.mark.parametrize("kind", ["rsa-pkcs1", "ec-pkcs8", "ed25519"])
+def test_the_key_kept_for_publication_is_its_block_alone_reencoded(kind: str) -> None:
+    # What is published is what was read: text around the block is dropped and
+    # line endings are made plain, so no other reader can find anything else.
+    key = rsa_key() if kind == "rsa-pkcs1" else ec_key() if kind == "ec-pkcs8" else new_key("ed25519")
+    clean = private_pem(key, PKCS1 if kind == "rsa-pkcs1" else PKCS8)
+    messy = b"Key made by hand\r\n" + clean.replace(b"\n", b"\r\n") + b"\r\nsee the runbook\r\n"
+    read = read_key(messy, "privkey.pem")
+    assert read.pem == clean
+    assert read.spki == key.public_key().public_bytes(*SPKI)
+
+
+def openssl_ecparam_genkey(curve: str) -> bytes:
+    command = ["openssl", "ecparam", "-genkey", "-name", curve]
+    return subprocess.run(command, capture_output=True, check=True).stdout
+
+
+def test_the_curve_openssl_ecparam_writes_before_its_ec_key_is_accepted_and_not_published() -> None:
+    # dehydrated makes its EC keys so: the curve, then the key naming that same curve.
+    data = openssl_ecparam_genkey("prime256v1")
+    assert data.startswith(b"-----BEGIN EC PARAMETERS-----\n")
+    key = serialization.load_pem_private_key(data, password=None)
+    read = read_key(data, "privkey.pem")
+    assert read.spki == key.public_key().public_bytes(*SPKI)
+    assert read.pem == data[data.index(b"-----BEGIN EC PRIVATE KEY-----") :]
+
+
+def test_a_curve_before_an_ec_key_of_another_curve_is_refused() -> None:
+    curve = openssl_ecparam_genkey("secp384r1")
+    curve = curve[: curve.index(b"-----BEGIN EC PRIVATE KEY-----")]
+    key = openssl_ecparam_genkey("prime256v1")
+    key = key[key.index(b"-----BEGIN EC PRIVATE KEY-----") :]
+    with pytest.raises(InputError, match=r"^privkey\.pem: holds 2 PEM blocks \(1: EC PARAMETERS, 2: EC PRIVATE KEY\)"):
+        read_key(curve + key, "privkey.pem")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import stat
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,31 @@ import pytest
 from chainwatch.atomic import UnsafePathError
 from chainwatch.publish import Publisher
 from chainwatch.state import StateFile
+from chainwatch.tls_load import Unloadable
+from tests.pki import CA, key_pem, pem
+
+
+@cache
+def _ca() -> CA:
+    return CA.root("Publishing Test CA")
+
+
+@cache
+def _files(tag: bytes) -> dict[str, bytes]:
+    leaf, key = _ca().leaf(f"{tag.decode()}.example.test")
+    cert, chain, privkey = pem(leaf), pem(_ca().cert), key_pem(key)
+    return {
+        "fullchain.pem": cert + chain,
+        "chain.pem": chain,
+        "cert.pem": cert,
+        "privkey.pem": privkey,
+        "key+fullchain.pem": privkey + cert + chain,
+    }
 
 
 def files(tag: bytes) -> dict[str, bytes]:
-    return {
-        "fullchain.pem": b"full " + tag,
-        "chain.pem": b"chain " + tag,
-        "cert.pem": b"cert " + tag,
-        "privkey.pem": b"key " + tag,
-        "key+fullchain.pem": b"key+full " + tag,
-    }
+    """A real set, one per tag: OpenSSL loads every set before it is published."""
+    return dict(_files(tag))
 
 
 @pytest.fixture
@@ -35,7 +51,7 @@ def test_first_publication_creates_version_one_behind_a_stable_link(publisher: P
     assert publisher.publish("mail", files(b"1"), {"note": "x"}) == 1
     live = publisher.root / "live" / "mail"
     assert os.readlink(live) == "../versions/mail/1"
-    assert (live / "fullchain.pem").read_bytes() == b"full 1"
+    assert (live / "fullchain.pem").read_bytes() == files(b"1")["fullchain.pem"]
     assert publisher.meta_of("mail") == {"note": "x", "version": 1}
 
 
@@ -107,7 +123,7 @@ def test_new_content_becomes_the_next_version_and_the_previous_stays(publisher: 
     assert publisher.versions_of("mail") == [1, 2]
     assert publisher.files_of("mail", 1) == files(b"1")
     publisher.switch("mail", 1)
-    assert (publisher.live / "mail" / "cert.pem").read_bytes() == b"cert 1"
+    assert (publisher.live / "mail" / "cert.pem").read_bytes() == files(b"1")["cert.pem"]
 
 
 def test_only_the_three_newest_versions_are_kept(publisher: Publisher) -> None:
@@ -186,3 +202,54 @@ def test_a_planted_symlink_in_place_of_a_temporary_file_is_not_followed(publishe
     assert target.read_bytes() == b"precious"
     assert (folder / "state.json").read_bytes() == b"new"
     assert not (folder / "state.json").is_symlink()
+
+
+def test_a_set_whose_key_is_not_its_certificates_is_not_published_and_leaves_nothing_staged(
+    publisher: Publisher,
+) -> None:
+    publisher.publish("mail", files(b"1"), {})
+    mismatched = {**files(b"2"), "privkey.pem": files(b"3")["privkey.pem"]}
+    result = publisher.publish_many([("mail", mismatched, {})])["mail"]
+    assert isinstance(result, Unloadable)
+    assert str(result) == (
+        "OpenSSL refuses to load fullchain.pem with privkey.pem: [X509: KEY_VALUES_MISMATCH] key values mismatch"
+    )
+    assert publisher.versions_of("mail") == [1]
+    assert publisher.files_of("mail") == files(b"1")
+    assert sorted(p.name for p in (publisher.versions / "mail").iterdir()) == ["1"]
+
+
+def test_key_fullchain_pem_is_loaded_on_its_own_too(publisher: Publisher) -> None:
+    # Postfix and HAProxy read key+fullchain.pem alone: its first certificate must be the key's.
+    publisher.publish("mail", files(b"1"), {})
+    good = files(b"2")
+    wrong_leaf = {**good, "key+fullchain.pem": good["privkey.pem"] + files(b"3")["fullchain.pem"]}
+    result = publisher.publish_many([("mail", wrong_leaf, {})])["mail"]
+    assert isinstance(result, Unloadable)
+    assert (
+        str(result)
+        == "OpenSSL refuses to load key+fullchain.pem alone: [X509: KEY_VALUES_MISMATCH] key values mismatch"
+    )
+    assert publisher.versions_of("mail") == [1]
+
+
+def test_one_lineages_unloadable_set_does_not_hold_back_the_others(publisher: Publisher) -> None:
+    broken = {**files(b"1"), "privkey.pem": b"not a key\n"}
+    results = publisher.publish_many([("mail", broken, {}), ("web", files(b"2"), {})])
+    assert isinstance(results["mail"], Unloadable)
+    assert results["web"] == 1
+    assert publisher.current_version("mail") is None
+    assert publisher.files_of("web") == files(b"2")
+
+
+def test_switching_back_to_a_version_openssl_refuses_raises_and_the_served_version_stays(
+    publisher: Publisher,
+) -> None:
+    # A version an older chainwatch published, before sets were loaded first.
+    publisher.publish("mail", files(b"1"), {})
+    publisher.publish("mail", files(b"2"), {})
+    old = publisher.versions / "mail" / "1" / "privkey.pem"
+    old.write_bytes(files(b"3")["privkey.pem"])
+    with pytest.raises(Unloadable, match=r"^version 1: OpenSSL refuses to load fullchain.pem with privkey.pem: "):
+        publisher.switch("mail", 1)
+    assert publisher.current_version("mail") == 2
