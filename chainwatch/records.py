@@ -264,9 +264,14 @@ def _compile(hint: object) -> _Check:
         expected = _describe(hint)
 
         def either(value: object) -> _Problem | None:
-            if (nullable and value is None) or any(option(value) is None for option in options):
+            if nullable and value is None:
                 return None
-            return ("", _found(value), expected)
+            problems = [option(value) for option in options]
+            if None in problems:
+                return None
+            # The option of the value's own kind says what is wrong inside it.
+            deepest = max(problems, key=lambda problem: len(problem[0]) if problem else 0)
+            return deepest if deepest and deepest[0] else ("", _found(value), expected)
 
         return either
     raise TypeError(f"no check for {hint!r}")  # a new field's type: teach _compile

@@ -108,6 +108,10 @@ def test_a_document_of_every_record_as_written_reads_back(tmp_path: Path) -> Non
         (lambda d: d["consumers"]["dovecot"]["error"].update(attempts="2"),
          "consumers['dovecot'].error.attempts is a string, not int"),
         (lambda d: d["agent"].update(pid=43.21), "agent.pid is a float, not int"),
+        (lambda d: d["consumers"]["dovecot"]["last_reload"].update(detail=False),
+         "consumers['dovecot'].last_reload.detail is a bool, not str"),
+        (lambda d: d["consumers"]["dovecot"].update(last_reload=1800000000),
+         "consumers['dovecot'].last_reload is an int, not ReloadRecord | str"),
         (lambda d: d.update(format=True), "not a state document of format 1"),
     ],
 )  # fmt: skip

@@ -6,6 +6,12 @@ waiting as pending, one served with a failing consumer, one rejected and in
 error), with a consumer whose probe of that Dovecot is recorded, errors with
 their attempts, retry times, warnings from a store that validates nothing,
 and the agent's own record.
+
+Every leaf of it (over 900 variants: each replaced by every JSON type, and
+deleted) goes through `status` in process; every variant the reader accepts
+goes through `sync` in process; wrong types of each kind of record go
+through `sync` and a real agent as processes, and so do a few accepted
+variants that only the agent's timers read.
 """
 
 from __future__ import annotations
@@ -174,7 +180,7 @@ def test_status_of_every_leaf_of_a_real_state_replaced_by_every_json_type_or_del
             code, out, err = command("status", *flags, "--config", config)
             if code == EXIT_SOFTWARE or "Traceback" in err or code not in (0, 1, 2, 3):
                 crashed.append(f"{path} → {replacement}: exit {code}: {err.strip()[-300:]}")
-            unusable = "is unusable" in out
+            unusable = "is unusable" in out and str(path[-1]) in out
             if must_be_refused(original, replacement) and not (unusable and code == 3):
                 accepted_wrong.append(f"{path} → {replacement}: exit {code}")
     assert count > 500
