@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 
@@ -557,7 +557,7 @@ class Processor:
         record.setdefault("published_at", now_iso(now))
 
     def _settle_status(self, name: str, record: LineageRecord, decision: Decision, now: dt.datetime) -> None:
-        status = "warning" if decision.warnings else "ok"
+        status: Literal["ok", "warning"] = "warning" if decision.warnings else "ok"
         message = "; ".join(w.message for w in decision.warnings) or "serving the sanitized chain"
         if record.get("status") != status or record.get("message") != message:
             record["since"] = now_iso(now)

@@ -79,17 +79,18 @@ def read_document(path: Path) -> dict[str, Any]:
         if error.errno == errno.ELOOP:
             raise ValueError("a symbolic link") from None
         raise
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or type(data.get("format")) is not int or data["format"] != FORMAT:
         raise ValueError(f"not a state document of format {FORMAT}")
+    # Here, not at the top: records needs now_iso from this module.
+    from chainwatch.records import document_problem  # noqa: PLC0415
+
+    # Every field, not only the sections: code reading a record trusts its types.
+    problem = document_problem(data)
+    if problem is not None:
+        raise ValueError(problem)
     data.setdefault("agent", {})
     data.setdefault("lineages", {})
     data.setdefault("consumers", {})
-    for section in ("agent", "lineages", "consumers"):
-        if not isinstance(data[section], dict):
-            raise ValueError(f"{section!r} is not an object")
-    for section in ("lineages", "consumers"):
-        if not all(isinstance(record, dict) for record in data[section].values()):
-            raise ValueError(f"an entry of {section!r} is not an object")
     return data
 
 
