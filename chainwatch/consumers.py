@@ -8,7 +8,11 @@ input. When the consumer fails with the good version too, the consumer is
 broken, not the set: the new set is switched in again and kept, and the
 consumer is in error, retried with backoff. An endpoint that cannot be reached
 at all (refused, timeout, failed handshake) is the consumer's error and never a
-reason to roll back.
+reason to roll back. Nor is an endpoint that, after a reload that said it
+succeeded, still serves exactly what it served before: the reload did not take
+(a server whose configuration no longer loads keeps what it had, whatever the
+files hold), so the consumer is in error with a hint and the others keep the
+new set.
 
 Reloads and probes run in worker threads while the calling thread keeps the
 systemd watchdog fed; probes run concurrently, bounded by one deadline a round,
@@ -69,6 +73,15 @@ _HINTS = {
     "apache2": "check SSLCertificateFile in the virtual host; see 'chainwatch consumer-config apache2'",
     "haproxy": "check the crt files on the bind line; see 'chainwatch consumer-config haproxy'",
 }
+# Where to look when a server ignored its reload: most often its configuration no longer loads.
+_NOT_TAKEN_HINTS = {
+    "dovecot": "run 'doveconf -n' and see 'journalctl -u dovecot'",
+    "postfix": "run 'postfix check' and see 'journalctl -u postfix@-'",
+    "exim4": "run 'exim4 -bV' and see 'journalctl -u exim4'",
+    "nginx": "run 'nginx -t' and see 'journalctl -u nginx'",
+    "apache2": "run 'apache2ctl configtest' and see 'journalctl -u apache2'",
+    "haproxy": "run 'haproxy -c -f /etc/haproxy/haproxy.cfg' and see 'journalctl -u haproxy'",
+}
 
 Reloader = Callable[[ConsumerConfig], ReloadResult]
 Keepalive = Callable[[], None]
@@ -95,6 +108,8 @@ class Verdict(StrEnum):
     """An older (or rejected) version of the lineage."""
     UNKNOWN = "unknown"
     """A chain chainwatch never published: the consumer reads other files."""
+    NOT_TAKEN = "not-taken"
+    """An older version, exactly what it served before its reload: the reload did not take."""
     UNREACHABLE = "unreachable"
     """No chain at all: refused, timed out or failed handshake."""
     UNCHECKED = "unchecked"
@@ -148,6 +163,11 @@ class Check:
         return not self.reload.ok or any(r.verdict in (Verdict.STALE, Verdict.UNKNOWN) for r in self.reports)
 
     @property
+    def not_taken(self) -> bool:
+        """Reloaded, yet some endpoint still serves what it served before: nothing is known of the new set."""
+        return self.reload.ok and any(r.verdict == Verdict.NOT_TAKEN for r in self.reports)
+
+    @property
     def ok(self) -> bool:
         # Unchecked names prove nothing either way; the checked ones decide.
         return self.reload.ok and not self.skipped and all(r.ok or r.verdict == Verdict.UNCHECKED for r in self.reports)
@@ -162,7 +182,7 @@ class Check:
         if not self.reload.ok:
             return "reload"
         wrong = [r for r in self.reports if r.verdict in (Verdict.STALE, Verdict.UNKNOWN)]
-        return "stale" if wrong else "unreachable"
+        return "stale" if wrong else "not-taken" if self.not_taken else "unreachable"
 
     @property
     def summary(self) -> str:
@@ -216,6 +236,19 @@ def classify_served(
     return Verdict.UNKNOWN, message, None
 
 
+def not_taken_message(consumer: ConsumerConfig, endpoint: str, lineage: str, served: int, current: int | None) -> str:
+    """What to say of an endpoint still serving, after its reload, the version it served before."""
+    server = consumer.name
+    if server not in _NOT_TAKEN_HINTS and consumer.unit:
+        server = consumer.unit.removesuffix(".service").split("@", 1)[0]
+    hint = _NOT_TAKEN_HINTS.get(server, "check that its configuration still loads, and its log")
+    return (
+        f"{consumer.name} on {endpoint} still serves version {served} of {lineage} after its reload, "
+        f"version {current} is published: the reload did not take (its configuration may no longer load; "
+        f"{hint}); the certificate is not blamed"
+    )
+
+
 class ConsumerHook:
     """The agent's and ``sync``'s after-batch step."""
 
@@ -248,6 +281,13 @@ class _Step:
         self.retries: dict[str, dt.datetime] = {}
         self.probing_left = STEP_PROBING_S
         """Probing time this step may still spend (reloads have their own timeout)."""
+        self.served_before: dict[str, dict[tuple[str, str, str], int]] = {}
+        self.good_before = {
+            name: good
+            for name in processor.state.names()
+            if (good := processor.state.lineage(name).get("good")) is not None
+        }
+        """Each lineage's last known good version as the step began."""
 
     # -- the step --------------------------------------------------------------------------
 
@@ -423,7 +463,8 @@ class _Step:
             check = final[consumer]
             if check.skipped:
                 return not (consumer in first and first[consumer].blames_sets)
-            return not check.blames_sets
+            # A reload that did not take says nothing for the set either: it is no one's fallback yet.
+            return not check.blames_sets and not check.not_taken
         record = self.processor.state.consumer(consumer)
         error = record.get("error")
         return record.get("state") != "error" or (error is not None and error["kind"] == "unreachable")
@@ -545,6 +586,29 @@ class _Step:
         self.probing_left = max(0.0, self.probing_left - (time.monotonic() - started))
         return [future.result() for future in futures]
 
+    def _before(self, consumer: ConsumerConfig, endpoint: str, server_name: str | None, lineage: str) -> int | None:
+        """The version ``endpoint`` served for ``server_name`` before this step, as far as anyone knows."""
+        known = self._served_before(consumer).get((endpoint, server_name or "", lineage))
+        return known if known is not None else self.good_before.get(lineage)
+
+    def _served_before(self, consumer: ConsumerConfig) -> dict[tuple[str, str, str], int]:
+        """(endpoint, server name, lineage) -> the version each endpoint served at the consumer's last check.
+
+        Taken from the record as it was when this step began (the step writes
+        it at its end); without one, the lineage's last known good version,
+        which every consumer served then.
+        """
+        known = self.served_before.get(consumer.name)
+        if known is None:
+            record = self.processor.state.consumer(consumer.name)
+            known = {}
+            for probe in record.get("probes", []):
+                version = probe.get("version")
+                if version is not None and probe.get("verdict") in (Verdict.SERVES, Verdict.STALE, Verdict.NOT_TAKEN):
+                    known[(probe["endpoint"], probe["server_name"], probe["lineage"])] = version
+            self.served_before[consumer.name] = known
+        return known
+
     def _probe_one(
         self, consumer: ConsumerConfig, endpoint: Endpoint, lineage: str, server_name: str | None, deadline: float
     ) -> ProbeReport:
@@ -560,6 +624,11 @@ class _Step:
                 verdict, message, version = classify_served(
                     self.processor, lineage, served, consumer.name, str(endpoint)
                 )
+                before = self._before(consumer, str(endpoint), server_name, lineage)
+                if verdict == Verdict.STALE and version is not None and version == before:
+                    verdict = Verdict.NOT_TAKEN
+                    current = self.processor.publisher.current_version(lineage)
+                    message = not_taken_message(consumer, str(endpoint), lineage, version, current)
                 report = ProbeReport(str(endpoint), lineage, server_name or "", verdict, message, version)
             except ProbeError as error:
                 message = f"{consumer.name} on {error}" if str(error).startswith(str(endpoint)) else str(error)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +189,10 @@ class Workspace:
         return data
 
     @contextlib.contextmanager
-    def agent(self, env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[Agent]:
+    def agent(
+        self, env: dict[str, str] | None = None, wait_ready: bool = True, prefix: Sequence[str] = ()
+    ) -> Iterator[Agent]:
+        """``chainwatch run``; ``prefix``: a command to run it under (e.g. ``mailservers.WITHOUT_SYSTEMD``)."""
         notify_path = self.root / "notify.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -197,7 +200,7 @@ class Workspace:
         log_path = self.root / "agent.log"
         with log_path.open("w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "chainwatch", "run", "--config", str(self.config)],
+                [*prefix, sys.executable, "-m", "chainwatch", "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 text=True,
