@@ -62,6 +62,8 @@ PROBE_WORKERS = 16
 # The watchdog is fed at least this often while a reload or probes run.
 _KEEPALIVE_S = 1.0
 _BACKOFF_S = (30, 60, 120, 300, 900, 3600)
+# A look at a consumer with nothing new to load: one handshake or two, not a round's patience.
+_GLANCE_S = 2 * _SHORTEST_HANDSHAKE_S
 
 _HINTS = {
     "dovecot": "check ssl_cert (2.4: ssl_server_cert_file) in /etc/dovecot/conf.d/10-ssl.conf; "
@@ -148,29 +150,38 @@ class Check:
 
     consumer: ConsumerConfig
     names: tuple[str, ...]
-    reload: ReloadResult
+    reload: ReloadResult | None
+    """None: only probed, not reloaded (a look at a consumer that has nothing new to load)."""
     reports: tuple[ProbeReport, ...] = ()
 
     @property
     def skipped(self) -> bool:
-        return self.reload.result == Result.SKIPPED
+        return self.reload is not None and self.reload.result == Result.SKIPPED
+
+    @property
+    def reload_failed(self) -> bool:
+        return self.reload is not None and not self.reload.ok
 
     @property
     def blames_sets(self) -> bool:
         """Failed in a way the served sets may cause: the reload, or serving the wrong chain."""
         if self.skipped:
             return False
-        return not self.reload.ok or any(r.verdict in (Verdict.STALE, Verdict.UNKNOWN) for r in self.reports)
+        return self.reload_failed or any(r.verdict in (Verdict.STALE, Verdict.UNKNOWN) for r in self.reports)
 
     @property
     def not_taken(self) -> bool:
         """Reloaded, yet some endpoint still serves what it served before: nothing is known of the new set."""
-        return self.reload.ok and any(r.verdict == Verdict.NOT_TAKEN for r in self.reports)
+        return not self.reload_failed and any(r.verdict == Verdict.NOT_TAKEN for r in self.reports)
 
     @property
     def ok(self) -> bool:
         # Unchecked names prove nothing either way; the checked ones decide.
-        return self.reload.ok and not self.skipped and all(r.ok or r.verdict == Verdict.UNCHECKED for r in self.reports)
+        return (
+            not self.reload_failed
+            and not self.skipped
+            and all(r.ok or r.verdict == Verdict.UNCHECKED for r in self.reports)
+        )
 
     @property
     def proven(self) -> bool:
@@ -179,7 +190,7 @@ class Check:
 
     @property
     def error_kind(self) -> str:
-        if not self.reload.ok:
+        if self.reload_failed:
             return "reload"
         wrong = [r for r in self.reports if r.verdict in (Verdict.STALE, Verdict.UNKNOWN)]
         return "stale" if wrong else "not-taken" if self.not_taken else "unreachable"
@@ -187,14 +198,14 @@ class Check:
     @property
     def summary(self) -> str:
         """The failure as a sentence that names the consumer."""
-        if not self.reload.ok:
+        if self.reload_failed:
             return f"{self.consumer.name} {self.failure}"
         return self.failure  # probe messages name their consumer
 
     @property
     def failure(self) -> str:
         """What went wrong, in a few words (empty when nothing did)."""
-        if not self.reload.ok:
+        if self.reload is not None and not self.reload.ok:
             return f"reload failed: {self.reload.detail}"
         bad = [r for r in self.reports if not r.ok and r.verdict != Verdict.UNCHECKED]
         if not bad:
@@ -249,6 +260,20 @@ def not_taken_message(consumer: ConsumerConfig, endpoint: str, lineage: str, ser
     )
 
 
+def _recheck_delay(consumer: ConsumerConfig, attempt: int) -> dt.timedelta:
+    """When to look again at a consumer in error or skipped: its ``recheck_s``, growing as ``_BACKOFF_S`` does."""
+    factor = _BACKOFF_S[min(attempt - 1, len(_BACKOFF_S) - 1)] / _BACKOFF_S[0]
+    return dt.timedelta(seconds=consumer.recheck_s * factor)
+
+
+def _probes_moved(consumer: ConsumerConfig, record: ConsumerRecord) -> bool:
+    """Was the consumer last probed on other endpoints than it has now (a configuration change)?"""
+    if "last_reload" not in record:
+        return False  # never checked: its first renewal will
+    configured = {str(parse_endpoint(text)) for text in consumer.probe}
+    return {probe["endpoint"] for probe in record.get("probes", [])} != configured
+
+
 class ConsumerHook:
     """The agent's and ``sync``'s after-batch step."""
 
@@ -261,6 +286,19 @@ class ConsumerHook:
         self.reloader = reloader
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.fetch = fetch
+        self._processor: Processor | None = None
+
+    def first_look(self, processor: Processor) -> bool:
+        """Is this the first step under ``processor``?
+
+        The agent makes a new one when it starts and at each reload of its
+        configuration, and ``sync`` one a run: the moments when every consumer
+        in error or skipped, or probed on endpoints no longer configured, is
+        looked at again at once rather than at its next retry.
+        """
+        first = processor is not self._processor
+        self._processor = processor
+        return first
 
     def __call__(
         self, processor: Processor, outcomes: list[Outcome], keepalive: Keepalive = _nothing
@@ -298,25 +336,29 @@ class _Step:
             del state.data["consumers"][gone]  # removed from the configuration: nothing to report
         batch = [o.lineage for o in outcomes]
         changed = [o.lineage for o in outcomes if o.published] + self._switch_in_due_pending(outcomes)
-        asked: list[tuple[ConsumerConfig, list[str]]] = []
+        first = self.hook.first_look(self.processor)
+        asked: list[tuple[ConsumerConfig, list[str], bool]] = []
         for consumer in self.processor.config.consumers:
             record = state.consumer(consumer.name)
             names = affected(consumer, changed)
-            due = self._due(record.get("next_retry")) and bool(affected(consumer, batch))
+            mine = bool(affected(consumer, batch))
+            again = first and (record.get("state") in ("error", "skipped") or _probes_moved(consumer, record))
+            due = mine and (self._due(record.get("next_retry")) or again)
             if due or (names and record.get("state") == "error"):
                 # A consumer in error is judged again on everything it failed
                 # with, never cleared by a check of some other lineage alone.
                 extra = [*(batch if due else []), *record.get("lineages", [])]
                 names = [n for n in affected(consumer, dict.fromkeys([*names, *extra])) if state.has_lineage(n)]
             if names:
-                asked.append((consumer, names))
+                # Nothing new for it to load: whether it serves what is published is a look away.
+                asked.append((consumer, names, not affected(consumer, changed)))
         if asked:
             # Reloads and probes take seconds: meanwhile `status` shows what
             # the pass published, and the journal says it. With nothing to
             # ask, the pass's own save at its end is enough (at 10,000
             # lineages a save of state.json is a twentieth of a restart).
             self.processor.checkpoint()
-        checks = {consumer.name: self._check(consumer, names) for consumer, names in asked}
+        checks = {consumer.name: self._check(consumer, names, look_first) for consumer, names, look_first in asked}
         self._settle(checks, changed)
         for consumer in self.processor.config.consumers:
             retry = parse_iso(state.consumer(consumer.name).get("next_retry"))
@@ -536,7 +578,15 @@ class _Step:
 
     # -- one consumer ------------------------------------------------------------------------
 
-    def _check(self, consumer: ConsumerConfig, names: list[str]) -> Check:
+    def _check(self, consumer: ConsumerConfig, names: list[str], look_first: bool = False) -> Check:
+        if look_first and consumer.probe:
+            # A consumer skipped while stopped reads the published files when
+            # it starts, and one whose error was fixed by hand may serve them
+            # already: neither needs a reload to be seen doing so.
+            glance = Check(consumer, tuple(names), None, tuple(self._probe(consumer, names, _GLANCE_S)))
+            if glance.proven:
+                self._log_reports(consumer, glance.reports)
+                return glance
         result = self._alive(lambda: self.hook.reloader(consumer))
         if result.result == Result.SKIPPED:
             self.journal.log(Event.RELOAD_SKIPPED, f"{consumer.name}: {result.detail}", consumer=consumer.name)
@@ -553,6 +603,10 @@ class _Step:
             via=result.via,
         )
         reports = self._probe(consumer, names) if consumer.probe else []
+        self._log_reports(consumer, reports)
+        return Check(consumer, tuple(names), result, tuple(reports))
+
+    def _log_reports(self, consumer: ConsumerConfig, reports: Iterable[ProbeReport]) -> None:
         for report in reports:
             # Another lineage's chain is fine: that name is not this consumer's.
             event = Event.PROBE_OK if report.ok else Event.PROBE_FAILED
@@ -561,12 +615,13 @@ class _Step:
             self.journal.log(
                 event, report.message, lineage=report.lineage, consumer=consumer.name, endpoint=report.endpoint
             )
-        return Check(consumer, tuple(names), result, tuple(reports))
 
-    def _probe(self, consumer: ConsumerConfig, names: list[str]) -> list[ProbeReport]:
+    def _probe(
+        self, consumer: ConsumerConfig, names: list[str], patience: float = PROBE_PATIENCE_S
+    ) -> list[ProbeReport]:
         """Every endpoint and server name at once, within one deadline."""
         started = time.monotonic()
-        deadline = started + min(PROBE_PATIENCE_S, self.probing_left)
+        deadline = started + min(patience, self.probing_left)
         tasks = []
         for text in consumer.probe:
             endpoint = parse_endpoint(text)
@@ -656,24 +711,29 @@ class _Step:
         for legacy in ("via", "result", "detail"):  # the previous release's layout
             record.pop(legacy, None)  # type: ignore[misc]
         result = check.reload
-        record["last_reload"] = ReloadRecord(
-            at=now_iso(self.now),
-            via=result.via,
-            result=str(result.result),
-            detail=result.detail,
-            seconds=result.seconds,
-        )
+        if result is not None:
+            record["last_reload"] = ReloadRecord(
+                at=now_iso(self.now),
+                via=result.via,
+                result=str(result.result),
+                detail=result.detail,
+                seconds=result.seconds,
+            )
+            if not result.ok:
+                record["failures"] = record.get("failures", 0) + 1
         record["lineages"] = list(check.names)
         record["probes"] = [report.record(self.hook.clock()) for report in check.reports]
-        if not result.ok:
-            record["failures"] = record.get("failures", 0) + 1
         if check.skipped:
             record["state"] = "skipped"
-            # An error it had stays until a check succeeds; look again then.
+            # Looked at again on the consumer's schedule: started meanwhile,
+            # it serves the published files without being told. An error it
+            # had stays until a check succeeds.
+            skips = record["skipped_in_a_row"] = record.get("skipped_in_a_row", 0) + 1
             error = record.get("error")
-            retry = self.now + dt.timedelta(seconds=self._delay(error["attempts"])) if error else None
-            record["next_retry"] = now_iso(retry) if retry else None
+            retry = self.now + _recheck_delay(check.consumer, error["attempts"] if error else skips)
+            record["next_retry"] = now_iso(retry)
             return
+        record["skipped_in_a_row"] = 0
         if check.ok:
             cleared = clear_error(record)
             record["state"] = "ok"
@@ -688,7 +748,7 @@ class _Step:
             return
         record["failures_in_a_row"] = record.get("failures_in_a_row", 0) + 1
         error = note_error(record, check.error_kind, check.summary, self.now)
-        retry_at = self.now + dt.timedelta(seconds=self._delay(error["attempts"]))
+        retry_at = self.now + _recheck_delay(check.consumer, error["attempts"])
         record["state"] = "error"
         record["next_retry"] = now_iso(retry_at)
         error["message"] = f"{check.summary}; retrying at {retry_at:%H:%M:%S} UTC"

@@ -134,7 +134,7 @@ class ProbeRecord(TypedDict):
     lineage: str
     server_name: str
     verdict: str
-    """serves, other-lineage, stale, unknown or unreachable (``probe.Verdict``)."""
+    """serves, other-lineage, stale, not-taken, unknown, unreachable or unchecked (``consumers.Verdict``)."""
     ok: bool
     message: str
     version: int | None
@@ -154,6 +154,8 @@ class ConsumerRecord(TypedDict, total=False):
     failures: int
     """Failed reloads since the state began (a Prometheus counter)."""
     failures_in_a_row: int
+    skipped_in_a_row: int
+    """Checks in a row that found it not running: spaces out the next looks."""
 
 
 def note_error(record: LineageRecord | ConsumerRecord, kind: str, message: str, now: dt.datetime) -> ErrorRecord:

@@ -21,7 +21,7 @@ import pytest
 from tests.acme import free_port
 from tests.mailservers import WITHOUT_SYSTEMD, Dovecot
 from tests.test_consumers import as_pems, consumer, consumer_state, openssl_chain
-from tests.workspace import NAME, LivePKI, Workspace
+from tests.workspace import NAME, Agent, LivePKI, Workspace
 
 # Far beyond any wait below: a test that passes did not get there by its backoff retry.
 _NEVER_S = 3600
@@ -67,6 +67,10 @@ def _sync_without_systemd(ws: Workspace) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _readies(agent: Agent) -> int:
+    return sum("READY=1" in notification for notification in agent.read_notifications())
+
+
 def _start_dovecot(ws: Workspace, port: int, started: list[Dovecot]) -> Dovecot:
     live = ws.out / "live" / NAME
     server = Dovecot(ws.root / "dovecot", live / "fullchain.pem", live / "privkey.pem", imaps_port=port)
@@ -89,10 +93,9 @@ def test_a_consumer_skipped_while_stopped_clears_on_its_schedule_once_it_serves_
         dovecot = _start_dovecot(ws, port, stopped_dovecot)
         assert openssl_chain(dovecot.imaps_port) == as_pems(ws.pki.trimmed(renewed))
 
-        agent.wait_for(
-            lambda: consumer_state(ws, "dovecot").get("state") == "ok", timeout=120, what="the skipped consumer rechecked"
-        )
-    assert ws.chainwatch("status").returncode == 0
+        agent.wait_for(lambda: consumer_state(ws, "dovecot").get("state") == "ok", timeout=120, what="the recheck")
+        status = ws.chainwatch("status")
+        assert status.returncode == 0, status.stdout
     (probe,) = consumer_state(ws, "dovecot")["probes"]
     assert (probe["verdict"], probe["version"]) == ("serves", 2)
 
@@ -111,7 +114,8 @@ def test_sync_looks_again_at_a_skipped_consumer_and_clears_it_once_it_serves_wha
 
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert consumer_state(ws, "dovecot")["state"] == "ok"
-    assert ws.chainwatch("status").returncode == 0
+    status = ws.chainwatch("status")
+    assert status.returncode == 0, status.stdout
 
 
 def test_an_agent_restart_looks_again_at_a_skipped_consumer(ws: Workspace, stopped_dovecot: list[Dovecot]) -> None:
@@ -124,7 +128,8 @@ def test_an_agent_restart_looks_again_at_a_skipped_consumer(ws: Workspace, stopp
 
     with ws.agent(prefix=WITHOUT_SYSTEMD) as agent:  # ready: its first pass is done
         assert consumer_state(ws, "dovecot")["state"] == "ok"
-    assert ws.chainwatch("status").returncode == 0
+        status = ws.chainwatch("status")
+        assert status.returncode == 0, status.stdout
 
 
 def test_a_configuration_reload_forgets_a_removed_endpoint_and_probes_the_new_one_at_once(
@@ -141,9 +146,13 @@ def test_a_configuration_reload_forgets_a_removed_endpoint_and_probes_the_new_on
         assert ws.chainwatch("status").returncode == 2
 
         ws.write_config(consumers=consumer("dovecot", reload, [right]) + f"recheck_s = {_NEVER_S}\n")
+        readies = _readies(agent)
         agent.process.send_signal(signal.SIGHUP)
 
-        agent.wait_for(lambda: consumer_state(ws, "dovecot").get("state") == "ok", timeout=120, what="the recheck")
-        assert ws.chainwatch("status").returncode == 0
+        # READY=1 again once the first pass under the new configuration is over: by then it was probed.
+        agent.wait_for(lambda: _readies(agent) > readies, timeout=120, what="READY=1 after the reload")
+        assert consumer_state(ws, "dovecot")["state"] == "ok"
+        status = ws.chainwatch("status")
+        assert status.returncode == 0, status.stdout
         assert wrong not in json.dumps(_status(ws))
         assert [p["endpoint"] for p in consumer_state(ws, "dovecot")["probes"]] == [right]
