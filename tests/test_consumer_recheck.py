@@ -156,3 +156,24 @@ def test_a_configuration_reload_forgets_a_removed_endpoint_and_probes_the_new_on
         assert status.returncode == 0, status.stdout
         assert wrong not in json.dumps(_status(ws))
         assert [p["endpoint"] for p in consumer_state(ws, "dovecot")["probes"]] == [right]
+
+
+def test_a_configuration_reload_probes_a_changed_endpoint_of_a_consumer_that_was_fine(
+    ws: Workspace, stopped_dovecot: list[Dovecot]
+) -> None:
+    dovecot = _start_dovecot(ws, free_port(), stopped_dovecot)
+    right, closed = f"imaps://127.0.0.1:{dovecot.imaps_port}", f"imaps://127.0.0.1:{free_port()}"
+    reload = dovecot.reload_and_wait_command
+    ws.write_config(consumers=consumer("dovecot", reload, [right]) + f"recheck_s = {_NEVER_S}\n")
+    with ws.agent() as agent:
+        ws.certbot.write(NAME, ws.pki.issue())
+        agent.wait_for(lambda: consumer_state(ws, "dovecot").get("state") == "ok", what="the renewal served")
+
+        ws.write_config(consumers=consumer("dovecot", reload, [closed]) + f"recheck_s = {_NEVER_S}\n")
+        readies = _readies(agent)
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: _readies(agent) > readies, timeout=120, what="READY=1 after the reload")
+
+        assert consumer_state(ws, "dovecot")["state"] == "error"
+        assert [p["endpoint"] for p in consumer_state(ws, "dovecot")["probes"]] == [closed]
+        assert ws.chainwatch("status").returncode == 2

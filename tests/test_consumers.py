@@ -447,12 +447,13 @@ def test_a_consumer_error_persists_across_an_agent_restart_and_clears_once_the_c
         ws.certbot.write(NAME, renewed)
         agent.wait_for(lambda: consumer_state(ws, "dovecot").get("state") == "error", what="the consumer's error")
     error = consumer_state(ws, "dovecot")["error"]
-    next_retry = dt.datetime.fromisoformat(consumer_state(ws, "dovecot")["next_retry"])
 
-    with ws.agent() as agent:  # a new process: it reads state.json and finds every lineage unchanged
-        assert consumer_state(ws, "dovecot")["error"] == error
+    with ws.agent() as agent:  # a new process: it reads state.json, and looks at the consumer in error again
+        again = consumer_state(ws, "dovecot")["error"]
+        assert (again["kind"], again["since"], again["attempts"]) == (error["kind"], error["since"], 2)
         assert consumer_state(ws, "dovecot")["state"] == "error"
         assert ws.chainwatch("status").returncode == 2
+        next_retry = dt.datetime.fromisoformat(consumer_state(ws, "dovecot")["next_retry"])
 
         reload.broken = False
         hang_guard = (next_retry - dt.datetime.now(dt.UTC)).total_seconds() + 60
