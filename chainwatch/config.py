@@ -46,6 +46,8 @@ class ConsumerConfig(NamedTuple):
     probe: tuple[str, ...] = ()
     haproxy_socket: Path | None = None
     """HAProxy's stats socket: certificates go in through its runtime API, nothing is reloaded."""
+    recheck_s: float = 30.0
+    """First wait before a consumer in error or skipped is looked at again (then 2, 4, 10, 30, 120 times it)."""
 
 
 SOURCE_KINDS = ("certbot", "dehydrated", "lego", "uacme", "files")
@@ -162,6 +164,7 @@ _CONSUMER: Mapping[str, Callable[[Any], str | None]] = {
     "reload_command": _string_list,
     "haproxy_socket": _expect(str, "a path (HAProxy's stats socket)"),
     "reload_timeout_s": _expect((int, float), "seconds"),
+    "recheck_s": _expect((int, float), "seconds"),
     "probe": _string_list,
 }
 
@@ -338,6 +341,9 @@ def _consumer(where: _Where, index: int, table: Any) -> ConsumerConfig:
     timeout = table.get("reload_timeout_s", 30.0)
     if not 0 < timeout <= 600:
         raise where.error("consumer", "reload_timeout_s", "must be between 0 and 600 seconds", index)
+    recheck = table.get("recheck_s", 30.0)
+    if not 1 <= recheck <= 3600:
+        raise where.error("consumer", "recheck_s", "must be between 1 and 3600 seconds", index)
     return ConsumerConfig(
         name=table["name"],
         lineages=tuple(table.get("lineages", ["*"])),
@@ -346,6 +352,7 @@ def _consumer(where: _Where, index: int, table: Any) -> ConsumerConfig:
         haproxy_socket=Path(haproxy) if haproxy is not None else None,
         reload_timeout_s=float(timeout),
         probe=tuple(table.get("probe", [])),
+        recheck_s=float(recheck),
     )
 
 
@@ -472,6 +479,7 @@ def render_config(config: Config) -> str:
         if consumer.haproxy_socket:
             lines.append(f"haproxy_socket = {_toml_value(consumer.haproxy_socket)}")
         lines.append(f"reload_timeout_s = {consumer.reload_timeout_s}")
+        lines.append(f"recheck_s = {consumer.recheck_s}")
         if consumer.probe:
             lines.append(f"probe = {_toml_value(consumer.probe)}")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,11 @@ input. When the consumer fails with the good version too, the consumer is
 broken, not the set: the new set is switched in again and kept, and the
 consumer is in error, retried with backoff. An endpoint that cannot be reached
 at all (refused, timeout, failed handshake) is the consumer's error and never a
-reason to roll back.
+reason to roll back. Nor is an endpoint that, after a reload that said it
+succeeded, still serves exactly what it served before: the reload did not take
+(a server whose configuration no longer loads keeps what it had, whatever the
+files hold), so the consumer is in error with a hint and the others keep the
+new set.
 
 Reloads and probes run in worker threads while the calling thread keeps the
 systemd watchdog fed; probes run concurrently, bounded by one deadline a round,
@@ -58,6 +62,8 @@ PROBE_WORKERS = 16
 # The watchdog is fed at least this often while a reload or probes run.
 _KEEPALIVE_S = 1.0
 _BACKOFF_S = (30, 60, 120, 300, 900, 3600)
+# A look at a consumer with nothing new to load: one handshake or two, not a round's patience.
+_GLANCE_S = 2 * _SHORTEST_HANDSHAKE_S
 
 _HINTS = {
     "dovecot": "check ssl_cert (2.4: ssl_server_cert_file) in /etc/dovecot/conf.d/10-ssl.conf; "
@@ -68,6 +74,15 @@ _HINTS = {
     "nginx": "check ssl_certificate in the server block; see 'chainwatch consumer-config nginx'",
     "apache2": "check SSLCertificateFile in the virtual host; see 'chainwatch consumer-config apache2'",
     "haproxy": "check the crt files on the bind line; see 'chainwatch consumer-config haproxy'",
+}
+# Where to look when a server ignored its reload: most often its configuration no longer loads.
+_NOT_TAKEN_HINTS = {
+    "dovecot": "run 'doveconf -n' and see 'journalctl -u dovecot'",
+    "postfix": "run 'postfix check' and see 'journalctl -u postfix@-'",
+    "exim4": "run 'exim4 -bV' and see 'journalctl -u exim4'",
+    "nginx": "run 'nginx -t' and see 'journalctl -u nginx'",
+    "apache2": "run 'apache2ctl configtest' and see 'journalctl -u apache2'",
+    "haproxy": "run 'haproxy -c -f /etc/haproxy/haproxy.cfg' and see 'journalctl -u haproxy'",
 }
 
 Reloader = Callable[[ConsumerConfig], ReloadResult]
@@ -95,6 +110,8 @@ class Verdict(StrEnum):
     """An older (or rejected) version of the lineage."""
     UNKNOWN = "unknown"
     """A chain chainwatch never published: the consumer reads other files."""
+    NOT_TAKEN = "not-taken"
+    """An older version, exactly what it served before its reload: the reload did not take."""
     UNREACHABLE = "unreachable"
     """No chain at all: refused, timed out or failed handshake."""
     UNCHECKED = "unchecked"
@@ -133,24 +150,38 @@ class Check:
 
     consumer: ConsumerConfig
     names: tuple[str, ...]
-    reload: ReloadResult
+    reload: ReloadResult | None
+    """None: only probed, not reloaded (a look at a consumer that has nothing new to load)."""
     reports: tuple[ProbeReport, ...] = ()
 
     @property
     def skipped(self) -> bool:
-        return self.reload.result == Result.SKIPPED
+        return self.reload is not None and self.reload.result == Result.SKIPPED
+
+    @property
+    def reload_failed(self) -> bool:
+        return self.reload is not None and not self.reload.ok
 
     @property
     def blames_sets(self) -> bool:
         """Failed in a way the served sets may cause: the reload, or serving the wrong chain."""
         if self.skipped:
             return False
-        return not self.reload.ok or any(r.verdict in (Verdict.STALE, Verdict.UNKNOWN) for r in self.reports)
+        return self.reload_failed or any(r.verdict in (Verdict.STALE, Verdict.UNKNOWN) for r in self.reports)
+
+    @property
+    def not_taken(self) -> bool:
+        """Reloaded, yet some endpoint still serves what it served before: nothing is known of the new set."""
+        return not self.reload_failed and any(r.verdict == Verdict.NOT_TAKEN for r in self.reports)
 
     @property
     def ok(self) -> bool:
         # Unchecked names prove nothing either way; the checked ones decide.
-        return self.reload.ok and not self.skipped and all(r.ok or r.verdict == Verdict.UNCHECKED for r in self.reports)
+        return (
+            not self.reload_failed
+            and not self.skipped
+            and all(r.ok or r.verdict == Verdict.UNCHECKED for r in self.reports)
+        )
 
     @property
     def proven(self) -> bool:
@@ -159,22 +190,22 @@ class Check:
 
     @property
     def error_kind(self) -> str:
-        if not self.reload.ok:
+        if self.reload_failed:
             return "reload"
         wrong = [r for r in self.reports if r.verdict in (Verdict.STALE, Verdict.UNKNOWN)]
-        return "stale" if wrong else "unreachable"
+        return "stale" if wrong else "not-taken" if self.not_taken else "unreachable"
 
     @property
     def summary(self) -> str:
         """The failure as a sentence that names the consumer."""
-        if not self.reload.ok:
+        if self.reload_failed:
             return f"{self.consumer.name} {self.failure}"
         return self.failure  # probe messages name their consumer
 
     @property
     def failure(self) -> str:
         """What went wrong, in a few words (empty when nothing did)."""
-        if not self.reload.ok:
+        if self.reload is not None and not self.reload.ok:
             return f"reload failed: {self.reload.detail}"
         bad = [r for r in self.reports if not r.ok and r.verdict != Verdict.UNCHECKED]
         if not bad:
@@ -216,6 +247,33 @@ def classify_served(
     return Verdict.UNKNOWN, message, None
 
 
+def not_taken_message(consumer: ConsumerConfig, endpoint: str, lineage: str, served: int, current: int | None) -> str:
+    """What to say of an endpoint still serving, after its reload, the version it served before."""
+    server = consumer.name
+    if server not in _NOT_TAKEN_HINTS and consumer.unit:
+        server = consumer.unit.removesuffix(".service").split("@", 1)[0]
+    hint = _NOT_TAKEN_HINTS.get(server, "check that its configuration still loads, and its log")
+    return (
+        f"{consumer.name} on {endpoint} still serves version {served} of {lineage} after its reload, "
+        f"version {current} is published: the reload did not take (its configuration may no longer load; "
+        f"{hint}); the certificate is not blamed"
+    )
+
+
+def _recheck_delay(consumer: ConsumerConfig, attempt: int) -> dt.timedelta:
+    """When to look again at a consumer in error or skipped: its ``recheck_s``, growing as ``_BACKOFF_S`` does."""
+    factor = _BACKOFF_S[min(attempt - 1, len(_BACKOFF_S) - 1)] / _BACKOFF_S[0]
+    return dt.timedelta(seconds=consumer.recheck_s * factor)
+
+
+def _probes_moved(consumer: ConsumerConfig, record: ConsumerRecord) -> bool:
+    """Was the consumer last probed on other endpoints than it has now (a configuration change)?"""
+    if "last_reload" not in record:
+        return False  # never checked: its first renewal will
+    configured = {str(parse_endpoint(text)) for text in consumer.probe}
+    return {probe["endpoint"] for probe in record.get("probes", [])} != configured
+
+
 class ConsumerHook:
     """The agent's and ``sync``'s after-batch step."""
 
@@ -228,6 +286,19 @@ class ConsumerHook:
         self.reloader = reloader
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.fetch = fetch
+        self._processor: Processor | None = None
+
+    def first_look(self, processor: Processor) -> bool:
+        """Is this the first step under ``processor``?
+
+        The agent makes a new one when it starts and at each reload of its
+        configuration, and ``sync`` one a run: the moments when every consumer
+        in error or skipped, or probed on endpoints no longer configured, is
+        looked at again at once rather than at its next retry.
+        """
+        first = processor is not self._processor
+        self._processor = processor
+        return first
 
     def __call__(
         self, processor: Processor, outcomes: list[Outcome], keepalive: Keepalive = _nothing
@@ -248,6 +319,13 @@ class _Step:
         self.retries: dict[str, dt.datetime] = {}
         self.probing_left = STEP_PROBING_S
         """Probing time this step may still spend (reloads have their own timeout)."""
+        self.served_before: dict[str, dict[tuple[str, str, str], int]] = {}
+        self.good_before = {
+            name: good
+            for name in processor.state.names()
+            if (good := processor.state.lineage(name).get("good")) is not None
+        }
+        """Each lineage's last known good version as the step began."""
 
     # -- the step --------------------------------------------------------------------------
 
@@ -258,25 +336,29 @@ class _Step:
             del state.data["consumers"][gone]  # removed from the configuration: nothing to report
         batch = [o.lineage for o in outcomes]
         changed = [o.lineage for o in outcomes if o.published] + self._switch_in_due_pending(outcomes)
-        asked: list[tuple[ConsumerConfig, list[str]]] = []
+        first = self.hook.first_look(self.processor)
+        asked: list[tuple[ConsumerConfig, list[str], bool]] = []
         for consumer in self.processor.config.consumers:
             record = state.consumer(consumer.name)
             names = affected(consumer, changed)
-            due = self._due(record.get("next_retry")) and bool(affected(consumer, batch))
+            mine = bool(affected(consumer, batch))
+            again = first and (record.get("state") in ("error", "skipped") or _probes_moved(consumer, record))
+            due = mine and (self._due(record.get("next_retry")) or again)
             if due or (names and record.get("state") == "error"):
                 # A consumer in error is judged again on everything it failed
                 # with, never cleared by a check of some other lineage alone.
                 extra = [*(batch if due else []), *record.get("lineages", [])]
                 names = [n for n in affected(consumer, dict.fromkeys([*names, *extra])) if state.has_lineage(n)]
             if names:
-                asked.append((consumer, names))
+                # Nothing new for it to load: whether it serves what is published is a look away.
+                asked.append((consumer, names, not affected(consumer, changed)))
         if asked:
             # Reloads and probes take seconds: meanwhile `status` shows what
             # the pass published, and the journal says it. With nothing to
             # ask, the pass's own save at its end is enough (at 10,000
             # lineages a save of state.json is a twentieth of a restart).
             self.processor.checkpoint()
-        checks = {consumer.name: self._check(consumer, names) for consumer, names in asked}
+        checks = {consumer.name: self._check(consumer, names, look_first) for consumer, names, look_first in asked}
         self._settle(checks, changed)
         for consumer in self.processor.config.consumers:
             retry = parse_iso(state.consumer(consumer.name).get("next_retry"))
@@ -423,7 +505,8 @@ class _Step:
             check = final[consumer]
             if check.skipped:
                 return not (consumer in first and first[consumer].blames_sets)
-            return not check.blames_sets
+            # A reload that did not take says nothing for the set either: it is no one's fallback yet.
+            return not check.blames_sets and not check.not_taken
         record = self.processor.state.consumer(consumer)
         error = record.get("error")
         return record.get("state") != "error" or (error is not None and error["kind"] == "unreachable")
@@ -495,7 +578,15 @@ class _Step:
 
     # -- one consumer ------------------------------------------------------------------------
 
-    def _check(self, consumer: ConsumerConfig, names: list[str]) -> Check:
+    def _check(self, consumer: ConsumerConfig, names: list[str], look_first: bool = False) -> Check:
+        if look_first and consumer.probe:
+            # A consumer skipped while stopped reads the published files when
+            # it starts, and one whose error was fixed by hand may serve them
+            # already: neither needs a reload to be seen doing so.
+            glance = Check(consumer, tuple(names), None, tuple(self._probe(consumer, names, _GLANCE_S)))
+            if glance.proven:
+                self._log_reports(consumer, glance.reports)
+                return glance
         result = self._alive(lambda: self.hook.reloader(consumer))
         if result.result == Result.SKIPPED:
             self.journal.log(Event.RELOAD_SKIPPED, f"{consumer.name}: {result.detail}", consumer=consumer.name)
@@ -512,6 +603,10 @@ class _Step:
             via=result.via,
         )
         reports = self._probe(consumer, names) if consumer.probe else []
+        self._log_reports(consumer, reports)
+        return Check(consumer, tuple(names), result, tuple(reports))
+
+    def _log_reports(self, consumer: ConsumerConfig, reports: Iterable[ProbeReport]) -> None:
         for report in reports:
             # Another lineage's chain is fine: that name is not this consumer's.
             event = Event.PROBE_OK if report.ok else Event.PROBE_FAILED
@@ -520,12 +615,13 @@ class _Step:
             self.journal.log(
                 event, report.message, lineage=report.lineage, consumer=consumer.name, endpoint=report.endpoint
             )
-        return Check(consumer, tuple(names), result, tuple(reports))
 
-    def _probe(self, consumer: ConsumerConfig, names: list[str]) -> list[ProbeReport]:
+    def _probe(
+        self, consumer: ConsumerConfig, names: list[str], patience: float = PROBE_PATIENCE_S
+    ) -> list[ProbeReport]:
         """Every endpoint and server name at once, within one deadline."""
         started = time.monotonic()
-        deadline = started + min(PROBE_PATIENCE_S, self.probing_left)
+        deadline = started + min(patience, self.probing_left)
         tasks = []
         for text in consumer.probe:
             endpoint = parse_endpoint(text)
@@ -545,6 +641,29 @@ class _Step:
         self.probing_left = max(0.0, self.probing_left - (time.monotonic() - started))
         return [future.result() for future in futures]
 
+    def _before(self, consumer: ConsumerConfig, endpoint: str, server_name: str | None, lineage: str) -> int | None:
+        """The version ``endpoint`` served for ``server_name`` before this step, as far as anyone knows."""
+        known = self._served_before(consumer).get((endpoint, server_name or "", lineage))
+        return known if known is not None else self.good_before.get(lineage)
+
+    def _served_before(self, consumer: ConsumerConfig) -> dict[tuple[str, str, str], int]:
+        """(endpoint, server name, lineage) -> the version each endpoint served at the consumer's last check.
+
+        Taken from the record as it was when this step began (the step writes
+        it at its end); without one, the lineage's last known good version,
+        which every consumer served then.
+        """
+        known = self.served_before.get(consumer.name)
+        if known is None:
+            record = self.processor.state.consumer(consumer.name)
+            known = {}
+            for probe in record.get("probes", []):
+                version = probe.get("version")
+                if version is not None and probe.get("verdict") in (Verdict.SERVES, Verdict.STALE, Verdict.NOT_TAKEN):
+                    known[(probe["endpoint"], probe["server_name"], probe["lineage"])] = version
+            self.served_before[consumer.name] = known
+        return known
+
     def _probe_one(
         self, consumer: ConsumerConfig, endpoint: Endpoint, lineage: str, server_name: str | None, deadline: float
     ) -> ProbeReport:
@@ -560,6 +679,11 @@ class _Step:
                 verdict, message, version = classify_served(
                     self.processor, lineage, served, consumer.name, str(endpoint)
                 )
+                before = self._before(consumer, str(endpoint), server_name, lineage)
+                if verdict == Verdict.STALE and version is not None and version == before:
+                    verdict = Verdict.NOT_TAKEN
+                    current = self.processor.publisher.current_version(lineage)
+                    message = not_taken_message(consumer, str(endpoint), lineage, version, current)
                 report = ProbeReport(str(endpoint), lineage, server_name or "", verdict, message, version)
             except ProbeError as error:
                 message = f"{consumer.name} on {error}" if str(error).startswith(str(endpoint)) else str(error)
@@ -587,24 +711,29 @@ class _Step:
         for legacy in ("via", "result", "detail"):  # the previous release's layout
             record.pop(legacy, None)  # type: ignore[misc]
         result = check.reload
-        record["last_reload"] = ReloadRecord(
-            at=now_iso(self.now),
-            via=result.via,
-            result=str(result.result),
-            detail=result.detail,
-            seconds=result.seconds,
-        )
+        if result is not None:
+            record["last_reload"] = ReloadRecord(
+                at=now_iso(self.now),
+                via=result.via,
+                result=str(result.result),
+                detail=result.detail,
+                seconds=result.seconds,
+            )
+            if not result.ok:
+                record["failures"] = record.get("failures", 0) + 1
         record["lineages"] = list(check.names)
         record["probes"] = [report.record(self.hook.clock()) for report in check.reports]
-        if not result.ok:
-            record["failures"] = record.get("failures", 0) + 1
         if check.skipped:
             record["state"] = "skipped"
-            # An error it had stays until a check succeeds; look again then.
+            # Looked at again on the consumer's schedule: started meanwhile,
+            # it serves the published files without being told. An error it
+            # had stays until a check succeeds.
+            skips = record["skipped_in_a_row"] = record.get("skipped_in_a_row", 0) + 1
             error = record.get("error")
-            retry = self.now + dt.timedelta(seconds=self._delay(error["attempts"])) if error else None
-            record["next_retry"] = now_iso(retry) if retry else None
+            retry = self.now + _recheck_delay(check.consumer, error["attempts"] if error else skips)
+            record["next_retry"] = now_iso(retry)
             return
+        record["skipped_in_a_row"] = 0
         if check.ok:
             cleared = clear_error(record)
             record["state"] = "ok"
@@ -619,7 +748,7 @@ class _Step:
             return
         record["failures_in_a_row"] = record.get("failures_in_a_row", 0) + 1
         error = note_error(record, check.error_kind, check.summary, self.now)
-        retry_at = self.now + dt.timedelta(seconds=self._delay(error["attempts"]))
+        retry_at = self.now + _recheck_delay(check.consumer, error["attempts"])
         record["state"] = "error"
         record["next_retry"] = now_iso(retry_at)
         error["message"] = f"{check.summary}; retrying at {retry_at:%H:%M:%S} UTC"

@@ -12,6 +12,7 @@ import datetime as dt
 import importlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -19,7 +20,10 @@ from typing import Any, TextIO
 
 from chainwatch.printable import printable
 
-__all__ = ["MESSAGE_IDS", "PRIORITIES", "Event", "Journal", "Priority", "under_journald"]
+__all__ = [
+    "MESSAGE_IDS", "PRIORITIES", "ROUTINE", "SEVERITIES", "SEVERITY_PRIORITIES",
+    "Event", "Journal", "Priority", "Severity", "priority_of", "under_journald",
+]  # fmt: skip
 
 
 class Event(StrEnum):
@@ -88,36 +92,61 @@ class Priority(IntEnum):
     INFO = 6
 
 
-PRIORITIES: dict[Event, Priority] = {
-    # A refusal or a failure: something is not as it should be now.
-    Event.REJECTED: Priority.ERR,
-    Event.INCONSISTENT_TOO_LONG: Priority.ERR,
-    Event.CONFIG_REJECTED: Priority.ERR,
-    Event.RELOAD_FAILED: Priority.ERR,
-    Event.ROLLED_BACK: Priority.ERR,
-    Event.ROLLED_FORWARD: Priority.ERR,
-    Event.ERROR: Priority.ERR,
-    # Served, but someone should look.
-    Event.SERVED_WITH_WARNINGS: Priority.WARNING,
-    Event.LINEAGE_REMOVED: Priority.WARNING,
-    Event.RELOAD_SKIPPED: Priority.WARNING,
-    Event.NOT_ROLLED_BACK: Priority.WARNING,
-    Event.PROBE_FAILED: Priority.WARNING,
-    Event.RECONCILING: Priority.WARNING,
-    # Worth knowing, nothing to do.
-    Event.PUBLISHED: Priority.NOTICE,
-    Event.LINEAGE_ADDED: Priority.NOTICE,
-    Event.CONFIG_RELOADED: Priority.NOTICE,
-    Event.RELOADED: Priority.NOTICE,
-    Event.CONSUMER_RECOVERED: Priority.NOTICE,
-    Event.PROBE_UNCHECKED: Priority.NOTICE,
-    # Routine.
-    Event.STARTED: Priority.INFO,
-    Event.STOPPING: Priority.INFO,
-    Event.UNCHANGED: Priority.INFO,
-    Event.INCONSISTENT: Priority.INFO,
-    Event.PROBE_OK: Priority.INFO,
+class Severity(StrEnum):
+    """How bad what an event leaves is, in the words ``chainwatch status`` uses for it."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+SEVERITY_PRIORITIES: dict[Severity, Priority] = {
+    Severity.CRITICAL: Priority.ERR,
+    Severity.WARNING: Priority.WARNING,
+    Severity.OK: Priority.NOTICE,
 }
+"""The one mapping from severity to journal priority (the man page states it):
+``journalctl -p err`` shows everything ``status`` calls critical."""
+
+
+def priority_of(severity: Severity | str, *, routine: bool = False) -> Priority:
+    """The journal priority of ``severity`` (as ``status`` words it); routine ok events are info."""
+    priority = SEVERITY_PRIORITIES[Severity(severity)]
+    return Priority.INFO if routine and priority == Priority.NOTICE else priority
+
+
+SEVERITIES: dict[Event, Severity] = {
+    # What `status` then says of the lineage, the consumer or the agent the event is about.
+    Event.REJECTED: Severity.CRITICAL,
+    Event.INCONSISTENT_TOO_LONG: Severity.CRITICAL,
+    Event.CONFIG_REJECTED: Severity.CRITICAL,
+    Event.RELOAD_FAILED: Severity.CRITICAL,
+    Event.ROLLED_BACK: Severity.CRITICAL,
+    Event.ROLLED_FORWARD: Severity.CRITICAL,  # the consumer stays in error
+    Event.NOT_ROLLED_BACK: Severity.CRITICAL,  # the consumer stays in error
+    Event.PROBE_FAILED: Severity.CRITICAL,  # the consumer is in error until it serves the set
+    Event.ERROR: Severity.CRITICAL,
+    Event.SERVED_WITH_WARNINGS: Severity.WARNING,
+    Event.LINEAGE_REMOVED: Severity.WARNING,
+    Event.RELOAD_SKIPPED: Severity.WARNING,
+    Event.RECONCILING: Severity.WARNING,
+    Event.PUBLISHED: Severity.OK,
+    Event.LINEAGE_ADDED: Severity.OK,
+    Event.CONFIG_RELOADED: Severity.OK,
+    Event.RELOADED: Severity.OK,
+    Event.CONSUMER_RECOVERED: Severity.OK,
+    Event.PROBE_UNCHECKED: Severity.OK,  # proves nothing either way: the consumer stays as it was
+    Event.STARTED: Severity.OK,
+    Event.STOPPING: Severity.OK,
+    Event.UNCHANGED: Severity.OK,
+    Event.INCONSISTENT: Severity.OK,  # certbot mid-write: the previous set stays served
+    Event.PROBE_OK: Severity.OK,
+}
+
+ROUTINE = frozenset({Event.STARTED, Event.STOPPING, Event.UNCHANGED, Event.INCONSISTENT, Event.PROBE_OK})
+"""Ok and nothing changed: info rather than notice."""
+
+PRIORITIES: dict[Event, Priority] = {event: priority_of(SEVERITIES[event], routine=event in ROUTINE) for event in Event}
 """One priority per event, stated in the event's catalog entry too: an event
 that could be routine or trouble is two events."""
 
@@ -248,7 +277,12 @@ class Journal:
             fields["CHAINWATCH_VERSION"] = str(version)
         for key, value in extra.items():
             fields[f"CHAINWATCH_{key.upper()}"] = str(value)
-        moment = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        # A pass writes its entries after saving state, all at one instant:
+        # these say when each event happened (the monotonic one for durations).
+        now = dt.datetime.now(dt.UTC)
+        fields["CHAINWATCH_EVENT_TIME"] = now.isoformat(timespec="microseconds")
+        fields["CHAINWATCH_EVENT_MONOTONIC_USEC"] = str(time.monotonic_ns() // 1000)
+        moment = now.strftime("%Y-%m-%d %H:%M:%S")
         if self._holding:
             self._held.append((message, fields, moment))
         else:

@@ -140,7 +140,7 @@ class ProbeRecord(TypedDict):
     lineage: str
     server_name: str
     verdict: str
-    """serves, other-lineage, stale, unknown or unreachable (``probe.Verdict``)."""
+    """serves, other-lineage, stale, not-taken, unknown, unreachable or unchecked (``consumers.Verdict``)."""
     ok: bool
     message: str
     version: int | None
@@ -161,6 +161,8 @@ class ConsumerRecord(TypedDict, total=False):
     failures: int
     """Failed reloads since the state began (a Prometheus counter)."""
     failures_in_a_row: int
+    skipped_in_a_row: int
+    """Checks in a row that found it not running: spaces out the next looks."""
 
 
 class AgentRecord(TypedDict, total=False):
@@ -174,6 +176,8 @@ class AgentRecord(TypedDict, total=False):
     heartbeat: str
     stopped: str
     config_error: str
+    watch_error: str
+    """What inotify could not watch and why; absent once everything is watched."""
 
 
 def note_error(record: LineageRecord | ConsumerRecord, kind: str, message: str, now: dt.datetime) -> ErrorRecord:

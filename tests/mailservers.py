@@ -79,15 +79,27 @@ exit 1
 class Dovecot:
     """``dovecot -F -c CONF`` with IMAPS and IMAP+STARTTLS on loopback, and POP3+STARTTLS if asked."""
 
-    def __init__(self, folder: Path, cert: Path, key: Path, *, pop3: bool = False, ssl: str | None = None) -> None:
-        """Serve ``cert`` and ``key``, or what the lines ``ssl`` say (``cert`` is then what a reload waits for)."""
+    def __init__(
+        self,
+        folder: Path,
+        cert: Path,
+        key: Path,
+        *,
+        pop3: bool = False,
+        ssl: str | None = None,
+        imaps_port: int | None = None,
+    ) -> None:
+        """Serve ``cert`` and ``key``, or what the lines ``ssl`` say (``cert`` is then what a reload waits for).
+
+        ``imaps_port``: the port a previous instance had (a Dovecot stopped, then started again).
+        """
         if not shutil.which("dovecot"):
             raise RuntimeError("dovecot-imapd is a Debian package that .ci/setup installs")
         if pop3 and not Path("/usr/lib/dovecot/pop3").exists():
             raise RuntimeError("dovecot-pop3d is a Debian package that .ci/setup installs")
         self.folder = folder
         self.cert = cert
-        self.imaps_port, self.imap_port = free_port(), free_port()
+        self.imaps_port, self.imap_port = imaps_port or free_port(), free_port()
         self.pop3_port = free_port() if pop3 else 0
         ssl_settings = ssl or f"ssl = required\nssl_cert = <{cert}\nssl_key = <{key}"
         pop3_service = (

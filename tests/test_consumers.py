@@ -307,27 +307,32 @@ def test_a_unit_consumer_on_a_host_without_systemd_is_skipped_and_the_renewal_st
     assert ws.chainwatch("status").returncode == 1
 
 
-def test_a_consumer_serving_a_stale_chain_is_an_error_with_the_reason_and_the_new_set_is_rolled_back(
+def test_a_consumer_still_serving_after_its_reload_what_it_served_before_is_in_error_and_the_set_is_not_blamed(
     ws: Workspace, dovecot: Dovecot
 ) -> None:
     # Reloaded with "true", Dovecot never reads the new set: it still serves
-    # version 1, and serves it fine once version 1 is switched back in.
-    ws.write_config(consumers=consumer("dovecot", ["true"], [f"imaps://127.0.0.1:{dovecot.imaps_port}"]))
-    expected = f"dovecot on imaps://127.0.0.1:{dovecot.imaps_port} serves version 1 of {NAME}, version 2 is published"
+    # version 1, as a server whose configuration no longer loads would. That
+    # says nothing against version 2, which stays served.
+    endpoint = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    ws.write_config(consumers=consumer("dovecot", ["true"], [endpoint]))
+    expected = f"dovecot on {endpoint} still serves version 1 of {NAME} after its reload, version 2 is published"
     ws.certbot.write(NAME, ws.pki.issue())
 
     synced = ws.chainwatch("sync")
 
     assert synced.returncode == 2
     assert any(expected in line for line in synced.stderr.splitlines() if " chainwatch probe-failed " in line)
-    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/1")
+    assert " chainwatch rolled-back " not in synced.stderr
+    assert (ws.out / "live" / NAME).readlink() == Path("../versions/mail.example.test/2")
     record = lineage_state(ws)
-    assert record["pending"]["version"] == 2
-    assert expected in record["pending"]["reason"]
-    assert expected in record["message"]
+    assert (record.get("pending"), record["status"], record["good"]) == (None, "ok", 1)
+    error = consumer_state(ws, "dovecot")["error"]
+    assert error["kind"] == "not-taken"
+    assert expected in error["message"]
     status = ws.chainwatch("status")
     assert status.returncode == 2
     assert expected in status.stdout
+    assert "doveconf -n" in status.stdout
 
 
 def test_postfix_serves_the_sanitized_chain_over_smtp_starttls(ws: Workspace) -> None:
@@ -410,7 +415,7 @@ def test_the_watchdog_is_fed_through_a_slow_reload_and_probes_of_ten_names_and_a
 
 def test_the_watchdog_is_fed_while_a_probe_round_waits_its_whole_deadline(ws: Workspace, dovecot: Dovecot) -> None:
     # Reloaded with "true", Dovecot keeps serving version 1: the probe asks
-    # again and again until the round's deadline, then the set is rolled back.
+    # again and again until the round's deadline, then the consumer is in error.
     ws.write_config(consumers=consumer("dovecot", ["true"], [f"imaps://127.0.0.1:{dovecot.imaps_port}"]))
     # Shorter than WATCHDOG_S: half of it must be less than the round, which
     # asks until a handshake no longer fits before its deadline, so it lasts at
@@ -423,9 +428,9 @@ def test_the_watchdog_is_fed_while_a_probe_round_waits_its_whole_deadline(ws: Wo
         ws.certbot.write(NAME, ws.pki.issue())
         agent.wait_for(lambda: lineage_state(ws).get("version") == 2, what="version 2 in state before the probes")
         start = time.monotonic()
-        agent.wait_for(lambda: lineage_state(ws).get("pending") is not None, timeout=60, what="the rollback in state")
+        agent.wait_for(lambda: consumer_state(ws, "dovecot").get("error") is not None, timeout=60, what="its error")
         end = time.monotonic()
-    assert lineage_state(ws)["version"] == 1
+    assert lineage_state(ws)["version"] == 2
     assert end - start > watchdog_s / 2
     gaps = watchdog_gaps(received, start, end)
     assert max(gaps) < watchdog_s / 2, gaps
@@ -442,12 +447,13 @@ def test_a_consumer_error_persists_across_an_agent_restart_and_clears_once_the_c
         ws.certbot.write(NAME, renewed)
         agent.wait_for(lambda: consumer_state(ws, "dovecot").get("state") == "error", what="the consumer's error")
     error = consumer_state(ws, "dovecot")["error"]
-    next_retry = dt.datetime.fromisoformat(consumer_state(ws, "dovecot")["next_retry"])
 
-    with ws.agent() as agent:  # a new process: it reads state.json and finds every lineage unchanged
-        assert consumer_state(ws, "dovecot")["error"] == error
+    with ws.agent() as agent:  # a new process: it reads state.json, and looks at the consumer in error again
+        again = consumer_state(ws, "dovecot")["error"]
+        assert (again["kind"], again["since"], again["attempts"]) == (error["kind"], error["since"], 2)
         assert consumer_state(ws, "dovecot")["state"] == "error"
         assert ws.chainwatch("status").returncode == 2
+        next_retry = dt.datetime.fromisoformat(consumer_state(ws, "dovecot")["next_retry"])
 
         reload.broken = False
         hang_guard = (next_retry - dt.datetime.now(dt.UTC)).total_seconds() + 60

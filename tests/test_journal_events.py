@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chainwatch.config import load_config
-from chainwatch.journal import MESSAGE_IDS, PRIORITIES, Event, Journal, Priority
+from chainwatch.consumers import ConsumerHook
+from chainwatch.journal import MESSAGE_IDS, PRIORITIES, ROUTINE, SEVERITIES, Event, Journal, Priority, priority_of
 from chainwatch.reconcile import Processor
 from tests.conftest import DEBIAN12_STORE
 from tests.workspace import NAME, LivePKI, Workspace
@@ -158,3 +161,74 @@ def test_a_state_file_rebuilt_from_what_is_published_is_journaled_at_warning(ws:
     # a state that was lost is trouble an admin must see with `journalctl -p warning`.
     assert reconciling["PRIORITY"] == "4"
     assert ws.state()["lineages"][NAME]["version"] == 1
+
+
+# -- one mapping from severity to priority, and each event's own time --------------------------
+
+
+def test_every_event_is_logged_at_the_priority_its_severity_maps_to() -> None:
+    for event in Event:
+        assert PRIORITIES[event] == priority_of(SEVERITIES[event], routine=event in ROUTINE), event
+
+
+def _consumer_pass(ws: Workspace, consumers: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One renewal and its consumer step in this process, the journal recorded; then `status --json`."""
+    ws.write_config(consumers=consumers)
+    ws.certbot.write(NAME, ws.pki.issue())
+    journal = Journal(io.StringIO(), native=False)
+    recorder = _Recorder()
+    journal._send = recorder  # see _Recorder
+    processor = Processor(load_config(ws.config), journal)
+    with processor.exclusive():
+        ConsumerHook()(processor, processor.process_batch([NAME]))
+    status = json.loads(ws.chainwatch("status", "--json").stdout)
+    return recorder.entries, status
+
+
+@pytest.mark.parametrize(
+    ("reload", "probe", "event"),
+    [
+        (["true"], "closed", "probe-failed"),  # every handshake refused: status calls it critical
+        (["false"], "", "reload-failed"),
+    ],
+)
+def test_a_consumer_event_is_logged_at_the_priority_of_the_severity_status_gives_the_consumer(
+    ws: Workspace, reload: list[str], probe: str, event: str
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    probes = [f"imaps://127.0.0.1:{port}"] if probe == "closed" else []
+    consumers = f'[[consumer]]\nname = "dovecot"\nreload_command = {json.dumps(reload)}\nprobe = {json.dumps(probes)}\n'
+    entries, status = _consumer_pass(ws, consumers)
+
+    (consumer,) = status["consumers"]
+    logged = [entry for entry in entries if entry["CHAINWATCH_EVENT"] == event]
+    assert logged, entries
+    for entry in logged:
+        assert entry["PRIORITY"] == str(int(priority_of(consumer["state"]))), (entry, consumer["state"])
+
+
+def test_each_journal_entry_carries_the_moment_its_event_happened_not_when_the_pass_wrote_it(
+    ws: Workspace,
+) -> None:
+    # Consumers are reloaded one after the other and their events written at
+    # the end of the pass; the second reload takes at least a second, and the
+    # entries must still show it.
+    consumers = (
+        '[[consumer]]\nname = "quick"\nreload_command = ["true"]\n'
+        '[[consumer]]\nname = "slow"\nreload_command = ["sleep", "1"]\n'
+    )
+    entries, _ = _consumer_pass(ws, consumers)
+
+    def moment(consumer: str) -> tuple[dt.datetime, int]:
+        (entry,) = [e for e in entries if e["CHAINWATCH_EVENT"] == "reloaded" and e["CHAINWATCH_CONSUMER"] == consumer]
+        return dt.datetime.fromisoformat(entry["CHAINWATCH_EVENT_TIME"]), int(entry["CHAINWATCH_EVENT_MONOTONIC_USEC"])
+
+    quick_at, quick_usec = moment("quick")
+    slow_at, slow_usec = moment("slow")
+    assert quick_at.tzinfo is not None
+    assert slow_at - quick_at >= dt.timedelta(seconds=1)
+    assert slow_usec - quick_usec >= 1_000_000
+    for entry in entries:
+        assert dt.datetime.fromisoformat(entry["CHAINWATCH_EVENT_TIME"]) <= dt.datetime.now(dt.UTC)

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,3 +273,68 @@ def test_after_a_rollback_every_consumer_of_the_lineage_is_reloaded_not_only_the
     assert other.calls() == ["1 reloaded", "2 reloaded"]
     assert reload.calls() == ["rejected", "reloaded"]
     assert consumer_state(ws, "postfix")["state"] == "ok"
+
+
+@pytest.fixture
+def dovecot_and_postfix(ws: Workspace) -> Iterator[tuple[Dovecot, Postfix]]:
+    live = ws.out / "live" / NAME
+    dovecot = Dovecot(ws.root / "dovecot", live / "fullchain.pem", live / "privkey.pem")
+    try:
+        postfix = Postfix(ws.root / "postfix", live / "key+fullchain.pem")
+        try:
+            # Until Dovecot's master has said it is up, a SIGHUP may still kill it.
+            deadline = time.monotonic() + 30
+            while "starting up" not in dovecot.log() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            yield dovecot, postfix
+        finally:
+            postfix.stop()
+    finally:
+        dovecot.stop()
+
+
+def test_a_reload_that_does_not_take_is_the_consumers_error_and_every_other_consumer_keeps_the_renewal(
+    ws: Workspace, dovecot_and_postfix: tuple[Dovecot, Postfix]
+) -> None:
+    dovecot, postfix = dovecot_and_postfix
+    # As `systemctl reload dovecot` does (ExecReload=kill -HUP): it exits 0 whatever Dovecot then makes of its files.
+    hup = ["kill", "-HUP", str(dovecot.process.pid)]
+    dovecot_probe = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    ws.write_config(
+        consumers=consumer("dovecot", hup, [dovecot_probe])
+        + consumer("postfix", postfix.reload_and_wait_command, [f"smtp+starttls://127.0.0.1:{postfix.port}"])
+    )
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert ws.chainwatch("sync").returncode == 0
+    version_2 = as_pems(ws.published())
+    assert openssl_chain(dovecot.imaps_port) == version_2
+    # An edit breaks Dovecot's configuration: on SIGHUP it logs "Error reading
+    # configuration" and keeps serving what it had loaded.
+    with dovecot.conf.open("a") as conf:
+        conf.write("this line is not a setting\n")
+    renewed = ws.pki.issue()
+    ws.certbot.write(NAME, renewed)
+
+    synced = ws.chainwatch("sync")
+
+    assert "Error reading configuration" in dovecot.log()
+    assert synced.returncode == 2
+    assert "dovecot in error" in synced.stdout
+    # The certificate is not blamed: version 3 stays served, and Postfix keeps serving it.
+    assert not events(synced.stderr, "rolled-back")
+    assert served_version(ws) == 3
+    assert openssl_chain(postfix.port, "smtp") == as_pems(ws.pki.trimmed(renewed))
+    assert openssl_chain(dovecot.imaps_port) == version_2
+    record = lineage_state(ws)
+    assert (record["version"], record.get("pending"), record["status"]) == (3, None, "ok")
+    assert consumer_state(ws, "postfix")["state"] == "ok"
+    dovecot_record = consumer_state(ws, "dovecot")
+    assert dovecot_record["state"] == "error"
+    assert dovecot_record["error"]["kind"] == "not-taken"
+    message = dovecot_record["error"]["message"]
+    assert f"dovecot on {dovecot_probe} still serves version 2 of {NAME} after its reload" in message
+    assert "the reload did not take" in message
+    assert "doveconf -n" in message and "journalctl -u dovecot" in message
+    status = ws.chainwatch("status")
+    assert status.returncode == 2
+    assert "the reload did not take" in status.stdout

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,9 +206,10 @@ class Workspace:
 
     @contextlib.contextmanager
     def agent(
-        self, env: dict[str, str] | None = None, wait_ready: bool = True, prefix: tuple[str, ...] = ()
+        self, env: dict[str, str] | None = None, wait_ready: bool = True, prefix: Sequence[str] = ()
     ) -> Iterator[Agent]:
-        """The agent, run by ``prefix`` (a command that ends by exec'ing its arguments) when given."""
+        """``chainwatch run``; ``prefix``: a command to run it under, which ends by exec'ing its arguments
+        (e.g. ``mailservers.WITHOUT_SYSTEMD``)."""
         notify_path = self.root / "notify.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
