@@ -11,12 +11,14 @@ from pathlib import Path
 from chainwatch.agent import Agent
 from chainwatch.atomic import UnsafePathError
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
+from chainwatch.config import Config
 from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
 from chainwatch.metrics import write_metrics
 from chainwatch.reconcile import Outcome, Processor
 from chainwatch.sources import describe, valid_lineage_name
+from chainwatch.state import StateFile
 
 __all__ = ["EXIT_CONFIG", "run", "sync"]
 
@@ -67,6 +69,15 @@ def run(args: argparse.Namespace) -> int:
     return agent.run()
 
 
+def _refuse_unknown(names: list[str], found: list[str], config: Config) -> None:
+    """A name no source holds, nor the state knows, is a typo: processing it would record a
+    lineage that then reads as removed, and keeps ``status`` at warning for good."""
+    known = set(found) | set((StateFile.read(config.output_dir / "state.json") or {}).get("lineages") or {})
+    for name in names:
+        if name not in known:
+            raise InputError(f"no lineage {name!r} under {describe(config)} (see 'chainwatch status')")
+
+
 def sync(args: argparse.Namespace) -> int:
     config = config_of(args)
     names = list(args.lineages)
@@ -77,6 +88,7 @@ def sync(args: argparse.Namespace) -> int:
         if not valid_lineage_name(name):
             raise InputError(f"{name!r}: not a lineage name")
     processor = Processor(config, Journal.for_command())
+    _refuse_unknown(names, processor.sources.names(), config)
     with processor.exclusive():
         outcomes = processor.process_batch(names or processor.sources.names())
         _AfterBatch()(processor, outcomes)
