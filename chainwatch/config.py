@@ -24,6 +24,7 @@ __all__ = [
     "Config",
     "ConsumerConfig",
     "SourceConfig",
+    "config_error",
     "load_config",
     "output_dir_hint",
     "render_config",
@@ -61,6 +62,8 @@ class SourceConfig(NamedTuple):
     """files: the one lineage's name."""
     fullchain: Path | None = None
     key: Path | None = None
+    position: int = 0
+    """Its place among the file's ``[[source]]`` tables, for messages."""
 
 
 class Config(NamedTuple):
@@ -241,6 +244,18 @@ def output_dir_hint(path: Path | None) -> Path:
     return Path(value) if isinstance(value, str) and value.startswith("/") else Config().output_dir
 
 
+def config_error(config: Config, table: str, key: str | None, problem: str, index: int = 0) -> InputError:
+    """A problem found after loading (a store that holds nothing, a probe that is no endpoint),
+    said as those found while loading are: ``file:line: [table] key: problem``."""
+    if config.source is None:
+        return InputError(f"built-in defaults: [{table}]{f' {key}' if key else ''}: {problem}")
+    try:
+        text = read_regular(config.source, _MAX_CONFIG_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""  # changed since it was loaded: the file without a line
+    return _Where(config.source, text).error(table, key, problem, index)
+
+
 def _check_table(
     where: _Where, name: str, table: Any, keys: Mapping[str, Callable[[Any], str | None]], index: int = 0
 ) -> None:
@@ -398,6 +413,7 @@ def _sources(where: _Where, raw: Any, live_dir: Path) -> tuple[Path, bool, tuple
                 name=name,
                 fullchain=Path(table["fullchain"]) if "fullchain" in table else None,
                 key=Path(table["key"]) if "key" in table else None,
+                position=index,
             )
         )
     return live_dir, certbot, tuple(others)

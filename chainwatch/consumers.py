@@ -31,7 +31,7 @@ from chainwatch.config import ConsumerConfig
 from chainwatch.errors import ChainwatchError, reason_of
 from chainwatch.journal import Event, Journal
 from chainwatch.pem import parse_certificates
-from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
+from chainwatch.probe import Endpoint, ProbeError, fetch_chain
 from chainwatch.reconcile import Outcome, Processor, record_error
 from chainwatch.records import (
     ConsumerRecord,
@@ -527,8 +527,8 @@ class _Step:
         started = time.monotonic()
         deadline = started + min(PROBE_PATIENCE_S, self.probing_left)
         tasks = []
-        for text in consumer.probe:
-            endpoint = parse_endpoint(text)
+        # Parsed when the configuration was loaded (build_runtime): a probe that is no endpoint never gets here.
+        for endpoint in self.processor.runtime.endpoints[consumer.name]:
             for name in names:
                 server_names: list[str | None] = [
                     *(self.processor.state.lineage(name).get("leaf") or {}).get("names", [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from chainwatch.config import Config, ConsumerConfig, load_config, render_config
 from chainwatch.errors import InputError
 from chainwatch.policy import Mode
+from tests.workspace import NAME, LivePKI, Workspace
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -147,3 +149,86 @@ def test_check_config_prints_the_effective_configuration_or_one_line(tmp_path: P
     )
     assert result.returncode == 2
     assert result.stderr == f"chainwatch: {bad}:2: [watch] settle_ms: must be between 0 and 60000\n"
+
+
+# -- check-config builds what the agent builds -----------------------------------------------
+
+
+def _unusable(ws: Workspace, tmp_path: Path, case: str) -> tuple[str, tuple[str, ...]]:
+    """A configuration that loads but that the agent cannot use: its text and what the error names."""
+    if case == "probe with one slash":
+        consumer = '[[consumer]]\nname = "imap"\nreload_command = ["true"]\nprobe = ["imaps:/127.0.0.1:993"]\n'
+        return consumer, (":4:", "[[consumer]] #1 probe", "consumer imap", "imaps:/127.0.0.1:993")
+    if case == "store with no certificate":
+        empty = tmp_path / "empty.pem"
+        empty.write_text("# no certificate here\n")
+        ws.write_config(stores=(ws.store, empty))
+        return "", (":8:", "[policy] trust_stores", str(empty), "no certificate")
+    if case == "unit name without a type":
+        consumer = '[[consumer]]\nname = "imap"\nunit = "dovecot"\n'
+        return consumer, (":3:", "[[consumer]] #1 unit", "consumer imap", "'dovecot'")
+    assert case == "source dir is a file"
+    file = tmp_path / "a-file"
+    file.write_text("")
+    source = f'[[source]]\nkind = "lego"\ndir = "{file}"\n'
+    return source, (":3:", "[[source]] #1 dir", str(file), "not a directory")
+
+
+UNUSABLE = ["probe with one slash", "store with no certificate", "unit name without a type", "source dir is a file"]
+
+
+@pytest.mark.parametrize("case", UNUSABLE)
+def test_check_config_refuses_what_the_agent_cannot_use_with_the_agents_own_words(tmp_path: Path, case: str) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    top, named = _unusable(ws, tmp_path, case)
+    if top:
+        ws.write_config(consumers=top)
+    checked = ws.chainwatch("check-config")
+    assert checked.returncode == 2 and checked.stdout == ""
+    assert len(checked.stderr.splitlines()) == 1, checked.stderr
+    for fragment in (str(ws.config), *named):
+        assert fragment in checked.stderr, checked.stderr
+    problem = checked.stderr.removeprefix("chainwatch: ").rstrip("\n")
+    # The agent refuses to start with the same line (78: systemd does not restart it) ...
+    started = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "run", "--config", str(ws.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode == 78, started.stderr
+    assert problem in started.stderr
+    assert not (ws.out / "state.json").exists()
+
+
+@pytest.mark.parametrize("case", UNUSABLE)
+def test_a_reload_refuses_what_check_config_refuses_and_keeps_the_running_configuration(
+    tmp_path: Path, case: str
+) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent() as agent:
+        top, _ = _unusable(ws, tmp_path, case)
+        if top:
+            ws.write_config(consumers=top)
+        checked = ws.chainwatch("check-config")
+        assert checked.returncode == 2
+        problem = checked.stderr.removeprefix("chainwatch: ").rstrip("\n")
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: agent.events("config-rejected"), what="config-rejected")
+        assert problem in agent.events("config-rejected")[0]
+        assert ws.state()["agent"]["config_error"].endswith(problem)
+        assert agent.process.poll() is None
+
+
+def test_check_config_warns_of_a_source_that_yields_no_lineage(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    lego = tmp_path / "lego"
+    lego.mkdir()
+    ws.write_config(extra=f'[[source]]\nkind = "lego"\ndir = "{lego}"\n')
+    checked = ws.chainwatch("check-config")
+    assert checked.returncode == 0
+    assert "[[source]]" in checked.stdout
+    assert checked.stderr == f"chainwatch: warning: no lineage in lego {lego} (nothing to publish from it yet)\n"
