@@ -358,6 +358,22 @@ def test_nothing_to_watch_names_the_configured_sources_not_certbot_when_certbot_
     assert "certbot" not in status.stdout
 
 
+def test_status_warns_of_one_source_that_yields_no_lineage_while_another_does(ws: Workspace) -> None:
+    """A lego dir that holds nothing lego wrote (issue 20: its --path was not accepted) is
+    no lineage at all: certbot's lineage beside it must not hide that behind 'ok'."""
+    ws.certbot.write(NAME, ws.pki.issue())
+    lego = ws.root / "lego"
+    lego.mkdir()
+    with ws.config.open("a") as config:
+        config.write(f'[[source]]\nkind = "certbot"\ndir = "{ws.certbot.live}"\n')
+        config.write(f'[[source]]\nkind = "lego"\ndir = "{lego}"\n')
+    ws.chainwatch("sync")
+    status = ws.chainwatch("status")
+    assert status.returncode == 1, status.stdout
+    assert f"  no lineage in lego {lego} at the last pass: is its dir right?\n" in status.stdout
+    assert json.loads(ws.chainwatch("status", "--json").stdout)["empty_sources"] == [f"lego {lego}"]
+
+
 def test_status_says_which_stores_validate_and_when_none_does(ws: Workspace) -> None:
     ws.certbot.write(NAME, ws.pki.issue())
     ws.chainwatch("sync")
