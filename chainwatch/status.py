@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
+from chainwatch.config import FIX_AND_RESTART
 from chainwatch.palette import Palette
 from chainwatch.policy_settings import leaf_horizon
 from chainwatch.state import parse_iso, read_document
@@ -293,7 +294,7 @@ def render_status(report: dict[str, Any], palette: Palette) -> str:
                 else "  the running agent keeps the configuration it last loaded; a restart would fail"
             )
             if agent.get("running")
-            else p.warn("  the agent cannot start with it: fix it, then 'chainwatch check-config'")
+            else p.warn(f"  the agent cannot start with it: {FIX_AND_RESTART}")
         )
     elif agent.get("config_error"):
         lines.append(p.warn(f"  {agent['config_error']}"))

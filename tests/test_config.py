@@ -232,3 +232,42 @@ def test_check_config_warns_of_a_source_that_yields_no_lineage(tmp_path: Path) -
     assert checked.returncode == 0
     assert "[[source]]" in checked.stdout
     assert checked.stderr == f"chainwatch: warning: no lineage in lego {lego} (nothing to publish from it yet)\n"
+
+
+NEXT_STEP = "fix the file ('chainwatch check-config' checks it), then: systemctl restart chainwatch"
+
+
+def test_a_toml_error_reads_the_same_on_every_path_with_one_position_and_one_next_step(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    good = ws.config.read_text()
+    # The trust_stores array left open on line 8, a table after it.
+    broken = good.replace('.pem"]\n', '.pem"\n', 1) + '[metrics]\ntextfile = ""\n'
+    assert broken != good + '[metrics]\ntextfile = ""\n'
+    with ws.agent() as agent:
+        ws.config.write_text(broken)
+        checked = ws.chainwatch("check-config")
+        assert checked.returncode == 2
+        (line,) = checked.stderr.splitlines()
+        problem = line.removeprefix("chainwatch: ")
+        assert problem.startswith(f"{ws.config}:") and "not valid TOML: Unclosed array" in problem
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: agent.events("config-rejected"), what="config-rejected")
+        assert agent.events("config-rejected")[0].endswith(problem)
+        reported = ws.chainwatch("status").stdout
+        assert f"  the configuration is invalid: {problem}\n" in reported
+    started = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "run", "--config", str(ws.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode == 78
+    assert started.stderr == f"chainwatch: {problem}; not starting ({NEXT_STEP})\n"
+    reported = ws.chainwatch("status").stdout
+    assert f"  the configuration is invalid: {problem}\n" in reported
+    assert f"  the agent cannot start with it: {NEXT_STEP}\n" in reported
+    for document in (Path("README.md"), Path("packaging/chainwatch.8")):
+        text = document.read_text().replace("\\-", "-").replace("\n", " ")
+        assert "systemctl restart chainwatch" in text and "systemctl start chainwatch" not in text, document

@@ -11,7 +11,7 @@ from pathlib import Path
 from chainwatch.agent import Agent
 from chainwatch.atomic import UnsafePathError
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
-from chainwatch.config import Config
+from chainwatch.config import FIX_AND_RESTART, Config
 from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except (OutputError, UnsafePathError):
         raise  # the directory, not the file: the state of the system may change
     except ChainwatchError as error:
-        raise _UnusableConfig(f"{error}; not starting (fix the file, then: systemctl restart chainwatch)") from None
+        raise _UnusableConfig(f"{error}; not starting ({FIX_AND_RESTART})") from None
     return agent.run()
 
 
