@@ -25,7 +25,7 @@ from chainwatch.probe import Endpoint, parse_endpoint
 from chainwatch.sources import Sources
 from chainwatch.trust import TrustStore, load_stores
 
-__all__ = ["Runtime", "build_runtime", "runtime_warnings"]
+__all__ = ["Runtime", "build_runtime", "reload_refused", "runtime_warnings"]
 
 # systemd's unit name (systemd.unit(5)): a name, an optional @instance, and a type.
 # D-Bus LoadUnit refuses anything else ("dovecot" alone is not a unit name).
@@ -70,6 +70,11 @@ def build_runtime(config: Config) -> Runtime:
         except ChainwatchError as error:
             raise config_error(config, "consumer", "probe", f"consumer {consumer.name}: {error}", index) from None
     return Runtime(config, stores, group, Sources(config), endpoints)
+
+
+def reload_refused(error: Exception) -> str:
+    """The config-rejected event's message, whether the agent or ExecReload's check refused the file."""
+    return f"configuration not reloaded, keeping the previous one: {error}"
 
 
 def _check_directories(config: Config) -> None:

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+import chainwatch.commands.check_config as check_config_command
+from chainwatch.cli import main
 from chainwatch.config import Config, ConsumerConfig, load_config, render_config
 from chainwatch.errors import InputError
+from chainwatch.journal import MESSAGE_IDS, Event, Journal
 from chainwatch.policy import Mode
+from chainwatch.runtime import reload_refused
 from tests.workspace import NAME, LivePKI, Workspace
 
 
@@ -271,3 +275,57 @@ def test_a_toml_error_reads_the_same_on_every_path_with_one_position_and_one_nex
     for document in (Path("README.md"), Path("packaging/chainwatch.8")):
         text = document.read_text().replace("\\-", "-").replace("\n", " ")
         assert "systemctl restart chainwatch" in text and "systemctl start chainwatch" not in text, document
+
+
+class _Journald:
+    """Stands in for journald's socket, which no test host has (the booted containers
+    read the real journal): keeps each entry as ``systemd.journal.send`` gets it."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, str]] = []
+
+    def __call__(self, message: str, **fields: str) -> None:
+        self.entries.append({"MESSAGE": message, **fields})
+
+
+def test_a_reload_that_check_config_refuses_is_a_config_rejected_event_with_its_catalog_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unit = (Path(__file__).parent.parent / "systemd" / "chainwatch.service").read_text()
+    (reload_line,) = [line for line in unit.splitlines() if line.startswith("ExecReload=")]
+    assert "/usr/bin/chainwatch check-config --for-reload >/dev/null && kill -HUP" in reload_line
+    config = write(tmp_path, '[[consumer]]\nname = "imap"\nunit = "dovecot.service"\nprobe = ["imaps:/127.0.0.1"]\n')
+    problem = (
+        subprocess.run(
+            [sys.executable, "-m", "chainwatch", "check-config", "--config", str(config)],
+            capture_output=True,
+            text=True,
+        )
+        .stderr.removeprefix("chainwatch: ")
+        .rstrip("\n")
+    )
+    assert problem.startswith(f"{config}:4: ")
+    # Without journald: one line on stderr, the event's.
+    refused = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "check-config", "--for-reload", "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and refused.stdout == ""
+    (line,) = refused.stderr.splitlines()
+    assert line.endswith(f" chainwatch config-rejected: {reload_refused(problem)}")
+    # With journald: the event's fields, which `journalctl -x` explains from the catalog.
+    journald = _Journald()
+
+    def journal() -> Journal:
+        sent = Journal(native=False)
+        sent._send = journald
+        return sent
+
+    monkeypatch.setattr(check_config_command, "Journal", journal)
+    assert main(["check-config", "--for-reload", "--config", str(config)]) == 2
+    (entry,) = journald.entries
+    assert entry["MESSAGE"] == f"configuration not reloaded, keeping the previous one: {problem}"
+    assert entry["CHAINWATCH_EVENT"] == "config-rejected"
+    assert entry["MESSAGE_ID"] == MESSAGE_IDS[Event.CONFIG_REJECTED]
+    assert entry["PRIORITY"] == "3"

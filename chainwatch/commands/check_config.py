@@ -7,17 +7,26 @@ import sys
 
 from chainwatch.commands.options import EXIT_OK, config_of
 from chainwatch.config import render_config
-from chainwatch.journal import under_journald
-from chainwatch.runtime import build_runtime, runtime_warnings
+from chainwatch.errors import ChainwatchError
+from chainwatch.journal import Event, Journal, under_journald
+from chainwatch.runtime import build_runtime, reload_refused, runtime_warnings
 
 __all__ = ["check_config"]
 
 
 def check_config(args: argparse.Namespace) -> int:
-    config = config_of(args)
-    # What the agent builds at start and at each reload (ExecReload runs this
-    # before it signals the agent): what passes here, the agent can use.
-    runtime = build_runtime(config)
+    try:
+        config = config_of(args)
+        # What the agent builds at start and at each reload (ExecReload runs this
+        # before it signals the agent): what passes here, the agent can use.
+        runtime = build_runtime(config)
+    except ChainwatchError as error:
+        if not args.for_reload:
+            raise
+        # The agent is never signalled: its event, with the agent's words, is said here.
+        Journal().log(Event.CONFIG_REJECTED, reload_refused(error))
+        code: int = error.exit_code
+        return code
     for warning in runtime_warnings(runtime):
         _say_warning(warning)
     sys.stdout.write(render_config(config))
