@@ -329,3 +329,16 @@ def test_a_reload_that_check_config_refuses_is_a_config_rejected_event_with_its_
     assert entry["CHAINWATCH_EVENT"] == "config-rejected"
     assert entry["MESSAGE_ID"] == MESSAGE_IDS[Event.CONFIG_REJECTED]
     assert entry["PRIORITY"] == "3"
+
+
+def test_check_config_warns_of_a_reload_program_that_is_not_installed_and_still_passes(tmp_path: Path) -> None:
+    # Installed later (or the server removed): the agent runs, that consumer's reloads fail and say so.
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.write_config(consumers='[[consumer]]\nname = "mail"\nreload_command = ["no-such-program-here", "reload"]\n')
+    checked = ws.chainwatch("check-config")
+    assert checked.returncode == 0
+    assert checked.stderr == (
+        "chainwatch: warning: consumer mail: reload_command 'no-such-program-here': "
+        "no such program (its reloads fail)\n"
+    )
