@@ -57,6 +57,8 @@ def _warn_of_empty_sources(report: dict[str, Any], config: Config) -> None:
         for s in config.sources
         if not any(n == f"{s.prefix}:{s.name}" if s.kind == "files" else n.startswith(f"{s.prefix}:") for n in present)
     ]
+    if config.certbot and config.sources and not any(":" not in n for n in present):
+        empty.insert(0, f"certbot {config.live_dir}")  # listed beside others: as much a source as they are
     if empty:
         report["empty_sources"] = empty
         worsen(report, WARNING)
