@@ -24,7 +24,6 @@ from chainwatch.journal import Event, Journal
 from chainwatch.lineage import archive_dirs, refused_names
 from chainwatch.notify import Notifier
 from chainwatch.reconcile import Outcome, Processor, open_lock_file
-from chainwatch.runtime import reload_refused
 from chainwatch.sources import Sources, describe
 from chainwatch.state import now_iso
 from chainwatch.watch import LineageWatcher
@@ -340,7 +339,7 @@ class Agent:
             config = load_config(self.config_path, required=self.config_path is not None)
             processor = Processor(config, self.journal)
         except ChainwatchError as error:
-            message = reload_refused(error)
+            message = f"configuration not reloaded, keeping the previous one: {error}"
             self.processor.agent_record["config_error"] = message
             with self.journal.held():
                 self.journal.log(Event.CONFIG_REJECTED, message)

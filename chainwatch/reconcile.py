@@ -32,7 +32,7 @@ from chainwatch.policy import Decision, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
 from chainwatch.records import DroppedCert, LineageRecord, PendingRecord, backoff, note_error
 from chainwatch.report import decision_json, iso
-from chainwatch.runtime import build_runtime
+from chainwatch.runtime_objects import build_runtime
 from chainwatch.state import StateFile, now_iso, parse_iso
 
 __all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor", "record_error"]

@@ -15,7 +15,7 @@ from chainwatch.config import Config, ConsumerConfig, load_config, render_config
 from chainwatch.errors import InputError
 from chainwatch.journal import MESSAGE_IDS, Event, Journal
 from chainwatch.policy import Mode
-from chainwatch.runtime import reload_refused
+from chainwatch.runtime_objects import reload_refused
 from tests.workspace import NAME, LivePKI, Workspace
 
 

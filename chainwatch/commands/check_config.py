@@ -9,7 +9,7 @@ from chainwatch.commands.options import EXIT_OK, config_of
 from chainwatch.config import render_config
 from chainwatch.errors import ChainwatchError
 from chainwatch.journal import Event, Journal, under_journald
-from chainwatch.runtime import build_runtime, reload_refused, runtime_warnings
+from chainwatch.runtime_objects import build_runtime, reload_refused, runtime_warnings
 
 __all__ = ["check_config"]
 

@@ -25,7 +25,7 @@ from chainwatch.probe import Endpoint, parse_endpoint
 from chainwatch.sources import Sources
 from chainwatch.trust import TrustStore, load_stores
 
-__all__ = ["Runtime", "build_runtime", "reload_refused", "runtime_warnings"]
+__all__ = ["RuntimeObjects", "build_runtime", "reload_refused", "runtime_warnings"]
 
 # systemd's unit name (systemd.unit(5)): a name, an optional @instance, and a type.
 # D-Bus LoadUnit refuses anything else ("dovecot" alone is not a unit name).
@@ -37,7 +37,7 @@ _UNIT_MAX = 255
 
 
 @dataclass(frozen=True)
-class Runtime:
+class RuntimeObjects:
     """The objects a pass works with, each built from the configuration."""
 
     config: Config
@@ -49,7 +49,7 @@ class Runtime:
     """Each consumer's probes, parsed."""
 
 
-def build_runtime(config: Config) -> Runtime:
+def build_runtime(config: Config) -> RuntimeObjects:
     """Build what the agent uses, or raise the first problem as one line naming the file and key."""
     try:
         stores = load_stores(config.trust_stores)
@@ -69,11 +69,12 @@ def build_runtime(config: Config) -> Runtime:
             endpoints[consumer.name] = tuple(parse_endpoint(text) for text in consumer.probe)
         except ChainwatchError as error:
             raise config_error(config, "consumer", "probe", f"consumer {consumer.name}: {error}", index) from None
-    return Runtime(config, stores, group, Sources(config), endpoints)
+    return RuntimeObjects(config, stores, group, Sources(config), endpoints)
 
 
 def reload_refused(error: Exception) -> str:
-    """The config-rejected event's message, whether the agent or ExecReload's check refused the file."""
+    """The config-rejected event's message when ExecReload's check refuses the file: the words
+    the agent says when it refuses one itself (agent.py), so both read alike in the journal."""
     return f"configuration not reloaded, keeping the previous one: {error}"
 
 
@@ -94,7 +95,7 @@ def _not_a_directory(path: Path) -> bool:
         return False  # cannot be looked at here (permissions): the agent says so when it reads it
 
 
-def runtime_warnings(runtime: Runtime) -> list[str]:
+def runtime_warnings(runtime: RuntimeObjects) -> list[str]:
     """What is usable but probably not meant: a source with no lineage, a reload program not found."""
     config = runtime.config
     found: list[str] = []
