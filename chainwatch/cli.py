@@ -248,14 +248,20 @@ examples:
             "--color", choices=["auto", "always", "never"], default="auto", help="colour (default: on a terminal)"
         )
 
-    commands.add_parser(
+    check = commands.add_parser(
         "check-config",
         help="validate the configuration and print the effective one",
-        description="Read the configuration, check every key and named file, and print the effective "
-        "configuration (defaults filled in) as TOML.",
+        description="Read the configuration, build what the agent builds from it (trust stores, probe "
+        "endpoints, unit names, sources), and print the effective configuration (defaults filled in) as TOML.",
         epilog="examples:\n  chainwatch check-config\n  chainwatch check-config --config /tmp/new.toml\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    if "check-config" in full:
+        check.add_argument(
+            "--for-reload",
+            action="store_true",
+            help="as the unit's ExecReload: a refused file is journaled as the config-rejected event",
+        )
 
     probe = commands.add_parser(
         "probe",

@@ -21,10 +21,12 @@ from chainwatch.printable import printable, quoted
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "FIX_AND_RESTART",
     "SOURCE_KINDS",
     "Config",
     "ConsumerConfig",
     "SourceConfig",
+    "config_error",
     "load_config",
     "output_dir_hint",
     "render_config",
@@ -33,6 +35,11 @@ __all__ = [
 _MAX_CONFIG_BYTES = 1 << 20
 
 DEFAULT_CONFIG = Path("/etc/chainwatch/chainwatch.toml")
+
+FIX_AND_RESTART = "fix the file ('chainwatch check-config' checks it), then: systemctl restart chainwatch"
+"""The one next step after a configuration the agent cannot start with, wherever it is said
+(the start's line in the journal, ``status``, README, man page). restart, not start: it
+also applies to an agent still running on its previous configuration."""
 
 
 class ConsumerConfig(NamedTuple):
@@ -64,6 +71,8 @@ class SourceConfig(NamedTuple):
     """files: the one lineage's name."""
     fullchain: Path | None = None
     key: Path | None = None
+    position: int = 0
+    """Its place among the file's ``[[source]]`` tables, for messages."""
 
 
 class Config(NamedTuple):
@@ -237,12 +246,39 @@ def output_dir_hint(path: Path | None) -> Path:
     ``status`` must still report when someone broke the file (that is when
     it is needed most): take ``[output] dir`` if it can be read at all.
     """
+    text = ""
     try:
-        document = tomllib.loads(read_regular(path or DEFAULT_CONFIG, _MAX_CONFIG_BYTES).decode("utf-8"))
-        value = document.get("output", {}).get("dir")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        text = read_regular(path or DEFAULT_CONFIG, _MAX_CONFIG_BYTES).decode("utf-8")
+        value = tomllib.loads(text).get("output", {}).get("dir")
+    except tomllib.TOMLDecodeError:
+        value = _dir_line(text)  # a syntax error elsewhere must not send status to another directory
+    except (OSError, UnicodeDecodeError, AttributeError):
         value = None
     return Path(value) if isinstance(value, str) and value.startswith("/") else Config().output_dir
+
+
+_DIR_LINE = re.compile(r"""^\s*dir\s*=\s*(?:"([^"\\]*)"|'([^']*)')\s*(#.*)?$""")
+
+
+def _dir_line(text: str) -> str | None:
+    """``[output] dir`` read from its own line, when the whole file is no TOML."""
+    number = _Where(Path(), text).line("output", "dir")
+    if number is None:
+        return None
+    found = _DIR_LINE.match(text.splitlines()[number - 1])
+    return (found.group(1) or found.group(2)) if found else None
+
+
+def config_error(config: Config, table: str, key: str | None, problem: str, index: int = 0) -> InputError:
+    """A problem found after loading (a store that holds nothing, a probe that is no endpoint),
+    said as those found while loading are: ``file:line: [table] key: problem``."""
+    if config.source is None:
+        return InputError(f"built-in defaults: [{table}]{f' {key}' if key else ''}: {problem}")
+    try:
+        text = read_regular(config.source, _MAX_CONFIG_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""  # changed since it was loaded: the file without a line
+    return _Where(config.source, text).error(table, key, problem, index)
 
 
 def _check_table(
@@ -410,6 +446,7 @@ def _sources(where: _Where, raw: Any, live_dir: Path) -> tuple[Path, bool, tuple
                 name=name,
                 fullchain=Path(table["fullchain"]) if "fullchain" in table else None,
                 key=Path(table["key"]) if "key" in table else None,
+                position=index,
             )
         )
     return live_dir, certbot, tuple(others)

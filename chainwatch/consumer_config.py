@@ -80,6 +80,7 @@ def dovecot_snippet(output_dir: Path, lineages: Lineages, version: str | None) -
     if new_style:
         lines.insert(1, "# dovecot.conf must begin with: dovecot_config_version = 2.4.0")
     lines += ["# then: systemctl reload dovecot (chainwatch reloads it after every renewal)"]
+    lines += _consumer("dovecot", 'unit = "dovecot.service"', f"imaps://{_LOOPBACK}:993")
     return "\n".join(lines) + "\n"
 
 
@@ -101,13 +102,12 @@ def postfix_snippet(output_dir: Path, lineages: Lineages) -> str:
             # leading dot: ".example.org" is its key for "*.example.org".
             keys = [name.removeprefix("*") for name in names or [lineage]]
             lines += [f"{key} {_paths(output_dir, lineage)[2]}" for key in keys]
-        lines += [
-            "# postmap -F copies the files into the map, so it must run again after each renewal:",
-            "# in chainwatch.toml, give this consumer",
-            '#   reload_command = ["sh", "-c", "postmap -F hash:/etc/postfix/sni_maps && postfix reload"]',
-        ]
+        lines += ["# postmap -F copies the files into the map, so it must run again after each renewal:"]
+        reload = 'reload_command = ["sh", "-c", "postmap -F hash:/etc/postfix/sni_maps && postfix reload"]'
     else:
         lines += ["# then: postfix reload (chainwatch reloads it after every renewal)"]
+        reload = 'unit = "postfix.service"'
+    lines += _consumer("postfix", reload, f"smtp+starttls://{_LOOPBACK}:25")
     return "\n".join(lines) + "\n"
 
 

@@ -35,7 +35,7 @@ from chainwatch.config import ConsumerConfig
 from chainwatch.errors import ChainwatchError, reason_of
 from chainwatch.journal import Event, Journal
 from chainwatch.pem import parse_certificates
-from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
+from chainwatch.probe import Endpoint, ProbeError, fetch_chain
 from chainwatch.reconcile import Outcome, Processor, record_error
 from chainwatch.records import (
     ConsumerRecord,
@@ -266,11 +266,11 @@ def _recheck_delay(consumer: ConsumerConfig, attempt: int) -> dt.timedelta:
     return dt.timedelta(seconds=consumer.recheck_s * factor)
 
 
-def _probes_moved(consumer: ConsumerConfig, record: ConsumerRecord) -> bool:
-    """Was the consumer last probed on other endpoints than it has now (a configuration change)?"""
+def _probes_moved(endpoints: tuple[Endpoint, ...], record: ConsumerRecord) -> bool:
+    """Was the consumer last probed on other endpoints than ``endpoints``, its own now (a configuration change)?"""
     if "last_reload" not in record:
         return False  # never checked: its first renewal will
-    configured = {str(parse_endpoint(text)) for text in consumer.probe}
+    configured = {str(endpoint) for endpoint in endpoints}
     return {probe["endpoint"] for probe in record.get("probes", [])} != configured
 
 
@@ -342,7 +342,10 @@ class _Step:
             record = state.consumer(consumer.name)
             names = affected(consumer, changed)
             mine = bool(affected(consumer, batch))
-            again = first and (record.get("state") in ("error", "skipped") or _probes_moved(consumer, record))
+            again = first and (
+                record.get("state") in ("error", "skipped")
+                or _probes_moved(self.processor.runtime.endpoints[consumer.name], record)
+            )
             due = mine and (self._due(record.get("next_retry")) or again)
             if due or (names and record.get("state") == "error"):
                 # A consumer in error is judged again on everything it failed
@@ -623,8 +626,8 @@ class _Step:
         started = time.monotonic()
         deadline = started + min(patience, self.probing_left)
         tasks = []
-        for text in consumer.probe:
-            endpoint = parse_endpoint(text)
+        # Parsed when the configuration was loaded (build_runtime): a probe that is no endpoint never gets here.
+        for endpoint in self.processor.runtime.endpoints[consumer.name]:
             for name in names:
                 server_names: list[str | None] = [
                     *(self.processor.state.lineage(name).get("leaf") or {}).get("names", [])

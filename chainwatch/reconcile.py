@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from cryptography import x509
 
-from chainwatch.atomic import group_id
 from chainwatch.certificate import Cert
 from chainwatch.config import Config
 from chainwatch.errors import ChainwatchError, InputError, OutputError, reason_of
@@ -33,10 +32,9 @@ from chainwatch.policy import Decision, WarningCode, decide
 from chainwatch.publish import Publisher, set_for
 from chainwatch.records import DroppedCert, LineageRecord, PendingRecord, backoff, note_error
 from chainwatch.report import decision_json, iso
-from chainwatch.sources import Sources
+from chainwatch.runtime_objects import build_runtime
 from chainwatch.state import StateFile, now_iso, parse_iso
 from chainwatch.tls_load import Unloadable
-from chainwatch.trust import load_stores
 
 __all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor", "record_error"]
 
@@ -101,10 +99,12 @@ class Processor:
         self.alive: Callable[[], None] = lambda: None
         """Called before each lineage of a batch: a pass over 10,000 lineages
         outlasts systemd's watchdog and start timeout unless the agent speaks."""
-        self.stores = load_stores(config.trust_stores)
+        self.runtime = build_runtime(config)
+        """What the configuration names, built as ``check-config`` builds it."""
+        self.stores = self.runtime.stores
         self.policy = config.trim_policy()
-        self.sources = Sources(config)
-        self.publisher = Publisher(config.output_dir, group_id(config.key_group))
+        self.sources = self.runtime.sources
+        self.publisher = Publisher(config.output_dir, self.runtime.group)
         try:
             self.publisher.prepare()
         except OSError as error:

@@ -235,6 +235,18 @@ class Lego(Source):
 
     _SUFFIXES = (".issuer.crt", ".crt", ".key", ".json", ".pem", ".pfx")
 
+    @property
+    def root(self) -> Path:
+        """``certificates/``, whether ``dir`` names it or lego's ``--path`` that holds it.
+
+        Looked at each time: before lego's first run the ``--path`` folder may
+        be empty, and its ``certificates/`` appearing is a rescan (an entry
+        created in a watched directory), after which that is watched.
+        """
+        configured = super().root
+        inner = configured / "certificates"
+        return inner if configured.name != "certificates" and inner.is_dir() else configured
+
     def names(self) -> list[str]:
         try:
             entries = sorted(os.listdir(self.root))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
+from chainwatch.config import FIX_AND_RESTART
 from chainwatch.palette import Palette
 from chainwatch.policy_settings import leaf_horizon
 from chainwatch.printable import printable_data
@@ -424,7 +425,7 @@ def _render_agent(report: dict[str, Any], p: Palette, colour: Mapping[str, Calla
                 else "  the running agent keeps the configuration it last loaded; a restart would fail"
             )
             if agent.get("running")
-            else p.warn("  the agent cannot start with it: fix it, then 'chainwatch check-config'")
+            else p.warn(f"  the agent cannot start with it: {FIX_AND_RESTART}")
         )
     elif agent.get("config_error"):
         lines.append(p.warn(f"  {agent['config_error']}"))

@@ -20,6 +20,7 @@ from chainwatch.pem import parse_certificates
 from tests.certbot_tree import CertbotTree, issued
 from tests.conftest import DEBIAN12_STORE, VECTORS, vector_cert
 from tests.pki import CA, key_pem, new_key, pem
+from tests.workspace import NAME, LivePKI, Workspace
 
 DST_CHAIN = VECTORS / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem"
 AAA_CHAIN = VECTORS / "chains" / "sectigo-dv-aaacross-nodejs-org-2025.pem"
@@ -335,6 +336,20 @@ def test_check_config_refuses_a_key_group_that_does_not_exist(tmp_path: Path) ->
     assert chainwatch("check-config", "--config", config).returncode == 0
 
 
+def test_sync_of_a_lineage_no_source_has_is_a_usage_error_that_records_nothing(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert ws.chainwatch("sync").returncode == 0
+    before = (ws.out / "state.json").read_bytes()
+    misspelled = NAME.replace("example", "exmaple")
+    assert_one_line_error(ws.chainwatch("sync", misspelled), f"no lineage {misspelled!r}", str(ws.certbot.live))
+    assert (ws.out / "state.json").read_bytes() == before
+    # Named, a lineage the state knows but no source holds any more is still looked at, not refused.
+    shutil.rmtree(ws.certbot.live / NAME)
+    gone = ws.chainwatch("sync", NAME)
+    assert gone.stdout == "chainwatch sync: 1 inconsistent\n" and "no lineage" not in gone.stderr
+
+
 def config_with_store(tmp_path: Path, store: Path, **extra: str) -> Path:
     lines = ["[policy]", f'trust_stores = ["{store}"]', *(f'{key} = "{value}"' for key, value in extra.items())]
     path = tmp_path / "chainwatch.toml"
@@ -457,7 +472,7 @@ def modules_loaded(tmp_path: Path, *args: str | Path) -> set[str]:
     ("args", "runner"),
     [
         (("status",), "chainwatch.commands.status"),
-        (("check-config",), "chainwatch.commands.check_config"),
+        # Not check-config: it reads the trust stores, as the agent does (a store with no certificate is refused).
         (("consumer-config", "postfix", "mail.example.org"), "chainwatch.commands.consumer_config"),
         (("--help",), "chainwatch.cli"),
     ],

@@ -11,6 +11,7 @@ import pytest
 
 from chainwatch.config import load_config, render_config
 from chainwatch.consumer_config import (
+    SERVERS,
     apache2_snippet,
     dovecot_snippet,
     exim4_snippet,
@@ -211,14 +212,28 @@ def test_haproxy_gets_one_crt_per_lineage_and_the_runtime_api_from_2_1_on() -> N
     assert 'unit = "haproxy.service"' in old
 
 
-@pytest.mark.parametrize("server", ["exim4", "nginx", "apache2", "haproxy"])
-def test_every_snippet_shows_the_consumer_table_that_reloads_and_probes_it(server: str) -> None:
-    snippet = {"exim4": exim4_snippet, "nginx": nginx_snippet, "apache2": apache2_snippet, "haproxy": haproxy_snippet}
-    text = snippet[server](OUT, TWO[:1], None)
-    assert f'#   name = "{server}"' in text
-    assert re.search(r'^#   (unit|haproxy_socket) = "', text, re.M)
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("count", [1, 2])
+def test_every_snippet_shows_the_consumer_table_that_reloads_and_probes_it(
+    tmp_path: Path, server: str, count: int
+) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.write_config(consumers="consumer = []\n")
+    lineages = [name for name, _ in TWO[:count]]
+    text = ws.chainwatch("consumer-config", server, *lineages).stdout
+    marker = "# and in /etc/chainwatch/chainwatch.toml:\n"
+    assert marker in text, text
+    table = [line.removeprefix("#   ") for line in text.split(marker, 1)[1].splitlines()]
+    assert table[0] == "[[consumer]]", text
+    # The commented table, uncommented, is a consumer the agent loads as it is.
+    pasted = tmp_path / "pasted.toml"
+    pasted.write_text("\n".join(table) + "\n")
+    (consumer,) = load_config(pasted).consumers
+    assert consumer.name == server
+    assert consumer.unit or consumer.reload_command or consumer.haproxy_socket
     # Loopback, as the unit allows (IPAddressAllow=localhost); the agent sends the names as SNI.
-    assert re.search(r'^#   probe = \["(https://127\.0\.0\.1:443|smtp\+starttls://127\.0\.0\.1:25)"\]$', text, re.M)
+    (probe,) = consumer.probe
+    assert re.fullmatch(r"(https|imaps|smtp\+starttls)://127\.0\.0\.1:(443|993|25)", probe), probe
 
 
 def test_haproxy_socket_is_a_consumer_reload_kind_of_its_own(tmp_path: Path) -> None:

@@ -627,7 +627,16 @@ def test_6_reload_of_a_broken_configuration_fails_with_the_reason_and_the_agent_
         assert "chainwatch.toml" in shown and "unknown key" in shown, shown
         # The agent was not signalled: the same process, still active, on the configuration it had.
         assert (host.main_pid(), host.active_state()) == (pid, "active")
-        assert "configuration not reloaded" not in host.journal_of("chainwatch")
+        assert host.journal_of("chainwatch").count("configuration reloaded") == before
+        # ExecReload's check said it as the agent's event, which the catalog explains (issue 21 item 11).
+        event = host.box.run(
+            "journalctl", "-x", "--no-pager", "CHAINWATCH_EVENT=config-rejected", f"_PID={pid}", check=False
+        ).stdout
+        assert "configuration not reloaded" not in event, "the agent itself refused nothing: it was not signalled"
+        explained = host.box.run("journalctl", "-x", "--no-pager", "CHAINWATCH_EVENT=config-rejected", check=False)
+        assert "configuration not reloaded, keeping the previous one: " in explained.stdout, explained.stdout
+        assert "unknown key" in explained.stdout, explained.stdout
+        assert "keeps running with the previous configuration" in explained.stdout, explained.stdout
     finally:
         host.box.sh("cp /srv/x/good.toml /etc/chainwatch/chainwatch.toml")
     host.box.run("systemctl", "reload", "chainwatch")

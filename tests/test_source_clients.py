@@ -75,7 +75,11 @@ def watch_renewals(
         assert agent.events("rejected") == []
 
 
-def test_each_lego_renewal_is_published_once_trimmed_with_its_new_key(pebble: Pebble, tmp_path: Path) -> None:
+# lego's --path holds certificates/ (and accounts/): either folder is the source's dir.
+@pytest.mark.parametrize("folder", ["certificates", "--path"])
+def test_each_lego_renewal_is_published_once_trimmed_with_its_new_key(
+    pebble: Pebble, tmp_path: Path, folder: str
+) -> None:
     lego = tmp_path / "lego"
     webroot = tmp_path / "webroot"
     webroot.mkdir()
@@ -88,7 +92,7 @@ def test_each_lego_renewal_is_published_once_trimmed_with_its_new_key(pebble: Pe
         # without --no-random-sleep it waits up to 8 minutes when run by a program.
         run([*common, "run"] if attempt == 0 else [*common, "renew", "--days", "99999", "--no-random-sleep"], env)
 
-    source = f'[[source]]\nkind = "lego"\ndir = "{lego}/certificates"\n'
+    source = f'[[source]]\nkind = "lego"\ndir = "{lego / "certificates" if folder == "certificates" else lego}"\n'
     watch_renewals(
         pebble, tmp_path, source, "lego:lego.example.test", lambda: lego / "certificates/lego.example.test.key", obtain
     )

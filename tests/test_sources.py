@@ -378,4 +378,6 @@ def test_a_certbot_name_is_refused_when_certbot_is_not_a_source(tmp_path: Path) 
     result = ws.chainwatch("sync", NAME)
     assert result.returncode == 2
     assert ws.published(NAME) is None
-    assert "certbot is not a configured source" in ws.state()["lineages"][NAME]["message"]
+    # No source holds it: a usage error, and no lineage recorded for it (issue 20 A8).
+    assert f"no lineage {NAME!r} under lego" in result.stderr
+    assert not (ws.out / "state.json").exists() or NAME not in ws.state()["lineages"]

@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.certbot_tree import Issued, issued
 from tests.pki import CA, new_key, pem
+from tests.test_sources import lego_write
 from tests.workspace import NAME, LivePKI, Workspace, utcnow
 
 DAY = dt.timedelta(days=1)
@@ -356,6 +357,38 @@ def test_nothing_to_watch_names_the_configured_sources_not_certbot_when_certbot_
     assert status.stdout.startswith("chainwatch warning · ")
     assert f"nothing to watch: no lineage in lego {lego} at the last pass\n" in status.stdout
     assert "certbot" not in status.stdout
+
+
+def test_status_warns_of_one_source_that_yields_no_lineage_while_another_does(ws: Workspace) -> None:
+    """A lego dir that holds nothing lego wrote (issue 20: its --path was not accepted) is
+    no lineage at all: certbot's lineage beside it must not hide that behind 'ok'."""
+    ws.certbot.write(NAME, ws.pki.issue())
+    lego = ws.root / "lego"
+    lego.mkdir()
+    with ws.config.open("a") as config:
+        config.write(f'[[source]]\nkind = "certbot"\ndir = "{ws.certbot.live}"\n')
+        config.write(f'[[source]]\nkind = "lego"\ndir = "{lego}"\n')
+    ws.chainwatch("sync")
+    status = ws.chainwatch("status")
+    assert status.returncode == 1, status.stdout
+    assert f"  no lineage in lego {lego} at the last pass: is its dir right?\n" in status.stdout
+    assert json.loads(ws.chainwatch("status", "--json").stdout)["empty_sources"] == [f"lego {lego}"]
+
+
+def test_status_warns_of_an_empty_certbot_source_beside_a_lego_one_that_has_lineages(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, LivePKI())
+    ws.certbot.live.mkdir(parents=True, exist_ok=True)
+    lego = tmp_path / "lego"  # lego's --path: the lineage is in its certificates/
+    lego.mkdir(mode=0o700)
+    lego_write(lego / "certificates", ws.pki.issue(), lambda step: None)
+    with ws.config.open("a") as config:
+        config.write(f'[[source]]\nkind = "certbot"\ndir = "{ws.certbot.live}"\n')
+        config.write(f'[[source]]\nkind = "lego"\ndir = "{lego}"\n')
+    assert ws.chainwatch("sync").returncode == 0
+    assert ws.published(f"lego:{NAME}") is not None
+    status = ws.chainwatch("status")
+    assert status.returncode == 1, status.stdout
+    assert f"  no lineage in certbot {ws.certbot.live} at the last pass: is its dir right?\n" in status.stdout
 
 
 def test_status_says_which_stores_validate_and_when_none_does(ws: Workspace) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from chainwatch.agent import Agent
 from chainwatch.atomic import UnsafePathError
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, config_of
-from chainwatch.config import Config, output_dir_hint
+from chainwatch.config import FIX_AND_RESTART, Config, output_dir_hint
 from chainwatch.consumers import ConsumerHook, affected
 from chainwatch.errors import ChainwatchError, InputError, OutputError
 from chainwatch.journal import Event, Journal
@@ -21,7 +21,7 @@ from chainwatch.printable import printable, quoted
 from chainwatch.reconcile import Outcome, Processor
 from chainwatch.runtime import LiveRecord, write_live
 from chainwatch.sources import describe, valid_lineage_name
-from chainwatch.state import now_iso
+from chainwatch.state import StateFile, now_iso
 
 __all__ = ["EXIT_CONFIG", "run", "sync"]
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 def _refused_to_start(args: argparse.Namespace, problem: str) -> _UnusableConfig:
     """Exit 78 for ``problem`` in the configuration, said under /run too: status reads
     that, not the stale record of the agent that ran before."""
-    message = f"{problem}; not starting (fix the file, then: systemctl restart chainwatch)"
+    message = f"{problem}; not starting ({FIX_AND_RESTART})"
     write_live(
         LiveRecord(output_dir=str(output_dir_hint(args.config)), pid=os.getpid(), stopped=now_iso(), failed=message)
     )
@@ -105,6 +105,15 @@ def _not_a_directory(path: Path) -> str | None:
     return None
 
 
+def _refuse_unknown(names: list[str], found: list[str], config: Config) -> None:
+    """A name no source holds, nor the state knows, is a typo: processing it would record a
+    lineage that then reads as removed, and keeps ``status`` at warning for good."""
+    known = set(found) | set((StateFile.read(config.output_dir / "state.json") or {}).get("lineages") or {})
+    for name in names:
+        if name not in known:
+            raise InputError(f"no lineage {name!r} under {describe(config)} (see 'chainwatch status')")
+
+
 def sync(args: argparse.Namespace) -> int:
     config = config_of(args)
     names = list(args.lineages)
@@ -115,6 +124,7 @@ def sync(args: argparse.Namespace) -> int:
         if not valid_lineage_name(name):
             raise InputError(f"{quoted(name)}: not a lineage name")
     processor = Processor(config, Journal.for_command())
+    _refuse_unknown(names, processor.sources.names(), config)
     with processor.exclusive():
         outcomes = processor.process_batch(names or processor.sources.names())
         _AfterBatch()(processor, outcomes)

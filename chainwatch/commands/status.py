@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from chainwatch.commands.options import config_of, use_colour
 from chainwatch.config import Config, output_dir_hint
@@ -34,6 +35,8 @@ def status(args: argparse.Namespace) -> int:
     report = status_report(
         output_dir / "state.json", args.lineages, horizon, consumers=consumers, live_dir=live_dir, other_sources=others
     )
+    if config_error is None and not args.lineages and "lineages" in report and not report.get("message"):
+        _warn_of_empty_sources(report, config)
     if config_error:
         report["config_error"] = config_error
         agent = report.get("agent") or {}
@@ -48,3 +51,19 @@ def status(args: argparse.Namespace) -> int:
         sys.stdout.write(render_status(report, Palette(use_colour(args.color))))
     code: int = report["exit"]
     return code
+
+
+def _warn_of_empty_sources(report: dict[str, Any], config: Config) -> None:
+    """A source none of whose lineages the last pass recorded: a wrong ``dir``, most likely."""
+    present = [item["lineage"] for item in report["lineages"] if not item["removed"]]
+    empty = [
+        f"{s.kind} {s.dir or s.fullchain}"
+        for s in config.sources
+        if not any(n == f"{s.prefix}:{s.name}" if s.kind == "files" else n.startswith(f"{s.prefix}:") for n in present)
+    ]
+    if config.certbot and config.sources and not any(":" not in n for n in present):
+        empty.insert(0, f"certbot {config.live_dir}")  # listed beside others: as much a source as they are
+    if empty:
+        report["empty_sources"] = empty
+        worsen(report, WARNING)
+        report["message"] = f"no lineage in {', '.join(empty)} at the last pass: is its dir right?"
