@@ -44,7 +44,7 @@ from chainwatch.policy.chain_warnings import chain_warnings, warn_before
 from chainwatch.policy.decision import ChainWarning, Decision, Path, Reason, Role, Verdict, WarningCode
 from chainwatch.policy.judge import Judge
 from chainwatch.policy.keep import keep
-from chainwatch.policy.order import order, stores_through
+from chainwatch.policy.order import order, stores_through, taken_paths
 from chainwatch.policy.paths import MAX_PATH_STEPS, Candidates
 from chainwatch.policy_settings import Distrust, Mode, Policy
 from chainwatch.trust import TrustStore
@@ -89,7 +89,7 @@ def decide(
     kept_set = set(kept)
     through = stores_through(judge, kept_set)
     chain = order(judge, kept_set, through)
-    validating = tuple(store.name for store in judge.stores if judge.valid_paths(store, kept_set))
+    validating = tuple(store.name for store in judge.stores if taken_paths(judge, store, kept_set))
     ordered_verdicts = tuple(verdicts[position] for position in range(len(found.certs)))
     met = {*found.first_position, *(a for anchors in found.anchor_issuers.values() for a in anchors)}
     return Decision(

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 
 from chainwatch.certificate import Cert
 from chainwatch.policy.decision import ChainWarning, WarningCode
-from chainwatch.policy.judge import Judge, day
-from chainwatch.policy.order import conflicting_twins
-from chainwatch.policy_settings import leaf_horizon
+from chainwatch.policy.judge import Judge, day, validity_detail
+from chainwatch.policy.order import conflicting_twins, first_match_path, taken_paths
+from chainwatch.policy_settings import PathBuilding, leaf_horizon
+from chainwatch.trust import TrustStore
 
 __all__ = ["chain_warnings", "warn_before"]
 
@@ -38,8 +39,9 @@ def chain_warnings(
             )
         )
     for store in judge.stores:
-        if not judge.valid_paths(store, kept):
-            warnings.append(ChainWarning(WarningCode.INCOMPLETE, judge.incomplete_message(store)))
+        if not taken_paths(judge, store, kept):
+            message = _first_match_failure(judge, store, chain) or judge.incomplete_message(store)
+            warnings.append(ChainWarning(WarningCode.INCOMPLETE, message))
     warnings.extend(_expiring(judge, chain, kept))
     served_in_file_order = sorted(chain, key=judge.found.first_position.__getitem__)
     if list(chain) != served_in_file_order:
@@ -61,6 +63,26 @@ def chain_warnings(
     return warnings
 
 
+def _first_match_failure(judge: Judge, store: TrustStore, chain: tuple[Cert, ...]) -> str | None:
+    """Why a first-match client of ``store`` fails on the path it builds from ``chain``, if it builds one."""
+    if judge.model(store).path_building != PathBuilding.FIRST_MATCH:
+        return None
+    path = first_match_path(judge, store, chain)
+    if path is None:
+        return None
+    model = judge.model(store)
+    for cert in (*path.via, path.anchor):
+        fine = judge.anchors(cert, model) if cert is path.anchor else judge.usable(cert)
+        if fine:
+            continue
+        problem = "distrusted" if judge.policy.distrust.matches(cert) else validity_detail(cert, judge.at)
+        return (
+            f"clients using {store.name} cannot validate the served chain: first-match: "
+            f"the served path reaches {cert.short_subject}, {problem.removeprefix('it ')}"
+        )
+    return None
+
+
 def warn_before(judge: Judge, cert: Cert) -> dt.timedelta:
     """How long before its expiry a served certificate is "expiring soon"."""
     if cert == judge.found.leaf:
@@ -75,7 +97,7 @@ def _expiring(judge: Judge, chain: tuple[Cert, ...], kept: set[Cert]) -> list[Ch
         if cert.valid_at(at) and cert.not_after - at <= warn_before(judge, cert):
             soon[cert] = "served"
     for store in judge.stores:
-        paths = judge.valid_paths(store, kept)
+        paths = taken_paths(judge, store, kept)
         if not paths:
             continue
         best = max(paths, key=lambda path: path.anchor.not_after)

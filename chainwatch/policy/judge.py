@@ -2,7 +2,9 @@
 
 Owns step 3 of the algorithm (see :mod:`chainwatch.policy`): whether a path
 found by :mod:`chainwatch.policy.paths` is valid for a store at the given
-time, whether a client that looks in its store first ever takes it, and the
+time, whether an anchor anchors for the store's client model (the one place
+that reads :class:`~chainwatch.policy_settings.ClientModel`'s anchor rule),
+whether a client that looks in its store first ever takes a path, and the
 sentences that say why a certificate leads nowhere. Like Go's ``isValid``
 it judges what it is given and proposes nothing. The time is the caller's
 (``at``); it may not read a clock or a file.
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from chainwatch.certificate import Cert
 from chainwatch.policy.decision import Path, Reason
 from chainwatch.policy.paths import Candidates
-from chainwatch.policy_settings import Policy
+from chainwatch.policy_settings import ClientModel, Policy
 from chainwatch.trust import TrustStore
 
 __all__ = ["Judge", "day", "validity_detail"]
@@ -31,18 +33,29 @@ class Judge:
         self.at = at
         self.policy = policy
 
+    def model(self, store: TrustStore) -> ClientModel:
+        """How the clients of ``store`` build paths and treat their anchors."""
+        return self.policy.client
+
     def usable(self, cert: Cert) -> bool:
         return cert.valid_at(self.at) and not self.policy.distrust.matches(cert)
+
+    def anchors(self, anchor: Cert, model: ClientModel) -> bool:
+        """Whether ``anchor``, held by a client of ``model``, ends a valid path."""
+        if model.anchor_expiry:
+            return self.usable(anchor)
+        return not self.policy.distrust.matches(anchor)
 
     def valid(self, path: Path, store: TrustStore, kept: set[Cert] | None = None) -> bool:
         return (
             path.anchor in store
-            and self.usable(path.anchor)
+            and self.anchors(path.anchor, self.model(store))
             and all(self.usable(cert) for cert in path.via)
             and (kept is None or all(cert in kept for cert in path.via))
         )
 
     def valid_paths(self, store: TrustStore, kept: set[Cert] | None = None) -> list[Path]:
+        """Every path a client of ``store`` would accept, served as it likes: backtracking."""
         return [path for path in self.found.paths if self.valid(path, store, kept)]
 
     def on_valid_paths(self, kept: set[Cert]) -> set[Cert]:
@@ -54,15 +67,18 @@ class Judge:
         OpenSSL stops at a trusted issuer of the right name and key, even an
         expired one, before it looks at the untrusted certificates: a path
         that climbs past a certificate whose issuer the store holds, expired
-        or distrusted, fails for it.
+        (where the store's model checks anchors' expiry) or distrusted, fails
+        for it.
         """
+        model = self.model(store)
         for cert in (path.leaf, *path.via[:-1]):
             trusted = [anchor for anchor in self.found.anchor_issuers.get(cert, ()) if anchor in store]
-            if trusted and not any(self.usable(anchor) for anchor in trusted):
+            if trusted and not any(self.anchors(anchor, model) for anchor in trusted):
                 return True
         return False
 
-    def taken_by_first_match(self, store: TrustStore, certs: set[Cert]) -> bool:
+    def taken_trusted_first(self, store: TrustStore, certs: set[Cert]) -> bool:
+        """Whether a client of ``store`` that looks in its store first takes a valid path through ``certs``."""
         return any(not self.shadowed(path, store) for path in self.valid_paths(store, certs))
 
     def is_cross_sign(self, cert: Cert) -> bool:

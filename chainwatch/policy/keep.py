@@ -14,6 +14,7 @@ from __future__ import annotations
 from chainwatch.certificate import Cert
 from chainwatch.policy.decision import Reason, Role, Verdict
 from chainwatch.policy.judge import Judge, day, validity_detail
+from chainwatch.policy.order import taken_paths
 from chainwatch.policy_settings import Mode
 
 __all__ = ["keep"]
@@ -107,8 +108,8 @@ def _drop_covered_twins(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int
     """
     found = judge.found
     current = set(kept)
-    constraining = [store for store in judge.stores if judge.valid_paths(store, current)]
-    first_match = [store for store in constraining if judge.taken_by_first_match(store, current)]
+    constraining = [store for store in judge.stores if taken_paths(judge, store, current)]
+    trusted_first = [store for store in constraining if judge.taken_trusted_first(store, current)]
     groups: dict[tuple[bytes, bytes], list[Cert]] = {}
     for cert in kept:
         if cert != found.leaf:
@@ -122,9 +123,9 @@ def _drop_covered_twins(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int
             cover = next((t for t in group if t in trial and _covers(judge, t, cert, reach, trial)), None)
             if cover is None:
                 continue
-            if not all(judge.valid_paths(store, trial) for store in constraining):
+            if not all(taken_paths(judge, store, trial) for store in constraining):
                 continue
-            if not all(judge.taken_by_first_match(store, trial) for store in first_match):
+            if not all(judge.taken_trusted_first(store, trial) for store in trusted_first):
                 continue
             if judge.on_valid_paths(trial) != judge.on_valid_paths(current) - {cert}:
                 continue  # a certificate served for its sake would be left on no valid path
@@ -152,11 +153,11 @@ def _drop_orphans(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int, Verd
 def _drop_unneeded(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int, Verdict]) -> None:
     found = judge.found
     current = set(kept)
-    constraining = [store for store in judge.stores if judge.valid_paths(store, current)]
+    constraining = [store for store in judge.stores if taken_paths(judge, store, current)]
     # A store some path serves even to clients that look in their store
     # first must keep such a path: shedding the others can leave only one
     # those clients never take (it climbs past the store's expired root).
-    first_match = [store for store in constraining if judge.taken_by_first_match(store, current)]
+    trusted_first = [store for store in constraining if judge.taken_trusted_first(store, current)]
     depth = found.depths(current)
     # Try the certificates farthest from the leaf first: those are the
     # cross-signs towards old roots that minimal mode exists to shed.
@@ -168,8 +169,8 @@ def _drop_unneeded(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int, Ver
     )
     for cert in candidates:
         trial = current - {cert}
-        if all(judge.valid_paths(store, trial) for store in constraining) and all(
-            judge.taken_by_first_match(store, trial) for store in first_match
+        if all(taken_paths(judge, store, trial) for store in constraining) and all(
+            judge.taken_trusted_first(store, trial) for store in trusted_first
         ):
             current = trial
             del kept[cert]
