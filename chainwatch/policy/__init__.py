@@ -16,7 +16,12 @@ How it works, in the spirit of Go's ``crypto/x509`` verifier:
    One budget bounds the walk.
 3. Validity is judged per store afterwards: a path is valid for a store when
    its anchor is in that store, and the anchor and every certificate above the
-   leaf are within their validity at the given time and not distrusted.
+   leaf are within their validity at the given time and not distrusted. The
+   store's client model (``Policy.client``) says whether the anchor's own
+   dates count, and which valid paths its clients take from a served set:
+   any (backtracking, the default), none that climbs past an issuer the
+   store holds but cannot use (trusted-first), or only the one the served
+   order leads to (first-match).
 4. Twins (the same subject and key from different issuers) are alternatives
    for one position of the path, like a cross-sign and its self-signed root:
    those on a valid path are kept, the others dropped for their issuer.
@@ -28,7 +33,8 @@ One module a concern, as Go's verifier keeps finding apart from judging:
 :mod:`~chainwatch.policy.paths` finds candidate paths (steps 1-2),
 :mod:`~chainwatch.policy.judge` judges them at the given time (step 3),
 :mod:`~chainwatch.policy.keep` gives every certificate its verdict (step 4),
-:mod:`~chainwatch.policy.order` orders what is kept (step 5), and
+:mod:`~chainwatch.policy.order` orders what is kept and says which paths a
+client takes from it (step 5), and
 :mod:`~chainwatch.policy.chain_warnings` applies the rules on the whole
 chain; :mod:`~chainwatch.policy.decision` holds the records they return.
 None of them reads a clock, a file or the network.

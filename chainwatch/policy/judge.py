@@ -47,16 +47,20 @@ class Judge:
         return not self.policy.distrust.matches(anchor)
 
     def valid(self, path: Path, store: TrustStore, kept: set[Cert] | None = None) -> bool:
-        return (
-            path.anchor in store
-            and self.anchors(path.anchor, self.model(store))
-            and all(self.usable(cert) for cert in path.via)
-            and (kept is None or all(cert in kept for cert in path.via))
-        )
+        return self._valid(path, store, self.model(store), kept)
 
     def valid_paths(self, store: TrustStore, kept: set[Cert] | None = None) -> list[Path]:
         """Every path a client of ``store`` would accept, served as it likes: backtracking."""
-        return [path for path in self.found.paths if self.valid(path, store, kept)]
+        model = self.model(store)
+        return [path for path in self.found.paths if self._valid(path, store, model, kept)]
+
+    def _valid(self, path: Path, store: TrustStore, model: ClientModel, kept: set[Cert] | None) -> bool:
+        return (
+            path.anchor in store
+            and self.anchors(path.anchor, model)
+            and all(self.usable(cert) for cert in path.via)
+            and (kept is None or all(cert in kept for cert in path.via))
+        )
 
     def on_valid_paths(self, kept: set[Cert]) -> set[Cert]:
         return {cert for store in self.stores for path in self.valid_paths(store, kept) for cert in path.via}

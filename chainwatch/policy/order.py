@@ -75,11 +75,11 @@ def conflicting_twins(judge: Judge, chain: tuple[Cert, ...], through: Mapping[Ce
 def taken_paths(judge: Judge, store: TrustStore, kept: set[Cert]) -> list[Path]:
     """The valid paths a client of ``store`` takes when ``kept`` is served, as its model builds paths."""
     building = judge.model(store).path_building
-    if building == PathBuilding.FIRST_MATCH:
+    if building is PathBuilding.FIRST_MATCH:
         path = first_match_path(judge, store, order(judge, kept, stores_through(judge, kept)))
         return [path] if path is not None and judge.valid(path, store, kept) else []
     paths = judge.valid_paths(store, kept)
-    if building == PathBuilding.TRUSTED_FIRST:
+    if building is PathBuilding.TRUSTED_FIRST:
         return [path for path in paths if not judge.shadowed(path, store)]
     return paths
 
