@@ -74,10 +74,9 @@ class Judge:
         (where the store's model checks anchors' expiry) or distrusted, fails
         for it.
         """
-        model = self.model(store)
         for cert in (path.leaf, *path.via[:-1]):
             trusted = [anchor for anchor in self.found.anchor_issuers.get(cert, ()) if anchor in store]
-            if trusted and not any(self.anchors(anchor, model) for anchor in trusted):
+            if trusted and not any(self.anchors(anchor, self.model(store)) for anchor in trusted):
                 return True
         return False
 
