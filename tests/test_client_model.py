@@ -211,3 +211,16 @@ def test_first_match_client_without_a_valid_path_is_told_where_the_served_path_e
         "clients using old-debian cannot validate the served chain: first-match: "
         "the served path reaches Old Root, expired on 2030-01-01"
     ]
+
+
+def test_first_match_client_prefers_the_first_served_issuer_that_is_currently_valid(dst: DstShaped) -> None:
+    expired_twin = cert_of(dst.new.certify(dst.issuing.name, dst.issuing.key.public_key(), ca=True, not_after=T0))
+    chain = [dst.leaf, expired_twin, dst.issuing.c]
+    new_only = TrustStore.of("new-only", [dst.new.c])
+    policy = Policy(client=ClientModel(PathBuilding.FIRST_MATCH))
+    judge = Judge(Candidates(chain, [new_only], None), [new_only], AFTER_OLD_ROOT, policy)
+
+    path = first_match_path(judge, new_only, tuple(chain))
+
+    # OpenSSL 1.0.2's find_issuer: the first match within its dates, else the last match.
+    assert path is not None and path.via == (dst.issuing.c,)
