@@ -354,7 +354,7 @@ PROFILED_FIRST = {
     "parse lineage (parse_lineage)": ("chainwatch/lineage.py", "parse_lineage"),
     "  key's public half, checked (read_key)": ("chainwatch/private_key.py", "read_key"),
     "  certificates (parse_certificates)": ("chainwatch/pem.py", "parse_certificates"),
-    "decide (policy.decide)": ("chainwatch/policy.py", "decide"),
+    "decide (policy.decide)": ("chainwatch/policy/__init__.py", "decide"),
     "  signatures (signature.verifies)": ("chainwatch/signature.py", "verifies"),
     "files to publish (set_for)": ("chainwatch/publish.py", "set_for"),
     "decision.json content (Processor._meta)": ("chainwatch/reconcile.py", "_meta"),
@@ -399,9 +399,9 @@ def profile_sync(
     split: dict[str, tuple[float, float]] = {"whole `chainwatch sync` (under cProfile)": (whole, 1.0)}
     for label, (file, function) in profiled.items():
         matching = [v for (path, _, name), v in stats.items() if path.rstrip(">").endswith(file) and name == function]
-        # The largest, not the sum: two functions of one name in a file are
-        # nested here (policy.decide calls _Judge.decide, atomic.syncfs its
-        # libc wrapper syncfs), and a sum would count the inner one twice.
+        # The largest, not the sum: two functions of one name in a file may be
+        # nested (atomic.syncfs calls its libc wrapper syncfs), and a sum
+        # would count the inner one twice.
         seconds = max((entry[3] for entry in matching), default=0.0)
         split[label] = (seconds, seconds / whole)
     return split

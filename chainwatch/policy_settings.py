@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from chainwatch.certificate import Cert
 
-__all__ = ["DEFAULT_STORE", "Distrust", "Mode", "Policy", "leaf_horizon"]
+__all__ = ["DEFAULT_STORE", "ClientModel", "Distrust", "Mode", "PathBuilding", "Policy", "leaf_horizon"]
 
 DEFAULT_STORE = Path("/etc/ssl/certs/ca-certificates.crt")
 """Debian's ca-certificates bundle: the store of a client that trusts what Debian trusts."""
@@ -66,6 +66,31 @@ def _dn_key(dn: str) -> frozenset[str]:
     return frozenset(pairs)
 
 
+class PathBuilding(StrEnum):
+    """How a client builds its path from the served chain to one of its anchors."""
+
+    FIRST_MATCH = "first-match"
+    """Follows the served chain untrusted-first, taking at each step the first
+    served issuer (a currently valid one if any), and looks in its store only
+    where the served certificates end; it tries another way only when no
+    trusted issuer is found at all, so a served cross-sign to an expired root
+    it trusts fails it: OpenSSL <= 1.0.2, LibreSSL <= 3.1.2."""
+    TRUSTED_FIRST = "trusted-first"
+    """Looks in its store first at every step and stops at a trusted issuer,
+    even an expired or distrusted one: OpenSSL >= 1.1.0."""
+    BACKTRACKING = "backtracking"
+    """Tries every way up until one is valid: Go, pyca, NSS, Java, Apple, Windows, Android."""
+
+
+class ClientModel(NamedTuple):
+    """How the clients of a store judge a chain, besides which anchors they hold."""
+
+    path_building: PathBuilding = PathBuilding.BACKTRACKING
+    anchor_expiry: bool = True
+    """False where an anchor's own validity dates are never checked, so an
+    expired anchor still anchors (Android, rustls/webpki)."""
+
+
 class Policy(NamedTuple):
     """The knobs of the trim policy."""
 
@@ -73,6 +98,12 @@ class Policy(NamedTuple):
     distrust: Distrust = Distrust()
     horizon: dt.timedelta = dt.timedelta(days=21)
     """Warn when a served certificate or a used anchor expires this soon."""
+    client: ClientModel = ClientModel()
+    """How the clients behind every configured store are judged to validate.
+    Whatever it says, the served chain is also kept good for clients of those
+    stores that look in their store first and that take the first twin
+    served (see :mod:`chainwatch.policy`): a store stands for every program
+    that uses it, not only the one modelled."""
 
 
 def leaf_horizon(horizon: dt.timedelta, not_before: dt.datetime, not_after: dt.datetime) -> dt.timedelta:

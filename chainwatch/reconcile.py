@@ -120,6 +120,7 @@ class Processor:
                     str(self.policy.mode),
                     self.policy.distrust.entries,
                     config.horizon_days,
+                    (str(self.policy.client.path_building), self.policy.client.anchor_expiry),
                 )
             ).encode()
         ).hexdigest()
