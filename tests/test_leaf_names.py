@@ -89,6 +89,27 @@ def test_status_names_a_cn_less_leaf_by_its_dns_names(ws: Workspace, cn_less: Is
     assert report["lineages"][0]["leaf"]["subject"] == ""  # exact: the certificate has none
 
 
+def test_status_names_a_cn_less_leaf_recorded_as_empty_name_before_by_its_dns_names(
+    ws: Workspace, cn_less: Issued
+) -> None:
+    ws.certbot.write(NAME, cn_less)
+    assert ws.chainwatch("sync").returncode == 0
+    # As a pass before CN-less leaves were named after their names recorded it.
+    state = ws.state()
+    record = state["lineages"][NAME]
+    record["leaf"]["short"] = record["served"][0]["short"] = "(empty name)"
+    (ws.out / "state.json").write_text(json.dumps(state))
+
+    text = ws.chainwatch("status").stdout
+    report = json.loads(ws.chainwatch("status", "--json").stdout)
+
+    assert "(empty name)" not in text
+    assert f"    leaf      {NAME} +1 (+ {IMAP}) · expires " in text
+    assert f"    serves    {NAME} +1 → Issuing CA" in text
+    assert report["lineages"][0]["leaf"]["short"] == f"{NAME} +1"
+    assert report["lineages"][0]["served"][0]["short"] == f"{NAME} +1"
+
+
 def test_probe_names_a_cn_less_leaf_by_its_dns_names(ws: Workspace, cn_less: Issued) -> None:
     with serving(cn_less, ws.root / "server") as endpoint:
         result = ws.chainwatch("probe", endpoint, "--name", NAME)
