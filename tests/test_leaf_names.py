@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,6 +111,13 @@ def test_status_names_a_cn_less_leaf_recorded_as_empty_name_before_by_its_dns_na
     assert f"    serves    {NAME} +1 → Issuing CA" in text
     assert report["lineages"][0]["leaf"]["short"] == f"{NAME} +1"
     assert report["lineages"][0]["served"][0]["short"] == f"{NAME} +1"
+    # Named so without the certificate library, which `status` (a monitoring plugin run every minute) never loads.
+    imports = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "chainwatch", "status", "--config", str(ws.config)],
+        capture_output=True, text=True, check=False, env={**os.environ, **ws.env},
+    ).stderr  # fmt: skip
+    assert "chainwatch.naming" in imports
+    assert "cryptography" not in imports
 
 
 def test_probe_names_a_cn_less_leaf_by_its_dns_names(ws: Workspace, cn_less: Issued) -> None:
