@@ -46,8 +46,10 @@ _HEARTBEAT_EVERY = 600.0
 # Each keepalive of the first pass asks systemd for this much more start time.
 _START_EXTENSION_S = 30.0
 _LONGEST_SLEEP = 20 * 86400.0
-# An output directory that failed as a whole is tried again this often.
+# An output directory that failed as a whole, or a step of the loop that
+# failed, is tried again this often. The environment variable exists for tests.
 _RETRY_OUTPUT = dt.timedelta(seconds=30)
+_RETRY_ENV = "CHAINWATCH_TEST_RETRY_S"
 _RETRY_SAVE = 10.0
 # While inotify cannot watch every directory (its watch limit reached), the
 # lineages concerned are looked at this often: the bound on publishing their
@@ -96,6 +98,7 @@ class Agent:
         """Lineages that vanished, to record as removed in the next pass (under its lock)."""
         self.retry_all_at: float | None = None
         """Monotonic time to reconcile everything again after a step failed outside any lineage."""
+        self.retry_after = _retry_after()
         self.unwatched_rescan_s = _unwatched_rescan_s()
         self.unwatched_rescan_at: float | None = None
         """Monotonic time of the next look at what inotify does not watch; None: it watches everything."""
@@ -192,8 +195,8 @@ class Agent:
         try:
             step()
         except (OSError, ChainwatchError) as error:
-            self.retry_all_at = time.monotonic() + _RETRY_OUTPUT.total_seconds()
-            retry_at = dt.datetime.now(dt.UTC) + _RETRY_OUTPUT
+            self.retry_all_at = time.monotonic() + self.retry_after.total_seconds()
+            retry_at = dt.datetime.now(dt.UTC) + self.retry_after
             self._output_error = f"{_what_failed(error)}: {reason_of(error)}"
             self.journal.log(Event.ERROR, f"{self._output_error}; reconciling again at {retry_at:%H:%M:%S} UTC")
             # status reads /run, not state.json, which this failure may have kept from being saved.
@@ -384,7 +387,7 @@ class Agent:
             # The output directory itself failed (removed, full, replaced by
             # something unsafe): say so and try these lineages again later.
             detail = reason_of(error)
-            retry_at = dt.datetime.now(dt.UTC) + _RETRY_OUTPUT
+            retry_at = dt.datetime.now(dt.UTC) + self.retry_after
             self._output_error = f"cannot use {self.config.output_dir}: {detail}"
             self.journal.log(Event.ERROR, f"{self._output_error}; retrying at {retry_at:%H:%M:%S} UTC")
             for name in [*names, *self.gone]:
@@ -468,11 +471,20 @@ class Agent:
                 self._refuse_config(error)
                 return
         try:
-            self._switch_watcher(config, selector)
-        except OSError:
+            # Made before the old one is closed: if it cannot be (inotify's
+            # instance limit, no file descriptor left), the old one still watches.
+            watcher = self._watcher_if_changed(config)
+        except OSError as error:
             if moved:
                 os.close(instance)  # still the old directory's agent
-            raise
+            self._refuse_config(ChainwatchError(f"cannot watch its directories: {reason_of(error)}"))
+            return
+        if watcher is not None:
+            selector.unregister(self.watcher.fileno())
+            self.watcher.close()
+            self.watcher = watcher
+            selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
+            self.known = set()
         if moved:
             os.close(self.instance)
             self.instance = instance
@@ -488,18 +500,15 @@ class Agent:
             self.reconcile_all()
         self._ready()
 
-    def _switch_watcher(self, config: Config, selector: selectors.BaseSelector) -> None:
+    def _watcher_if_changed(self, config: Config) -> LineageWatcher | None:
+        """A new watcher when ``config`` watches other directories; None: the current one serves."""
         if (config.live_dir, config.certbot, config.sources) == (
             self.config.live_dir,
             self.config.certbot,
             self.config.sources,
         ):
-            return
-        selector.unregister(self.watcher.fileno())
-        self.watcher.close()
-        self.watcher = _watcher_for(config)
-        selector.register(self.watcher.fileno(), selectors.EVENT_READ, "inotify")
-        self.known = set()
+            return None
+        return _watcher_for(config)
 
     def _refuse_config(self, error: Exception) -> None:
         message = f"configuration not reloaded, keeping the previous one: {reason_of(error)}"
@@ -533,6 +542,14 @@ def _unwatched_rescan_s() -> float:
     except ValueError:
         return _UNWATCHED_RESCAN_S
     return seconds if seconds > 0 else _UNWATCHED_RESCAN_S
+
+
+def _retry_after() -> dt.timedelta:
+    try:
+        seconds = float(os.environ.get(_RETRY_ENV, "") or _RETRY_OUTPUT.total_seconds())
+    except ValueError:
+        return _RETRY_OUTPUT
+    return dt.timedelta(seconds=seconds) if seconds > 0 else _RETRY_OUTPUT
 
 
 def _what_failed(error: Exception) -> str:

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import NameOID
 
 from chainwatch import der
+from chainwatch.naming import EMPTY_NAME, after_alt_names
 
 if TYPE_CHECKING:  # the name is newer than Debian 12's cryptography 38
     from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -82,13 +83,13 @@ def short_name(name: x509.Name, alt_names: Callable[[], Sequence[str]] = tuple) 
     common = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     if common:
         return _text(common[0].value)
-    names = alt_names()
-    if names:
-        return names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
+    named = after_alt_names(alt_names())
+    if named is not None:
+        return named
     organisation = name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     if organisation:
         return _text(organisation[0].value)
-    return name.rfc4514_string() or "(empty name)"
+    return name.rfc4514_string() or EMPTY_NAME
 
 
 def _text(value: str | bytes) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.config import FIX_AND_RESTART
+from chainwatch.naming import EMPTY_NAME, after_alt_names
 from chainwatch.palette import Palette
 from chainwatch.policy_settings import leaf_horizon
 from chainwatch.printable import printable_data
@@ -132,8 +133,19 @@ def _merge_live(lineages: dict[str, Any], live: LiveRecord | None) -> None:
             lineages[name] = {**lineages[name], **condition}
 
 
+def _named_as_leaf(cert: Mapping[str, Any], leaf: Mapping[str, Any]) -> dict[str, Any]:
+    """``cert`` (the leaf, or its line in the served chain) named after the leaf's DNS names where
+    a record made before CN-less leaves were named so says "(empty name)": the rule of today's."""
+    named = after_alt_names(leaf.get("names") or [])
+    if cert.get("short") != EMPTY_NAME or named is None or cert.get("sha256") != leaf.get("sha256"):
+        return dict(cert)
+    return {**cert, "short": named}
+
+
 def _lineage_report(name: str, record: LineageRecord, now: dt.datetime, horizon: dt.timedelta) -> dict[str, Any]:
     leaf = cast("LeafRecord", dict(record.get("leaf") or {}))
+    served = [_named_as_leaf(cert, leaf) for cert in record.get("served", [])]
+    leaf = cast("LeafRecord", _named_as_leaf(leaf, leaf))
     expires = parse_iso(leaf.get("not_after"))
     level = {"ok": OK, "warning": WARNING, "error": CRITICAL}.get(record.get("status", ""), UNKNOWN)
     message = record.get("message", "")
@@ -155,7 +167,7 @@ def _lineage_report(name: str, record: LineageRecord, now: dt.datetime, horizon:
         "version": record.get("version"),
         "published_at": record.get("published_at"),
         "leaf": leaf,
-        "served": record.get("served", []),
+        "served": served,
         "dropped": record.get("dropped", []),
         "warnings": record.get("warnings", []),
         "validating_stores": record.get("validating_stores", []),

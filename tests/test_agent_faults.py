@@ -342,3 +342,69 @@ def test_sighup_naming_the_same_output_directory_through_a_linked_parent_keeps_t
         )
         assert agent.events("config-rejected") == []
         assert not ws.state()["agent"].get("stopped")
+
+
+# The agent runs as root in a user namespace of its own: a directory owned by a
+# user that namespace does not map is closed to it, root or not (the test,
+# root outside, can still write there), as a live directory on a network
+# mount or under a security module can be.
+_OWN_USER_NAMESPACE = ("unshare", "--user", "--map-root-user")
+_UNMAPPED = 54321
+
+
+def test_a_sighup_when_the_live_directory_cannot_be_listed_is_said_retried_and_recovered(ws: Workspace) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root to give the live directory to another user (CI runs as root)")
+    with ws.agent(env={"CHAINWATCH_TEST_RETRY_S": "1"}, prefix=_OWN_USER_NAMESPACE) as agent:
+        os.chown(ws.certbot.live, _UNMAPPED, _UNMAPPED)
+        ws.certbot.live.chmod(0o700)
+        try:
+            # The pass after SIGHUP lists the live directory before any lineage is read.
+            agent.process.send_signal(signal.SIGHUP)
+            agent.wait_for(
+                lambda: f"cannot use {ws.certbot.live}: Permission denied; reconciling again at" in agent.log(),
+                timeout=60,
+                what="the listing failure said",
+            )
+            assert agent.process.poll() is None
+            assert f"cannot use {ws.certbot.live}: Permission denied" in ws.chainwatch("status").stdout
+        finally:
+            os.chown(ws.certbot.live, 0, 0)
+            ws.certbot.live.chmod(0o755)
+        # No event from certbot: the agent's own retry finds everything usable again.
+        agent.wait_for(
+            lambda: "Permission denied" not in ws.chainwatch("status").stdout, timeout=60, what="the error cleared"
+        )
+        renewed = ws.pki.issue()
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), timeout=60, what="the renewal published")
+        assert agent.process.poll() is None
+
+
+def _in_namespace_with_inotify_instances(count: int) -> tuple[str, ...]:
+    script = f'echo {count} > /proc/sys/user/max_inotify_instances && exec "$@"'
+    return (*_OWN_USER_NAMESPACE, "sh", "-c", script, "sh")
+
+
+def test_a_sighup_to_other_directories_when_no_new_watcher_can_be_made_keeps_the_old_watcher(ws: Workspace) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root to lower the namespace's inotify limit with nsenter (CI runs as root)")
+    elsewhere = ws.root / "elsewhere" / "live"
+    elsewhere.mkdir(parents=True)
+    # A retry of everything an hour away: what is published in the test comes from inotify.
+    env = {"CHAINWATCH_TEST_RETRY_S": "3600"}
+    with ws.agent(env=env, prefix=_in_namespace_with_inotify_instances(128)) as agent:
+        # The one instance the agent has is all the namespace allows from now on.
+        script = "echo 0 > /proc/sys/user/max_inotify_instances"
+        subprocess.run(["nsenter", "--user", "--target", str(agent.process.pid), "sh", "-c", script], check=True)
+        ws.config.write_text(
+            ws.config.read_text().replace(f'live_dir = "{ws.certbot.live}"', f'live_dir = "{elsewhere}"')
+        )
+        agent.process.send_signal(signal.SIGHUP)
+        agent.wait_for(lambda: bool(agent.events("config-rejected")), timeout=60, what="config-rejected")
+        assert "cannot watch its directories: Too many open files" in agent.events("config-rejected")[0]
+        assert "configuration not reloaded" in ws.chainwatch("status").stdout
+        renewed = ws.pki.issue()
+        ws.certbot.write(NAME, renewed)
+        agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), timeout=60, what="the renewal published")
+        assert agent.process.poll() is None

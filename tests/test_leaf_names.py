@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +90,34 @@ def test_status_names_a_cn_less_leaf_by_its_dns_names(ws: Workspace, cn_less: Is
     assert f"    serves    {NAME} +1 → Issuing CA" in text
     assert report["lineages"][0]["leaf"]["short"] == f"{NAME} +1"
     assert report["lineages"][0]["leaf"]["subject"] == ""  # exact: the certificate has none
+
+
+def test_status_names_a_cn_less_leaf_recorded_as_empty_name_before_by_its_dns_names(
+    ws: Workspace, cn_less: Issued
+) -> None:
+    ws.certbot.write(NAME, cn_less)
+    assert ws.chainwatch("sync").returncode == 0
+    # As a pass before CN-less leaves were named after their names recorded it.
+    state = ws.state()
+    record = state["lineages"][NAME]
+    record["leaf"]["short"] = record["served"][0]["short"] = "(empty name)"
+    (ws.out / "state.json").write_text(json.dumps(state))
+
+    text = ws.chainwatch("status").stdout
+    report = json.loads(ws.chainwatch("status", "--json").stdout)
+
+    assert "(empty name)" not in text
+    assert f"    leaf      {NAME} +1 (+ {IMAP}) · expires " in text
+    assert f"    serves    {NAME} +1 → Issuing CA" in text
+    assert report["lineages"][0]["leaf"]["short"] == f"{NAME} +1"
+    assert report["lineages"][0]["served"][0]["short"] == f"{NAME} +1"
+    # Named so without the certificate library, which `status` (a monitoring plugin run every minute) never loads.
+    imports = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "chainwatch", "status", "--config", str(ws.config)],
+        capture_output=True, text=True, check=False, env={**os.environ, **ws.env},
+    ).stderr  # fmt: skip
+    assert "chainwatch.naming" in imports
+    assert "cryptography" not in imports
 
 
 def test_probe_names_a_cn_less_leaf_by_its_dns_names(ws: Workspace, cn_less: Issued) -> None:
