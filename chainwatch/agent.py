@@ -145,7 +145,10 @@ class Agent:
         self.journal.log(Event.STARTED, f"chainwatch {__version__} watching {describe(self.config)}")
         self._write_live()
         try:
-            self.reconcile_all()
+            # Guarded like every later step: a live directory that cannot be
+            # listed at start is said and retried, not an exit (70) that
+            # systemd would restart every few seconds.
+            self._guarded(self.reconcile_all)
             self._ready()
             next_ping = time.monotonic()
             next_heartbeat = time.monotonic() + self.heartbeat_every

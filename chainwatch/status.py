@@ -305,7 +305,12 @@ def status_report(
     try:
         data = read_document(state_path)
     except FileNotFoundError:
-        return {"exit": UNKNOWN, "state": "unknown", "message": f"no state at {state_path}: chainwatch has not run yet"}
+        if read_live(state_path.parent, runtime) is None:
+            message = f"no state at {state_path}: chainwatch has not run yet"
+            return {"exit": UNKNOWN, "state": "unknown", "message": message}
+        # An agent runs but has saved nothing yet (a first pass that failed,
+        # or is still going): what it says under /run is the truth to report.
+        data = {}
     except PermissionError:
         message = (
             f"permission denied reading {state_path}: run as root, or as a member of group chainwatch "

@@ -381,6 +381,41 @@ def test_a_sighup_when_the_live_directory_cannot_be_listed_is_said_retried_and_r
         assert agent.process.poll() is None
 
 
+def test_an_agent_started_while_the_live_directory_cannot_be_listed_says_so_retries_and_recovers(
+    ws: Workspace,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root to give the live directory to another user (CI runs as root)")
+    os.chown(ws.certbot.live, _UNMAPPED, _UNMAPPED)
+    ws.certbot.live.chmod(0o700)
+    try:
+        with ws.agent(env={"CHAINWATCH_TEST_RETRY_S": "1"}, prefix=_OWN_USER_NAMESPACE) as agent:
+            # The first pass runs before the loop: its failure is the loop's, said and retried, not an exit.
+            agent.wait_for(
+                lambda: f"cannot use {ws.certbot.live}: Permission denied; reconciling again at" in agent.log(),
+                timeout=60,
+                what="the listing failure said",
+            )
+            assert agent.process.poll() is None
+            # Nothing saved yet: status reads the running agent's word under /run, not "has not run yet".
+            status = ws.chainwatch("status")
+            assert f"cannot use {ws.certbot.live}: Permission denied" in status.stdout
+            assert status.returncode == 2, status.stdout
+            assert "agent running" in status.stdout
+            os.chown(ws.certbot.live, 0, 0)
+            ws.certbot.live.chmod(0o755)
+            renewed = ws.pki.issue()
+            ws.certbot.write(NAME, renewed)
+            agent.wait_for(lambda: ws.published() == ws.pki.trimmed(renewed), timeout=60, what="the renewal published")
+            agent.wait_for(
+                lambda: "Permission denied" not in ws.chainwatch("status").stdout, timeout=60, what="the error cleared"
+            )
+            assert agent.process.poll() is None
+    finally:
+        os.chown(ws.certbot.live, 0, 0)
+        ws.certbot.live.chmod(0o755)
+
+
 def _in_namespace_with_inotify_instances(count: int) -> tuple[str, ...]:
     script = f'echo {count} > /proc/sys/user/max_inotify_instances && exec "$@"'
     return (*_OWN_USER_NAMESPACE, "sh", "-c", script, "sh")
