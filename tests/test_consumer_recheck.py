@@ -205,10 +205,10 @@ def test_probe_clears_a_skipped_consumer_once_it_serves_what_is_published(
     probed = ws.chainwatch("probe")
 
     assert probed.returncode == 0, probed.stdout + probed.stderr
-    assert "chainwatch probe: dovecot (skipped) serves what is published: recorded, it is ok now" in probed.stdout
-    assert consumer_state(ws, "dovecot")["state"] == "ok"
     status = ws.chainwatch("status")
     assert status.returncode == 0, status.stdout
+    assert consumer_state(ws, "dovecot")["state"] == "ok"
+    assert "chainwatch probe: dovecot (skipped) serves what is published: recorded, it is ok now" in probed.stdout
     (line,) = [line for line in status.stdout.splitlines() if "dovecot" in line and "·" in line]
     # The line tells what made it ok: a look, not the reload that was skipped.
     assert "ok · seen serving what is published" in line, line
