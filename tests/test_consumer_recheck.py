@@ -213,6 +213,8 @@ def test_probe_clears_a_skipped_consumer_once_it_serves_what_is_published(
     # The line tells what made it ok: a look, not the reload that was skipped.
     assert "ok · seen serving what is published" in line, line
     assert "after its reload was skipped via systemctl" in line, line
+    (report,) = json.loads(ws.chainwatch("status", "--json").stdout)["consumers"]
+    assert report["message"] == "serving what is published, seen by a look after its reload was skipped"
 
 
 def test_probe_leaves_a_skipped_consumer_that_serves_an_older_version_skipped(
@@ -235,7 +237,11 @@ def test_probe_does_not_wait_long_for_a_lock_the_agent_holds_and_says_the_agent_
     lock = os.open(ws.out / "lock", os.O_RDWR)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # as the agent holds it through a pass
-        probed = ws.chainwatch("probe")  # a hang would fail here, at the helper's timeout
+        # Far longer than the lock is waited for: a probe that waits for the agent's pass fails here.
+        probed = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "probe", "--config", str(ws.config)],
+            capture_output=True, text=True, check=False, timeout=120, env={**os.environ, **ws.env},
+        )  # fmt: skip
     finally:
         os.close(lock)
 
