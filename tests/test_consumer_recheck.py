@@ -99,6 +99,7 @@ def test_a_consumer_skipped_while_stopped_clears_on_its_schedule_once_it_serves_
         agent.wait_for(lambda: consumer_state(ws, "dovecot").get("state") == "ok", timeout=120, what="the recheck")
         status = ws.chainwatch("status")
         assert status.returncode == 0, status.stdout
+        assert "dovecot  ok · seen serving what is published" in status.stdout, status.stdout
     (probe,) = consumer_state(ws, "dovecot")["probes"]
     assert (probe["verdict"], probe["version"]) == ("serves", 2)
 
