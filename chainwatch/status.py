@@ -189,7 +189,7 @@ def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
     elif state == "skipped" and reload:
         message = f"not reloaded: {reload['detail']}"
     elif reload and reload.get("result") != "reloaded":
-        message = f"serving what is published, seen by a look after its reload was {reload.get('result')}"
+        message = f"serving what is published, seen by a look after its reload {_outcome(reload)}"
     else:
         message = "reloaded and serving what is published" if reload else "not reloaded yet"
     return {
@@ -204,6 +204,12 @@ def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
         "next_retry": record.get("next_retry"),
         "failures": record.get("failures", 0),
     }
+
+
+def _outcome(reload: Mapping[str, Any]) -> str:
+    """A reload's result as the end of "after its reload ...": "was skipped", "failed"."""
+    result = str(reload.get("result"))
+    return f"was {result}" if result == "skipped" else result
 
 
 def _newer_input(
@@ -480,8 +486,8 @@ def _render_consumer(item: dict[str, Any], p: Palette, colour: Mapping[str, Call
     if reload and item["level"] == OK and reload.get("result") != "reloaded" and looked:
         # Ok although its last reload was skipped or failed: a later look found it serving.
         how = (
-            f"seen serving what is published {_when(looked)}, after its reload was "
-            f"{reload.get('result')} via {reload.get('via')} {_when(reload.get('at'))}"
+            f"seen serving what is published {_when(looked)}, after its reload "
+            f"{_outcome(reload)} via {reload.get('via')} {_when(reload.get('at'))}"
         )
     elif reload:
         seconds = float(reload.get("seconds") or 0)
