@@ -278,3 +278,25 @@ def test_probe_by_a_user_who_may_not_write_the_state_works_and_says_it_could_not
     assert "is what chainwatch published" in probed.stdout
     assert "dovecot (skipped) serves what is published; could not record it" in probed.stdout
     assert consumer_state(ws, "dovecot")["state"] == "skipped"
+
+
+def test_probe_clears_a_consumer_in_error_once_it_serves_what_is_published(
+    ws: Workspace, stopped_dovecot: list[Dovecot]
+) -> None:
+    port = free_port()
+    ws.write_config(
+        consumers=consumer("dovecot", ["false"], [f"imaps://127.0.0.1:{port}"]) + f"recheck_s = {_NEVER_S}\n"
+    )
+    ws.certbot.write(NAME, ws.pki.issue())
+    assert ws.chainwatch("sync").returncode == 2  # its reload fails: in error
+    assert consumer_state(ws, "dovecot")["state"] == "error"
+    _start_dovecot(ws, port, stopped_dovecot)  # fixed by hand: serves the published version 2
+
+    probed = ws.chainwatch("probe")
+
+    assert probed.returncode == 0, probed.stdout + probed.stderr
+    status = ws.chainwatch("status")
+    assert status.returncode == 0, status.stdout
+    assert "after its reload failed via command" in status.stdout, status.stdout
+    assert consumer_state(ws, "dovecot")["error"] is None
+    assert "chainwatch probe: dovecot (error) serves what is published: recorded, it is ok now" in probed.stdout
