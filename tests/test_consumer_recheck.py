@@ -1,6 +1,8 @@
 """A consumer that was skipped or failed is looked at again, on its schedule and
 whenever the agent starts or reloads or `sync` runs, until it serves what is
-published; a reload forgets endpoints that are no longer configured.
+published; `chainwatch probe` records it once it sees it serving, without
+waiting long for the agent's lock; a reload forgets endpoints that are no
+longer configured.
 
 Real Dovecot, real inotify, the real agent. A skip comes from real systemctl
 on a host not booted with systemd (``WITHOUT_SYSTEMD``). No verdict depends
