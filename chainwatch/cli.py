@@ -269,7 +269,8 @@ examples:
         description="Connect to each endpoint (STARTTLS spoken for the +starttls schemes), "
         "read the certificate chain it sends, and judge it with the trim policy; when the state knows "
         "a lineage for the name asked (or for the leaf sent), say whether the server sends exactly "
-        "what chainwatch published. Without endpoints, the configured consumers' probes are used.",
+        "what chainwatch published. Without endpoints, the configured consumers' probes are used, and "
+        "(as root) a consumer skipped or in error found serving what is published is recorded as ok.",
         epilog="""endpoints: imaps://HOST[:993]  imap+starttls://HOST[:143]  pop3s://HOST[:995]
            pop3+starttls://HOST[:110]  smtps://HOST[:465]  smtp+starttls://HOST[:587]
            https://HOST[:443]  tls://HOST:PORT (any TLS service)

@@ -306,6 +306,12 @@ class ConsumerHook:
         """Reload, probe, blame; returns lineage -> when to look at it again."""
         return _Step(self, processor, keepalive).run(outcomes)
 
+    def look(self, processor: Processor, keepalive: Keepalive = _nothing) -> list[str]:
+        """Outside a pass (``chainwatch probe``), under :meth:`Processor.exclusive`: each consumer
+        skipped or in error is probed, never reloaded; one found serving what is published is
+        recorded so, as the agent's own look would. Returns the names of those cleared."""
+        return _Step(self, processor, keepalive).look()
+
 
 class _Step:
     """One after-batch step: the lineages it switched, the checks it made."""
@@ -369,6 +375,22 @@ class _Step:
                 if retry is not None:
                     self._retry(name, max(retry, self.now))
         return self.retries
+
+    def look(self) -> list[str]:
+        state = self.processor.state
+        known = state.data.get("consumers") or {}
+        checks: dict[str, Check] = {}
+        for consumer in self.processor.config.consumers:
+            record = known.get(consumer.name) or {}
+            if record.get("state") not in ("error", "skipped"):
+                continue
+            names = [n for n in affected(consumer, record.get("lineages", [])) if state.has_lineage(n)]
+            glance = self._glance(consumer, names) if names else None
+            if glance is not None:
+                checks[consumer.name] = glance
+        if checks:
+            self._settle(checks, [])
+        return list(checks)
 
     def _switch_in_due_pending(self, outcomes: list[Outcome]) -> list[str]:
         """Rejected versions whose retry is due are served again, to be checked like new ones."""
@@ -582,13 +604,9 @@ class _Step:
     # -- one consumer ------------------------------------------------------------------------
 
     def _check(self, consumer: ConsumerConfig, names: list[str], look_first: bool = False) -> Check:
-        if look_first and consumer.probe:
-            # A consumer skipped while stopped reads the published files when
-            # it starts, and one whose error was fixed by hand may serve them
-            # already: neither needs a reload to be seen doing so.
-            glance = Check(consumer, tuple(names), None, tuple(self._probe(consumer, names, _GLANCE_S)))
-            if glance.proven:
-                self._log_reports(consumer, glance.reports)
+        if look_first:
+            glance = self._glance(consumer, names)
+            if glance is not None:
                 return glance
         result = self._alive(lambda: self.hook.reloader(consumer))
         if result.result == Result.SKIPPED:
@@ -608,6 +626,21 @@ class _Step:
         reports = self._probe(consumer, names) if consumer.probe else []
         self._log_reports(consumer, reports)
         return Check(consumer, tuple(names), result, tuple(reports))
+
+    def _glance(self, consumer: ConsumerConfig, names: list[str]) -> Check | None:
+        """Probed only, the consumer seen serving what is published; None when it is not seen so.
+
+        A consumer skipped while stopped reads the published files when it
+        starts, and one whose error was fixed by hand may serve them already:
+        neither needs a reload to be seen doing so.
+        """
+        if not consumer.probe:
+            return None
+        glance = Check(consumer, tuple(names), None, tuple(self._probe(consumer, names, _GLANCE_S)))
+        if not glance.proven:
+            return None
+        self._log_reports(consumer, glance.reports)
+        return glance
 
     def _log_reports(self, consumer: ConsumerConfig, reports: Iterable[ProbeReport]) -> None:
         for report in reports:

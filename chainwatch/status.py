@@ -201,6 +201,8 @@ def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
         message = error["message"] if error else "failing"
     elif state == "skipped" and reload:
         message = f"not reloaded: {reload['detail']}"
+    elif reload and reload.get("result") != "reloaded":
+        message = f"serving what is published, seen by a look after its reload {_outcome(reload)}"
     else:
         message = "reloaded and serving what is published" if reload else "not reloaded yet"
     return {
@@ -215,6 +217,12 @@ def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
         "next_retry": record.get("next_retry"),
         "failures": record.get("failures", 0),
     }
+
+
+def _outcome(reload: Mapping[str, Any]) -> str:
+    """A reload's result as the end of "after its reload ...": "was skipped", "failed"."""
+    result = str(reload.get("result"))
+    return f"was {result}" if result == "skipped" else result
 
 
 def _newer_input(
@@ -492,7 +500,14 @@ def _render_lineage(item: dict[str, Any], p: Palette, colour: Mapping[str, Calla
 def _render_consumer(item: dict[str, Any], p: Palette, colour: Mapping[str, Callable[[str], str]]) -> list[str]:
     paint = colour.get(item["state"], p.warn)
     reload = item.get("last_reload")
-    if reload:
+    looked = max((str(probe.get("checked_at") or "") for probe in item.get("probes", [])), default="")
+    if reload and item["level"] == OK and reload.get("result") != "reloaded" and looked:
+        # Ok although its last reload was skipped or failed: a later look found it serving.
+        how = (
+            f"seen serving what is published {_when(looked)}, after its reload "
+            f"{_outcome(reload)} via {reload.get('via')} {_when(reload.get('at'))}"
+        )
+    elif reload:
         seconds = float(reload.get("seconds") or 0)
         how = f"{reload.get('result')} via {reload.get('via')} {_when(reload.get('at'))} ({seconds * 1000:.0f} ms)"
     else:

@@ -456,3 +456,30 @@ def test_status_with_an_invalid_configuration_says_warning_on_its_first_line_as_
     assert status.returncode == 1
     assert status.stdout.startswith("chainwatch warning · agent not in use")
     assert json.loads(ws.chainwatch("status", "--json").stdout)["state"] == "warning"
+
+
+def test_status_says_a_look_found_a_consumer_serving_after_its_reload_failed(ws: Workspace) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    ws.write_config(consumers='[[consumer]]\nname = "dovecot"\nreload_command = ["false"]\n')
+    assert ws.chainwatch("sync").returncode == 2  # the reload failed: critical
+    # What the agent writes when a later look (a probe, no reload) finds it serving version 1.
+    state = ws.state()
+    record = state["consumers"]["dovecot"]
+    record.update(state="ok", error=None, next_retry=None)
+    record["probes"] = [
+        {
+            "endpoint": "imaps://127.0.0.1:993", "lineage": NAME, "server_name": NAME, "verdict": "serves",
+            "ok": True, "message": "", "version": 1, "checked_at": "2026-11-27T22:40:00Z",
+        }
+    ]  # fmt: skip
+    (ws.out / "state.json").write_text(json.dumps(state))
+
+    status = ws.chainwatch("status")
+
+    assert status.returncode == 0, status.stdout
+    assert (
+        "● dovecot  ok · seen serving what is published 2026-11-27 22:40 UTC, after its reload failed via command"
+        in status.stdout
+    )
+    (consumer,) = json.loads(ws.chainwatch("status", "--json").stdout)["consumers"]
+    assert consumer["message"] == "serving what is published, seen by a look after its reload failed"

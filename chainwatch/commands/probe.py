@@ -7,50 +7,47 @@ import fnmatch
 import ipaddress
 import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chainwatch.certificate import Cert
 from chainwatch.commands.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, at_of, config_of
-from chainwatch.errors import InputError
+from chainwatch.config import Config
+from chainwatch.consumers import ConsumerHook
+from chainwatch.errors import ChainwatchError, InputError, reason_of
+from chainwatch.journal import Journal
 from chainwatch.policy import Verdict, decide
 from chainwatch.printable import printable
 from chainwatch.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
+from chainwatch.reconcile import Processor
 from chainwatch.report import decision_json, iso
-from chainwatch.state import StateFile
+from chainwatch.state import StateFile, parse_iso
 from chainwatch.trust import load_stores
 
 __all__ = ["probe"]
+
+# How long probe waits for the lock the agent holds through a pass (its reloads
+# and probes): past it, the agent's own look on its schedule will do.
+LOCK_PATIENCE_S = 5.0
+
+
+class _Busy(Exception):
+    """The lock stayed held longer than LOCK_PATIENCE_S."""
 
 
 def probe(args: argparse.Namespace) -> int:
     config = config_of(args)
     at = at_of(args)
-    published = _published(config.output_dir)
-    targets: list[tuple[Endpoint, str | None, str | None]] = [
-        (parse_endpoint(text), args.name, None) for text in args.endpoints
-    ]
-    if not targets:
-        # As the agent probes: each consumer for the lineages it serves (its
-        # ``lineages`` patterns), each with its names, judged against that lineage.
-        for consumer in config.consumers:
-            for text in consumer.probe:
-                endpoint = parse_endpoint(text)
-                for served_lineage, record in sorted(published.items()):
-                    if record.get("removed") or not record.get("version"):
-                        continue
-                    if not any(fnmatch.fnmatchcase(served_lineage, glob) for glob in consumer.lineages):
-                        continue
-                    names = (record.get("leaf") or {}).get("names", [])
-                    targets += [(endpoint, name, served_lineage) for name in names]
-        if not targets:
-            raise InputError("no endpoint given and no probe configured (see 'chainwatch probe --help')")
+    state = StateFile.read(config.output_dir / "state.json") or {}
+    published: dict[str, Any] = state.get("lineages") or {}
+    targets = _targets(args, config, published)
     stores = load_stores(config.trust_stores)
     policy = config.trim_policy()
     results, worst = [], EXIT_OK
     texts: list[str] = []
-    for endpoint, name, lineage in targets:
+    seen: dict[str, bool] = {}  # consumer -> every one of its probes serves what is published
+    for endpoint, name, lineage, consumer_name in targets:
         # RFC 6066 forbids an IP address as a server name: send none, as mail clients do.
         server_name = name or (None if _is_ip(endpoint.host) else endpoint.host)
         entry: dict[str, object] = {"endpoint": str(endpoint), "server_name": server_name}
@@ -61,6 +58,8 @@ def probe(args: argparse.Namespace) -> int:
             worst = EXIT_USAGE
             results.append(entry)
             texts.append(_probe_text(entry, [], []))
+            if consumer_name is not None:
+                seen[consumer_name] = False
             continue
         decision = decide(served, stores, at, policy)
         would_trim = list(decision.chain) != served
@@ -76,11 +75,100 @@ def probe(args: argparse.Namespace) -> int:
                 worst = EXIT_USAGE
         results.append(entry)
         texts.append(_probe_text(entry, served, decision.dropped))
+        if consumer_name is not None:
+            serves = comparison is not None and bool(comparison["matches"])
+            seen[consumer_name] = seen.get(consumer_name, True) and serves
+    consumers: dict[str, Any] = state.get("consumers") or {}
+    waiting = [
+        name
+        for name, serves in seen.items()
+        if serves and (consumers.get(name) or {}).get("state") in ("skipped", "error")
+    ]
+    looks = _record_looks(config, waiting, consumers) if waiting else []
     if args.json:
-        sys.stdout.write(json.dumps({"exit": worst, "endpoints": results}, indent=2) + "\n")
+        document = {"exit": worst, "endpoints": results, "consumers": looks}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         sys.stdout.write("".join(texts))
+        sys.stdout.write("".join(printable(f"chainwatch probe: {look['message']}") + "\n" for look in looks))
     return worst
+
+
+# Where to connect, the server name to send, the lineage to compare with, the consumer probed.
+_Target = tuple[Endpoint, str | None, str | None, str | None]
+
+
+def _targets(args: argparse.Namespace, config: Config, published: dict[str, Any]) -> list[_Target]:
+    targets: list[_Target] = [(parse_endpoint(text), args.name, None, None) for text in args.endpoints]
+    if not targets:
+        # As the agent probes: each consumer for the lineages it serves (its
+        # ``lineages`` patterns), each with its names, judged against that lineage.
+        for consumer in config.consumers:
+            for text in consumer.probe:
+                endpoint = parse_endpoint(text)
+                for served_lineage, record in sorted(published.items()):
+                    if record.get("removed") or not record.get("version"):
+                        continue
+                    if not any(fnmatch.fnmatchcase(served_lineage, glob) for glob in consumer.lineages):
+                        continue
+                    names = (record.get("leaf") or {}).get("names", [])
+                    targets += [(endpoint, name, served_lineage, consumer.name) for name in names]
+        if not targets:
+            raise InputError("no endpoint given and no probe configured (see 'chainwatch probe --help')")
+    return targets
+
+
+def _record_looks(config: Config, waiting: list[str], consumers: dict[str, Any]) -> list[dict[str, Any]]:
+    """Consumers skipped or in error that were just seen serving what is published: recorded
+    so under the agent's lock, by the agent's own rules (:meth:`ConsumerHook.look`), where
+    this user may write the state and the lock is free soon enough."""
+    problem: str | None = None
+    cleared: list[str] = []
+    try:
+        processor = Processor(config, Journal.for_command())
+        processor.waiting = _patience(time.monotonic() + LOCK_PATIENCE_S)
+        with processor.exclusive():
+            cleared = ConsumerHook().look(processor)
+    except _Busy:
+        problem = "busy"
+    except (OSError, ChainwatchError) as error:
+        problem = reason_of(error)
+    looks = []
+    for name in waiting:
+        was = (consumers.get(name) or {}).get("state")
+        retry = _schedule(consumers.get(name) or {})
+        if problem == "busy":
+            message = (
+                f"{name} ({was}) serves what is published; not recorded: the agent (or a sync) holds "
+                f"the lock, and looks again at {name} on its schedule{retry}"
+            )
+        elif problem is not None:
+            message = (
+                f"{name} ({was}) serves what is published; could not record it ({problem}): "
+                f"run it as root, or the agent looks again on its schedule{retry}"
+            )
+        elif name in cleared:
+            message = f"{name} ({was}) serves what is published: recorded, it is ok now"
+        else:
+            message = f"{name} ({was}) was not seen serving what is published when looked at again: unchanged"
+        looks.append({"consumer": name, "was": was, "recorded": name in cleared, "message": message})
+    return looks
+
+
+def _patience(deadline: float) -> Callable[[bool], None]:
+    """Processor.waiting for a command that must not hang behind the agent: gives up at ``deadline``."""
+
+    def waiting(first: bool) -> None:
+        if time.monotonic() >= deadline:
+            raise _Busy
+
+    return waiting
+
+
+def _schedule(record: dict[str, Any]) -> str:
+    retry = record.get("next_retry")
+    moment = parse_iso(retry) if isinstance(retry, str) else None
+    return f" (next at {moment:%H:%M:%S} UTC)" if moment is not None else ""
 
 
 def _is_ip(host: str) -> bool:
@@ -89,12 +177,6 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _published(output_dir: Path) -> dict[str, Any]:
-    """The lineage records of the state; none when there is no readable state (probe works without it)."""
-    lineages: dict[str, Any] = (StateFile.read(output_dir / "state.json") or {}).get("lineages") or {}
-    return lineages
 
 
 def _compare(
