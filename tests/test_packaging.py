@@ -87,6 +87,42 @@ def test_remove_and_purge_name_the_nginx_and_haproxy_files_that_point_at_the_pub
     assert "  /etc/haproxy/haproxy.cfg\n" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("content", "removed"),
+    [
+        ("# HELP chainwatch_lineage_ok 1 when ...\n# TYPE chainwatch_lineage_ok gauge\n", True),
+        ("", True),  # written before the agent's first pass
+        ("# TYPE node_load1 gauge\nnode_load1 0.5\n", False),  # not chainwatch's: never touched
+    ],
+    ids=["chainwatchs", "empty", "someone-elses"],
+)
+def test_remove_deletes_the_metrics_textfile_the_agent_kept_and_nothing_else(
+    tmp_path: Path, content: str, removed: bool
+) -> None:
+    """node_exporter exported a removed agent's last values for ever, and the heartbeat alert fired.
+
+    The configured path comes from ``chainwatch check-config``, stood in for here by a script
+    printing what it prints; the prerm runs as dpkg runs it, with /var/lib an empty tmpfs.
+    """
+    textfile = tmp_path / "chainwatch.prom"
+    textfile.write_text(content)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "chainwatch").write_text(f"#!/bin/sh\nprintf '[metrics]\\ntextfile = \"{textfile}\"\\n'\n")
+    (bin_dir / "chainwatch").chmod(0o755)
+    setup = (
+        "set -e; mount -t tmpfs none /var/lib; "
+        f"PATH={bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin sh {ROOT / 'packaging' / 'debian' / 'chainwatch.prerm'} remove"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert textfile.exists() is not removed
+    assert (f"removed the metrics file {textfile}" in result.stderr) is removed, result.stderr
+
+
 @pytest.mark.parametrize("target", ["/etc/chainwatch/certbot-deploy-hook", "../../../chainwatch/certbot-deploy-hook"])
 def test_purge_removes_the_deploy_hook_link_absolute_or_relative(target: str) -> None:
     """A link made with ``ln -sr`` was left dangling by purge, and certbot skips one in silence.
