@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,11 @@ if os.environ.get("CI") == "true":
 # them, and never into the journal of the machine running the tests. (The
 # booted containers' tests unset it inside the container.)
 os.environ["CHAINWATCH_LOG"] = "stderr"
+# Nor does any command write the agent's live record under the machine's own
+# /run/chainwatch (what systemd's RuntimeDirectory= gives the real agent): a
+# test's failed `run` would tell the host's `status` an agent failed. A
+# Workspace gives each test its own; this is for the commands run without one.
+os.environ["RUNTIME_DIRECTORY"] = tempfile.mkdtemp(prefix="chainwatch-tests-run-")
 
 VECTORS = Path(__file__).parent / "vectors"
 DEBIAN12_STORE = VECTORS / "stores" / "ca-certificates.crt"

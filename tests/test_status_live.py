@@ -190,6 +190,22 @@ def test_an_agent_that_refused_to_start_on_its_configuration_is_critical(ws: Wor
         assert ws.chainwatch("status").returncode == 0
 
 
+def test_a_run_tried_by_hand_with_a_broken_file_beside_the_running_agent_does_not_make_it_failed(
+    ws: Workspace,
+) -> None:
+    ws.certbot.write(NAME, ws.pki.issue())
+    with ws.agent():
+        assert ws.chainwatch("status").returncode == 0
+        good = ws.config.read_text()
+        ws.config.write_text(good + "[metrics]\nbogus = 1\n")
+        assert ws.chainwatch("run").returncode == 78
+        ws.config.write_text(good)
+        # The running agent's record under /run is its own, not the refused process's.
+        status = ws.chainwatch("status")
+        assert status.returncode == 0, status.stdout
+        assert "agent running" in status.stdout
+
+
 def link_deploy_hook(ws: Workspace) -> Path:
     """The README's `ln -s /etc/chainwatch/certbot-deploy-hook .../renewal-hooks/deploy/chainwatch`."""
     hooks = ws.certbot.root / "renewal-hooks" / "deploy"

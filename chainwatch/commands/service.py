@@ -19,9 +19,10 @@ from chainwatch.journal import Event, Journal
 from chainwatch.metrics import write_metrics
 from chainwatch.printable import printable, quoted
 from chainwatch.reconcile import Outcome, Processor
-from chainwatch.runtime import LiveRecord, write_live
+from chainwatch.runtime import LiveRecord, read_live, write_live
 from chainwatch.sources import describe, valid_lineage_name
 from chainwatch.state import StateFile, now_iso
+from chainwatch.status import agent_running
 
 __all__ = ["EXIT_CONFIG", "run", "sync"]
 
@@ -81,9 +82,11 @@ def _refused_to_start(args: argparse.Namespace, problem: str) -> _UnusableConfig
     """Exit 78 for ``problem`` in the configuration, said under /run too: status reads
     that, not the stale record of the agent that ran before."""
     message = f"{problem}; not starting ({FIX_AND_RESTART})"
-    write_live(
-        LiveRecord(output_dir=str(output_dir_hint(args.config)), pid=os.getpid(), stopped=now_iso(), failed=message)
-    )
+    output_dir = output_dir_hint(args.config)
+    # A `chainwatch run` tried by hand beside the running agent must not make
+    # status call that agent failed: its record stays while it lives.
+    if not agent_running(read_live(output_dir) or {}):
+        write_live(LiveRecord(output_dir=str(output_dir), pid=os.getpid(), stopped=now_iso(), failed=message))
     return _UnusableConfig(message)
 
 
