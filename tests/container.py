@@ -250,9 +250,12 @@ class Container:
         self, *command: str, check: bool = True, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         """Run ``command`` in all of the container's namespaces."""
+        # The test process's RUNTIME_DIRECTORY (conftest: never the host's /run)
+        # names nothing inside: there, a command finds /run/chainwatch as on a real host.
+        environment = {key: value for key, value in os.environ.items() if key != "RUNTIME_DIRECTORY"}
         result = subprocess.run(
             ["nsenter", "-t", str(self.pid1), "-a", *command],
-            capture_output=True, text=True, input=input, timeout=timeout, check=False,
+            capture_output=True, text=True, input=input, timeout=timeout, check=False, env=environment,
         )  # fmt: skip
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
