@@ -243,7 +243,7 @@ class Agent:
                     status=str(item.get("status", "")),
                     message=str(item.get("message", "")),
                     since=str(item.get("since", "")),
-                    error=dict(item["error"]) if item.get("error") else None,
+                    error=item.get("error") or None,
                 )
                 for name, item in self.processor.state.data["lineages"].items()
             }

@@ -37,6 +37,7 @@ __all__ = [
     "clear_error",
     "document_problem",
     "note_error",
+    "record_checker",
 ]
 
 
@@ -342,6 +343,22 @@ _SECTIONS: dict[str, _Check] = {
     "lineages": _compile(dict[str, LineageRecord]),
     "consumers": _compile(dict[str, ConsumerRecord]),
 }
+
+
+def record_checker(record: object) -> Callable[[object], str | None]:
+    """A check of a value against the TypedDict ``record``, compiled once: the first field
+    not of its declared type, said in a few words, or None. For other files than state.json
+    (the agent's live record under /run) that describe their fields the same way."""
+    check = _compile(record)
+
+    def problem(value: object) -> str | None:
+        found = check(value)
+        if found is None:
+            return None
+        where, kind, expected = found
+        return f"{where or 'the record'} is {kind}" + (f", not {expected}" if expected else "")
+
+    return problem
 
 
 def document_problem(document: Mapping[str, object]) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 
 from chainwatch.atomic import atomic_write, status_group_id
 from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
+from chainwatch.records import ErrorRecord, record_checker
 
 __all__ = [
     "HEARTBEATS_MISSED",
@@ -46,8 +47,7 @@ class LineageCondition(TypedDict):
     status: str
     message: str
     since: str
-    error: dict[str, Any] | None
-    """The lineage's ``ErrorRecord``, or None."""
+    error: ErrorRecord | None
 
 
 class LiveRecord(TypedDict, total=False):
@@ -111,19 +111,11 @@ def read_live(output_dir: Path, directory: Path | None = None) -> LiveRecord | N
 
 def _checked(data: dict[str, Any]) -> LiveRecord | None:
     """``data`` when every field has its type; a file of another shape is ignored whole."""
-    types: dict[str, type | tuple[type, ...]] = {
-        "pid": int, "started": str, "heartbeat": str, "heartbeat_interval_s": (int, float), "stopped": str,
-        "failed": str, "saved": bool, "output_error": str, "lineages": dict,
-    }  # fmt: skip
-    for key, kind in types.items():
-        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool) is not (kind is bool)):
-            return None
-    for condition in (data.get("lineages") or {}).values():
-        if (
-            not isinstance(condition, dict)
-            or not all(isinstance(condition.get(field), str) for field in ("status", "message", "since"))
-            or not isinstance(condition.get("error"), dict | None)
-        ):
-            return None
+    if _live_problem(data) is not None:
+        return None
     record: LiveRecord = data  # type: ignore[assignment]
     return record
+
+
+# Checked by the same compiled checks as state.json's records, from the declarations above.
+_live_problem = record_checker(LiveRecord)
