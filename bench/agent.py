@@ -30,7 +30,7 @@ process on real inotify, with lineages written the way certbot writes them
     (WATCHDOG_USEC for WatchdogSec=60s), from /proc/PID/schedstat (ns),
     target < 10 ms a minute;
   * with --only openssl-check, the price of loading every staged set with
-    OpenSSL before it is published (chainwatch.tls_load): first publications
+    OpenSSL before it is published (chainwatch.x509.tls_load): first publications
     of 10,000 lineages by `chainwatch sync` with and without that load,
     alternated, and each published set loaded alone in this process (also an
     RSA 2048 set), in ms a lineage. No target: it is the price of not serving
@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 from inotify_simple import INotify, flags  # noqa: E402
 
-from chainwatch.tls_load import refusal  # noqa: E402
+from chainwatch.x509.tls_load import refusal  # noqa: E402
 from tests.certbot_tree import CertbotTree, Issued, issued  # noqa: E402
 from tests.pki import CA, key_pem, new_key, pem  # noqa: E402
 
@@ -109,7 +109,7 @@ import os, sys
 if os.environ.get("BENCH_WATCHDOG_USEC"):
     os.environ["WATCHDOG_USEC"] = os.environ["BENCH_WATCHDOG_USEC"]
     os.environ["WATCHDOG_PID"] = str(os.getpid())
-from chainwatch.cli import main
+from chainwatch.cli.parser import main
 sys.argv[0] = "chainwatch"
 sys.exit(main())
 """
@@ -209,9 +209,9 @@ def load() -> str:
 # this bench does so, to price the check against the same tree in the same run.
 _WITHOUT_OPENSSL_CHECK = """
 import sys
-import chainwatch.publish
-chainwatch.publish.refusal = lambda folder: None
-from chainwatch.cli import main
+import chainwatch.agent.publish
+chainwatch.agent.publish.refusal = lambda folder: None
+from chainwatch.cli.parser import main
 sys.argv[0] = "chainwatch"
 sys.exit(main())
 """
@@ -336,36 +336,36 @@ def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
 # realpath are counted over all their callers. A suffix of the file's path
 # (posixpath is "<frozen posixpath>" in 3.11).
 PROFILED = {
-    "verify served set (_damage)": ("chainwatch/reconcile.py", "_damage"),
-    "read lineage (read_files)": ("chainwatch/lineage.py", "read_files"),
-    "  archive confinement, with its dir checks": ("chainwatch/lineage.py", "check_confined"),
-    "  directory checks (_check_directories)": ("chainwatch/lineage.py", "_check_directories"),
-    "  canonical paths (_realpath)": ("chainwatch/lineage.py", "_realpath"),
-    "is it unchanged (_still_valid)": ("chainwatch/reconcile.py", "_still_valid"),
-    "list lineages (Sources.names)": ("chainwatch/sources.py", "names"),
-    "load state.json (StateFile.load)": ("chainwatch/state.py", "load"),
-    "save state.json (StateFile.save)": ("chainwatch/state.py", "save"),
-    "all bounded reads (read_regular)": ("chainwatch/bounded_read.py", "read_regular"),
+    "verify served set (_damage)": ("chainwatch/agent/reconcile.py", "_damage"),
+    "read lineage (read_files)": ("chainwatch/sources/lineage.py", "read_files"),
+    "  archive confinement, with its dir checks": ("chainwatch/sources/lineage.py", "check_confined"),
+    "  directory checks (_check_directories)": ("chainwatch/sources/lineage.py", "_check_directories"),
+    "  canonical paths (_realpath)": ("chainwatch/sources/lineage.py", "_realpath"),
+    "is it unchanged (_still_valid)": ("chainwatch/agent/reconcile.py", "_still_valid"),
+    "list lineages (Sources.names)": ("chainwatch/sources/acme.py", "names"),
+    "load state.json (StateFile.load)": ("chainwatch/state/state_file.py", "load"),
+    "save state.json (StateFile.save)": ("chainwatch/state/state_file.py", "save"),
+    "all bounded reads (read_regular)": ("chainwatch/files/bounded_read.py", "read_regular"),
 }
 
 # The same for a first publication (`sync` into an empty output directory).
 PROFILED_FIRST = {
-    "read lineage (Sources.read)": ("chainwatch/sources.py", "read"),
-    "parse lineage (parse_lineage)": ("chainwatch/lineage.py", "parse_lineage"),
-    "  key's public half, checked (read_key)": ("chainwatch/private_key.py", "read_key"),
-    "  certificates (parse_certificates)": ("chainwatch/pem.py", "parse_certificates"),
+    "read lineage (Sources.read)": ("chainwatch/sources/acme.py", "read"),
+    "parse lineage (parse_lineage)": ("chainwatch/sources/lineage.py", "parse_lineage"),
+    "  key's public half, checked (read_key)": ("chainwatch/x509/private_key.py", "read_key"),
+    "  certificates (parse_certificates)": ("chainwatch/x509/pem.py", "parse_certificates"),
     "decide (policy.decide)": ("chainwatch/policy/__init__.py", "decide"),
-    "  signatures (signature.verifies)": ("chainwatch/signature.py", "verifies"),
-    "files to publish (set_for)": ("chainwatch/publish.py", "set_for"),
-    "decision.json content (Processor._meta)": ("chainwatch/reconcile.py", "_meta"),
-    "publish (Publisher.publish_many)": ("chainwatch/publish.py", "publish_many"),
-    "  write staged sets (Publisher._stage)": ("chainwatch/publish.py", "_stage"),
-    "    create each file (atomic.create_in)": ("chainwatch/atomic.py", "create_in"),
-    "    OpenSSL loads each staged set (tls_load.refusal)": ("chainwatch/tls_load.py", "refusal"),
-    "  switch links (Publisher._point)": ("chainwatch/publish.py", "_point"),
-    "  flush (atomic.syncfs)": ("chainwatch/atomic.py", "syncfs"),
-    "record in state (Processor._finish)": ("chainwatch/reconcile.py", "_finish"),
-    "save state.json (StateFile.save)": ("chainwatch/state.py", "save"),
+    "  signatures (signature.verifies)": ("chainwatch/x509/signature.py", "verifies"),
+    "files to publish (set_for)": ("chainwatch/agent/publish.py", "set_for"),
+    "decision.json content (Processor._meta)": ("chainwatch/agent/reconcile.py", "_meta"),
+    "publish (Publisher.publish_many)": ("chainwatch/agent/publish.py", "publish_many"),
+    "  write staged sets (Publisher._stage)": ("chainwatch/agent/publish.py", "_stage"),
+    "    create each file (atomic.create_in)": ("chainwatch/files/atomic.py", "create_in"),
+    "    OpenSSL loads each staged set (tls_load.refusal)": ("chainwatch/x509/tls_load.py", "refusal"),
+    "  switch links (Publisher._point)": ("chainwatch/agent/publish.py", "_point"),
+    "  flush (atomic.syncfs)": ("chainwatch/files/atomic.py", "syncfs"),
+    "record in state (Processor._finish)": ("chainwatch/agent/reconcile.py", "_finish"),
+    "save state.json (StateFile.save)": ("chainwatch/state/state_file.py", "save"),
 }
 
 

@@ -172,7 +172,7 @@ def _interpreters(choice: str, work: Path) -> list[tuple[str, str, list[str], di
         # The .deb's /usr/bin/chainwatch is a console script of this shape.
         launcher = work / "chainwatch"
         launcher.write_text(
-            "#!/usr/bin/python3\nimport re\nimport sys\nfrom chainwatch.cli import main\n"
+            "#!/usr/bin/python3\nimport re\nimport sys\nfrom chainwatch.cli.parser import main\n"
             "if __name__ == '__main__':\n    sys.exit(main())\n"
         )
         launcher.chmod(0o755)

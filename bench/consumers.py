@@ -5,12 +5,12 @@
 
 In process, against an in-process floor, alternated in one run: 100 lineages
 are published, then the step the agent and `sync` run after each batch
-(chainwatch.commands.service's after-batch hook: reload each consumer, then
+(chainwatch.cli.service's after-batch hook: reload each consumer, then
 probe every endpoint for every lineage's name) is timed for one consumer
 whose reload command is `true` and whose two probe endpoints are TLS servers
 on loopback (Python's ssl module, choosing each name's published
 fullchain.pem and privkey.pem by SNI, as Dovecot or Postfix would after a
-reload). The probes are the real ones (chainwatch.probe, in process), one per
+reload). The probes are the real ones (chainwatch.consumers.probe, in process), one per
 endpoint and name, 200 in all. Floor: the same 200 handshakes made bare with
 Python's ssl module (connect, handshake with SNI, close; no chain read, no
 certificate parsed, nothing judged), through a thread pool as wide as
@@ -41,13 +41,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import chainwatch.consumers  # noqa: E402
-from chainwatch.certificate import Cert  # noqa: E402
-from chainwatch.commands.service import _AfterBatch  # noqa: E402
+import chainwatch.agent.consumer_step  # noqa: E402
+from chainwatch.agent.journal import Journal  # noqa: E402
+from chainwatch.agent.reconcile import Processor  # noqa: E402
+from chainwatch.cli.service import _AfterBatch  # noqa: E402
 from chainwatch.config import load_config  # noqa: E402
-from chainwatch.journal import Journal  # noqa: E402
-from chainwatch.probe import Endpoint  # noqa: E402
-from chainwatch.reconcile import Processor  # noqa: E402
+from chainwatch.consumers.probe import Endpoint  # noqa: E402
+from chainwatch.x509.certificate import Cert  # noqa: E402
 from tests.certbot_tree import CertbotTree, issued  # noqa: E402
 from tests.pki import CA, pem  # noqa: E402
 
@@ -143,11 +143,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lineages", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5, help="timings of each (median; default 5)")
-    workers = chainwatch.consumers.PROBE_WORKERS
+    workers = chainwatch.agent.consumer_step.PROBE_WORKERS
     parser.add_argument("--workers", type=int, default=workers, help=f"probe pool width (default {workers})")
     args = parser.parse_args()
     # The step reads the width when it probes: one value for the step and the floor.
-    chainwatch.consumers.PROBE_WORKERS = args.workers
+    chainwatch.agent.consumer_step.PROBE_WORKERS = args.workers
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="chainwatch-bench-consumers-") as folder:
         work = Path(folder)

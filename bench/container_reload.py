@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chainwatch.pem import parse_certificates  # noqa: E402
+from chainwatch.x509.pem import parse_certificates  # noqa: E402
 from tests.certbot_tree import CertbotTree, Issued  # noqa: E402
 from tests.container import Container, rootfs  # noqa: E402
 from tests.workspace import NAME, LivePKI  # noqa: E402

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.by_hand import ByHand  # noqa: E402
-from chainwatch.pem import parse_certificates  # noqa: E402
+from chainwatch.x509.pem import parse_certificates  # noqa: E402
 from tests.servers import EXIM, Apache, Exim, HAProxy, Nginx  # noqa: E402
 from tests.workspace import NAME, LivePKI, Workspace  # noqa: E402
 

@@ -38,11 +38,12 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
 
-from chainwatch import certificate, signature  # noqa: E402
-from chainwatch.pem import blocks, decode_body, parse_certificates  # noqa: E402
-from chainwatch.policy import decide  # noqa: E402
-from chainwatch.private_key import public_key_from_pem  # noqa: E402
-from chainwatch.trust import DEFAULT_STORE, load_store  # noqa: E402
+from chainwatch.policy.settings import DEFAULT_STORE  # noqa: E402
+from chainwatch.policy.trim import decide  # noqa: E402
+from chainwatch.x509 import certificate, signature  # noqa: E402
+from chainwatch.x509.pem import blocks, decode_body, parse_certificates  # noqa: E402
+from chainwatch.x509.private_key import public_key_from_pem  # noqa: E402
+from chainwatch.x509.trust import load_store  # noqa: E402
 
 CHAIN = ROOT / "tests" / "vectors" / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem"
 AT = dt.datetime(2022, 12, 1, tzinfo=dt.UTC)

@@ -1,5 +1,5 @@
 import sys
 
-from chainwatch.cli import main
+from chainwatch.cli.parser import main
 
 sys.exit(main())

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from chainwatch.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.errors import InputError
-from chainwatch.policy_settings import DEFAULT_STORE, Distrust, Mode, Policy
+from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
+from chainwatch.policy.settings import DEFAULT_STORE, Distrust, Mode, Policy
 from chainwatch.printable import printable, quoted
 
 __all__ = [

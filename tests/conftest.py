@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from chainwatch.certificate import Cert
-from chainwatch.pem import read_bundle, read_chain
-from chainwatch.trust import TrustStore
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.pem import read_bundle, read_chain
+from chainwatch.x509.trust import TrustStore
 from tests.workspace import LivePKI
 
 # CI (CI=true) runs every hypothesis test on the same examples each time, so a

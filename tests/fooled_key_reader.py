@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sys
 
-from chainwatch import lineage, pem
-from chainwatch.cli import main
-from chainwatch.private_key import Key, read_key
+from chainwatch.cli.parser import main
+from chainwatch.sources import lineage
+from chainwatch.x509 import pem
+from chainwatch.x509.private_key import Key, read_key
 
 
 def _fooled(data: bytes, source: str) -> Key:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import chainwatch.reconcile
+import chainwatch.agent.reconcile
+from chainwatch.agent.journal import Event, Journal
+from chainwatch.agent.reconcile import Processor
 from chainwatch.config import load_config
-from chainwatch.journal import Event, Journal
-from chainwatch.reconcile import Processor
 from tests.certbot_tree import issued
 from tests.pki import CA, pem
 from tests.workspace import NAME, LivePKI, Workspace, fill_bytes, fill_inodes, utcnow
@@ -92,14 +92,14 @@ def test_a_symlink_in_place_of_one_lineages_versions_puts_only_that_lineage_in_e
 def bug_in_one_lineage(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # A bug cannot be summoned in real code on purpose; the policy call raises
     # for one lineage only, as a bug in it would.
-    real = chainwatch.reconcile.decide
+    real = chainwatch.agent.reconcile.decide
 
     def decide(certs, *args, **kwargs):  # type: ignore[no-untyped-def]
         if any(NAME in cert.subject for cert in certs):
             raise KeyError("a bug")
         return real(certs, *args, **kwargs)
 
-    monkeypatch.setattr(chainwatch.reconcile, "decide", decide)
+    monkeypatch.setattr(chainwatch.agent.reconcile, "decide", decide)
     yield
 
 

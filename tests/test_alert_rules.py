@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from chainwatch.metrics import write_metrics
+from chainwatch.agent.metrics import write_metrics
 from tests.certbot_tree import Issued
 from tests.pki import CA, pem
 from tests.workspace import NAME, LivePKI, Workspace

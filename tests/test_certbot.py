@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from chainwatch.certificate import Cert
-from chainwatch.pem import parse_certificates
-from chainwatch.private_key import public_key_from_pem
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.pem import parse_certificates
+from chainwatch.x509.private_key import public_key_from_pem
 from tests.acme import Certbot, Pebble
 from tests.validators import gnutls_accepts, openssl_accepts
 from tests.workspace import LivePKI, Workspace

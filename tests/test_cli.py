@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from chainwatch import __version__
-from chainwatch.pem import parse_certificates
+from chainwatch.x509.pem import parse_certificates
 from tests.certbot_tree import CertbotTree, issued
 from tests.conftest import DEBIAN12_STORE, VECTORS, vector_cert
 from tests.pki import CA, key_pem, new_key, pem
@@ -430,7 +430,7 @@ def test_explain_of_a_lineage_name_judges_it_as_the_agent_does(tmp_path: Path) -
 
 
 def test_probe_help_lists_every_scheme_probe_accepts() -> None:
-    from chainwatch.probe import parse_endpoint
+    from chainwatch.consumers.probe import parse_endpoint
 
     help_text = chainwatch("probe", "--help").stdout
     error = chainwatch("probe", "gopher://x").stderr
@@ -461,7 +461,7 @@ def modules_loaded(tmp_path: Path, *args: str | Path) -> set[str]:
     """The modules a command's process holds when it ends (its output is not looked at)."""
     listing = tmp_path / "modules.txt"
     script = (
-        "import sys\nfrom chainwatch.cli import main\ntry:\n    main(sys.argv[2:])\n"
+        "import sys\nfrom chainwatch.cli.parser import main\ntry:\n    main(sys.argv[2:])\n"
         "finally:\n    open(sys.argv[1], 'w').write('\\n'.join(sys.modules))\n"
     )
     subprocess.run(
@@ -473,10 +473,10 @@ def modules_loaded(tmp_path: Path, *args: str | Path) -> set[str]:
 @pytest.mark.parametrize(
     ("args", "runner"),
     [
-        (("status",), "chainwatch.commands.status"),
+        (("status",), "chainwatch.cli.status"),
         # Not check-config: it reads the trust stores, as the agent does (a store with no certificate is refused).
-        (("consumer-config", "postfix", "mail.example.org"), "chainwatch.commands.consumer_config"),
-        (("--help",), "chainwatch.cli"),
+        (("consumer-config", "postfix", "mail.example.org"), "chainwatch.cli.consumer_config"),
+        (("--help",), "chainwatch.cli.parser"),
     ],
 )
 def test_commands_that_read_no_certificate_load_neither_cryptography_nor_the_agent(
@@ -489,7 +489,7 @@ def test_commands_that_read_no_certificate_load_neither_cryptography_nor_the_age
     loaded = modules_loaded(tmp_path, *args, "--config", config)
     assert runner in loaded
     assert not {name for name in loaded if name.split(".")[0] == "cryptography"}
-    assert not {"chainwatch.certificate", "chainwatch.agent", "chainwatch.reconcile"} & loaded
+    assert not {"chainwatch.x509.certificate", "chainwatch.agent", "chainwatch.agent.loop", "chainwatch.agent.reconcile"} & loaded
 
 
 def test_trim_of_a_chain_file_loads_neither_the_lineage_readers_nor_the_explain_renderer(
@@ -497,6 +497,9 @@ def test_trim_of_a_chain_file_loads_neither_the_lineage_readers_nor_the_explain_
 ) -> None:
     chain_args = (DST_CHAIN, "--at", "2022-12-01", "--trust-store", legacy_store)
     trimmed = modules_loaded(tmp_path, "trim", *chain_args)
-    assert "chainwatch.policy" in trimmed
-    assert not {"chainwatch.lineage", "chainwatch.sources", "chainwatch.explain", "chainwatch.palette"} & trimmed
-    assert "chainwatch.explain" in modules_loaded(tmp_path, "explain", *chain_args)
+    assert "chainwatch.policy.trim" in trimmed
+    assert (
+        not {"chainwatch.sources.lineage", "chainwatch.sources.acme", "chainwatch.policy.explain", "chainwatch.palette"}
+        & trimmed
+    )
+    assert "chainwatch.policy.explain" in modules_loaded(tmp_path, "explain", *chain_args)

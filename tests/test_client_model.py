@@ -1,6 +1,6 @@
 """The client model: how the clients of a store build paths and treat an expired anchor.
 
-One value (:class:`~chainwatch.policy_settings.ClientModel`) that the judge's
+One value (:class:`~chainwatch.policy.settings.ClientModel`) that the judge's
 validity, its store-first shadowing and the order read; the default is what
 every store was judged as before it existed.
 """
@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from chainwatch.agent.journal import Journal
+from chainwatch.agent.reconcile import Processor
 from chainwatch.config import Config, load_config
-from chainwatch.journal import Journal
-from chainwatch.policy import Distrust, Policy, Role, WarningCode, decide
+from chainwatch.policy.decision import Role, WarningCode
 from chainwatch.policy.judge import Judge
 from chainwatch.policy.order import first_match_path, taken_paths
 from chainwatch.policy.paths import Candidates
-from chainwatch.policy_settings import ClientModel, PathBuilding
-from chainwatch.reconcile import Processor
-from chainwatch.trust import TrustStore
+from chainwatch.policy.settings import ClientModel, Distrust, PathBuilding, Policy
+from chainwatch.policy.trim import decide
+from chainwatch.x509.trust import TrustStore
 from tests.pki import CA, DAY, T0, YEAR, cert_of, new_key
 from tests.workspace import LivePKI, Workspace
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import chainwatch.commands.check_config as check_config_command
-from chainwatch.cli import main
+import chainwatch.cli.check_config as check_config_command
+from chainwatch.agent.journal import MESSAGE_IDS, Event, Journal
+from chainwatch.agent.runtime_objects import reload_refused
+from chainwatch.cli.parser import main
 from chainwatch.config import Config, ConsumerConfig, load_config, render_config
 from chainwatch.errors import InputError
-from chainwatch.journal import MESSAGE_IDS, Event, Journal
-from chainwatch.policy import Mode
-from chainwatch.runtime_objects import reload_refused
+from chainwatch.policy.settings import Mode
 from tests.workspace import NAME, LivePKI, Workspace
 
 

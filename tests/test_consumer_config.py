@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from chainwatch.agent.metrics import render_metrics
 from chainwatch.config import load_config, render_config
-from chainwatch.consumer_config import (
+from chainwatch.consumers.installed import dovecot_version, installed_version
+from chainwatch.consumers.snippets import (
     SERVERS,
     apache2_snippet,
     dovecot_snippet,
@@ -20,9 +22,7 @@ from chainwatch.consumer_config import (
     postfix_snippet,
 )
 from chainwatch.errors import InputError
-from chainwatch.installed import dovecot_version, installed_version
-from chainwatch.metrics import render_metrics
-from chainwatch.pem import parse_certificates
+from chainwatch.x509.pem import parse_certificates
 from tests.mailservers import Dovecot
 from tests.workspace import NAME, LivePKI, Workspace
 

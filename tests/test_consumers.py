@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from chainwatch.consumers import PROBE_PATIENCE_S
-from chainwatch.pem import parse_certificates
+from chainwatch.agent.consumer_step import PROBE_PATIENCE_S
+from chainwatch.x509.pem import parse_certificates
 from tests.mailservers import WITHOUT_SYSTEMD, Dovecot, Postfix, RecordedReload, RejectingReload
 from tests.workspace import NAME, LivePKI, Workspace
 

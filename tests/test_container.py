@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from chainwatch.pem import parse_certificates
+from chainwatch.x509.pem import parse_certificates
 from tests.certbot_tree import CertbotTree, Issued
 from tests.container import Container, rootfs
 from tests.workspace import NAME, LivePKI

@@ -1,7 +1,7 @@
 """A crash at every instant and two writers at once: every published set stays whole.
 
 The instants are not drawn by chance: chainwatch's test hook
-(``CHAINWATCH_TEST_FAULT``, see the end of ``chainwatch/atomic.py``) counts
+(``CHAINWATCH_TEST_FAULT``, see the end of ``chainwatch/files/atomic.py``) counts
 every filesystem change a process makes and kills or stops it just before
 the Nth, so a test can visit each instant of a pass exactly once, or hold a
 process at a chosen one while another runs.
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.atomic import install_test_hook
-from chainwatch.cli import main
-from chainwatch.pem import parse_certificates
-from chainwatch.private_key import public_key_from_pem
+from chainwatch.cli.parser import main
+from chainwatch.files.atomic import install_test_hook
+from chainwatch.x509.pem import parse_certificates
+from chainwatch.x509.private_key import public_key_from_pem
 from tests.workspace import LivePKI, Workspace
 
 # Three lineages: one publish_many batch holds several sets, so a kill can

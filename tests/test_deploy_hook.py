@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.pem import parse_certificates
+from chainwatch.x509.pem import parse_certificates
 from tests.acme import Certbot, Pebble
 from tests.workspace import LivePKI, Workspace
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-import chainwatch.reconcile
+import chainwatch.agent.reconcile
+from chainwatch.agent.journal import Event, Journal
+from chainwatch.agent.reconcile import INCONSISTENT_GRACE, Processor
 from chainwatch.config import load_config
-from chainwatch.journal import Event, Journal
-from chainwatch.pem import parse_certificates
-from chainwatch.private_key import public_key_from_pem
-from chainwatch.reconcile import INCONSISTENT_GRACE, Processor
+from chainwatch.x509.pem import parse_certificates
+from chainwatch.x509.private_key import public_key_from_pem
 from tests.workspace import NAME, LivePKI, Workspace, fill_bytes
 
 
@@ -106,13 +106,13 @@ def removed_mid_pass(monkeypatch: pytest.MonkeyPatch, ws: Workspace) -> Iterator
     # The window between reading a lineage and publishing it lasts
     # microseconds; to hit it every time, the lineage is removed from inside
     # the (real) policy call.
-    real = chainwatch.reconcile.decide
+    real = chainwatch.agent.reconcile.decide
 
     def decide_then_remove(*args, **kwargs):  # type: ignore[no-untyped-def]
         shutil.rmtree(ws.certbot.live / NAME)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(chainwatch.reconcile, "decide", decide_then_remove)
+    monkeypatch.setattr(chainwatch.agent.reconcile, "decide", decide_then_remove)
     yield
 
 

@@ -25,11 +25,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 
-from chainwatch.bounded_read import TooLarge, read_regular
 from chainwatch.errors import InputError
-from chainwatch.lineage import valid_name
-from chainwatch.pem import MAX_CHAIN_BYTES, blocks, parse_certificates
-from chainwatch.private_key import public_key_from_pem
+from chainwatch.files.bounded_read import TooLarge, read_regular
+from chainwatch.sources.lineage import valid_name
+from chainwatch.x509.pem import MAX_CHAIN_BYTES, blocks, parse_certificates
+from chainwatch.x509.private_key import public_key_from_pem
 from tests.certbot_tree import Issued, issued
 from tests.workspace import NAME, LivePKI, Workspace, utcnow
 

@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from chainwatch.pem import parse_certificates
-from chainwatch.private_key import public_key_from_pem
+from chainwatch.x509.pem import parse_certificates
+from chainwatch.x509.private_key import public_key_from_pem
 from tests.certbot_tree import KINDS, Issued
 from tests.workspace import LivePKI, Workspace
 

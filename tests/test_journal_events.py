@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from chainwatch.agent.consumer_step import ConsumerHook
+from chainwatch.agent.journal import MESSAGE_IDS, PRIORITIES, ROUTINE, SEVERITIES, Event, Journal, Priority, priority_of
+from chainwatch.agent.reconcile import Processor
 from chainwatch.config import load_config
-from chainwatch.consumers import ConsumerHook
-from chainwatch.journal import MESSAGE_IDS, PRIORITIES, ROUTINE, SEVERITIES, Event, Journal, Priority, priority_of
-from chainwatch.reconcile import Processor
 from tests.conftest import DEBIAN12_STORE
 from tests.workspace import NAME, LivePKI, Workspace
 

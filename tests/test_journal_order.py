@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from chainwatch.agent.journal import Journal
+from chainwatch.agent.reconcile import Processor
 from chainwatch.config import load_config
-from chainwatch.journal import Journal
-from chainwatch.reconcile import Processor
 from tests.workspace import NAME, LivePKI, Workspace
 
 

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from chainwatch.certificate import Cert
+from chainwatch.x509.certificate import Cert
 from tests.certbot_tree import Issued
 from tests.openssl_server import serving
 from tests.pki import CA, new_key
@@ -116,7 +116,7 @@ def test_status_names_a_cn_less_leaf_recorded_as_empty_name_before_by_its_dns_na
         [sys.executable, "-X", "importtime", "-m", "chainwatch", "status", "--config", str(ws.config)],
         capture_output=True, text=True, check=False, env={**os.environ, **ws.env},
     ).stderr  # fmt: skip
-    assert "chainwatch.naming" in imports
+    assert "chainwatch.x509.names" in imports
     assert "cryptography" not in imports
 
 

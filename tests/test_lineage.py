@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.lineage import Inconsistent, Rejected, archive_dirs, list_lineages, read_lineage
+from chainwatch.sources.lineage import Inconsistent, Rejected, archive_dirs, list_lineages, read_lineage
 from tests.certbot_tree import CertbotTree
 from tests.workspace import NAME, LivePKI
 

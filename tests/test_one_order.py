@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chainwatch.pem import parse_certificates
+from chainwatch.x509.pem import parse_certificates
 from tests.certbot_tree import issued
 from tests.pki import CA, cert_of, pem
 from tests.workspace import NAME, LivePKI, Workspace, utcnow

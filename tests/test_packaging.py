@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.journal import MESSAGE_IDS
+from chainwatch.agent.journal import MESSAGE_IDS
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "chainwatch.service"

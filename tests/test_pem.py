@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chainwatch.errors import InputError
-from chainwatch.pem import MAX_CHAIN_CERTS, parse_certificates, read_bundle, read_chain
+from chainwatch.x509.pem import MAX_CHAIN_CERTS, parse_certificates, read_bundle, read_chain
 from tests.conftest import DEBIAN12_STORE, VECTORS
 from tests.pki import CA, key_pem, pem
 

@@ -10,13 +10,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
-from chainwatch.explain import Palette, render_tree
-from chainwatch.pem import parse_certificates
-from chainwatch.policy import MAX_PATH_STEPS, Decision, Distrust, Mode, Policy, Reason, Role, WarningCode, decide
-from chainwatch.report import decision_json
-from chainwatch.trust import TrustStore
+from chainwatch.policy.decision import Decision, Reason, Role, WarningCode
+from chainwatch.policy.explain import Palette, render_tree
+from chainwatch.policy.paths import MAX_PATH_STEPS
+from chainwatch.policy.report import decision_json
+from chainwatch.policy.settings import Distrust, Mode, Policy
+from chainwatch.policy.trim import decide
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.pem import parse_certificates
+from chainwatch.x509.trust import TrustStore
 from tests.pki import CA, DAY, T0, YEAR, cert_of, new_key, openssl_signed, shared_rsa_key
 from tests.validators import PYCA_HAS_VERIFIER, gnutls_accepts, openssl_accepts, pyca_accepts
 

@@ -17,10 +17,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chainwatch.agent.journal import Event, Journal, Priority
+from chainwatch.agent.reconcile import Processor
 from chainwatch.config import load_config
-from chainwatch.journal import Event, Journal, Priority
 from chainwatch.printable import printable
-from chainwatch.reconcile import Processor
 from tests.certbot_tree import Issued
 from tests.openssl_server import free_port, serving
 from tests.pki import CA, pem

@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from chainwatch import der
 from chainwatch.errors import InputError
-from chainwatch.private_key import public_key_from_pem, read_key
+from chainwatch.x509 import der
+from chainwatch.x509.private_key import public_key_from_pem, read_key
 from tests.pki import new_key
 
 SPKI = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

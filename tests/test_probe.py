@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.certificate import Cert
-from chainwatch.pem import parse_certificates
-from chainwatch.probe import ProbeError, fetch_chain, parse_endpoint
+from chainwatch.consumers.probe import ProbeError, fetch_chain, parse_endpoint
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.pem import parse_certificates
 from tests.mailservers import Dovecot, Postfix, wait_for_port
 from tests.workspace import NAME, LivePKI, Workspace
 

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from chainwatch.consumers import PROBE_WORKERS
+from chainwatch.agent.consumer_step import PROBE_WORKERS
 from tests.certbot_tree import issued
 from tests.pki import new_key
 from tests.workspace import NAME, LivePKI, Workspace

@@ -23,9 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chainwatch.certificate import Cert
-from chainwatch.policy import Decision, Mode, Policy, WarningCode, decide
-from chainwatch.trust import TrustStore
+from chainwatch.policy.decision import Decision, WarningCode
+from chainwatch.policy.settings import Mode, Policy
+from chainwatch.policy.trim import decide
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.trust import TrustStore
 from tests.pki import CA, T0, YEAR, PrivateKey, cert_of, new_key, shared_rsa_key
 from tests.validators import PYCA_HAS_VERIFIER, gnutls_accepts, openssl_accepts, pyca_accepts
 

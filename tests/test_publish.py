@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.atomic import UnsafePathError
-from chainwatch.publish import Publisher
-from chainwatch.state import StateFile
-from chainwatch.tls_load import Unloadable
+from chainwatch.agent.publish import Publisher
+from chainwatch.files.atomic import UnsafePathError
+from chainwatch.state.state_file import StateFile
+from chainwatch.x509.tls_load import Unloadable
 from tests.pki import CA, key_pem, pem
 
 
@@ -188,7 +188,7 @@ def test_output_directory_owned_by_someone_else_is_refused(tmp_path: Path) -> No
 
 
 def test_a_planted_symlink_in_place_of_a_temporary_file_is_not_followed(publisher: Publisher, tmp_path: Path) -> None:
-    from chainwatch.atomic import open_dir, write_in
+    from chainwatch.files.atomic import open_dir, write_in
 
     target = tmp_path / "victim"
     target.write_bytes(b"precious")

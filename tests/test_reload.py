@@ -16,7 +16,7 @@ import pytest
 from jeepney.io.blocking import open_dbus_connection
 
 from chainwatch.config import ConsumerConfig
-from chainwatch.reload import BusUnavailable, Result, reload_command, reload_consumer, reload_unit_dbus
+from chainwatch.consumers.reload import BusUnavailable, Result, reload_command, reload_consumer, reload_unit_dbus
 from tests.mailservers import WITHOUT_SYSTEMD
 
 
@@ -65,7 +65,7 @@ def test_unreachable_system_bus_falls_back_to_systemctl(tmp_path: Path, monkeypa
 def test_a_unit_on_a_host_not_booted_with_systemd_is_skipped_with_its_reason() -> None:
     # No consumer can be reloaded there: that says nothing about the published set.
     program = (
-        "from chainwatch.reload import reload_unit_systemctl\n"
+        "from chainwatch.consumers.reload import reload_unit_systemctl\n"
         "result = reload_unit_systemctl('dovecot.service', timeout=10)\n"
         "print(result.result, result.via, result.detail, sep='\\n')\n"
     )

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from chainwatch.pem import parse_certificates
-from chainwatch.reload import Result, reload_haproxy_api
+from chainwatch.consumers.reload import Result, reload_haproxy_api
+from chainwatch.x509.pem import parse_certificates
 from tests.mailservers import Postfix
 from tests.servers import EXIM, Apache, Exim, HAProxy, Nginx
 from tests.workspace import NAME, LivePKI, Workspace

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.pem import parse_certificates
-from chainwatch.private_key import public_key_from_pem
+from chainwatch.x509.pem import parse_certificates
+from chainwatch.x509.private_key import public_key_from_pem
 from tests.acme import Pebble
 from tests.workspace import LivePKI, Workspace
 

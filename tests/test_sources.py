@@ -20,11 +20,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from chainwatch import sources as sources_module
 from chainwatch.config import load_config, render_config
 from chainwatch.errors import InputError
-from chainwatch.lineage import Inconsistent, Rejected
-from chainwatch.sources import Sources
+from chainwatch.sources import acme as sources_module
+from chainwatch.sources.acme import Sources
+from chainwatch.sources.lineage import Inconsistent, Rejected
 from tests.certbot_tree import Issued, issued
 from tests.pki import PrivateKey, new_key
 from tests.workspace import LivePKI, Passes, Workspace, utcnow

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chainwatch.state import StateFile, encode, read_document
+from chainwatch.state.state_file import StateFile, encode, read_document
 
 scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
 records = st.dictionaries(st.text(max_size=6), scalars | st.lists(scalars, max_size=3), max_size=4)

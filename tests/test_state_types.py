@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from chainwatch import cli
-from chainwatch.state import StateFile
+from chainwatch.cli import parser as cli
+from chainwatch.state.state_file import StateFile
 from tests.mailservers import Dovecot, RejectingReload
 from tests.pki import CA, pem
 from tests.test_consumers import consumer

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chainwatch.policy import Distrust, Mode, Policy, Reason, Role, WarningCode, decide
-from chainwatch.trust import TrustStore
+from chainwatch.policy.decision import Reason, Role, WarningCode
+from chainwatch.policy.settings import Distrust, Mode, Policy
+from chainwatch.policy.trim import decide
+from chainwatch.x509.trust import TrustStore
 from tests.conftest import store_of, utc, vector_cert, vector_chain
 from tests.validators import gnutls_accepts, openssl_accepts
 

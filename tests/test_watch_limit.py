@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.watch import Unwatched, unwatched_message
+from chainwatch.agent.watch import Unwatched, unwatched_message
 from tests.workspace import NAME, LivePKI, Workspace
 
 OTHER = "other.example.test"

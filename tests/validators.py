@@ -16,7 +16,7 @@ from pathlib import Path
 import cryptography
 from cryptography import x509
 
-from chainwatch.certificate import Cert
+from chainwatch.x509.certificate import Cert
 
 
 def _pem(certs: Sequence[Cert]) -> bytes:

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from inotify_simple import INotify, flags
 
-from chainwatch.pem import parse_certificates
+from chainwatch.x509.pem import parse_certificates
 from tests.certbot_tree import CertbotTree, Issued, issued
 from tests.pki import CA, new_key, pem
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from chainwatch.certificate import Cert
 from chainwatch.policy.decision import ChainWarning, WarningCode
 from chainwatch.policy.judge import Judge, day, validity_detail
 from chainwatch.policy.order import conflicting_twins, first_match_path, taken_paths
-from chainwatch.policy_settings import PathBuilding, leaf_horizon
-from chainwatch.trust import TrustStore
+from chainwatch.policy.settings import PathBuilding, leaf_horizon
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.trust import TrustStore
 
 __all__ = ["chain_warnings", "warn_before"]
 

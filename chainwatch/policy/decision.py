@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import NamedTuple
 
-from chainwatch.certificate import Cert
+from chainwatch.x509.certificate import Cert
 
 __all__ = ["ChainWarning", "Decision", "Path", "Reason", "Role", "Verdict", "WarningCode"]
 

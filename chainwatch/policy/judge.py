@@ -3,7 +3,7 @@
 Owns step 3 of the algorithm (see :mod:`chainwatch.policy`): whether a path
 found by :mod:`chainwatch.policy.paths` is valid for a store at the given
 time, whether an anchor anchors for the store's client model (the one place
-that reads :class:`~chainwatch.policy_settings.ClientModel`'s anchor rule),
+that reads :class:`~chainwatch.policy.settings.ClientModel`'s anchor rule),
 whether a client that looks in its store first ever takes a path, and the
 sentences that say why a certificate leads nowhere. Like Go's ``isValid``
 it judges what it is given and proposes nothing. The time is the caller's
@@ -15,11 +15,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from chainwatch.certificate import Cert
 from chainwatch.policy.decision import Path, Reason
 from chainwatch.policy.paths import Candidates
-from chainwatch.policy_settings import ClientModel, Policy
-from chainwatch.trust import TrustStore
+from chainwatch.policy.settings import ClientModel, Policy
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.trust import TrustStore
 
 __all__ = ["Judge", "day", "validity_detail"]
 

@@ -11,11 +11,11 @@ It may not read a clock or a file.
 
 from __future__ import annotations
 
-from chainwatch.certificate import Cert
 from chainwatch.policy.decision import Reason, Role, Verdict
 from chainwatch.policy.judge import Judge, day, validity_detail
 from chainwatch.policy.order import taken_paths
-from chainwatch.policy_settings import Mode
+from chainwatch.policy.settings import Mode
+from chainwatch.x509.certificate import Cert
 
 __all__ = ["keep"]
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from chainwatch.certificate import Cert
 from chainwatch.policy.decision import Path
 from chainwatch.policy.judge import Judge
-from chainwatch.policy_settings import PathBuilding
-from chainwatch.trust import TrustStore
+from chainwatch.policy.settings import PathBuilding
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.trust import TrustStore
 
 __all__ = ["conflicting_twins", "first_match_path", "order", "stores_through", "taken_paths"]
 

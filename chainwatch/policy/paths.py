@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chainwatch.certificate import Cert
 from chainwatch.errors import InputError
 from chainwatch.policy.decision import Path
-from chainwatch.signature import signed_by
-from chainwatch.trust import TrustStore
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.signature import signed_by
+from chainwatch.x509.trust import TrustStore
 
 __all__ = ["MAX_PATH_STEPS", "Candidates", "find_leaf"]
 

@@ -1,0 +1,372 @@
+"""The records in ``state.json``: one lineage's, one consumer's.
+
+This module is the one place that knows their fields. They stay JSON objects
+on disk (readers ignore keys they do not know), and are typed here so that
+mypy checks every read and write; :func:`document_problem` checks a document
+read from disk against these same declarations, so that code reading a record
+can trust its types. Who changes what:
+
+- ``reconcile`` writes what a lineage serves (``version``, ``leaf``,
+  ``served``...) whenever the ``live/`` link moves, and the lineage's own
+  status: its input and the policy's verdict;
+- ``consumers`` writes ``good`` and ``pending`` (which version consumers
+  accepted, which one waits) and the consumer records;
+- ``status`` and ``metrics`` only read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+from collections.abc import Callable, Mapping
+from typing import Literal, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
+
+from chainwatch.state.timestamps import now_iso
+
+__all__ = [
+    "AgentRecord",
+    "ConsumerRecord",
+    "DroppedCert",
+    "ErrorRecord",
+    "LeafRecord",
+    "LineageRecord",
+    "PendingRecord",
+    "ProbeRecord",
+    "ReloadRecord",
+    "backoff",
+    "clear_error",
+    "document_problem",
+    "note_error",
+    "record_checker",
+]
+
+
+class ErrorRecord(TypedDict):
+    kind: str
+    """rejected, write, inconsistent, internal (a lineage's); reload, unreachable, stale (a consumer's)."""
+    message: str
+    since: str
+    """When this kind of error began (it stays while the same kind repeats)."""
+    attempts: int
+
+
+class LeafRecord(TypedDict, total=False):
+    subject: str
+    short: str
+    names: list[str]
+    not_before: str
+    not_after: str
+    sha256: str
+    days_left: int
+    """Added by ``status`` when it judges the record, never stored."""
+
+
+class ServedCert(TypedDict):
+    short: str
+    sha256: str
+    role: str
+    not_after: str
+
+
+class DroppedCert(TypedDict):
+    short: str
+    sha256: str
+    reason: str
+    detail: str
+
+
+class WarningRecord(TypedDict):
+    code: str
+    message: str
+
+
+class PendingRecord(TypedDict):
+    """A published version that a consumer rejected: kept on disk, not served."""
+
+    version: int
+    source: str
+    """The input's digest: new input from certbot supersedes the pending version."""
+    config: str
+    consumer: str
+    reason: str
+    since: str
+    retry_at: str
+    """When the version is switched in again and the consumers re-checked."""
+    attempts: int
+
+
+class LineageRecord(TypedDict, total=False):
+    status: Literal["ok", "warning", "error"]
+    """ok, warning or error: the lineage's own state (its consumers have theirs)."""
+    message: str
+    since: str
+    version: int | None
+    """The version ``live/NAME`` points at: what is served. Every field below up
+    to ``validating_stores`` describes that version."""
+    published_at: str
+    leaf: LeafRecord
+    served: list[ServedCert]
+    dropped: list[DroppedCert]
+    warnings: list[WarningRecord]
+    validating_stores: list[str]
+    good: int | None
+    """The newest version every consumer of the lineage reloaded and, where
+    probed, served: where a rollback goes. Never pruned while it is."""
+    pending: PendingRecord | None
+    error: ErrorRecord | None
+    removed: bool
+    inconsistent_since: str
+    key_group: int | None
+    files: dict[str, str]
+    """SHA-256 of each published file of ``version``, to find damage."""
+    changes_at: str | None
+    source: str
+    """SHA-256 of the certbot input the served version was decided from."""
+    config: str
+    """Fingerprint of the stores and policy it was decided under."""
+
+
+class ReloadRecord(TypedDict):
+    at: str
+    via: str
+    """dbus, systemctl or command."""
+    result: str
+    """reloaded, skipped or failed."""
+    detail: str
+    seconds: float
+
+
+class ProbeRecord(TypedDict):
+    endpoint: str
+    lineage: str
+    server_name: str
+    verdict: str
+    """serves, other-lineage, stale, not-taken, unknown, unreachable or unchecked (``consumers.Verdict``)."""
+    ok: bool
+    message: str
+    version: int | None
+    """The published version of ``lineage`` the endpoint serves, if any."""
+    checked_at: str
+
+
+class ConsumerRecord(TypedDict, total=False):
+    state: Literal["ok", "skipped", "error"]
+    lineages: list[str]
+    """The lineages it was last reloaded for."""
+    last_reload: ReloadRecord | str
+    """A string: the time, as the previous release wrote it (with ``via``,
+    ``result`` and ``detail`` beside it); rewritten at the next reload."""
+    probes: list[ProbeRecord]
+    error: ErrorRecord | None
+    next_retry: str | None
+    failures: int
+    """Failed reloads since the state began (a Prometheus counter)."""
+    failures_in_a_row: int
+    skipped_in_a_row: int
+    """Checks in a row that found it not running: spaces out the next looks."""
+
+
+class AgentRecord(TypedDict, total=False):
+    """The agent that last ran (``chainwatch run``); ``sync`` leaves it as it is."""
+
+    pid: int
+    started: str
+    mode: str
+    version: str
+    config: str
+    heartbeat: str
+    stopped: str
+    config_error: str
+    watch_error: str
+    """What inotify could not watch and why; absent once everything is watched."""
+
+
+def note_error(record: LineageRecord | ConsumerRecord, kind: str, message: str, now: dt.datetime) -> ErrorRecord:
+    """Set ``record``'s error; an error of the same kind keeps its ``since`` and counts attempts."""
+    previous = record.get("error")
+    same = previous is not None and previous["kind"] == kind
+    since = previous["since"] if same and previous is not None else now_iso(now)
+    attempts = previous["attempts"] + 1 if same and previous is not None else 1
+    error = ErrorRecord(kind=kind, message=message, since=since, attempts=attempts)
+    record["error"] = error
+    return error
+
+
+def clear_error(record: LineageRecord | ConsumerRecord) -> ErrorRecord | None:
+    """Take ``record`` out of error; returns the error that cleared, if there was one."""
+    previous = record.get("error")
+    record["error"] = None
+    return previous
+
+
+def backoff(error: ErrorRecord | None) -> dt.timedelta:
+    """10 s after the first failure of a kind, doubling up to 10 minutes."""
+    attempts = error["attempts"] if error else 1
+    return dt.timedelta(seconds=min(10 * 2 ** min(attempts - 1, 10), 600))
+
+
+# -- reading from disk ------------------------------------------------------------------------
+# state.json is the agent's own file, but anyone with root may edit it, and a
+# wrong type in it must not crash every later command: it is checked once, as
+# read, against the declarations above. Compiled once into closures, as the
+# document of 10,000 lineages is read at each start.
+
+_Problem = tuple[str, str, str]
+"""Where (a dotted path), what was found, what belongs there."""
+_Check = Callable[[object], _Problem | None]
+
+_JSON_NAMES = {type(None): "null", bool: "a bool", int: "an int", float: "a float", str: "a string"}
+_JSON_NAMES |= {list: "a list", dict: "an object"}
+
+
+def _found(value: object) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _scalar_types(hint: object) -> frozenset[type] | None:
+    """The exact types a scalar ``hint`` admits (bool is no int here; an int is a float), or None."""
+    if hint is None or hint is type(None):
+        return frozenset({type(None)})
+    if hint in (str, int, bool):
+        return frozenset({hint}) if isinstance(hint, type) else None
+    if hint is float:
+        return frozenset({float, int})
+    if get_origin(hint) in (Union, types.UnionType):
+        parts = [_scalar_types(arg) for arg in get_args(hint)]
+        return frozenset().union(*parts) if all(p is not None for p in parts) else None  # type: ignore[arg-type]
+    return None
+
+
+def _describe(hint: object) -> str:
+    if isinstance(hint, type) and hint is not type(None):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("chainwatch.state.records.", "")
+
+
+def _compile(hint: object) -> _Check:
+    scalar = _scalar_types(hint)
+    if scalar is not None:
+        expected = _describe(hint)
+        return lambda value: None if type(value) in scalar else ("", _found(value), expected)
+    origin, args = get_origin(hint), get_args(hint)
+    if is_typeddict(hint):
+        return _compile_record(hint)
+    if origin is Literal:
+        allowed = frozenset(args)
+        expected = " or ".join(repr(a) for a in args)
+        return lambda value: None if type(value) is str and value in allowed else ("", repr(value), expected)
+    if origin is list:
+        return _compile_list(_compile(args[0]), _describe(hint))
+    if origin is dict:
+        return _compile_mapping(_compile(args[1]), _describe(hint))
+    if origin in (Union, types.UnionType):
+        options = [_compile(arg) for arg in args if arg is not type(None)]
+        nullable = len(options) < len(args)
+        if nullable and len(options) == 1:
+            # X | None: say what is wrong inside X, not only that it is no X.
+            (inner,) = options
+            return lambda value: None if value is None else inner(value)
+        expected = _describe(hint)
+
+        def either(value: object) -> _Problem | None:
+            if nullable and value is None:
+                return None
+            problems = [option(value) for option in options]
+            if None in problems:
+                return None
+            # The option of the value's own kind says what is wrong inside it.
+            deepest = max(problems, key=lambda problem: len(problem[0]) if problem else 0)
+            return deepest if deepest and deepest[0] else ("", _found(value), expected)
+
+        return either
+    raise TypeError(f"no check for {hint!r}")  # a new field's type: teach _compile
+
+
+def _compile_list(item: _Check, expected: str) -> _Check:
+    def check(value: object) -> _Problem | None:
+        if type(value) is not list:
+            return ("", _found(value), expected)
+        for index, element in enumerate(value):
+            problem = item(element)
+            if problem is not None:
+                return (f"[{index}]{problem[0]}", problem[1], problem[2])
+        return None
+
+    return check
+
+
+def _compile_mapping(item: _Check, expected: str) -> _Check:
+    def check(value: object) -> _Problem | None:
+        if type(value) is not dict:
+            return ("", _found(value), expected)
+        for key, element in value.items():
+            problem = item(element)
+            if problem is not None:
+                return (f"[{key!r}]{problem[0]}", problem[1], problem[2])
+        return None
+
+    return check
+
+
+def _compile_record(record: object) -> _Check:
+    hints: Mapping[str, object] = get_type_hints(record)
+    required = frozenset(getattr(record, "__required_keys__", ()))
+    # Fields of scalar types are checked inline: one set lookup each.
+    scalars = {key: types for key, hint in hints.items() if (types := _scalar_types(hint)) is not None}
+    expected = {key: _describe(hint) for key, hint in hints.items()}
+    nested = {key: _compile(hint) for key, hint in hints.items() if key not in scalars}
+    name = getattr(record, "__name__", "record")
+
+    def check(value: object) -> _Problem | None:
+        if type(value) is not dict:
+            return ("", _found(value), f"an object ({name})")
+        if not required <= value.keys():
+            return (f".{min(required - value.keys())}", "missing", "")
+        for key, element in value.items():
+            allowed = scalars.get(key)
+            if allowed is not None:
+                if type(element) not in allowed:
+                    return (f".{key}", _found(element), expected[key])
+                continue
+            inner = nested.get(key)
+            if inner is not None:
+                problem = inner(element)
+                if problem is not None:
+                    return (f".{key}{problem[0]}", problem[1], problem[2])
+        return None  # keys it does not know are a newer release's: ignored
+
+    return check
+
+
+_SECTIONS: dict[str, _Check] = {
+    "agent": _compile(AgentRecord),
+    "lineages": _compile(dict[str, LineageRecord]),
+    "consumers": _compile(dict[str, ConsumerRecord]),
+}
+
+
+def record_checker(record: object) -> Callable[[object], str | None]:
+    """A check of a value against the TypedDict ``record``, compiled once: the first field
+    not of its declared type, said in a few words, or None. For other files than state.json
+    (the agent's live record under /run) that describe their fields the same way."""
+    check = _compile(record)
+
+    def problem(value: object) -> str | None:
+        found = check(value)
+        if found is None:
+            return None
+        where, kind, expected = found
+        return f"{where or 'the record'} is {kind}" + (f", not {expected}" if expected else "")
+
+    return problem
+
+
+def document_problem(document: Mapping[str, object]) -> str | None:
+    """The first value of ``document`` that is not of its field's declared type, said in a few words."""
+    for section, check in _SECTIONS.items():
+        if section in document:
+            problem = check(document[section])
+            if problem is not None:
+                where, found, expected = problem
+                return f"{section}{where} is {found}" + (f", not {expected}" if expected else "")
+    return None
