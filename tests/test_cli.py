@@ -489,7 +489,10 @@ def test_commands_that_read_no_certificate_load_neither_cryptography_nor_the_age
     loaded = modules_loaded(tmp_path, *args, "--config", config)
     assert runner in loaded
     assert not {name for name in loaded if name.split(".")[0] == "cryptography"}
-    assert not {"chainwatch.x509.certificate", "chainwatch.agent", "chainwatch.agent.loop", "chainwatch.agent.reconcile"} & loaded
+    assert (
+        not {"chainwatch.x509.certificate", "chainwatch.agent", "chainwatch.agent.loop", "chainwatch.agent.reconcile"}
+        & loaded
+    )
 
 
 def test_trim_of_a_chain_file_loads_neither_the_lineage_readers_nor_the_explain_renderer(
