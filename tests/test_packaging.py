@@ -165,6 +165,10 @@ def test_package_installs_what_it_promises(built_deb: Path) -> None:
         "./usr/lib/python3/dist-packages/chainwatch/_vendor/inotify_simple.py",
         "./etc/chainwatch/certbot-deploy-hook",
         "./usr/share/chainwatch/chainwatch.rules.yml",
+        # The shipped client profiles: the catalogue, each root once, and where they come from.
+        "./usr/lib/python3/dist-packages/chainwatch/clients/data/profiles.json",
+        "./usr/lib/python3/dist-packages/chainwatch/clients/data/roots.pem",
+        "./usr/lib/python3/dist-packages/chainwatch/clients/data/SOURCES.md",
     ):
         assert path in listing, path
     assert " ./lib/" not in listing

@@ -1,1 +1,1 @@
-"""Who connects: shipped client profiles (a dated trust store and how the client builds its paths) and the admin's own."""
+"""Who connects: shipped client profiles (a dated trust store and how the client builds paths) and the admin's own."""

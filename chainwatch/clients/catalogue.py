@@ -114,7 +114,9 @@ def _profile(entry: dict[str, Any]) -> Profile:
             url=str(provenance["url"]),
             version=str(provenance["version"]),
             licence=str(provenance["licence"]),
-            certificates_from=tuple((str(origin), int(count)) for origin, count in provenance["certificates_from"].items()),
+            certificates_from=tuple(
+                (str(origin), int(count)) for origin, count in provenance["certificates_from"].items()
+            ),
             not_shipped=int(provenance["not_shipped"]),
             note=str(provenance["note"]),
         ),

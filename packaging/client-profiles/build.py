@@ -28,7 +28,9 @@ CERTIFI_LICENCE = "MPL-2.0 (certifi's LICENSE: Mozilla's certdata.txt)"
 DEBIAN_LICENCE = "MPL-2.0 (debian/copyright: mozilla/certdata.txt)"
 OBSERVATORY_LICENCE = "MIT (trust_stores_observatory LICENSE, Alban Diquet)"
 OBSERVATORY_URL = "https://github.com/nabla-c0d3/trust_stores_observatory"
-AOSP_URL = "https://github.com/GrapheneOS-Archive/platform_system_ca-certificates (AOSP platform/system/ca-certificates)"
+AOSP_URL = (
+    "https://github.com/GrapheneOS-Archive/platform_system_ca-certificates (AOSP platform/system/ca-certificates)"
+)
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
 _FINGERPRINT = re.compile(r"^\s+fingerprint:\s*([0-9A-Fa-f]{64})\s*$")
@@ -178,7 +180,7 @@ def observatory_store(git_dir: Path, commit: str, store: str, note: str = "") ->
 
 
 def aosp_store(git_dir: Path, commit: str, release: str) -> Listing:
-    fingerprints = set()
+    fingerprints: set[str] = set()
     for path in git_ls(git_dir, commit, "files"):
         fingerprints.update(sha256(der) for der in pem_ders(git_show(git_dir, commit, path)))
     full, date = commit_date(git_dir, commit)
