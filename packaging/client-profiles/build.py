@@ -32,6 +32,25 @@ AOSP_URL = (
     "https://github.com/GrapheneOS-Archive/platform_system_ca-certificates (AOSP platform/system/ca-certificates)"
 )
 
+MODEL_REASONS = {
+    "android": "backtracking platform verifier that ignores a trust anchor's notAfter (why DST Root CA X3 kept "
+    "working on Android); no AIA fetching. Modelled: no Android verifier runs here.",
+    "apple": "trustd builds paths, checks anchor expiry and fetches missing intermediates (AIA). Modelled.",
+    "windows": "CryptoAPI builds paths and fetches intermediates and, through automatic root update, roots on "
+    "demand: the store is Microsoft's whole trusted list. Modelled.",
+    "java": "PKIX backtracking, anchor expiry checked, AIA off by default.",
+    "mozilla": "NSS backtracks, checks anchor expiry and preloads intermediates instead of fetching them.",
+    "openssl": "1.0.2 is untrusted-first: it follows the served chain and fails a cross-sign to an expired root "
+    "it trusts (first-match); 1.1.0 and later look in the store first (trusted-first).",
+    "gnutls": "Debian's exim4 links GnuTLS. Debian 12's 3.7.9 passes the DST-shaped chain (measured), so it is "
+    "not first-match (that failure is < 3.6.14), and like OpenSSL 3 it takes the first served certificate "
+    "of a subject and fails when that twin leads nowhere (measured with certtool --verify): trusted-first.",
+    "go": "crypto/x509 builds several candidate chains and picks a valid one (backtracking); never fetches "
+    "intermediates (golang/go#31773).",
+    "rustls": "webpki's anchors are subject and key only, so an anchor's expiry is never checked; the roots are "
+    "webpki-roots, i.e. Mozilla's. Modelled: no rustls client runs here.",
+}
+
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
 _FINGERPRINT = re.compile(r"^\s+fingerprint:\s*([0-9A-Fa-f]{64})\s*$")
 
@@ -398,7 +417,7 @@ def build(sources: Path, observatory: Path, aosp: Path, observatory_commit: str)
     return specs, pool
 
 
-def write(specs: list[Spec], pool: Pool, out: Path) -> None:
+def write(specs: list[Spec], pool: Pool, out: Path, licence: str) -> None:
     shipped = sorted({fp for spec in specs for fp in spec.listing.fingerprints if fp in pool.der})
     pem = io.BytesIO()
     for fingerprint in shipped:
@@ -460,13 +479,20 @@ def write(specs: list[Spec], pool: Pool, out: Path) -> None:
         if listing.note:
             sources.append(f"- note: {listing.note}")
         sources.append("")
+    sources += ['## Why each family is modelled as it is (FIELD-NOTES, "Clients")', ""]
+    sources += [f"- {family}: {reason}" for family, reason in MODEL_REASONS.items()]
     sources += [
+        "",
         "## Licences",
         "- Mozilla's root data (certifi, Debian ca-certificates' mozilla/certdata.txt): MPL-2.0,",
         "  https://mozilla.org/MPL/2.0/; the source form is the certifi release or the Debian package named above.",
         f"- trust_stores_observatory ({OBSERVATORY_URL}): MIT, Copyright (c) 2025 Alban Diquet.",
         "- AOSP, Apple and Microsoft lists are used as facts (which roots a store holds, as of when);",
         "  no file of theirs is shipped.",
+        "",
+        "### trust_stores_observatory's licence (it covers the certificates taken from its certificates/)",
+        "",
+        *("    " + line if line else "" for line in licence.splitlines()),
         "",
     ]
     catalogue = {"format": 1, "profiles": profiles}
@@ -483,7 +509,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "chainwatch/clients/data")
     arguments = parser.parse_args()
     specs, pool = build(arguments.sources, arguments.observatory, arguments.aosp, arguments.observatory_commit)
-    write(specs, pool, arguments.out)
+    licence = git_show(arguments.observatory, arguments.observatory_commit, "LICENSE").decode("utf-8")
+    write(specs, pool, arguments.out, licence)
     for spec in specs:
         held = sum(fp in pool.der for fp in spec.listing.fingerprints)
         print(f"{spec.name:24} {spec.listing.snapshot} {held:4} shipped {len(spec.listing.fingerprints) - held:3} not")
