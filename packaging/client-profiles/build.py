@@ -198,14 +198,14 @@ def observatory_store(git_dir: Path, commit: str, store: str, note: str = "") ->
     )
 
 
-def aosp_store(git_dir: Path, commit: str, release: str) -> Listing:
+def aosp_store(git_dir: Path, commit: str, why: str) -> Listing:
     fingerprints: set[str] = set()
     for path in git_ls(git_dir, commit, "files"):
         fingerprints.update(sha256(der) for der in pem_ders(git_show(git_dir, commit, path)))
     full, date = commit_date(git_dir, commit)
     return Listing(
         frozenset(fingerprints),
-        f"AOSP system/ca-certificates files/ at the last change before {release} ({date})",
+        f"AOSP system/ca-certificates files/ as of {date}: {why}",
         AOSP_URL,
         f"commit {full}",
         "Apache-2.0 (AOSP); used only as the list of which roots (a fact): the bytes shipped come from the "
@@ -247,7 +247,11 @@ def build(sources: Path, observatory: Path, aosp: Path, observatory_commit: str)
             False,
             False,
             True,
-            aosp_store(aosp, "c36d8eb", "ISRG Root X1 was added (android-7.0 shipped this set)"),
+            aosp_store(
+                aosp,
+                "c36d8eb",
+                "the last change before ISRG Root X1 came to AOSP (2016-08-17), after Android 7.0's branch",
+            ),
         ),
         Spec(
             "android-7.1.1",
@@ -257,7 +261,11 @@ def build(sources: Path, observatory: Path, aosp: Path, observatory_commit: str)
             False,
             False,
             True,
-            aosp_store(aosp, "4c5b178", "the 2017 update (android-7.1.1 shipped this set)"),
+            aosp_store(
+                aosp,
+                "4c5b178",
+                "the 2016-08 updates that added ISRG Root X1, unchanged until 2017-02-06: the set of Android 7.1",
+            ),
         ),
         Spec(
             "android-14",
