@@ -310,7 +310,14 @@ def build(sources: Path, observatory: Path, aosp: Path, observatory_commit: str)
             True,
             True,
             True,
-            observatory_store(observatory, "5be93b9", "microsoft_windows"),
+            observatory_store(
+                observatory,
+                "5be93b9",
+                "microsoft_windows",
+                note="every root the CCADB report for Microsoft marks Included, whatever its purposes (the list "
+                "records no EKU) and including roots disabled for certificates issued after a date: a superset of "
+                "what Windows trusts for a server certificate today",
+            ),
         ),
         Spec(
             "java-8u141",
