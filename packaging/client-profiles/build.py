@@ -51,6 +51,8 @@ MODEL_REASONS = {
     "webpki-roots, i.e. Mozilla's. Modelled: no rustls client runs here.",
 }
 
+APPLE_NOTE = "Apple's published list of trusted roots, for every purpose (it records none)"
+
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
 _FINGERPRINT = re.compile(r"^\s+fingerprint:\s*([0-9A-Fa-f]{64})\s*$")
 
@@ -289,7 +291,8 @@ def build(sources: Path, observatory: Path, aosp: Path, observatory_commit: str)
                 observatory,
                 "0a53845",
                 "apple",
-                note="the earliest dated Apple list at hand; X1 is in Apple's store from iOS 10 / macOS 10.12.1",
+                note="the earliest dated Apple list at hand; X1 is in Apple's store from iOS 10 / macOS 10.12.1. "
+                + APPLE_NOTE,
             ),
         ),
         Spec(
@@ -300,7 +303,7 @@ def build(sources: Path, observatory: Path, aosp: Path, observatory_commit: str)
             True,
             True,
             True,
-            observatory_store(observatory, "53ddbac", "apple"),
+            observatory_store(observatory, "53ddbac", "apple", note=APPLE_NOTE),
         ),
         Spec(
             "windows",
