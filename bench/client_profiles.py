@@ -10,7 +10,7 @@ as a one-shot ``chainwatch trim`` pays it), measured inside the process:
     issue 23's default "from Android 7.1.1 / iOS 10 on"), cryptography
     already imported; and of every profile;
   * the baseline: loading Debian's store (/etc/ssl/certs/ca-certificates.crt)
-    with chainwatch.trust.load_store, the one store judged before issue 23.
+    with chainwatch.x509.trust.load_store, the one store judged before issue 23.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ t0 = time.perf_counter()
 from chainwatch.clients.catalogue import shipped, store_of
 profiles = shipped()
 t1 = time.perf_counter()
-import chainwatch.trust
+import chainwatch.x509.trust
 t2 = time.perf_counter()
 chosen = [p for p in profiles.values() if {which!r} == "all" or p.name != "android-7.0"]
 stores = [store_of(p) for p in chosen]
 t3 = time.perf_counter()
-chainwatch.trust.load_store(Path("/etc/ssl/certs/ca-certificates.crt"))
+chainwatch.x509.trust.load_store(Path("/etc/ssl/certs/ca-certificates.crt"))
 t4 = time.perf_counter()
 print(t1 - t0, t3 - t2, t4 - t3, len(chosen), len({{id(a) for s in stores for a in s.anchors}}))
 """

@@ -16,11 +16,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from chainwatch.certificate import Cert
 from chainwatch.clients import catalogue
 from chainwatch.clients.catalogue import Profile, shipped, store_of
 from chainwatch.errors import InputError
-from chainwatch.policy_settings import ClientModel, PathBuilding
+from chainwatch.policy.settings import ClientModel, PathBuilding
+from chainwatch.x509.certificate import Cert
 
 DATA = Path(catalogue.__file__).parent / "data"
 
@@ -176,7 +176,7 @@ def test_each_profiles_roots_parse_and_their_fingerprints_are_their_certificates
 
 
 def test_the_roots_file_holds_each_root_once_and_only_roots_some_profile_lists() -> None:
-    from chainwatch.pem import parse_certificates
+    from chainwatch.x509.pem import parse_certificates
 
     in_file = [
         cert.sha256 for cert in parse_certificates((DATA / "roots.pem").read_bytes(), "roots.pem", max_certs=None)

@@ -21,6 +21,7 @@ LAYERS = (
     "files",
     "x509",
     "policy",
+    "clients",
     "config",
     "sources",
     "state",

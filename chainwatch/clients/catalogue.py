@@ -2,9 +2,9 @@
 
 The catalogue (``data/profiles.json``) is read once per process and needs no
 cryptography, so ``--list-clients`` and configuration checks stay cheap.
-:func:`store_of` builds a profile's :class:`~chainwatch.trust.TrustStore` from
+:func:`store_of` builds a profile's :class:`~chainwatch.x509.trust.TrustStore` from
 ``data/roots.pem``, where every root is stored once: a root that several
-profiles hold is one :class:`~chainwatch.certificate.Cert` in all their stores,
+profiles hold is one :class:`~chainwatch.x509.certificate.Cert` in all their stores,
 parsed (when first asked) once per process. ``data/SOURCES.md`` says where each
 list and each certificate comes from.
 """
@@ -19,11 +19,11 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 from chainwatch.errors import InputError
-from chainwatch.policy_settings import ClientModel, PathBuilding
+from chainwatch.policy.settings import ClientModel, PathBuilding
 
 if TYPE_CHECKING:
-    from chainwatch.certificate import Cert
-    from chainwatch.trust import TrustStore
+    from chainwatch.x509.certificate import Cert
+    from chainwatch.x509.trust import TrustStore
 
 __all__ = ["Family", "Profile", "Provenance", "shipped", "store_of"]
 
@@ -147,7 +147,7 @@ def shipped() -> dict[str, Profile]:
 def _root_encodings() -> dict[str, bytes]:
     # Decoding and hashing all ~500 roots costs about a millisecond; building
     # Cert objects for them is what waits until a profile asks.
-    from chainwatch.pem import blocks, decode_body  # noqa: PLC0415 - pem loads cryptography
+    from chainwatch.x509.pem import blocks, decode_body  # noqa: PLC0415 - pem loads cryptography
 
     encodings: dict[str, bytes] = {}
     for number, (label, body) in enumerate(blocks(_read(_ROOTS, _MAX_ROOTS_BYTES)), 1):
@@ -168,7 +168,7 @@ _parsed: dict[str, Cert] = {}
 def _root(fingerprint: str, profile: str) -> Cert:
     cert = _parsed.get(fingerprint)
     if cert is None:
-        from chainwatch.certificate import Cert  # noqa: PLC0415 - loads cryptography
+        from chainwatch.x509.certificate import Cert  # noqa: PLC0415 - loads cryptography
 
         der = _root_encodings().get(fingerprint)
         if der is None:
@@ -185,6 +185,6 @@ def _root(fingerprint: str, profile: str) -> Cert:
 
 def store_of(profile: Profile) -> TrustStore:
     """The anchors ``profile`` trusts, as a store named after it; roots are shared between profiles."""
-    from chainwatch.trust import TrustStore  # noqa: PLC0415 - loads cryptography
+    from chainwatch.x509.trust import TrustStore  # noqa: PLC0415 - loads cryptography
 
     return TrustStore.of(profile.name, [_root(fingerprint, profile.name) for fingerprint in profile.roots])
