@@ -16,13 +16,15 @@ from typing import Any, NamedTuple
 
 from chainwatch.errors import InputError
 from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
-from chainwatch.policy.settings import DEFAULT_STORE, Distrust, Mode, Policy
+from chainwatch.policy.settings import DEFAULT_STORE, Distrust, Mode, PathBuilding, Policy
 from chainwatch.printable import printable, quoted
 
 __all__ = [
+    "DEFAULT_CLIENTS",
     "DEFAULT_CONFIG",
     "FIX_AND_RESTART",
     "SOURCE_KINDS",
+    "ClientConfig",
     "Config",
     "ConsumerConfig",
     "SourceConfig",
@@ -59,6 +61,41 @@ class ConsumerConfig(NamedTuple):
 
 SOURCE_KINDS = ("certbot", "dehydrated", "lego", "uacme", "files")
 
+DEFAULT_CLIENTS = (
+    "android-7.1.1",
+    "android-14",
+    "apple-ios12",
+    "apple-ios16",
+    "windows",
+    "java-8u141",
+    "java-8u401",
+    "mozilla-2021-10",
+    "mozilla-2026-10",
+    "openssl-1.0.2-debian-9",
+    "openssl-3-debian-12",
+    "openssl-3-debian-13",
+    "gnutls-debian-12",
+    "go-debian-12",
+    "rustls",
+)
+"""The shipped profiles judged when ``[policy] clients`` is not set: every family from
+Android 7.1.1 and iOS 10 on. Android 7.0 is left out: it is the one client that needs
+the expired DST Root CA X3 cross-sign, which fails OpenSSL 1.0.2 (the 2021 incident);
+name it to keep serving it. Named here, not read from the catalogue, so that loading
+a configuration that does not name clients reads no profile data."""
+
+
+class ClientConfig(NamedTuple):
+    """A ``[[client]]`` table: the admin's own kind of client, with its roots in a PEM bundle."""
+
+    name: str
+    store: Path
+    path_building: PathBuilding = PathBuilding.BACKTRACKING
+    anchor_expiry: bool = True
+    aia: bool = False
+    position: int = 0
+    """Its place among the file's ``[[client]]`` tables, for messages."""
+
 
 class SourceConfig(NamedTuple):
     """A ``[[source]]`` other than certbot: its lineages are named ``prefix:NAME``."""
@@ -93,6 +130,14 @@ class Config(NamedTuple):
     """Are certbot's lineages under ``live_dir`` read (no ``[[source]]``, or one of kind certbot)?"""
     sources: tuple[SourceConfig, ...] = ()
     """The other sources."""
+    clients: tuple[str, ...] = DEFAULT_CLIENTS
+    """``[policy] clients``: shipped profiles (``chainwatch trim --list-clients``) or ``[[client]]`` names."""
+    client_tables: tuple[ClientConfig, ...] = ()
+    """The ``[[client]]`` tables; each is judged, named in ``clients`` or not."""
+
+    def client_names(self) -> tuple[str, ...]:
+        """Every configured client, once: those ``[policy] clients`` names, then the other ``[[client]]`` tables."""
+        return tuple(dict.fromkeys((*self.clients, *(table.name for table in self.client_tables))))
 
     def trim_policy(self) -> Policy:
         """The trim policy these settings describe."""
@@ -135,7 +180,7 @@ class _Where:
         line = self.line(table, key, index)
         place = f"{self.path}:{line}" if line else str(self.path)
         name = f"[{table}]" + (f" {key}" if key else "")
-        if table in ("consumer", "source"):
+        if table in ("consumer", "source", "client"):
             name = f"[[{table}]] #{index + 1}" + (f" {key}" if key else "")
         return InputError(f"{place}: {name}: {problem}")
 
@@ -163,6 +208,7 @@ _TABLES: Mapping[str, Mapping[str, Callable[[Any], str | None]]] = {
         "mode": _expect(str, "safe or minimal"),
         "distrust": _string_list,
         "horizon_days": _expect(int, "days (an integer)"),
+        "clients": _string_list,
     },
     "metrics": {"textfile": _expect(str, "a path")},
 }
@@ -186,6 +232,16 @@ _SOURCE: Mapping[str, Callable[[Any], str | None]] = {
     "fullchain": _expect(str, "a path"),
     "key": _expect(str, "a path"),
 }
+_CLIENT: Mapping[str, Callable[[Any], str | None]] = {
+    "name": _expect(str, "a name"),
+    "store": _expect(str, "a path (a PEM bundle of the client's roots)"),
+    "path_building": _expect(str, f"one of {', '.join(PathBuilding)}"),
+    "anchor_expiry": _expect(bool, "true or false"),
+    "aia": _expect(bool, "true or false"),
+}
+# A client's name is a word of a command line, a metric label and a JSON key: no
+# spaces, quotes or slashes (a store is named after its file; a path never clashes).
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
 _FILES_NAME = re.compile(r"[A-Za-z0-9_*][A-Za-z0-9._*-]{0,200}")
 
@@ -297,8 +353,9 @@ def _check_table(
 
 def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
     for name in document:
-        if name not in (*_TABLES, "consumer", "source"):
-            raise where.error(name, None, f"unknown table (known: {', '.join([*_TABLES, 'consumer', 'source'])})")
+        if name not in (*_TABLES, "consumer", "source", "client"):
+            known = ", ".join([*_TABLES, "consumer", "source", "client"])
+            raise where.error(name, None, f"unknown table (known: {known})")
     for name, keys in _TABLES.items():
         if name in document:
             _check_table(where, name, document[name], keys)
@@ -345,6 +402,9 @@ def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
     if "source" in document:
         live_dir, certbot, sources = _sources(where, document["source"], live_dir)
 
+    tables = _client_tables(where, document["client"]) if "client" in document else ()
+    clients = _clients(where, policy, tables)
+
     textfile = metrics.get("textfile") or None
     return Config(
         source=path,
@@ -360,7 +420,75 @@ def _build(document: dict[str, Any], where: _Where, path: Path) -> Config:
         horizon_days=horizon,
         consumers=consumers,
         metrics_textfile=Path(textfile) if textfile else None,
+        clients=clients,
+        client_tables=tables,
     )
+
+
+def _client_tables(where: _Where, raw: Any) -> tuple[ClientConfig, ...]:
+    """The ``[[client]]`` tables, each a store that exists and a name no shipped profile has."""
+    if not isinstance(raw, list):
+        raise where.error("client", None, "expected [[client]] tables")
+    tables: list[ClientConfig] = []
+    for index, table in enumerate(raw):
+        _check_table(where, "client", table, _CLIENT, index)
+        for key in ("name", "store"):
+            if key not in table:
+                raise where.error("client", None, f"needs a {key}", index)
+        name, store = table["name"], Path(table["store"])
+        if not _CLIENT_NAME.fullmatch(name):
+            problem = f"expected letters, digits and '.', '_', '+', '-' (at most 64), got {quoted(name)}"
+            raise where.error("client", "name", problem, index)
+        if name in _shipped_names():
+            problem = f"{quoted(name)} is a shipped profile's name: name it in [policy] clients, or choose another"
+            raise where.error("client", "name", problem, index)
+        if any(other.name == name for other in tables):
+            raise where.error("client", "name", f"client {quoted(name)} is defined twice", index)
+        if not store.is_absolute():
+            raise where.error("client", "store", f"must be an absolute path, got {quoted(str(store))}", index)
+        try:
+            if not store.is_file():
+                raise where.error("client", "store", f"{store}: no such file", index)
+        except OSError as error:
+            raise where.error("client", "store", f"{store}: cannot read ({error.strerror})", index) from None
+        building = table.get("path_building", PathBuilding.BACKTRACKING.value)
+        if building not in {kind.value for kind in PathBuilding}:
+            problem = f"expected one of {', '.join(PathBuilding)}, got {quoted(building)}"
+            raise where.error("client", "path_building", problem, index)
+        tables.append(
+            ClientConfig(
+                name=name,
+                store=store,
+                path_building=PathBuilding(building),
+                anchor_expiry=table.get("anchor_expiry", True),
+                aia=table.get("aia", False),
+                position=index,
+            )
+        )
+    return tuple(tables)
+
+
+def _clients(where: _Where, policy: Mapping[str, Any], tables: tuple[ClientConfig, ...]) -> tuple[str, ...]:
+    """``[policy] clients``: each a shipped profile or a ``[[client]]``, named once."""
+    if "clients" not in policy:
+        return DEFAULT_CLIENTS
+    names = tuple(policy["clients"])
+    known = {*_shipped_names(), *(table.name for table in tables)}
+    for name in names:
+        if name not in known:
+            problem = f"no shipped profile or [[client]] is named {quoted(name)} (chainwatch trim --list-clients)"
+            raise where.error("policy", "clients", problem)
+    repeated = next((name for number, name in enumerate(names) if name in names[:number]), None)
+    if repeated is not None:
+        raise where.error("policy", "clients", f"{quoted(repeated)} is named twice")
+    return names
+
+
+def _shipped_names() -> frozenset[str]:
+    # Only a file that names or defines clients reads the catalogue (JSON, no cryptography).
+    from chainwatch.clients.catalogue import shipped  # noqa: PLC0415
+
+    return frozenset(shipped())
 
 
 def _consumer(where: _Where, index: int, table: Any) -> ConsumerConfig:
@@ -483,6 +611,7 @@ def render_config(config: Config) -> str:
         f"mode = {_toml_value(config.mode.value)}",
         f"distrust = {_toml_value(list(config.distrust))}",
         f"horizon_days = {config.horizon_days}",
+        f"clients = {_toml_value(list(config.clients))}",
         "",
         "[metrics]",
         f"textfile = {_toml_value(config.metrics_textfile or '')}",
@@ -502,6 +631,16 @@ def render_config(config: Config) -> str:
                 if value:
                     lines.append(f"{key} = {_toml_value(value)}")
             lines.append("")
+    for client in config.client_tables:
+        lines += [
+            "",
+            "[[client]]",
+            f"name = {_toml_value(client.name)}",
+            f"store = {_toml_value(client.store)}",
+            f"path_building = {_toml_value(client.path_building.value)}",
+            f"anchor_expiry = {_toml_value(client.anchor_expiry)}",
+            f"aia = {_toml_value(client.aia)}",
+        ]
     for consumer in config.consumers:
         lines += [
             "",
