@@ -32,6 +32,8 @@ _DEGRADING = (WarningCode.INCOMPLETE, WarningCode.LEAF_EXPIRED, WarningCode.LEAF
 
 def decide_for(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
     """The decision, the time it was made for, and what was judged (a file, or a lineage)."""
+    if args.file is None:
+        raise InputError("a chain FILE or a lineage's name is needed (or --list-clients)")
     at = at_of(args)
     if args.horizon_days is not None and args.horizon_days < 0:
         raise InputError("--horizon-days: must not be negative")

@@ -92,9 +92,37 @@ exit status: 0 chain produced, 1 produced but incomplete or leaf not valid,
 _CONFIG_HELP = f"configuration file, for every command (default {DEFAULT_CONFIG} when it exists)"
 
 
+_CLIENTS_HELP = """
+clients: each --client is a kind of client the chain is judged for: a shipped
+profile (a dated trust store and how that client builds its paths) or a
+[[client]] of the configuration. Without --client, the configuration's
+[policy] clients and [[client]] tables are judged (default: a broad set,
+from Android 7.1.1 and iOS 12 on); --list-clients lists them all.
+"""
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="judge for this client (a shipped profile or a [[client]] of the configuration) "
+        "instead of the configured ones; repeatable",
+    )
+    parser.add_argument(
+        "--list-clients",
+        action="store_true",
+        help="list the clients: names, families, trust-store dates, path building, which are modelled",
+    )
+
+
 def _add_chain_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "file", type=Path, metavar="FILE", help="PEM chain file (leaf and issuers), or the name of a watched lineage"
+        "file",
+        type=Path,
+        nargs="?",
+        metavar="FILE",
+        help="PEM chain file (leaf and issuers), or the name of a watched lineage",
     )
     parser.add_argument("--key", type=Path, metavar="KEY", help="the server's private key: picks the leaf")
     parser.add_argument("--at", type=str, metavar="TIME", help="judge at this time (default now), e.g. 2021-10-01")
@@ -122,6 +150,7 @@ def _add_chain_options(parser: argparse.ArgumentParser) -> None:
         metavar="DAYS",
         help="warn about expiry this close (default: the configuration's, 21)",
     )
+    _add_client_options(parser)
 
 
 def _parser(full: Collection[str]) -> argparse.ArgumentParser:
@@ -147,12 +176,15 @@ def _parser(full: Collection[str]) -> argparse.ArgumentParser:
         description="Print the sanitized chain as PEM on standard output; "
         "each dropped certificate and each warning as one line on standard error.",
         epilog=_CHAIN_HELP
+        + _CLIENTS_HELP
         + """
 examples:
   chainwatch trim /etc/letsencrypt/live/mail.example.org/fullchain.pem > served.pem
   chainwatch trim fullchain.pem --at 2021-10-01 --json
   chainwatch trim fullchain.pem --trust-store /etc/ssl/certs/ca-certificates.crt \\
       --trust-store old-android.pem --mode minimal
+  chainwatch trim fullchain.pem --client openssl-1.0.2-debian-9 --client android-7.1.1 --json
+  chainwatch trim --list-clients
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -166,9 +198,17 @@ examples:
         description="Draw the tree from the leaf up through every candidate issuer, "
         "with each certificate's validity, key and verdict.",
         epilog=_CHAIN_HELP
+        + _CLIENTS_HELP
         + """
+beside the tree, one line per client: whether it validates the file as given
+(in its order, as a server would send it) and the served chain, and why not.
+--forecast lists each moment over the served chain's life when a client stops
+(or starts) validating it: a certificate or a root it relies on expires.
+
 examples:
   chainwatch explain fullchain.pem
+  chainwatch explain fullchain.pem --at 2021-10-01 --client openssl-1.0.2-debian-9
+  chainwatch explain fullchain.pem --forecast
   chainwatch explain fullchain.pem --at 2021-10-01 --trust-store old-roots.pem
   chainwatch explain fullchain.pem --format dot | dot -Tsvg > chain.svg
 """,
@@ -183,6 +223,11 @@ examples:
             choices=["auto", "always", "never"],
             default="auto",
             help="colour the tree (default: on a terminal)",
+        )
+        explain.add_argument(
+            "--forecast",
+            action="store_true",
+            help="list when each client stops or starts validating the served chain, over its remaining life",
         )
     _add_service_commands(commands, full)
     for name, command in commands.choices.items():
@@ -270,7 +315,9 @@ examples:
         "read the certificate chain it sends, and judge it with the trim policy; when the state knows "
         "a lineage for the name asked (or for the leaf sent), say whether the server sends exactly "
         "what chainwatch published. Without endpoints, the configured consumers' probes are used, and "
-        "(as root) a consumer skipped or in error found serving what is published is recorded as ok.",
+        "(as root) a consumer skipped or in error found serving what is published is recorded as ok. "
+        "Each configured client (or each --client) judges what is sent: which would fail on it, "
+        "and which would validate it only by fetching a missing intermediate.",
         epilog="""endpoints: imaps://HOST[:993]  imap+starttls://HOST[:143]  pop3s://HOST[:995]
            pop3+starttls://HOST[:110]  smtps://HOST[:465]  smtp+starttls://HOST[:587]
            https://HOST[:443]  tls://HOST:PORT (any TLS service)
@@ -284,6 +331,8 @@ examples:
   chainwatch probe imaps://mail.example.org --name mail.example.org
   chainwatch probe smtp+starttls://127.0.0.1:25 --name mail.example.org --json
   chainwatch probe            # every probe configured for the consumers
+  chainwatch probe imaps://mail.example.org --client openssl-1.0.2-debian-9
+  chainwatch probe --list-clients
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -295,6 +344,7 @@ examples:
         probe.add_argument("--at", type=str, metavar="TIME", help="judge at this time (default now)")
         probe.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per connection (default 10 s)")
         probe.add_argument("--json", action="store_true", help="print one JSON object")
+        _add_client_options(probe)
 
     snippet = commands.add_parser(
         "consumer-config",
@@ -332,8 +382,10 @@ _COMMANDS = {
 }
 
 
-def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    module, function = _COMMANDS[command].split(":")
+def _handler(command: str, args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    # Listing reads the catalogue only, whichever command asks.
+    target = "chainwatch.cli.client_list:list_clients" if getattr(args, "list_clients", False) else _COMMANDS[command]
+    module, function = target.split(":")
     handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), function)
     return handler
 
@@ -362,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return _handler(args.command)(args)
+        return _handler(args.command, args)(args)
     except ChainwatchError as error:
         _say_error(str(error))
         code: int = error.exit_code
