@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -204,3 +205,9 @@ def test_the_shipped_example_configuration_shows_the_default_clients() -> None:
     listing = text[start : text.index("]", start) + 1]
     uncommented = "\n".join(line.removeprefix("#").strip() for line in listing.splitlines())
     assert tuple(tomllib.loads(uncommented)["clients"]) == DEFAULT_CLIENTS
+
+
+def test_the_readme_names_the_default_clients() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    paragraph = readme[readme.index("**The\ndefault set**") : readme.index("Android 7.0 is left out")]
+    assert tuple(re.findall(r"`([a-z0-9.-]+)`", paragraph)) == DEFAULT_CLIENTS
