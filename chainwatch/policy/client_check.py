@@ -1,6 +1,6 @@
 """Whether one client validates a chain as a server sends it: the client models.
 
-A client is a name, a trust store and a :class:`~chainwatch.policy_settings.ClientModel`.
+A client is a name, a trust store and a :class:`~chainwatch.policy.settings.ClientModel`.
 :func:`validates` builds the path that client builds from the served chain
 (its order counts, its first certificate is the server's own) and checks it
 the way that client checks it, then says in one sentence why it fails or
@@ -9,9 +9,10 @@ against and the one the commands show; it never decides what to serve.
 
 The three ways of building a path follow the real code they name:
 
-* ``first-match``: OpenSSL 1.0.2's ``X509_verify_cert``. Up through the
-  served certificates first (``find_issuer``: the first served match within
-  its dates, else the last match), then the store; a chain whose top is no
+* ``first-match``: OpenSSL 1.0.2e's ``X509_verify_cert``. Up through the
+  served certificates first (``find_issuer``: the first served match, even
+  an expired one while a valid twin is served after it: *measured* against
+  1.0.2e through nassl), then the store; a chain whose top is no
   trusted root is retried lower down ("alternative chains": the top is cut
   where the store holds an issuer). A chain that reaches a trusted root is
   never retried, so a served cross-sign to an expired root the store holds
@@ -38,13 +39,12 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from typing import Literal, NamedTuple
 
-from chainwatch.certificate import Cert
-from chainwatch.policy.judge import day
-from chainwatch.policy_settings import ClientModel, Distrust, PathBuilding
-from chainwatch.signature import signed_by
-from chainwatch.trust import TrustStore
+from chainwatch.policy.settings import ClientModel, Distrust, PathBuilding
+from chainwatch.x509.certificate import Cert
+from chainwatch.x509.signature import signed_by
+from chainwatch.x509.trust import TrustStore
 
-__all__ = ["Client", "ClientCheck", "validates"]
+__all__ = ["Client", "ClientCheck", "first_match_chain", "validates"]
 
 # OpenSSL's default verify depth (X509_VERIFY_PARAM: 100). Backtracking is
 # bounded by the same number of steps: served chains have a handful of
@@ -71,12 +71,12 @@ class ClientCheck(NamedTuple):
     """One sentence for a person; the caller prepends the client or store it concerns."""
 
 
-Failure = Literal["missing-issuer", "invalid", "none"]
+_Failure = Literal["missing-issuer", "invalid", "none"]
 
 
 class _Outcome(NamedTuple):
     check: ClientCheck
-    failure: Failure
+    failure: _Failure
     path: tuple[Cert, ...]
 
 
@@ -111,6 +111,10 @@ def validates(
     return ClientCheck(True, f"{model.path_building}: validates only by fetching an intermediate ({names})")
 
 
+def _day(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d")
+
+
 def _issues(issuer: Cert, cert: Cert) -> bool:
     return issuer.subject_der == cert.issuer_der and issuer.is_ca and signed_by(cert, issuer)
 
@@ -134,7 +138,7 @@ def _check(
     if building is PathBuilding.BACKTRACKING:
         return _backtrack(chain, store, model, at, distrust)
     if building is PathBuilding.FIRST_MATCH:
-        path, trusted_from = _first_match(chain, store, at)
+        path, trusted_from = first_match_chain(chain, store, at)
     else:
         path, trusted_from = _trusted_first(chain, store, at)
     if not any(_self_signed(cert) for cert in path[trusted_from:]):
@@ -145,16 +149,26 @@ def _check(
     return _Outcome(ClientCheck(True, f"{building}: {_through(path)}"), "none", path)
 
 
-def _first_match(chain: tuple[Cert, ...], store: TrustStore, at: dt.datetime) -> tuple[tuple[Cert, ...], int]:
-    """The chain OpenSSL 1.0.2 builds, and where its store part starts."""
+def first_match_chain(
+    chain: Sequence[Cert], store: TrustStore, at: dt.datetime, *, prefer_valid: bool = False
+) -> tuple[tuple[Cert, ...], int]:
+    """The chain OpenSSL 1.0.2 builds from ``chain`` as served, and where its store part starts.
+
+    The store part starts at the returned index (the length when the store
+    gave nothing); it ends in a trusted root when the chain is trusted.
+    1.0.2e takes the first served issuer; ``prefer_valid`` takes the first
+    one within its dates, else the last, as later 1.0.2 releases'
+    ``find_issuer`` does.
+    """
     path = [chain[0]]
     pool = list(chain[1:])
     while len(path) <= _MAX_DEPTH and not _self_signed(path[-1]):
-        # find_issuer: the first served match within its dates, else the last match.
         matches = [index for index, cert in enumerate(pool) if _issues(cert, path[-1])]
         if not matches:
             break
-        chosen = next((index for index in matches if pool[index].valid_at(at)), matches[-1])
+        chosen = matches[0]
+        if prefer_valid:
+            chosen = next((index for index in matches if pool[index].valid_at(at)), matches[-1])
         path.append(pool.pop(chosen))
     untrusted = len(path)
     while True:
@@ -269,9 +283,9 @@ def _problem(
         if anchor and not model.anchor_expiry:
             continue
         if at > cert.not_after:
-            return f"{_where(subject, index, anchor)} {cert.short_subject}, expired {day(cert.not_after)}"
+            return f"{_where(subject, index, anchor)} {cert.short_subject}, expired {_day(cert.not_after)}"
         if at < cert.not_before:
-            return f"{_where(subject, index, anchor)} {cert.short_subject}, not valid before {day(cert.not_before)}"
+            return f"{_where(subject, index, anchor)} {cert.short_subject}, not valid before {_day(cert.not_before)}"
     return None
 
 
