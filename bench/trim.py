@@ -12,13 +12,19 @@ run (whole-process timings of `chainwatch trim` are bench/cli.py's):
     same 3 certificates and verifying the 2 signatures up to the anchor
     (issuer keys loaded each time), with nothing else decided;
   * the same trim "cold", every cache emptied, as a one-shot command pays;
+  * the same trim for a default client set against the same trim for one
+    store (issue 23: <= 3x). Until the shipped client profiles land, the set
+    is 14 clients of the families issue 23 names, each its own copy of
+    Debian's store with its family's model (path building, anchor expiry,
+    fetching);
   * loading Debian's store (/etc/ssl/certs/ca-certificates.crt), anchors
     parsed when first met; baseline: reading the file and cryptography
     parsing every certificate of it from PEM;
   * reading the public half of a private key (what the agent checks the leaf
     against): cryptography's load (which tests RSA primes) against
     chainwatch's reader (which checks the key's own numbers agree).
-Targets from issue 13: trim <= 0.5 ms and <= 3x the floor. Exits 1 if missed.
+Targets from issue 13: trim <= 0.5 ms and <= 3x the floor; from issue 23: the
+client set <= 3x one store. Exits 1 if missed.
 """
 
 from __future__ import annotations
@@ -38,15 +44,39 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
 
-from chainwatch.policy.settings import DEFAULT_STORE  # noqa: E402
+from chainwatch.policy.client_check import Client  # noqa: E402
+from chainwatch.policy.settings import (  # noqa: E402
+    DEFAULT_STORE,
+    ClientModel,
+    PathBuilding,
+)
 from chainwatch.policy.trim import decide  # noqa: E402
 from chainwatch.x509 import certificate, signature  # noqa: E402
 from chainwatch.x509.pem import blocks, decode_body, parse_certificates  # noqa: E402
 from chainwatch.x509.private_key import public_key_from_pem  # noqa: E402
-from chainwatch.x509.trust import load_store  # noqa: E402
+from chainwatch.x509.trust import TrustStore, load_store  # noqa: E402
 
 CHAIN = ROOT / "tests" / "vectors" / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem"
 AT = dt.datetime(2022, 12, 1, tzinfo=dt.UTC)
+
+_FIRST_MATCH, _TRUSTED_FIRST = PathBuilding.FIRST_MATCH, PathBuilding.TRUSTED_FIRST
+# Stand-ins for the shipped profiles: each family's model, on Debian's anchors.
+CLIENT_MODELS = {
+    "android-7.1.1": ClientModel(anchor_expiry=False),
+    "android-14": ClientModel(anchor_expiry=False),
+    "ios-16": ClientModel(aia=True),
+    "macos-13": ClientModel(aia=True),
+    "windows": ClientModel(aia=True),
+    "java-8u401": ClientModel(),
+    "java-17": ClientModel(),
+    "thunderbird": ClientModel(),
+    "openssl-1.0.2": ClientModel(_FIRST_MATCH),
+    "openssl-3-debian-12": ClientModel(_TRUSTED_FIRST),
+    "openssl-3-debian-13": ClientModel(_TRUSTED_FIRST),
+    "gnutls": ClientModel(_TRUSTED_FIRST),
+    "go": ClientModel(),
+    "rustls": ClientModel(anchor_expiry=False),
+}
 
 
 def alternated(ours: Callable[[], object], theirs: Callable[[], object], rounds: int) -> tuple[float, float]:
@@ -88,6 +118,13 @@ def main() -> int:
         signature.verifies.cache_clear()
         return decide(parse_certificates(data, "chain"), [store], AT)
 
+    clients = [Client(name, TrustStore.of(name, store.anchors), model) for name, model in CLIENT_MODELS.items()]
+
+    def trim_clients() -> object:
+        certificate._parse.cache_clear()
+        signature.verifies.cache_clear()
+        return decide(parse_certificates(data, "chain"), [], AT, clients=clients)
+
     def trim_cold() -> object:
         certificate.load_public_key.cache_clear()
         return trim_once()
@@ -112,6 +149,7 @@ def main() -> int:
 
     trim, trim_floor = alternated(trim_once, floor, rounds)
     cold, cold_floor = alternated(trim_cold, floor, rounds)
+    for_clients, for_one_store = alternated(trim_clients, trim_once, rounds)
     load, load_base = alternated(load_ours, load_library, max(rounds // 10, 10))
 
     keys = []
@@ -133,6 +171,7 @@ def main() -> int:
     rows = [
         ("trim LE chain (3 certs)", trim, "parse 3 + verify 2 (floor)", trim_floor, 3.0, 0.0005),
         ("trim LE chain, cold caches", cold, "parse 3 + verify 2 (floor)", cold_floor, None, None),
+        (f"trim for {len(clients)} clients", for_clients, "trim for one store", for_one_store, 3.0, None),
         (f"load Debian store ({len(store.anchors)})", load, "read + cryptography parses all", load_base, None, None),
         *((f"{label} key, public half", ours, "cryptography load", library, None, None)
           for label, ours, library in keys),

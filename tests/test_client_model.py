@@ -15,12 +15,14 @@ import pytest
 from chainwatch.agent.journal import Journal
 from chainwatch.agent.reconcile import Processor
 from chainwatch.config import Config, load_config
+from chainwatch.policy.client_check import Client
 from chainwatch.policy.decision import Role, WarningCode
 from chainwatch.policy.judge import Judge
 from chainwatch.policy.order import first_match_path, taken_paths
 from chainwatch.policy.paths import Candidates
 from chainwatch.policy.settings import ClientModel, Distrust, PathBuilding, Policy
 from chainwatch.policy.trim import decide
+from chainwatch.x509.certificate import Cert
 from chainwatch.x509.trust import TrustStore
 from tests.pki import CA, DAY, T0, YEAR, cert_of, new_key
 from tests.workspace import LivePKI, Workspace
@@ -46,8 +48,14 @@ def dst() -> DstShaped:
     return DstShaped()
 
 
+def judge_for(chain: list[Cert], store: TrustStore, policy: Policy) -> Judge:
+    """A judge whose one client is ``store`` with the policy's model."""
+    client = Client(store.name, store, policy.client)
+    return Judge(Candidates(chain, [store], None), [client], AFTER_OLD_ROOT, policy)
+
+
 def judged(dst: DstShaped, store: TrustStore, model: ClientModel) -> Judge:
-    return Judge(Candidates(dst.chain, [store], None), [store], AFTER_OLD_ROOT, Policy(client=model))
+    return judge_for(dst.chain, store, Policy(client=model))
 
 
 def test_default_model_is_a_backtracking_client_that_checks_anchor_expiry() -> None:
@@ -92,7 +100,7 @@ def test_served_cross_sign_to_an_expired_trusted_root_fails_only_first_match_cli
     both_roots = TrustStore.of("old-debian", [dst.old.c, dst.new.c])
     judge = judged(dst, both_roots, ClientModel(building))
 
-    taken = taken_paths(judge, both_roots, set(dst.chain))
+    taken = taken_paths(judge, judge.clients[0], set(dst.chain))
 
     assert bool(taken) == takes
     assert all(path.anchor == dst.new.c for path in taken)
@@ -126,11 +134,9 @@ def test_expired_root_in_the_store_shadows_the_cross_signed_way_only_for_trusted
     building: PathBuilding, takes: bool
 ) -> None:
     pki = ExpiredRootCrossSigned()
-    judge = Judge(
-        Candidates(pki.chain, [pki.store], None), [pki.store], AFTER_OLD_ROOT, Policy(client=ClientModel(building))
-    )
+    judge = judge_for(pki.chain, pki.store, Policy(client=ClientModel(building)))
 
-    taken = taken_paths(judge, pki.store, set(pki.chain))
+    taken = taken_paths(judge, judge.clients[0], set(pki.chain))
 
     assert bool(taken) == takes
     assert all(path.anchor == pki.other.c for path in taken)
@@ -139,17 +145,19 @@ def test_expired_root_in_the_store_shadows_the_cross_signed_way_only_for_trusted
 def test_expired_root_shadows_nothing_for_a_trusted_first_client_that_ignores_anchor_expiry() -> None:
     pki = ExpiredRootCrossSigned()
     model = ClientModel(PathBuilding.TRUSTED_FIRST, anchor_expiry=False)
-    judge = Judge(Candidates(pki.chain, [pki.store], None), [pki.store], AFTER_OLD_ROOT, Policy(client=model))
+    judge = judge_for(pki.chain, pki.store, Policy(client=model))
 
-    assert {path.anchor for path in taken_paths(judge, pki.store, set(pki.chain))} == {pki.expired.c, pki.other.c}
+    taken = taken_paths(judge, judge.clients[0], set(pki.chain))
+
+    assert {path.anchor for path in taken} == {pki.expired.c, pki.other.c}
 
 
 def test_first_match_client_climbs_the_served_cross_sign_to_the_expired_root_it_trusts(dst: DstShaped) -> None:
     both_roots = TrustStore.of("old-debian", [dst.old.c, dst.new.c])
     judge = judged(dst, both_roots, ClientModel(PathBuilding.FIRST_MATCH))
 
-    path = first_match_path(judge, both_roots, (dst.leaf, dst.issuing.c, dst.cross))
-    without_cross = first_match_path(judge, both_roots, (dst.leaf, dst.issuing.c))
+    path = first_match_path(judge, judge.clients[0], (dst.leaf, dst.issuing.c, dst.cross))
+    without_cross = first_match_path(judge, judge.clients[0], (dst.leaf, dst.issuing.c))
 
     assert path is not None and (path.via, path.anchor) == ((dst.issuing.c, dst.cross), dst.old.c)
     assert without_cross is not None and (without_cross.via, without_cross.anchor) == ((dst.issuing.c,), dst.new.c)
@@ -159,7 +167,7 @@ def test_first_match_client_falls_back_to_its_store_below_an_issuer_it_does_not_
     new_only = TrustStore.of("new-only", [dst.new.c])
     judge = judged(dst, new_only, ClientModel(PathBuilding.FIRST_MATCH))
 
-    path = first_match_path(judge, new_only, (dst.leaf, dst.issuing.c, dst.cross))
+    path = first_match_path(judge, judge.clients[0], (dst.leaf, dst.issuing.c, dst.cross))
 
     # OpenSSL 1.0.2's alternative chains: the store holds no issuer of the
     # cross-sign, so it looks for one of the certificate below it.
@@ -219,9 +227,9 @@ def test_first_match_client_prefers_the_first_served_issuer_that_is_currently_va
     chain = [dst.leaf, expired_twin, dst.issuing.c]
     new_only = TrustStore.of("new-only", [dst.new.c])
     policy = Policy(client=ClientModel(PathBuilding.FIRST_MATCH))
-    judge = Judge(Candidates(chain, [new_only], None), [new_only], AFTER_OLD_ROOT, policy)
+    judge = judge_for(chain, new_only, policy)
 
-    path = first_match_path(judge, new_only, tuple(chain))
+    path = first_match_path(judge, judge.clients[0], tuple(chain))
 
     # OpenSSL 1.0.2's find_issuer: the first match within its dates, else the last match.
     assert path is not None and path.via == (dst.issuing.c,)

@@ -1,5 +1,6 @@
 """Properties over generated hierarchies: order and noise never change the
-answer, and the answer never validates worse for OpenSSL, GnuTLS or pyca.
+answer, and the answer never validates worse for OpenSSL, GnuTLS or pyca,
+nor for a client of any model.
 
 The hierarchies are built, not filtered: every one has a path from the leaf
 to a root of its first store that is valid at the judged time, and around
@@ -23,8 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chainwatch.policy.client_check import Client, validates
 from chainwatch.policy.decision import Decision, WarningCode
-from chainwatch.policy.settings import Mode, Policy
+from chainwatch.policy.settings import ClientModel, Mode, PathBuilding, Policy
 from chainwatch.policy.trim import decide
 from chainwatch.x509.certificate import Cert
 from chainwatch.x509.trust import TrustStore
@@ -362,3 +364,40 @@ def test_pyca_rejects_ed25519_hierarchies_before_and_after_trimming() -> None:
     assert openssl_accepts(chain, anchors, AT)
     assert not pyca_accepts(chain, anchors, AT, DNS_NAME)
     assert not pyca_accepts(sanitized, anchors, AT, DNS_NAME)
+
+
+# -- never validates worse, for every client model ------------------------------------
+
+CLIENT_MODELS = {
+    "first-match": ClientModel(PathBuilding.FIRST_MATCH),
+    "trusted-first": ClientModel(PathBuilding.TRUSTED_FIRST),
+    "backtracking": ClientModel(PathBuilding.BACKTRACKING),
+    "no-anchor-expiry": ClientModel(PathBuilding.BACKTRACKING, anchor_expiry=False),
+    "first-match-no-anchor-expiry": ClientModel(PathBuilding.FIRST_MATCH, anchor_expiry=False),
+}
+
+
+def test_sanitized_chain_never_validates_for_fewer_clients_of_any_model() -> None:
+    """Every store with every model is one client; each that validates the file as
+    sent validates the sanitized chain, by the client models' own judgement."""
+    tally, started = Tally(), time.monotonic()
+
+    @settings(SETTINGS, max_examples=150)
+    @given(cases())
+    def prop(case: Case) -> None:
+        clients = [
+            Client(f"{store.name}/{name}", store, model)
+            for store in case.hierarchy.stores
+            for name, model in CLIENT_MODELS.items()
+        ]
+        decision = decide(case.served, [], AT, Policy(mode=case.mode), clients=clients)
+        tally.examples += 1
+        tally.twins += case.hierarchy.twin_levels > 0
+        before = {c.name for c in clients if validates(case.served, c.store, c.model, AT).ok}
+        after = {c.name for c in clients if validates(decision.chain, c.store, c.model, AT).ok}
+        tally.validating += bool(before or after)
+        assert before <= after, sorted(before - after)
+        assert {r.name for r in decision.clients if r.served} == after
+
+    prop()
+    tally.check("client models", started)

@@ -12,19 +12,24 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
+from chainwatch.policy.client_check import Client, ClientCheck
 from chainwatch.policy.decision import ChainWarning, WarningCode
 from chainwatch.policy.judge import Judge, day, validity_detail
 from chainwatch.policy.order import conflicting_twins, first_match_path, taken_paths
 from chainwatch.policy.settings import PathBuilding, leaf_horizon
 from chainwatch.x509.certificate import Cert
-from chainwatch.x509.trust import TrustStore
 
 __all__ = ["chain_warnings", "warn_before"]
 
 
 def chain_warnings(
-    judge: Judge, chain: tuple[Cert, ...], kept: set[Cert], through: Mapping[Cert, list[str]]
+    judge: Judge,
+    chain: tuple[Cert, ...],
+    kept: set[Cert],
+    through: Mapping[Cert, list[str]],
+    exact: Mapping[str, ClientCheck] | None = None,
 ) -> list[ChainWarning]:
+    """The warnings on the served ``chain``; ``exact`` is each exact client's own check of it, by name."""
     warnings: list[ChainWarning] = []
     leaf, at = judge.found.leaf, judge.at
     if at > leaf.not_after:
@@ -38,9 +43,14 @@ def chain_warnings(
                 f"the leaf {leaf.short_subject} is not valid before {day(leaf.not_before)}",
             )
         )
-    for store in judge.stores:
-        if not taken_paths(judge, store, kept):
-            message = _first_match_failure(judge, store, chain) or judge.incomplete_message(store)
+    for client in judge.clients:
+        own = (exact or {}).get(client.name)
+        if own is not None and not own.ok:
+            # A client of one modelled program: its own model says why.
+            message = f"clients using {client.name} cannot validate the served chain: {own.detail}"
+            warnings.append(ChainWarning(WarningCode.INCOMPLETE, message))
+        elif own is None and not taken_paths(judge, client, kept):
+            message = _first_match_failure(judge, client, chain) or judge.incomplete_message(client)
             warnings.append(ChainWarning(WarningCode.INCOMPLETE, message))
     warnings.extend(_expiring(judge, chain, kept))
     served_in_file_order = sorted(chain, key=judge.found.first_position.__getitem__)
@@ -63,21 +73,21 @@ def chain_warnings(
     return warnings
 
 
-def _first_match_failure(judge: Judge, store: TrustStore, chain: tuple[Cert, ...]) -> str | None:
-    """Why a first-match client of ``store`` fails on the path it builds from ``chain``, if it builds one."""
-    if judge.model(store).path_building != PathBuilding.FIRST_MATCH:
+def _first_match_failure(judge: Judge, client: Client, chain: tuple[Cert, ...]) -> str | None:
+    """Why first-match ``client`` fails on the path it builds from ``chain``, if it builds one."""
+    if judge.model(client).path_building != PathBuilding.FIRST_MATCH:
         return None
-    path = first_match_path(judge, store, chain)
+    path = first_match_path(judge, client, chain)
     if path is None:
         return None
-    model = judge.model(store)
+    model = judge.model(client)
     for cert in (*path.via, path.anchor):
         fine = judge.anchors(cert, model) if cert is path.anchor else judge.usable(cert)
         if fine:
             continue
         problem = "distrusted" if judge.policy.distrust.matches(cert) else validity_detail(cert, judge.at)
         return (
-            f"clients using {store.name} cannot validate the served chain: first-match: "
+            f"clients using {client.name} cannot validate the served chain: first-match: "
             f"the served path reaches {cert.short_subject}, {problem.removeprefix('it ')}"
         )
     return None
@@ -96,13 +106,13 @@ def _expiring(judge: Judge, chain: tuple[Cert, ...], kept: set[Cert]) -> list[Ch
     for cert in chain:
         if cert.valid_at(at) and cert.not_after - at <= warn_before(judge, cert):
             soon[cert] = "served"
-    for store in judge.stores:
-        paths = taken_paths(judge, store, kept)
+    for client in judge.clients:
+        paths = taken_paths(judge, client, kept)
         if not paths:
             continue
         best = max(paths, key=lambda path: path.anchor.not_after)
         if best.anchor.not_after - at <= horizon:
-            soon.setdefault(best.anchor, f"the anchor {store.name} uses")
+            soon.setdefault(best.anchor, f"the anchor {client.name} uses")
     return [
         ChainWarning(
             WarningCode.EXPIRING_SOON,

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from chainwatch.x509.certificate import Cert
 
-__all__ = ["ChainWarning", "Decision", "Path", "Reason", "Role", "Verdict", "WarningCode"]
+__all__ = ["ChainWarning", "ClientResult", "Decision", "Path", "Reason", "Role", "Verdict", "WarningCode"]
 
 
 class Role(StrEnum):
@@ -64,6 +64,10 @@ class WarningCode(StrEnum):
     CONFLICTING_TWINS = "conflicting-twins"
     """Kept twins are needed by different stores: clients of some that take
     the first matching issuer may fail, whatever the order."""
+    CLIENTS_AT_RISK = "clients-at-risk"
+    """Some configured client fails on the served chain although another
+    choice or order of the file's certificates would serve it: what it
+    needs, another configured client cannot have."""
 
 
 # The records below are NamedTuples, not frozen dataclasses: as immutable,
@@ -100,6 +104,20 @@ class Path(NamedTuple):
     anchor: Cert
 
 
+class ClientResult(NamedTuple):
+    """One configured client's verdict on the file as given and on the served chain."""
+
+    name: str
+    as_given: bool
+    """Whether it validates the input file as a server would send it: in its
+    order, its first certificate as the server's own."""
+    served: bool
+    """Whether it validates the sanitized chain."""
+    detail: str
+    """One sentence: why the served chain fails it, else why the file as
+    given did, else what it validates through."""
+
+
 class Decision(NamedTuple):
     """What to serve, and a verdict with a reason for every input certificate."""
 
@@ -124,6 +142,9 @@ class Decision(NamedTuple):
     changes_at: dt.datetime | None = None
     """The next instant a certificate met starts or stops being valid: the
     decision may differ from then on (an agent re-decides at that moment)."""
+    clients: tuple[ClientResult, ...] = ()
+    """Every client judged, in the order of ``stores``, each by its own model
+    (:func:`~chainwatch.policy.client_check.validates`)."""
 
     @property
     def dropped(self) -> tuple[Verdict, ...]:

@@ -3,7 +3,7 @@
 Owns step 4 of the algorithm (see :mod:`chainwatch.policy`): duplicates,
 self-signed roots, certificates on no path, expired ones, cross-signs that
 lead only to closed ways, twins another twin covers, orphans, and in minimal
-mode what no store needs. Every rule asks :mod:`chainwatch.policy.judge`
+mode what no configured client needs. Every rule asks :mod:`chainwatch.policy.judge`
 whether a path is valid and never decides validity itself; the order in
 which the kept certificates are served is :mod:`chainwatch.policy.order`'s.
 It may not read a clock or a file.
@@ -24,12 +24,12 @@ def keep(judge: Judge) -> tuple[dict[Cert, Role], dict[int, Verdict]]:
     """The kept certificates with their roles, and a verdict for every position of the file."""
     found = judge.found
     users: dict[Cert, list[str]] = {}
-    for store in judge.stores:
-        for path in judge.valid_paths(store):
+    for client in judge.clients:
+        for path in judge.valid_paths(client):
             for cert in path.via:
                 names = users.setdefault(cert, [])
-                if store.name not in names:
-                    names.append(store.name)
+                if client.name not in names:
+                    names.append(client.name)
 
     leaf, leaf_position = found.leaf, found.leaf_position
     verdicts: dict[int, Verdict] = {}
@@ -108,8 +108,8 @@ def _drop_covered_twins(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int
     """
     found = judge.found
     current = set(kept)
-    constraining = [store for store in judge.stores if taken_paths(judge, store, current)]
-    trusted_first = [store for store in constraining if judge.taken_trusted_first(store, current)]
+    constraining = [client for client in judge.clients if taken_paths(judge, client, current)]
+    trusted_first = [c for c in constraining if judge.broad(c) and judge.taken_trusted_first(c, current)]
     groups: dict[tuple[bytes, bytes], list[Cert]] = {}
     for cert in kept:
         if cert != found.leaf:
@@ -123,9 +123,9 @@ def _drop_covered_twins(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int
             cover = next((t for t in group if t in trial and _covers(judge, t, cert, reach, trial)), None)
             if cover is None:
                 continue
-            if not all(taken_paths(judge, store, trial) for store in constraining):
+            if not all(taken_paths(judge, client, trial) for client in constraining):
                 continue
-            if not all(judge.taken_trusted_first(store, trial) for store in trusted_first):
+            if not all(judge.taken_trusted_first(client, trial) for client in trusted_first):
                 continue
             if judge.on_valid_paths(trial) != judge.on_valid_paths(current) - {cert}:
                 continue  # a certificate served for its sake would be left on no valid path
@@ -153,11 +153,11 @@ def _drop_orphans(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int, Verd
 def _drop_unneeded(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int, Verdict]) -> None:
     found = judge.found
     current = set(kept)
-    constraining = [store for store in judge.stores if taken_paths(judge, store, current)]
+    constraining = [client for client in judge.clients if taken_paths(judge, client, current)]
     # A store some path serves even to clients that look in their store
     # first must keep such a path: shedding the others can leave only one
     # those clients never take (it climbs past the store's expired root).
-    trusted_first = [store for store in constraining if judge.taken_trusted_first(store, current)]
+    trusted_first = [c for c in constraining if judge.broad(c) and judge.taken_trusted_first(c, current)]
     depth = found.depths(current)
     # Try the certificates farthest from the leaf first: those are the
     # cross-signs towards old roots that minimal mode exists to shed.
@@ -169,8 +169,8 @@ def _drop_unneeded(judge: Judge, kept: dict[Cert, Role], verdicts: dict[int, Ver
     )
     for cert in candidates:
         trial = current - {cert}
-        if all(taken_paths(judge, store, trial) for store in constraining) and all(
-            judge.taken_trusted_first(store, trial) for store in trusted_first
+        if all(taken_paths(judge, client, trial) for client in constraining) and all(
+            judge.taken_trusted_first(client, trial) for client in trusted_first
         ):
             current = trial
             del kept[cert]

@@ -89,6 +89,10 @@ class ClientModel(NamedTuple):
     anchor_expiry: bool = True
     """False where an anchor's own validity dates are never checked, so an
     expired anchor still anchors (Android, rustls/webpki)."""
+    aia: bool = False
+    """True where the client fetches a missing intermediate named by the
+    certificate's caIssuers URL (Apple, Windows, Chrome). It counts only when
+    judging a chain as a server sends it, never as a reason to drop one."""
 
 
 class Policy(NamedTuple):

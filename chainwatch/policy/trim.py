@@ -28,6 +28,16 @@ How it works, in the spirit of Go's ``crypto/x509`` verifier:
 5. The served order is for clients that take the first matching issuer at
    each depth (OpenSSL 3.0, GnuTLS): leaf first, then by depth; at one depth
    what more stores validate through goes first, then the file's order.
+6. Every client then judges the served chain and the file as given by its
+   own model (:func:`~chainwatch.policy.client_check.validates`); where one
+   validates the file but not the chain, another order of the twins, a
+   certificate put back or at last the file's own certificates are served,
+   and clients that some other choice would serve are named at risk.
+
+Each configured store is a client (``Policy.client`` says how its programs
+build paths, and the served chain is also kept good for those of its
+programs that look in their store first); ``clients`` adds clients that
+stand for exactly their own model, such as a shipped client profile.
 
 One module a concern, as Go's verifier keeps finding apart from judging:
 :mod:`~chainwatch.policy.paths` finds candidate paths (steps 1-2),
@@ -36,7 +46,9 @@ One module a concern, as Go's verifier keeps finding apart from judging:
 :mod:`~chainwatch.policy.order` orders what is kept and says which paths a
 client takes from it (step 5), and
 :mod:`~chainwatch.policy.chain_warnings` applies the rules on the whole
-chain; :mod:`~chainwatch.policy.decision` holds the records they return.
+chain; :mod:`~chainwatch.policy.client_check` is one client's own verdict and
+:mod:`~chainwatch.policy.every_client` applies it to every client (step 6);
+:mod:`~chainwatch.policy.decision` holds the records they return.
 None of them reads a clock, a file or the network.
 """
 
@@ -46,7 +58,18 @@ import datetime as dt
 from collections.abc import Sequence
 
 from chainwatch.policy.chain_warnings import chain_warnings, warn_before
-from chainwatch.policy.decision import ChainWarning, Decision, Path, Reason, Role, Verdict, WarningCode
+from chainwatch.policy.client_check import Client
+from chainwatch.policy.decision import (
+    ChainWarning,
+    ClientResult,
+    Decision,
+    Path,
+    Reason,
+    Role,
+    Verdict,
+    WarningCode,
+)
+from chainwatch.policy.every_client import ClientChecks, at_risk, client_results, serve_every_client
 from chainwatch.policy.judge import Judge
 from chainwatch.policy.keep import keep
 from chainwatch.policy.order import order, stores_through, taken_paths
@@ -58,6 +81,8 @@ from chainwatch.x509.trust import TrustStore
 __all__ = [
     "MAX_PATH_STEPS",
     "ChainWarning",
+    "Client",
+    "ClientResult",
     "Decision",
     "Distrust",
     "Mode",
@@ -79,36 +104,69 @@ def decide(
     at: dt.datetime,
     policy: Policy | None = None,
     leaf_key: bytes | None = None,
+    *,
+    clients: Sequence[Client] = (),
 ) -> Decision:
     """Decide which of ``certs`` (a served chain, in file order) to serve.
 
     ``at`` must be timezone-aware. ``leaf_key`` is the DER public key of the
     server's private key; without it the leaf is the first end-entity
-    certificate. Raises :class:`~chainwatch.errors.InputError` when there is no leaf.
+    certificate. Each of ``stores`` is judged as a client named after it with
+    ``policy.client``'s model; each of ``clients`` by its own model. Raises
+    :class:`~chainwatch.errors.InputError` when there is no leaf, and
+    ``ValueError`` when two judged clients share a name.
     """
     if at.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware time")
     policy = policy or Policy()
-    found = Candidates(certs, stores, leaf_key)
-    judge = Judge(found, stores, at, policy)
+    of_stores = [Client(store.name, store, policy.client) for store in stores]
+    names = [client.name for client in (*of_stores, *clients)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"decide() judges each client once, by name: {', '.join(names)}")
+    # A store several clients share is searched once.
+    unique_stores = list({id(client.store): client.store for client in (*of_stores, *clients)}.values())
+    found = Candidates(certs, unique_stores, leaf_key)
+    judge = Judge(found, of_stores, at, policy, exact=clients)
     kept, verdicts = keep(judge)
     kept_set = set(kept)
     through = stores_through(judge, kept_set)
-    chain = order(judge, kept_set, through)
-    validating = tuple(store.name for store in judge.stores if taken_paths(judge, store, kept_set))
+    check = ClientChecks(judge)
+    chain = serve_every_client(check, order(judge, kept_set, through), verdicts)
+    if set(chain) != kept_set:
+        kept_set = set(chain)
+        through = stores_through(judge, kept_set)
+    results = client_results(check, certs, chain)
+    # A client given with its own model validates by that model alone; a
+    # store's client as the rules of steps 3-5 judge it.
+    exact = {client.name: check(client, chain) for client in clients}
+    validating = tuple(
+        client.name
+        for client in judge.clients
+        if (exact[client.name].ok if client.name in exact else taken_paths(judge, client, kept_set))
+    )
     ordered_verdicts = tuple(verdicts[position] for position in range(len(found.certs)))
+    warnings = chain_warnings(judge, chain, kept_set, through, exact)
+    risk = at_risk(check, chain)
+    if risk:
+        warnings.append(
+            ChainWarning(
+                WarningCode.CLIENTS_AT_RISK,
+                "no choice or order of the certificates validates for every configured client; "
+                f"the served chain fails for: {', '.join(risk)}",
+            )
+        )
     met = {*found.first_position, *(a for anchors in found.anchor_issuers.values() for a in anchors)}
     return Decision(
         leaf=found.leaf,
         chain=chain,
         verdicts=ordered_verdicts,
-        warnings=tuple(chain_warnings(judge, chain, kept_set, through)),
-        stores=tuple(store.name for store in judge.stores),
+        warnings=tuple(warnings),
+        stores=tuple(client.name for client in judge.clients),
         validating_stores=validating,
         chain_issuers=dict(found.chain_issuers),
         anchor_issuers=dict(found.anchor_issuers),
         anchor_stores={
-            anchor: tuple(store.name for store in judge.stores if anchor in store)
+            anchor: tuple(client.name for client in judge.clients if anchor in client.store)
             for anchors in found.anchor_issuers.values()
             for anchor in anchors
         },
@@ -123,4 +181,5 @@ def decide(
             ),
             default=None,
         ),
+        clients=results,
     )

@@ -1,0 +1,175 @@
+"""The served chain checked against every configured client's own model.
+
+Owns the last step of the algorithm (see :mod:`chainwatch.policy`): the
+chain that steps 1-5 chose is judged by each client as it builds paths
+(:func:`~chainwatch.policy.client_check.validates`), beside the file as
+given. A client that validates the file but not the chain is never left
+worse off: another order of the kept twins, a dropped certificate put back,
+or at last the file's own certificates in its order are served instead.
+It also names the clients at risk (those some other choice would serve)
+and gives every client its result. Fetching missing intermediates (``aia``)
+never counts here: it is shown in the results, never relied on.
+It may not read a clock or a file.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+
+from chainwatch.policy.client_check import Client, ClientCheck, validates
+from chainwatch.policy.decision import ClientResult, Reason, Role, Verdict
+from chainwatch.policy.judge import Judge
+from chainwatch.x509.certificate import Cert
+
+__all__ = ["ClientChecks", "as_given", "at_risk", "client_results", "serve_every_client"]
+
+# Orders of kept twins tried before anything is put back: a chain has a
+# twin or two at a depth, and a file built to make us try every order of
+# many gets the first few only.
+_MAX_ORDERS = 24
+_NOT_NEEDED = frozenset({Reason.DUPLICATE, Reason.ANCHOR, Reason.UNRELATED})
+
+
+class ClientChecks:
+    """Each client's verdicts on the chains one decision weighs, each judged once."""
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self._known: dict[tuple[str, tuple[Cert, ...], bool], ClientCheck] = {}
+
+    def __call__(self, client: Client, chain: Sequence[Cert], *, fetch: Sequence[Cert] = ()) -> ClientCheck:
+        """``client``'s verdict on ``chain``; fetching from ``fetch`` only if it fetches, and only when asked."""
+        fetching = bool(fetch) and client.model.aia
+        key = (client.name, tuple(chain), fetching)
+        known = self._known.get(key)
+        if known is None:
+            judge = self.judge
+            model = client.model._replace(aia=fetching)
+            known = validates(chain, client.store, model, judge.at, fetchable=fetch, distrust=judge.policy.distrust)
+            self._known[key] = known
+        return known
+
+
+def as_given(judge: Judge) -> tuple[Cert, ...]:
+    """The file as a server holding it sends it, its leaf first: what the served chain must not do worse than."""
+    found = judge.found
+    return (found.leaf, *(cert for position, cert in enumerate(found.certs) if position != found.leaf_position))
+
+
+def serve_every_client(check: ClientChecks, chain: tuple[Cert, ...], verdicts: dict[int, Verdict]) -> tuple[Cert, ...]:
+    """``chain``, or an alternative with which no client validates less than with the file.
+
+    Of the orders of the kept twins, the one that most clients validate
+    (the first such, ``chain`` itself first); failing every order, the
+    first chain with a certificate put back, or at last the file's own
+    certificates. Updates ``verdicts`` for a certificate put back.
+    """
+    judge = check.judge
+    given = as_given(judge)
+    # Clients by name (unique in a decision): hashing a client hashes its whole store.
+    needs = {client.name for client in judge.clients if check(client, given).ok}
+
+    def validating(candidate: tuple[Cert, ...]) -> set[str]:
+        return {client.name for client in judge.clients if check(client, candidate).ok}
+
+    best, best_ok = chain, validating(chain)
+    if len(best_ok) == len(judge.clients):
+        return chain
+    for candidate in itertools.islice(_orders(chain), 1, _MAX_ORDERS):
+        ok = validating(candidate)
+        if (needs <= ok, len(ok)) > (needs <= best_ok, len(best_ok)):
+            best, best_ok = candidate, ok
+    if needs <= best_ok:
+        return best
+    failing = [client for client in judge.clients if client.name in needs and client.name not in best_ok]
+    for candidate in _put_back_candidates(judge, chain, verdicts, given):
+        if needs <= validating(candidate):
+            _put_back(judge, candidate, chain, verdicts, failing)
+            return candidate
+    return chain  # unreachable: the file as given serves every client it serves
+
+
+def _put_back_candidates(
+    judge: Judge, chain: tuple[Cert, ...], verdicts: dict[int, Verdict], given: tuple[Cert, ...]
+) -> Iterator[tuple[Cert, ...]]:
+    dropped = [
+        verdict.cert
+        for verdict in verdicts.values()
+        if not verdict.kept and verdict.reason not in _NOT_NEEDED and verdict.cert in judge.found.reached
+    ]
+    for cert in dropped:
+        for position in range(1, len(chain) + 1):
+            yield (*chain[:position], cert, *chain[position:])
+    distinct = tuple(dict.fromkeys(given))
+    yield tuple(cert for cert in distinct if cert == judge.found.leaf or cert not in judge.found.self_signed)
+    yield distinct
+    yield given
+
+
+def _orders(chain: tuple[Cert, ...]) -> Iterator[tuple[Cert, ...]]:
+    """``chain`` with its twins (one subject and key) in every order, each twin keeping the group's places."""
+    groups: dict[tuple[bytes, bytes], list[int]] = {}
+    for position, cert in enumerate(chain[1:], start=1):
+        groups.setdefault(cert.identity, []).append(position)
+    places = [positions for positions in groups.values() if len(positions) > 1]
+    for choice in itertools.product(*(itertools.permutations(positions) for positions in places)):
+        order = list(chain)
+        for positions, permuted in zip(places, choice, strict=True):
+            for place, source in zip(positions, permuted, strict=True):
+                order[place] = chain[source]
+        yield tuple(order)
+
+
+def _put_back(
+    judge: Judge,
+    candidate: tuple[Cert, ...],
+    chain: tuple[Cert, ...],
+    verdicts: dict[int, Verdict],
+    failing: list[Client],
+) -> None:
+    names = ", ".join(client.name for client in failing)
+    for cert in dict.fromkeys(candidate):
+        if cert in chain:
+            continue
+        position = judge.found.first_position[cert]
+        role = Role.CROSS_SIGN if judge.is_cross_sign(cert) else Role.INTERMEDIATE
+        detail = f"kept for {names}: they validate the file only with it"
+        verdicts[position] = Verdict(cert, position, role, None, detail)
+
+
+def at_risk(check: ClientChecks, chain: tuple[Cert, ...]) -> list[str]:
+    """Clients that fail on ``chain`` although another order or choice of the file's certificates serves them."""
+    judge = check.judge
+    failing = [client for client in judge.clients if not check(client, chain).ok]
+    if not failing:
+        return []
+    given = as_given(judge)
+    others = [
+        *itertools.islice(_orders(chain), 1, _MAX_ORDERS),
+        *((*chain[:position], *chain[position + 1 :]) for position in range(1, len(chain))),
+        given,
+    ]
+    return [client.name for client in failing if any(check(client, other).ok for other in others if other != chain)]
+
+
+def client_results(check: ClientChecks, certs: Sequence[Cert], chain: tuple[Cert, ...]) -> tuple[ClientResult, ...]:
+    """Every client's result on the file ``certs`` as given and on the served ``chain``."""
+    judge = check.judge
+    results: list[ClientResult] = []
+    fetch = tuple(certs)
+    leaf_first = bool(certs) and certs[0] == judge.found.leaf
+    for client in judge.clients:
+        served = check(client, chain)
+        if client.model.aia and not served.ok:
+            served = check(client, chain, fetch=fetch)
+        if leaf_first:
+            given = check(client, certs)
+            if client.model.aia and not given.ok:
+                given = check(client, certs, fetch=fetch)
+        else:
+            first = certs[0].short_subject
+            given = ClientCheck(False, f"the file starts with {first}, not the leaf, and a server sends it first")
+        detail = served.detail if not served.ok or given.ok else f"as given, {given.detail}"
+        results.append(ClientResult(client.name, given.ok, served.ok, detail))
+    return tuple(results)
