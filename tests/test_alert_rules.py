@@ -32,6 +32,7 @@ ALERTS = (
     "ChainwatchLeafExpiringSoon",
     "ChainwatchServedChainExpiringSoon",
     "ChainwatchChainNotValidating",
+    "ChainwatchClientsNotValidating",
     "ChainwatchLineageError",
     "ChainwatchConsumerNotServingPublished",
     "ChainwatchReloadFailing",
@@ -47,6 +48,7 @@ def synced_state(
     days: float = 89,
     age_days: float = 0,
     unrelated_store: bool = False,
+    unrelated_client: bool = False,
     renewal_with_another_key: bool = False,
 ) -> dict[str, Any]:
     """state.json after a real agent's first pass over one lineage, leaf issued ``age_days`` ago
@@ -58,6 +60,12 @@ def synced_state(
         other = CA.root("Other Root", not_before=now - dt.timedelta(days=9), not_after=now + dt.timedelta(days=900))
         (tmp_path / "other.pem").write_bytes(pem(other.cert))
         ws.write_config(stores=(ws.store, tmp_path / "other.pem"))
+    if unrelated_client:
+        # A kind of client whose only root is another CA's: it can validate nothing served here.
+        now = dt.datetime.now(dt.UTC)
+        other = CA.root("Phone Root", not_before=now - dt.timedelta(days=9), not_after=now + dt.timedelta(days=900))
+        (tmp_path / "phone.pem").write_bytes(pem(other.cert))
+        ws.write_config(extra=f'[[client]]\nname = "old-phone"\nstore = "{tmp_path / "phone.pem"}"\n')
     ws.certbot.write(NAME, pki.issue(days=days, age_days=age_days))
     with ws.agent():
         pass  # ready: the first pass is published and saved, with the agent's heartbeat
@@ -219,6 +227,16 @@ def test_an_intermediate_expiring_within_the_horizon_alerts(tmp_path: Path) -> N
 def test_a_chain_some_configured_store_cannot_validate_alerts(tmp_path: Path) -> None:
     state = with_consumer(synced_state(tmp_path / "ws", unrelated_store=True))
     promtool(tmp_path, series(tmp_path, state), {"ChainwatchChainNotValidating"})
+
+
+def test_a_chain_some_configured_client_cannot_validate_alerts_naming_it(tmp_path: Path) -> None:
+    state = with_consumer(synced_state(tmp_path / "ws", unrelated_client=True))
+    found = series(tmp_path, state)
+    assert {
+        "series": f'chainwatch_client_not_validating{{lineage="{NAME}",client="old-phone"}}',
+        "values": "1x180",
+    } in found
+    promtool(tmp_path, found, {"ChainwatchClientsNotValidating"})
 
 
 def test_a_consumer_serving_something_else_than_published_alerts(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def test_trim_json_has_the_documented_shape(legacy_store: Path) -> None:
     result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01T00:00:00Z", "--trust-store", legacy_store, "--json")
     assert result.returncode == 0
     document = json.loads(result.stdout)
-    assert set(document) == {"chain", "dropped", "warnings"}
+    assert set(document) == {"chain", "dropped", "warnings", "clients"}
     leaf = document["chain"][0]
     assert leaf == {
         "subject": "CN=demo.cosmian.app",
@@ -115,6 +115,15 @@ def test_trim_json_has_the_documented_shape(legacy_store: Path) -> None:
     assert drop["reason"] == "issuer-expired"
     assert drop["issuer"] == "CN=DST Root CA X3,O=Digital Signature Trust Co."
     assert document["warnings"] == []
+    # Each store is a client; its verdict on the file as a server sends it and on the served chain.
+    assert document["clients"] == [
+        {
+            "name": legacy_store.name,
+            "as_given": True,
+            "served": True,
+            "detail": "backtracking: validates through ISRG Root X1",
+        }
+    ]
 
 
 def test_exit_status_is_1_when_the_leaf_has_expired(legacy_store: Path) -> None:
@@ -149,17 +158,20 @@ def test_exit_status_is_1_when_a_store_cannot_validate(tmp_path: Path) -> None:
     assert [w["code"] for w in json.loads(result.stdout)["warnings"]] == ["incomplete"]
 
 
-def test_trust_store_defaults_to_the_hosts_own_store() -> None:
+def test_trust_store_defaults_to_the_hosts_own_store(tmp_path: Path) -> None:
     # The one test that reads the machine's /etc/ssl/certs/ca-certificates.crt
     # (the others use Debian 12's, frozen in tests/vectors/stores): the
     # default is a promise. It holds for any store with ISRG Root X1 and
-    # without DST Root CA X3, as every Debian since 2021 ships.
-    result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01", "--json")
+    # without DST Root CA X3, as every Debian since 2021 ships. Without the
+    # shipped client profiles, which tests/test_client_commands.py judges.
+    config = tmp_path / "chainwatch.toml"
+    config.write_text("[policy]\nclients = []\n")
+    result = chainwatch("trim", DST_CHAIN, "--at", "2022-12-01", "--json", "--config", config)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert [c["role"] for c in document["chain"]] == ["leaf", "intermediate"]
     assert [d["reason"] for d in document["dropped"]] == ["issuer-untrusted"]
-    explained = chainwatch("explain", DST_CHAIN, "--at", "2022-12-01")
+    explained = chainwatch("explain", DST_CHAIN, "--at", "2022-12-01", "--config", config)
     assert "stores: ca-certificates.crt\n" in explained.stdout
 
 
@@ -351,7 +363,13 @@ def test_sync_of_a_lineage_no_source_has_is_a_usage_error_that_records_nothing(t
 
 
 def config_with_store(tmp_path: Path, store: Path, **extra: str) -> Path:
-    lines = ["[policy]", f'trust_stores = ["{store}"]', *(f'{key} = "{value}"' for key, value in extra.items())]
+    # The store alone: the shipped client profiles are judged in tests/test_client_commands.py.
+    lines = [
+        "[policy]",
+        f'trust_stores = ["{store}"]',
+        "clients = []",
+        *(f'{key} = "{value}"' for key, value in extra.items()),
+    ]
     path = tmp_path / "chainwatch.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -413,7 +431,7 @@ def test_explain_of_a_lineage_name_judges_it_as_the_agent_does(tmp_path: Path) -
     store = tmp_path / "store.pem"
     store.write_bytes(pem(root.cert))
     config = tmp_path / "chainwatch.toml"
-    config.write_text(f'[watch]\nlive_dir = "{certbot.live}"\n[policy]\ntrust_stores = ["{store}"]\n')
+    config.write_text(f'[watch]\nlive_dir = "{certbot.live}"\n[policy]\ntrust_stores = ["{store}"]\nclients = []\n')
     result = chainwatch("explain", "mail.example.test", "--config", config, "--json")
     assert result.returncode == 0, result.stderr
     assert [w["code"] for w in json.loads(result.stdout)["warnings"]] == []

@@ -176,11 +176,15 @@ class Workspace:
     ) -> None:
         """Write chainwatch.toml; ``extra`` lands in [policy], ``consumers`` on top."""
         store_list = ", ".join(f'"{path}"' for path in (stores or (self.store,)))
+        # The shipped client profiles know none of the test PKI's roots: judged
+        # for them, every lineage here would fail every one. A test that wants
+        # clients names them (or defines [[client]] tables) in ``extra``.
+        clients = "" if "clients" in extra else "clients = []\n"
         self.config.write_text(
             f"{consumers}"
             f'[watch]\nlive_dir = "{self.certbot.live}"\nsettle_ms = {settle_ms}\n'
             f'[output]\ndir = "{self.out}"\n'
-            f"[policy]\ntrust_stores = [{store_list}]\n{extra}"
+            f"[policy]\ntrust_stores = [{store_list}]\n{clients}{extra}"
         )
 
     def chainwatch(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -32,6 +32,9 @@ _HELP = {
     "chainwatch_consumer_ok": "1 unless the consumer is in error (failing reloads or probes), else 0.",
     "chainwatch_served_chain_match": "1 when the endpoint serves the published chain for the SNI name, else 0.",
     "chainwatch_stores_not_validating": "Configured trust stores the served chain does not validate for.",
+    "chainwatch_clients_not_validating": "Configured clients ([policy] clients, [[client]]) the served chain "
+    "does not validate for.",
+    "chainwatch_client_not_validating": "1 for each configured client the served chain does not validate for.",
     "chainwatch_agent_heartbeat_timestamp_seconds": "When the agent last said it was alive (every 10 minutes).",
 }
 
@@ -67,8 +70,17 @@ def _samples(state: dict[str, Any], horizon: dt.timedelta) -> Iterator[tuple[str
         if published:
             yield "chainwatch_last_publish_timestamp_seconds", labels, published.timestamp()
         yield "chainwatch_lineage_ok", labels, 0.0 if record.get("status") == "error" else 1.0
-        incomplete = [w for w in record.get("warnings", []) if w.get("code") == "incomplete"]
-        yield "chainwatch_stores_not_validating", labels, float(len(incomplete))
+        clients = record.get("clients")
+        if clients is not None:
+            stores_failing = len(clients.get("stores_not_validating", []))
+        else:
+            # Recorded before clients were judged: one incomplete warning per store.
+            stores_failing = len([w for w in record.get("warnings", []) if w.get("code") == "incomplete"])
+        yield "chainwatch_stores_not_validating", labels, float(stores_failing)
+        failing = (clients or {}).get("not_validating", [])
+        yield "chainwatch_clients_not_validating", labels, float(len(failing))
+        for failure in failing:
+            yield "chainwatch_client_not_validating", {**labels, "client": failure["name"]}, 1.0
         yield "chainwatch_pending_version", labels, 1.0 if record.get("pending") else 0.0
     for consumer, record in sorted((state.get("consumers") or {}).items()):
         yield "chainwatch_reload_failures_total", {"consumer": consumer}, float(record.get("failures", 0))

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from cryptography import x509
 
+from chainwatch.agent.client_record import clients_record
+from chainwatch.agent.client_set import clients_identity
 from chainwatch.agent.journal import Event, Journal
 from chainwatch.agent.publish import Publisher, set_for
 from chainwatch.agent.runtime_objects import build_runtime
@@ -123,6 +125,7 @@ class Processor:
                     self.policy.distrust.entries,
                     config.horizon_days,
                     (str(self.policy.client.path_building), self.policy.client.anchor_expiry),
+                    clients_identity(self.runtime.clients),
                 )
             ).encode()
         ).hexdigest()
@@ -258,7 +261,9 @@ class Processor:
         except Rejected as problem:
             return self._reject(name, record, str(problem), now)
         try:
-            decision = decide(lineage.certs, self.stores, now, self.policy, lineage.leaf_key)
+            decision = decide(
+                lineage.certs, self.stores, now, self.policy, lineage.leaf_key, clients=self.runtime.clients
+            )
         except InputError as problem:
             return self._reject(name, record, f"{self.sources.where(name)}: {problem}", now)
         refusal = self._refusal(name, decision, now)
@@ -412,7 +417,7 @@ class Processor:
             return None
         try:
             certs = parse_certificates(files["fullchain.pem"], f"version {version} of {name}")
-            return decide(certs, self.stores, self.clock(), self.policy)
+            return decide(certs, self.stores, self.clock(), self.policy, clients=self.runtime.clients)
         except ChainwatchError:
             return None
 
@@ -499,7 +504,7 @@ class Processor:
             return None
         try:
             served_certs = parse_certificates(served["fullchain.pem"], "published fullchain.pem")
-            served_decision = decide(served_certs, self.stores, now, self.policy)
+            served_decision = decide(served_certs, self.stores, now, self.policy, clients=self.runtime.clients)
         except ChainwatchError:
             return None
         if served_decision.has(WarningCode.LEAF_EXPIRED) or served_decision.has(WarningCode.LEAF_NOT_YET_VALID):
@@ -557,6 +562,7 @@ class Processor:
         record["dropped"] = _dropped(decision)
         record["warnings"] = [{"code": str(w.code), "message": w.message} for w in decision.warnings]
         record["validating_stores"] = list(decision.validating_stores)
+        record["clients"] = clients_record(decision, self.stores, self.runtime.clients, self.policy, now)
         record.setdefault("published_at", now_iso(now))
 
     def _settle_status(self, name: str, record: LineageRecord, decision: Decision, now: dt.datetime) -> None:

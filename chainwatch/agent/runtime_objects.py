@@ -17,10 +17,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from chainwatch.agent.client_set import build_clients
 from chainwatch.config import Config, config_error
 from chainwatch.consumers.probe import Endpoint, parse_endpoint
 from chainwatch.errors import ChainwatchError
 from chainwatch.files.atomic import group_id
+from chainwatch.policy.client_check import Client
 from chainwatch.sources.acme import Sources
 from chainwatch.sources.lineage import list_lineages
 from chainwatch.x509.trust import TrustStore, load_stores
@@ -47,6 +49,8 @@ class RuntimeObjects:
     sources: Sources
     endpoints: Mapping[str, tuple[Endpoint, ...]]
     """Each consumer's probes, parsed."""
+    clients: tuple[Client, ...] = ()
+    """The configured clients (``[policy] clients`` and ``[[client]]``), judged beside the stores."""
 
 
 def build_runtime(config: Config) -> RuntimeObjects:
@@ -69,7 +73,8 @@ def build_runtime(config: Config) -> RuntimeObjects:
             endpoints[consumer.name] = tuple(parse_endpoint(text) for text in consumer.probe)
         except ChainwatchError as error:
             raise config_error(config, "consumer", "probe", f"consumer {consumer.name}: {error}", index) from None
-    return RuntimeObjects(config, stores, group, Sources(config), endpoints)
+    clients = build_clients(config, stores)
+    return RuntimeObjects(config, stores, group, Sources(config), endpoints, clients)
 
 
 def reload_refused(error: Exception) -> str:

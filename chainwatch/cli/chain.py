@@ -11,10 +11,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+from chainwatch.agent.client_record import judged_clients
+from chainwatch.agent.client_set import build_clients
 from chainwatch.cli.options import EXIT_DEGRADED, EXIT_OK, at_of, config_of
 from chainwatch.config import Config
 from chainwatch.errors import InputError
+from chainwatch.policy.client_check import Client
 from chainwatch.policy.decision import Decision, WarningCode
 from chainwatch.policy.report import decision_json, dropped_line, warning_lines
 from chainwatch.policy.settings import Distrust, Mode, Policy
@@ -23,15 +27,27 @@ from chainwatch.printable import printable
 from chainwatch.x509.certificate import Cert
 from chainwatch.x509.pem import read_chain
 from chainwatch.x509.private_key import public_key_of
-from chainwatch.x509.trust import load_stores
+from chainwatch.x509.trust import TrustStore, load_stores
 
-__all__ = ["decide_for", "exit_status", "trim"]
+__all__ = ["Judged", "decide_for", "exit_status", "judged_for", "trim"]
 
 _DEGRADING = (WarningCode.INCOMPLETE, WarningCode.LEAF_EXPIRED, WarningCode.LEAF_NOT_YET_VALID)
 
 
-def decide_for(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
-    """The decision, the time it was made for, and what was judged (a file, or a lineage)."""
+class Judged(NamedTuple):
+    """A decision on one chain, and what it was made with."""
+
+    decision: Decision
+    at: dt.datetime
+    source: str
+    """What was judged: a file, or a lineage's directory."""
+    clients: tuple[Client, ...]
+    """Every client judged, the stores first, as the decision names them."""
+    policy: Policy
+
+
+def decide_for(args: argparse.Namespace) -> Judged:
+    """The decision, the time it was made for, what was judged (a file, or a lineage), and for whom."""
     if args.file is None:
         raise InputError("a chain FILE or a lineage's name is needed (or --list-clients)")
     at = at_of(args)
@@ -44,7 +60,7 @@ def decide_for(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
         Distrust(args.distrust if args.distrust is not None else config.distrust),
         dt.timedelta(days=config.horizon_days if args.horizon_days is None else args.horizon_days),
     )
-    stores = load_stores(args.trust_store or config.trust_stores)
+    stores, clients = judged_for(args, config)
     target: Path = args.file
     watched = None if target.exists() else _watched_lineage(config, str(target))
     if watched is not None:
@@ -56,9 +72,24 @@ def decide_for(args: argparse.Namespace) -> tuple[Decision, dt.datetime, str]:
     if args.key and source != str(target):
         raise InputError(f"{target}: a lineage is judged with its own key; --key is for a chain file")
     try:
-        return decide(certs, stores, at, policy, leaf_key), at, source
+        decision = decide(certs, stores, at, policy, leaf_key, clients=clients)
     except InputError as error:
         raise InputError(f"{source}: {error}") from None
+    return Judged(decision, at, source, judged_clients(stores, policy, clients), policy)
+
+
+def judged_for(args: argparse.Namespace, config: Config) -> tuple[list[TrustStore], tuple[Client, ...]]:
+    """The stores and clients to judge: those the command line names, else the configuration's.
+
+    ``--trust-store`` and ``--client`` name exactly what is judged, so that
+    ``--client openssl-1.0.2-debian-9`` asks about that client alone and
+    ``--trust-store`` alone judges those stores as before clients existed.
+    """
+    if args.trust_store is None and args.client is None:
+        stores = load_stores(config.trust_stores)
+        return stores, build_clients(config, stores)
+    stores = load_stores(args.trust_store or ())
+    return stores, build_clients(config, stores, args.client or ())
 
 
 def _watched_lineage(config: Config, name: str) -> tuple[Sequence[Cert], bytes | None, str] | None:
@@ -91,7 +122,7 @@ def exit_status(decision: Decision) -> int:
 
 
 def trim(args: argparse.Namespace) -> int:
-    decision, _, _ = decide_for(args)
+    decision = decide_for(args).decision
     if args.json:
         sys.stdout.write(json.dumps(decision_json(decision), indent=2) + "\n")
     else:

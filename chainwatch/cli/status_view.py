@@ -159,6 +159,16 @@ def _lineage_report(name: str, record: LineageRecord, now: dt.datetime, horizon:
             level, message = CRITICAL, f"the served leaf expired on {expires:%Y-%m-%d %H:%M} UTC; {message}"
         elif expires - now <= horizon and level == OK:
             level, message = WARNING, f"the served leaf expires in {(expires - now).days} days"
+    clients = record.get("clients") or {"not_validating": [], "stores_not_validating": [], "forecast": []}
+    failing = [failure["name"] for failure in clients["not_validating"]]
+    # Only what is still ahead: the agent decides again (and forecasts anew) once a moment passes.
+    ahead = [change for change in clients["forecast"] if (parse_iso(change["at"]) or now) > now]
+    if record.get("version") is not None and level == OK:
+        stopping = [change for change in ahead if not change["validates"]]
+        if failing:
+            level, message = WARNING, f"the served chain does not validate for {', '.join(failing)}"
+        elif stopping:
+            level, message = WARNING, _forecast_warning(stopping)
     return {
         "lineage": name,
         "state": _WORDS[level],
@@ -172,11 +182,25 @@ def _lineage_report(name: str, record: LineageRecord, now: dt.datetime, horizon:
         "dropped": record.get("dropped", []),
         "warnings": record.get("warnings", []),
         "validating_stores": record.get("validating_stores", []),
+        "clients_not_validating": clients["not_validating"],
+        "forecast": ahead,
         "error": record.get("error"),
         "good": record.get("good"),
         "pending": record.get("pending"),
         "removed": bool(record.get("removed")),
     }
+
+
+def _forecast_warning(stopping: Sequence[Mapping[str, Any]]) -> str:
+    """ "on 2028-09-02 YR1 expires 2028-09-01: android-7.1.1, apple-ios12 stop validating", the first moment first."""
+    first = stopping[0]
+    at = parse_iso(first["at"])
+    names = [change["client"] for change in stopping if change["at"] == first["at"]]
+    verb = "stops" if len(names) == 1 else "stop"
+    later = len(stopping) - len(names)
+    more = f" (and {later} later)" if later else ""
+    day = f"{at:%Y-%m-%d}" if at else first["at"]
+    return f"on {day} {first['why']}: {', '.join(names)} {verb} validating the served chain{more}"
 
 
 def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
@@ -487,6 +511,11 @@ def _render_lineage(item: dict[str, Any], p: Palette, colour: Mapping[str, Calla
         lines.append(f"    dropped   {drop['short']} ({drop['reason']}: {drop['detail']})")
     if item["version"]:
         lines.append(f"    valid for {', '.join(item['validating_stores']) or p.warn('no configured store')}")
+    for failure in item["clients_not_validating"]:
+        lines.append(f"    {p.warn('fails')}     {failure['name']}: {failure['detail']}")
+    for change in item["forecast"]:
+        verb = "starts" if change["validates"] else p.warn("stops")
+        lines.append(f"    forecast  {_when(change['at'])}: {change['why']}: {change['client']} {verb} validating")
     pending = item.get("pending")
     if pending:
         lines.append(

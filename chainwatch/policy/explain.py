@@ -8,14 +8,15 @@ can go, and why each certificate is served or not.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from chainwatch.palette import Palette
 from chainwatch.policy.decision import Decision, Reason, Verdict
+from chainwatch.policy.forecast import ForecastChange
 from chainwatch.printable import printable
 from chainwatch.x509.certificate import Cert
 
-__all__ = ["Palette", "render_dot", "render_tree"]
+__all__ = ["Palette", "render_dot", "render_forecast", "render_tree"]
 
 
 def _window(cert: Cert, at: dt.datetime) -> str:
@@ -125,6 +126,38 @@ def render_tree(decision: Decision, at: dt.datetime, source: str, palette: Palet
     served = " → ".join(printable(cert.short_subject) for cert in decision.chain)
     validated = printable(", ".join(decision.validating_stores)) or "no configured store"
     out += ["", p.bold("served: ") + served, p.dim(f"validates for: {validated}")]
+    out += _client_lines(decision, p)
+    return "\n".join(out) + "\n"
+
+
+def _client_lines(decision: Decision, p: Palette) -> list[str]:
+    """One line per client: its verdict on the file as a server would send it, and on the served chain."""
+    if not decision.clients:
+        return []
+    width = max(len(printable(result.name)) for result in decision.clients)
+
+    def verdict(ok: bool) -> str:
+        return p.kept("validates") if ok else p.dropped("fails    ")
+
+    lines = ["", p.bold("clients:") + p.dim(" " * (width - 6) + "as given   served")]
+    for result in decision.clients:
+        name = printable(result.name).ljust(width)
+        lines.append(f"  {name}  {verdict(result.as_given)}  {verdict(result.served)}  {printable(result.detail)}")
+    return lines
+
+
+def render_forecast(changes: Sequence[ForecastChange], at: dt.datetime, until: dt.datetime, palette: Palette) -> str:
+    """``explain --forecast``: each moment a client stops or starts validating the served chain."""
+    p = palette
+    out = ["", p.bold(f"forecast from {at:%Y-%m-%d} to {until:%Y-%m-%d} (the leaf's expiry):")]
+    if not changes:
+        out.append("  no client changes its verdict on the served chain")
+    for change in changes:
+        what = p.kept("starts validating") if change.validates else p.warn("stops validating")
+        out.append(
+            f"  {change.at:%Y-%m-%d %H:%M:%S}  {printable(change.client)} {what}: {printable(change.why)}"
+            + ("" if change.validates else p.dim(f" ({printable(change.detail)})"))
+        )
     return "\n".join(out) + "\n"
 
 

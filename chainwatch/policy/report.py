@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from chainwatch.policy.decision import Decision, Verdict
+from chainwatch.policy.forecast import ForecastChange
 from chainwatch.x509.certificate import Cert
 
-__all__ = ["decision_json", "dropped_line", "iso", "warning_lines"]
+__all__ = ["decision_json", "dropped_line", "forecast_json", "iso", "warning_lines"]
 
 
 def iso(moment: dt.datetime) -> str:
@@ -37,7 +39,20 @@ def decision_json(decision: Decision) -> dict[str, Any]:
             for verdict in decision.dropped
         ],
         "warnings": [{"code": str(warning.code), "message": warning.message} for warning in decision.warnings],
+        "clients": [
+            {"name": result.name, "as_given": result.as_given, "served": result.served, "detail": result.detail}
+            for result in decision.clients
+        ],
     }
+
+
+def forecast_json(changes: Sequence[ForecastChange]) -> list[dict[str, Any]]:
+    """``explain --forecast --json``: each change of a client's verdict on the served chain."""
+    return [
+        {"at": iso(change.at), "client": change.client, "validates": change.validates, "why": change.why,
+         "detail": change.detail}
+        for change in changes
+    ]  # fmt: skip
 
 
 def dropped_line(verdict: Verdict) -> str:

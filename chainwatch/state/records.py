@@ -25,9 +25,12 @@ from chainwatch.state.timestamps import now_iso
 
 __all__ = [
     "AgentRecord",
+    "ClientFailure",
+    "ClientsRecord",
     "ConsumerRecord",
     "DroppedCert",
     "ErrorRecord",
+    "ForecastRecord",
     "LeafRecord",
     "LineageRecord",
     "PendingRecord",
@@ -80,6 +83,33 @@ class WarningRecord(TypedDict):
     message: str
 
 
+class ClientFailure(TypedDict):
+    name: str
+    detail: str
+    """Why the client fails on the served chain, in one sentence."""
+
+
+class ForecastRecord(TypedDict):
+    at: str
+    """The moment re-judged: a second after the certificate's edge."""
+    client: str
+    validates: bool
+    """Whether the client validates the served chain from then on."""
+    why: str
+    """The edges at that moment, e.g. "ISRG Root X1 expires 2035-06-04"."""
+
+
+class ClientsRecord(TypedDict):
+    """The configured clients' verdicts on the served chain (``[policy] clients``, stores included)."""
+
+    not_validating: list[ClientFailure]
+    """The configured clients (not the trust stores) the served chain fails."""
+    stores_not_validating: list[str]
+    """The trust stores it fails (each also has its ``incomplete`` warning)."""
+    forecast: list[ForecastRecord]
+    """Each change of a client's verdict within the horizon (``[policy] horizon_days``)."""
+
+
 class PendingRecord(TypedDict):
     """A published version that a consumer rejected: kept on disk, not served."""
 
@@ -102,13 +132,14 @@ class LineageRecord(TypedDict, total=False):
     since: str
     version: int | None
     """The version ``live/NAME`` points at: what is served. Every field below up
-    to ``validating_stores`` describes that version."""
+    to ``clients`` describes that version."""
     published_at: str
     leaf: LeafRecord
     served: list[ServedCert]
     dropped: list[DroppedCert]
     warnings: list[WarningRecord]
     validating_stores: list[str]
+    clients: ClientsRecord
     good: int | None
     """The newest version every consumer of the lineage reloaded and, where
     probed, served: where a rollback goes. Never pruned while it is."""
