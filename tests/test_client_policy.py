@@ -6,9 +6,11 @@ Also the forecast: when each client stops (or starts) validating the served chai
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
+from chainwatch.clients.catalogue import shipped, store_of
 from chainwatch.policy.client_check import Client
 from chainwatch.policy.decision import ClientResult, Reason, Role, Verdict, WarningCode
 from chainwatch.policy.every_client import ClientChecks, serve_every_client
@@ -18,10 +20,12 @@ from chainwatch.policy.paths import Candidates
 from chainwatch.policy.settings import ClientModel, Mode, PathBuilding, Policy
 from chainwatch.policy.trim import decide
 from chainwatch.x509.certificate import Cert
+from chainwatch.x509.pem import parse_certificates
 from chainwatch.x509.trust import TrustStore
 from tests.pki import CA, DAY, T0, YEAR, cert_of
 
 SECOND = dt.timedelta(seconds=1)
+VECTORS = Path(__file__).parent / "vectors" / "chains"
 FIRST_MATCH = ClientModel(PathBuilding.FIRST_MATCH)
 TRUSTED_FIRST = ClientModel(PathBuilding.TRUSTED_FIRST)
 BACKTRACKING = ClientModel(PathBuilding.BACKTRACKING)
@@ -115,6 +119,7 @@ def test_android_ignoring_anchor_expiry_validates_through_the_expired_root_alone
 
     assert decision.validating_stores == ("android-7.1",)
     assert results(decision.clients) == {"android-7.1": (True, True)}
+    assert not decision.has(WarningCode.EXPIRING_SOON)
 
 
 def test_a_store_and_a_client_may_not_share_a_name(dst: Dst) -> None:
@@ -308,6 +313,33 @@ def test_a_certificate_a_client_needs_is_put_back_when_no_order_of_the_chosen_ch
     assert verdicts[1] == Verdict(
         issuing.c, 1, Role.INTERMEDIATE, None, "kept for old-openssl: they validate the file only with it"
     )
+
+
+def test_a_shipped_profiles_model_says_whether_it_fetches_intermediates() -> None:
+    models = {profile.name: profile.model for profile in shipped().values()}
+
+    assert models["apple-ios16"] == ClientModel(PathBuilding.BACKTRACKING, anchor_expiry=True, aia=True)
+    assert models["openssl-1.0.2-debian-9"] == ClientModel(PathBuilding.FIRST_MATCH, anchor_expiry=True, aia=False)
+
+
+def test_shipped_profiles_keep_the_dst_cross_sign_for_android_7_and_name_openssl_1_0_2_at_risk() -> None:
+    # The 2021 incident with the shipped profiles and a chain a server really sent in 2022.
+    name = "le-r3-dstcross-demo-cosmian-app-2022.pem"
+    certs = parse_certificates((VECTORS / name).read_bytes(), name)
+    clients = [Client(profile.name, store_of(profile), profile.model) for profile in shipped().values()]
+
+    decision = decide(certs, [], dt.datetime(2022, 12, 1, tzinfo=dt.UTC), clients=clients)
+
+    assert decision.chain == tuple(certs)
+    assert decision.verdicts[2].detail.startswith("needed by android-7.0")
+    failing = {r.name: r.detail for r in decision.clients if not r.served}
+    assert failing == {
+        "openssl-1.0.2-debian-9": "first-match: the served path reaches DST Root CA X3, expired 2021-09-30"
+    }
+    assert at_risk([w.message for w in decision.warnings if w.code == WarningCode.CLIENTS_AT_RISK]) == [
+        "openssl-1.0.2-debian-9"
+    ]
+    assert not decision.has(WarningCode.EXPIRING_SOON)
 
 
 # -- forecast ------------------------------------------------------------------------

@@ -76,8 +76,8 @@ class Profile(NamedTuple):
 
     @property
     def model(self) -> ClientModel:
-        """How the policy judges this client's path building and anchor expiry."""
-        return ClientModel(path_building=self.path_building, anchor_expiry=self.anchor_expiry)
+        """How the policy judges this client's path building, anchor expiry and fetching."""
+        return ClientModel(path_building=self.path_building, anchor_expiry=self.anchor_expiry, aia=self.aia)
 
 
 def _read(name: str, limit: int) -> bytes:

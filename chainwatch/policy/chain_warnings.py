@@ -108,7 +108,9 @@ def _expiring(judge: Judge, chain: tuple[Cert, ...], kept: set[Cert]) -> list[Ch
             soon[cert] = "served"
     for client in judge.clients:
         paths = taken_paths(judge, client, kept)
-        if not paths:
+        # A client that never checks its anchors' dates (Android, rustls)
+        # loses nothing when one expires.
+        if not paths or not judge.model(client).anchor_expiry:
             continue
         best = max(paths, key=lambda path: path.anchor.not_after)
         if best.anchor.not_after - at <= horizon:
