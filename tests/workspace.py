@@ -179,12 +179,15 @@ class Workspace:
         # The shipped client profiles know none of the test PKI's roots: judged
         # for them, every lineage here would fail every one. A test that wants
         # clients names them (or defines [[client]] tables) in ``extra``.
+        # After extra's [policy] lines (tests name their lines), before any table it opens.
         clients = "" if "clients" in extra else "clients = []\n"
+        tables = 0 if extra.startswith("[") else (extra.find("\n[") + 1 or len(extra))
+        policy = f"{extra[:tables]}{clients}{extra[tables:]}"
         self.config.write_text(
             f"{consumers}"
             f'[watch]\nlive_dir = "{self.certbot.live}"\nsettle_ms = {settle_ms}\n'
             f'[output]\ndir = "{self.out}"\n'
-            f"[policy]\ntrust_stores = [{store_list}]\n{clients}{extra}"
+            f"[policy]\ntrust_stores = [{store_list}]\n{policy}"
         )
 
     def chainwatch(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -38,7 +38,9 @@ def clients_record(
     ``not_validating`` names the configured clients, ``stores_not_validating``
     the trust stores: each has its metric and alert. The forecast covers both.
     """
-    until = now + policy.horizon
+    # Up to the leaf's expiry, excluded: that one is the leaf's own warning, with its own
+    # horizon (a third of a short-lived leaf's life), and every client loses the chain then.
+    until = min(now + policy.horizon, decision.leaf.not_after)
     edges = {
         edge
         for cert in (*decision.chain, *(a for anchors in decision.anchor_issuers.values() for a in anchors))

@@ -85,10 +85,11 @@ def judged_for(args: argparse.Namespace, config: Config) -> tuple[list[TrustStor
     ``--client openssl-1.0.2-debian-9`` asks about that client alone and
     ``--trust-store`` alone judges those stores as before clients existed.
     """
-    if args.trust_store is None and args.client is None:
+    named_stores = getattr(args, "trust_store", None)  # probe judges the configured stores
+    if named_stores is None and args.client is None:
         stores = load_stores(config.trust_stores)
         return stores, build_clients(config, stores)
-    stores = load_stores(args.trust_store or ())
+    stores = load_stores(named_stores or ())
     return stores, build_clients(config, stores, args.client or ())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import fnmatch
 import ipaddress
 import json
@@ -11,21 +12,25 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chainwatch.agent.client_record import judged_clients
 from chainwatch.agent.consumer_step import ConsumerHook
 from chainwatch.agent.journal import Journal
 from chainwatch.agent.reconcile import Processor
+from chainwatch.cli.chain import judged_for
 from chainwatch.cli.options import EXIT_DEGRADED, EXIT_OK, EXIT_USAGE, at_of, config_of
 from chainwatch.config import Config
 from chainwatch.consumers.probe import Endpoint, ProbeError, fetch_chain, parse_endpoint
 from chainwatch.errors import ChainwatchError, InputError, reason_of
+from chainwatch.policy.client_check import Client, validates
 from chainwatch.policy.decision import Verdict
 from chainwatch.policy.report import decision_json, iso
+from chainwatch.policy.settings import Policy
 from chainwatch.policy.trim import decide
 from chainwatch.printable import printable
 from chainwatch.state.state_file import StateFile
 from chainwatch.state.timestamps import parse_iso
 from chainwatch.x509.certificate import Cert
-from chainwatch.x509.trust import load_stores
+from chainwatch.x509.pem import read_chain
 
 __all__ = ["probe"]
 
@@ -44,8 +49,9 @@ def probe(args: argparse.Namespace) -> int:
     state = StateFile.read(config.output_dir / "state.json") or {}
     published: dict[str, Any] = state.get("lineages") or {}
     targets = _targets(args, config, published)
-    stores = load_stores(config.trust_stores)
     policy = config.trim_policy()
+    stores, clients = judged_for(args, config)
+    judged = judged_clients(stores, policy, clients)
     results, worst = [], EXIT_OK
     texts: list[str] = []
     seen: dict[str, bool] = {}  # consumer -> every one of its probes serves what is published
@@ -63,7 +69,7 @@ def probe(args: argparse.Namespace) -> int:
             if consumer_name is not None:
                 seen[consumer_name] = False
             continue
-        decision = decide(served, stores, at, policy)
+        decision = decide(served, stores, at, policy, clients=clients)
         would_trim = list(decision.chain) != served
         entry.update(ok=not would_trim and not decision.warnings, served=[_served(c) for c in served])
         entry.update(decision_json(decision))
@@ -75,6 +81,7 @@ def probe(args: argparse.Namespace) -> int:
             if not comparison["matches"]:
                 entry["ok"] = False
                 worst = EXIT_USAGE
+        entry["clients"] = _as_sent(served, judged, at, policy, _fetchable(config, comparison, lineage))
         results.append(entry)
         texts.append(_probe_text(entry, served, decision.dropped))
         if consumer_name is not None:
@@ -94,6 +101,37 @@ def probe(args: argparse.Namespace) -> int:
         sys.stdout.write("".join(texts))
         sys.stdout.write("".join(printable(f"chainwatch probe: {look['message']}") + "\n" for look in looks))
     return worst
+
+
+def _fetchable(config: Config, comparison: dict[str, Any] | None, lineage: str | None) -> tuple[Cert, ...]:
+    """What a client that fetches missing intermediates could get: the CAs of the lineage's published chain.
+
+    Offline, the CA's caIssuers URL is not asked; the lineage's own chain
+    holds what it names.
+    """
+    lineage = comparison["lineage"] if comparison is not None else lineage
+    if lineage is None:
+        return ()
+    try:
+        return tuple(cert for cert in read_chain(config.output_dir / "live" / lineage / "fullchain.pem") if cert.is_ca)
+    except (ChainwatchError, OSError):
+        return ()
+
+
+def _as_sent(
+    served: Sequence[Cert], clients: Sequence[Client], at: dt.datetime, policy: Policy, fetchable: Sequence[Cert]
+) -> list[dict[str, Any]]:
+    """Each client's verdict on the chain as the server sends it; ``fetches``: only by fetching an intermediate."""
+    verdicts = []
+    for client in clients:
+        alone = validates(served, client.store, client.model._replace(aia=False), at, distrust=policy.distrust)
+        check = alone
+        if not alone.ok and client.model.aia:
+            check = validates(served, client.store, client.model, at, fetchable=fetchable, distrust=policy.distrust)
+        verdicts.append(
+            {"name": client.name, "validates": check.ok, "fetches": check.ok and not alone.ok, "detail": check.detail}
+        )
+    return verdicts
 
 
 # Where to connect, the server name to send, the lineage to compare with, the consumer probed.
@@ -226,6 +264,12 @@ def _probe_text(entry: dict[str, Any], served: Sequence[Cert], dropped: Sequence
         )
     for warning in entry["warnings"]:
         lines.append(f"  warning: {warning['code']}: {warning['message']}")
+    for client in entry["clients"]:
+        if not client["validates"]:
+            lines.append(f"  fails for {client['name']}: {client['detail']}")
+    fetching = [client["name"] for client in entry["clients"] if client["fetches"]]
+    if fetching:
+        lines.append(f"  validates only by fetching a missing intermediate for: {', '.join(fetching)}")
     published = entry.get("published")
     if published:
         lines.append(
