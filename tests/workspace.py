@@ -180,7 +180,7 @@ class Workspace:
         # for them, every lineage here would fail every one. A test that wants
         # clients names them (or defines [[client]] tables) in ``extra``.
         # After extra's [policy] lines (tests name their lines), before any table it opens.
-        clients = "" if "clients" in extra else "clients = []\n"
+        clients = "" if re.search(r"^\s*clients\s*=", extra, re.MULTILINE) else "clients = []\n"
         tables = 0 if extra.startswith("[") else (extra.find("\n[") + 1 or len(extra))
         policy = f"{extra[:tables]}{clients}{extra[tables:]}"
         self.config.write_text(
