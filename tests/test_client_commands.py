@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from tests.certbot_tree import Issued, issued
+from tests.conftest import vector_cert
 from tests.openssl_server import serving
 from tests.pki import CA, pem
-from tests.conftest import vector_cert
 from tests.test_cli import DST_CHAIN, assert_one_line_error, chainwatch
 from tests.workspace import NAME, LivePKI, Workspace
 
