@@ -131,11 +131,14 @@ def test_explain_forecast_lists_the_moment_a_client_stops_validating_and_who_kee
 
 def test_probe_names_the_clients_that_fail_on_what_is_sent_and_those_that_fetch(tmp_path: Path) -> None:
     pki = LivePKI()
+    # One that trusts the issuing CA itself needs nothing fetched, though it could fetch.
+    (tmp_path / "issuing.pem").write_bytes(pem(pki.issuing.cert))
     ws = Workspace(
         tmp_path,
         pki,
         extra=f"[[client]]\nname = 'fetcher'\nstore = '{tmp_path / 'store.pem'}'\naia = true\n"
-        f"[[client]]\nname = 'plain'\nstore = '{tmp_path / 'store.pem'}'\n",
+        f"[[client]]\nname = 'plain'\nstore = '{tmp_path / 'store.pem'}'\n"
+        f"[[client]]\nname = 'direct'\nstore = '{tmp_path / 'issuing.pem'}'\naia = true\n",
     )
     content = pki.issue()
     ws.certbot.write(NAME, content)
@@ -150,7 +153,12 @@ def test_probe_names_the_clients_that_fail_on_what_is_sent_and_those_that_fetch(
     assert "  validates only by fetching a missing intermediate for: fetcher" in result.stdout
     (entry,) = document["endpoints"]
     verdicts = {client["name"]: (client["validates"], client["fetches"]) for client in entry["clients"]}
-    assert verdicts == {"store.pem": (False, False), "fetcher": (True, True), "plain": (False, False)}
+    assert verdicts == {
+        "store.pem": (False, False),
+        "fetcher": (True, True),
+        "plain": (False, False),
+        "direct": (True, False),
+    }
 
 
 def test_status_names_the_clients_the_served_chain_fails_and_warns(tmp_path: Path) -> None:
