@@ -207,3 +207,15 @@ def test_status_warns_within_the_horizon_of_a_moment_a_client_stops_validating(t
     ]
     text = ws.chainwatch("status").stdout
     assert f"Ending Root expires {ends}: phone stops validating" in text
+
+
+def test_a_client_named_as_a_trust_store_is_refused_by_check_config(tmp_path: Path) -> None:
+    store = tmp_path / "roots.pem"
+    store.write_bytes(pem(CA.root("Some Root").cert))
+    config = tmp_path / "chainwatch.toml"
+    config.write_text(
+        f"[watch]\nlive_dir = '{tmp_path}'\n[policy]\ntrust_stores = ['{store}']\n"
+        f"[[client]]\nname = 'roots.pem'\nstore = '{store}'\n"
+    )
+    result = chainwatch("check-config", "--config", config)
+    assert_one_line_error(result, f"{config}:6: [[client]] #1 name: client roots.pem has the name of a trust store")

@@ -497,7 +497,7 @@ class Processor:
         if decision.has(WarningCode.LEAF_NOT_YET_VALID):
             # A CA's or the host's clock is off; the set becomes publishable then.
             return f"the leaf is not valid before {leaf.not_before:%Y-%m-%d %H:%M:%S} UTC", leaf.not_before
-        if len(decision.validating_stores) == len(self.stores):
+        if len(decision.validating_stores) == len(self.stores) + len(self.runtime.clients):
             return None  # nothing can validate for more stores: no need to judge the served set
         served = self.publisher.files_of(name)
         if served is None:
