@@ -207,6 +207,8 @@ def test_status_warns_within_the_horizon_of_a_moment_a_client_stops_validating(t
     ]
     text = ws.chainwatch("status").stdout
     assert f"Ending Root expires {ends}: phone stops validating" in text
+    why = next(line for line in text.splitlines() if line.startswith("    why"))
+    assert f"on {ends} Ending Root expires {ends}: phone stops validating the served chain" in why
 
 
 def test_a_client_named_as_a_trust_store_is_refused_by_check_config(tmp_path: Path) -> None:

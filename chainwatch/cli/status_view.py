@@ -163,12 +163,15 @@ def _lineage_report(name: str, record: LineageRecord, now: dt.datetime, horizon:
     failing = [failure["name"] for failure in clients["not_validating"]]
     # Only what is still ahead: the agent decides again (and forecasts anew) once a moment passes.
     ahead = [change for change in clients["forecast"] if (parse_iso(change["at"]) or now) > now]
-    if record.get("version") is not None and level == OK:
-        stopping = [change for change in ahead if not change["validates"]]
-        if failing:
-            level, message = WARNING, f"the served chain does not validate for {', '.join(failing)}"
-        elif stopping:
-            level, message = WARNING, _forecast_warning(stopping)
+    stopping = [change for change in ahead if not change["validates"]]
+    if record.get("version") is not None and level == OK and failing:
+        level, message = WARNING, f"the served chain does not validate for {', '.join(failing)}"
+    if record.get("version") is not None and level in (OK, WARNING) and stopping:
+        # Said even beside the policy's own warning (expiring-soon names a certificate, not who it fails).
+        level, message = (
+            WARNING,
+            "; ".join(part for part in (message if level else "", _forecast_warning(stopping)) if part),
+        )
     return {
         "lineage": name,
         "state": _WORDS[level],
