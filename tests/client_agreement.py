@@ -1,0 +1,185 @@
+"""Agreement of the client models with the real clients they name, on one corpus.
+
+For every case of :mod:`tests.client_corpus` and every real verifier of
+:mod:`tests.real_clients.verify`, the real verdict is compared with the verdict
+of the model of the same path building (``validates`` in
+``chainwatch.policy.client_check``). Every disagreement is either explained in
+:data:`EXPLAINED` (a known, documented difference between the real client and
+what its model stands for) or a model bug.
+
+``python -m tests.client_agreement`` prints the table for the README (run it
+with ``.venv-pypi/bin/python`` to include nassl's OpenSSL 1.0.2e and pyca).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fnmatch
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from chainwatch.certificate import Cert
+from chainwatch.trust import TrustStore
+from tests.client_corpus import Case, corpus
+from tests.real_clients.verify import CLIENTS, RealClient, Verdict
+
+PATH_BUILDINGS = ("first-match", "trusted-first", "backtracking")
+
+EXPLAINED: dict[tuple[str, str], str] = {
+    # (real client, case-name pattern): why it differs from its model, as measured.
+    ("gnutls", "twins/unknown-first/*"): (
+        "GnuTLS 3.7.9 takes the served issuer first and does not backtrack to its twin "
+        "(FIELD-NOTES, Path building in real verifiers): not a backtracking client for twins"
+    ),
+    ("gnutls", "twins/expired-first/*/2026-06-01*"): (
+        "GnuTLS 3.7.9 takes the first served twin even when it has expired, and does not try the valid one"
+    ),
+    ("gnutls", "gen-y-ecdsa/*/yr+ye/*"): (
+        "GnuTLS 3.7.9 does not stop at Root YE, which the store holds, when the served chain "
+        "goes on above it to an issuer it lacks (X2): 'issuer is unknown'"
+    ),
+}
+"""Known differences between a real client and its model; every other disagreement is a bug."""
+
+
+def explanation(client: str, case: str) -> str | None:
+    for (name, pattern), why in EXPLAINED.items():
+        if name == client and fnmatch.fnmatchcase(case, pattern):
+            return why
+    return None
+
+
+ModelJudge = Callable[[Sequence[Cert], TrustStore, object, dt.datetime], tuple[bool, str]]
+
+
+def model_judge() -> Callable[[Case, str], Verdict] | None:
+    """The models' verdict on a case for a path building, or None while no model exists in this tree."""
+    try:
+        from chainwatch.policy.client_check import validates
+    except ImportError:
+        return None
+    from chainwatch.policy_settings import ClientModel, PathBuilding
+
+    stores: dict[tuple[Cert, ...], TrustStore] = {}
+
+    def judge(case: Case, path_building: str) -> Verdict:
+        store = stores.setdefault(case.store, TrustStore.of("case", case.store))
+        check = validates(case.chain, store, ClientModel(PathBuilding(path_building), anchor_expiry=True), case.at)
+        return check.ok, check.detail
+
+    return judge
+
+
+@dataclass(frozen=True)
+class Run:
+    """One real client's verdicts on the corpus, or why it could not run."""
+
+    client: RealClient
+    verdicts: tuple[Verdict, ...] | None
+    seconds: float
+    skipped: str | None
+
+
+def run_clients(cases: Sequence[Case], clients: Sequence[RealClient] = CLIENTS) -> list[Run]:
+    runs = []
+    for client in clients:
+        reason = client.missing()
+        if reason:
+            runs.append(Run(client, None, 0.0, reason))
+            continue
+        start = time.monotonic()
+        verdicts = tuple(client.judge(cases))
+        assert len(verdicts) == len(cases), f"{client.name} answered {len(verdicts)} of {len(cases)} cases"
+        runs.append(Run(client, verdicts, time.monotonic() - start, None))
+    return runs
+
+
+@dataclass(frozen=True)
+class Row:
+    """One real client against one model."""
+
+    client: str
+    path_building: str
+    cases: int
+    agreements: int
+    explained: tuple[tuple[str, str], ...]
+    """Disagreements with a known reason: (case, reason)."""
+    unexplained: tuple[tuple[str, str, str], ...]
+    """Disagreements nobody explained: (case, real detail, model detail)."""
+
+
+def compare(cases: Sequence[Case], run: Run, modelled: Sequence[Verdict], path_building: str) -> Row:
+    assert run.verdicts is not None
+    agreements = 0
+    explained: list[tuple[str, str]] = []
+    unexplained: list[tuple[str, str, str]] = []
+    for case, real, model in zip(cases, run.verdicts, modelled, strict=True):
+        if real[0] == model[0]:
+            agreements += 1
+        elif why := explanation(run.client.name, case.name):
+            explained.append((case.name, why))
+        else:
+            unexplained.append((case.name, real[1], model[1]))
+    return Row(run.client.name, path_building, len(cases), agreements, tuple(explained), tuple(unexplained))
+
+
+def model_verdicts(cases: Sequence[Case], judge: Callable[[Case, str], Verdict]) -> dict[str, list[Verdict]]:
+    return {building: [judge(case, building) for case in cases] for building in PATH_BUILDINGS}
+
+
+def markdown(cases: Sequence[Case], runs: Sequence[Run], modelled: dict[str, list[Verdict]] | None) -> str:
+    lines = [
+        f"Corpus: {len(cases)} cases ({', '.join(sorted({c.shape for c in cases}))}).",
+        "",
+        "| real client | stands for | cases | accepts | time (s) | agrees with its model | disagreements |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for run in runs:
+        if run.verdicts is None:
+            lines.append(f"| {run.client.name} | {run.client.path_building} | skipped: {run.skipped} | | | | |")
+            continue
+        accepts = sum(ok for ok, _ in run.verdicts)
+        if modelled is None:
+            agreement, disagreements = "no model in this tree", ""
+        else:
+            row = compare(cases, run, modelled[run.client.path_building], run.client.path_building)
+            agreement = f"{row.agreements}/{row.cases}"
+            disagreements = f"{len(row.explained)} explained, {len(row.unexplained)} not"
+            notes += [f"- {run.client.name}, `{case}`: {why}" for case, why in row.explained]
+            notes += [
+                f"- **{run.client.name}, `{case}`: unexplained** (real: {real}; model: {model})"
+                for case, real, model in row.unexplained
+            ]
+        lines.append(
+            f"| {run.client.name} | {run.client.path_building} | {len(cases)} | {accepts} | {run.seconds:.1f} "
+            f"| {agreement} | {disagreements} |"
+        )
+    if modelled is not None:
+        lines += ["", "| real client | " + " | ".join(PATH_BUILDINGS) + " |", "|---" * 4 + "|"]
+        for run in runs:
+            if run.verdicts is not None:
+                counts = [compare(cases, run, modelled[b], b).agreements for b in PATH_BUILDINGS]
+                lines.append(f"| {run.client.name} | " + " | ".join(f"{n}/{len(cases)}" for n in counts) + " |")
+    if notes:
+        lines += ["", "Disagreements:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--client", action="append", help="only these real clients (repeatable)")
+    arguments = parser.parse_args(argv)
+    cases = corpus()
+    clients = [c for c in CLIENTS if not arguments.client or c.name in arguments.client]
+    runs = run_clients(cases, clients)
+    judge = model_judge()
+    sys.stdout.write(markdown(cases, runs, model_verdicts(cases, judge) if judge else None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""Real verifiers that say whether a client accepts a served chain, batch by batch.
+
+Each :class:`RealClient` judges a batch of :class:`~tests.client_corpus.Case`
+and returns, per case, ``(ok, detail)``: ``detail`` is the implementation's
+own words (an error code and string, the path it built). Every one is the
+real thing, asked the way a client asks:
+
+- ``openssl-1.0.2e``: nassl's legacy OpenSSL 1.0.2e in a real TLS handshake
+  with a server that sends the chain in the served order (first-match);
+- ``openssl-3``: Debian's ``openssl verify -attime`` (trusted-first);
+- ``pyca``, ``go``, ``java``: pyca's Web PKI verifier, Go's crypto/x509 and
+  Java's PKIX CertPathBuilder (backtracking);
+- ``gnutls``: Debian's ``certtool --verify`` under a frozen ``faketime``.
+
+A verifier that cannot run here says why (:attr:`RealClient.missing`); the
+tests skip it with that reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socketserver
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cryptography
+from cryptography.hazmat.primitives import serialization
+
+from tests.client_corpus import DNS_NAME, Case
+
+Verdict = tuple[bool, str]
+"""Whether the client accepts the chain, and what it said."""
+
+HERE = Path(__file__).parent
+REPOSITORY = HERE.parent.parent
+CACHE = Path(os.environ.get("CHAINWATCH_TEST_CACHE", "/var/cache/chainwatch-tests")) / "real-clients"
+"""Where the Go and Java helpers are built once, keyed by their source's hash."""
+
+WORKERS = 4
+"""Subprocesses run at once: the machine has two cores, and each process mostly starts up."""
+
+
+@dataclass(frozen=True)
+class RealClient:
+    """One real implementation, the path building it stands for, and how to ask it."""
+
+    name: str
+    path_building: str
+    """The model it is the reference for: ``first-match``, ``trusted-first`` or ``backtracking``."""
+    judge: Callable[[Sequence[Case]], list[Verdict]]
+    missing: Callable[[], str | None]
+    """Why it cannot run here, or None."""
+
+
+def _pem(certs: Sequence[object]) -> str:
+    return "".join(cert.pem().decode() for cert in certs)  # type: ignore[attr-defined]
+
+
+def _frozen_clock(at: dt.datetime) -> list[str]:
+    """A ``faketime`` prefix that freezes the clock at ``at`` (UTC).
+
+    ``-f`` with an absolute time and no ``@`` freezes it: a ticking clock
+    crosses one-second boundaries on a loaded machine.
+    """
+    return ["faketime", "-f", at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")]
+
+
+_FAKETIME_ENV = {
+    "TZ": "UTC",
+    # Timeouts and Python's start-up read these: only the wall clock is the client's.
+    "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    "NO_FAKE_STAT": "1",
+}
+
+
+def _parallel(judge: Callable[[Case], Verdict], cases: Sequence[Case]) -> list[Verdict]:
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return list(pool.map(judge, cases))
+
+
+# OpenSSL 3 -------------------------------------------------------------------
+
+
+def _openssl3_one(case: Case) -> Verdict:
+    # `-untrusted` holds everything the server sent after its own certificate,
+    # as a TLS client's peer chain does: OpenSSL 3's client verifies the
+    # received leaf with that same stack as its untrusted certificates.
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        (folder / "store.pem").write_text(_pem(case.store))
+        (folder / "leaf.pem").write_text(_pem(case.chain[:1]))
+        command = [
+            "openssl", "verify", "-attime", str(int(case.at.timestamp())),
+            "-no-CApath", "-no-CAstore", "-CAfile", str(folder / "store.pem"),
+        ]  # fmt: skip
+        if len(case.chain) > 1:
+            (folder / "untrusted.pem").write_text(_pem(case.chain[1:]))
+            command += ["-untrusted", str(folder / "untrusted.pem")]
+        result = subprocess.run([*command, str(folder / "leaf.pem")], capture_output=True, text=True)
+    if result.returncode == 0:
+        return True, "OK"
+    errors = re.findall(r"^error \d+ at \d+ depth lookup: .*$", result.stdout + result.stderr, re.MULTILINE)
+    return False, errors[0] if errors else (result.stderr.strip().splitlines() or ["failed"])[-1]
+
+
+def openssl3(cases: Sequence[Case]) -> list[Verdict]:
+    return _parallel(_openssl3_one, cases)
+
+
+def _openssl3_missing() -> str | None:
+    return None if shutil.which("openssl") else "no openssl command"
+
+
+# GnuTLS ------------------------------------------------------------------------
+
+
+def _gnutls_one(case: Case) -> Verdict:
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        (folder / "store.pem").write_text(_pem(case.store))
+        (folder / "chain.pem").write_text(_pem(case.chain))
+        result = subprocess.run(
+            [
+                *_frozen_clock(case.at),
+                "certtool", "--verify", "--load-ca-certificate", str(folder / "store.pem"),
+                "--infile", str(folder / "chain.pem"),
+            ],
+            capture_output=True, text=True, env={**os.environ, **_FAKETIME_ENV},
+        )  # fmt: skip
+    output = re.search(r"^Chain verification output: (.*)$", result.stdout, re.MULTILINE)
+    detail = output.group(1) if output else (result.stderr.strip().splitlines() or ["no verdict"])[-1]
+    return result.returncode == 0 and detail.startswith("Verified"), detail
+
+
+def gnutls(cases: Sequence[Case]) -> list[Verdict]:
+    return _parallel(_gnutls_one, cases)
+
+
+def _gnutls_missing() -> str | None:
+    for command in ("certtool", "faketime"):
+        if not shutil.which(command):
+            return f"no {command} command (Debian: gnutls-bin, faketime)"
+    return None
+
+
+# pyca ------------------------------------------------------------------------------
+
+PYCA_HAS_VERIFIER = tuple(int(part) for part in cryptography.__version__.split(".")[:2]) >= (42, 0)
+
+
+def pyca(cases: Sequence[Case]) -> list[Verdict]:
+    from cryptography import x509
+    from cryptography.x509 import verification
+
+    verdicts: list[Verdict] = []
+    for case in cases:
+        builder = (
+            verification.PolicyBuilder()
+            .store(verification.Store([cert.x509 for cert in case.store]))
+            .time(case.at.astimezone(dt.UTC).replace(tzinfo=None))
+        )
+        verifier = builder.build_server_verifier(x509.DNSName(DNS_NAME))
+        try:
+            path = verifier.verify(case.chain[0].x509, [cert.x509 for cert in case.chain[1:]])
+        except verification.VerificationError as error:
+            verdicts.append((False, str(error)))
+        else:
+            verdicts.append((True, "ok: " + " <- ".join(cert.subject.rfc4514_string() for cert in path)))
+    return verdicts
+
+
+def _pyca_missing() -> str | None:
+    if PYCA_HAS_VERIFIER:
+        return None
+    return f"cryptography {cryptography.__version__} has no x509.verification (42+: the PyPI leg)"
+
+
+# Go --------------------------------------------------------------------------------
+
+
+def _built(source: Path, build: Callable[[Path, Path], None]) -> Path:
+    """``source`` built once into the cache, in a folder named by its hash; renamed into place when done."""
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    target = CACHE / f"{source.stem}-{digest}"
+    if not target.is_dir():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{source.stem}-", dir=CACHE))
+        build(source, scratch)
+        with contextlib.suppress(OSError):  # another process built it first
+            scratch.rename(target)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _build_go(source: Path, into: Path) -> None:
+    subprocess.run(
+        ["go", "build", "-o", str(into / "verify"), str(source)],
+        check=True, capture_output=True,
+        env={**os.environ, "GOCACHE": str(CACHE / "go-build"), "GOPATH": str(CACHE / "go"), "GO111MODULE": "off"},
+    )  # fmt: skip
+
+
+def go(cases: Sequence[Case]) -> list[Verdict]:
+    program = _built(HERE / "verify.go", _build_go) / "verify"
+    request = [
+        {
+            "chain": [c.pem().decode() for c in case.chain],
+            "store": [c.pem().decode() for c in case.store],
+            "at": int(case.at.timestamp()),
+        }
+        for case in cases
+    ]
+    result = subprocess.run([str(program)], input=json.dumps(request), capture_output=True, text=True, check=True)
+    return [(answer["ok"], answer["detail"]) for answer in json.loads(result.stdout)]
+
+
+def _go_missing() -> str | None:
+    return None if shutil.which("go") else "no go command (Debian: golang)"
+
+
+# Java ---------------------------------------------------------------------------------
+
+_JDK = Path("/usr/lib/jvm/java-17-openjdk-amd64/bin")
+"""Debian's openjdk-17, the one the issue names, before whatever ``java`` is first on PATH."""
+
+
+def _jdk_tool(name: str) -> str | None:
+    return str(_JDK / name) if (_JDK / name).exists() else shutil.which(name)
+
+
+def _build_java(source: Path, into: Path) -> None:
+    javac = _jdk_tool("javac")
+    assert javac is not None
+    subprocess.run([javac, "-d", str(into), str(source)], check=True, capture_output=True)
+
+
+def _der64(certs: Sequence[object]) -> str:
+    return ",".join(
+        base64.b64encode(cert.x509.public_bytes(serialization.Encoding.DER)).decode()  # type: ignore[attr-defined]
+        for cert in certs
+    )
+
+
+def java(cases: Sequence[Case]) -> list[Verdict]:
+    classes = _built(HERE / "Verify.java", _build_java)
+    lines = "".join(f"{int(case.at.timestamp())}\t{_der64(case.chain)}\t{_der64(case.store)}\n" for case in cases)
+    java_command = _jdk_tool("java")
+    assert java_command is not None
+    result = subprocess.run(
+        [java_command, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", str(classes), "Verify"],
+        input=lines, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    verdicts = []
+    for line in result.stdout.splitlines():
+        status, _, detail = line.partition("\t")
+        verdicts.append((status == "ok", detail))
+    return verdicts
+
+
+def _java_missing() -> str | None:
+    if _jdk_tool("javac") is None or _jdk_tool("java") is None:
+        return "no JDK (Debian: openjdk-17-jdk-headless)"
+    return None
+
+
+# OpenSSL 1.0.2e through nassl, in real handshakes --------------------------------------------
+
+
+class _ChainServer(socketserver.ThreadingTCPServer):
+    """A TLS server on loopback that serves each case's chain, in order, to the SNI name naming the case.
+
+    Python's ``ssl`` sends ``load_cert_chain``'s file as it is (OpenSSL 3 sets
+    the extra certificates as the context's chain and does not rebuild it);
+    :func:`tests.test_client_agreement` checks the order a client receives.
+    """
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, contexts: dict[str, ssl.SSLContext]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handshake)
+        self.contexts = contexts
+        self.default = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.default.sni_callback = self._choose
+
+    def _choose(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> int | None:
+        context = self.contexts.get(server_name or "")
+        if context is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        connection.context = context
+        return None
+
+
+class _Handshake(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server = self.server
+        assert isinstance(server, _ChainServer)
+        self.request.settimeout(30)
+        with contextlib.suppress(OSError), server.default.wrap_socket(self.request, server_side=True) as tls:
+            tls.recv(1)  # until the client closes: it has read the whole chain by then
+
+
+@contextlib.contextmanager
+def serving(cases: Sequence[Case], folder: Path) -> Iterator[tuple[int, list[str]]]:
+    """A server sending each case's chain; yields its port and each case's server name."""
+    contexts: dict[str, ssl.SSLContext] = {}
+    names = []
+    for index, case in enumerate(cases):
+        name = f"case{index}.corpus.test"
+        (folder / f"{name}.pem").write_text(_pem(case.chain))
+        (folder / f"{name}.key").write_bytes(case.key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(folder / f"{name}.pem", folder / f"{name}.key")
+        contexts[name] = context
+        names.append(name)
+    server = _ChainServer(contexts)
+    thread = threading.Thread(target=server.serve_forever, name="chain-server", daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], names
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _legacy_batch(port: int, at: dt.datetime, batch: list[tuple[str, Case]]) -> list[dict[str, object]]:
+    request = {"port": port, "cases": [{"server_name": name, "store": _pem(case.store)} for name, case in batch]}
+    result = subprocess.run(
+        [*_frozen_clock(at), sys.executable, "-m", "tests.real_clients.legacy_openssl"],
+        input=json.dumps(request), capture_output=True, text=True, check=True, cwd=REPOSITORY,
+        env={**os.environ, **_FAKETIME_ENV},
+    )  # fmt: skip
+    answers: list[dict[str, object]] = json.loads(result.stdout)
+    return answers
+
+
+def openssl_102_handshakes(cases: Sequence[Case]) -> list[dict[str, object]]:
+    """Each case's handshake: ``code`` (0 = verified), ``detail`` and the ``received`` chain (PEM).
+
+    One client process per distinct time, frozen there by ``faketime``; the
+    processes run side by side against one server.
+    """
+    with tempfile.TemporaryDirectory() as work, serving(cases, Path(work)) as (port, names):
+        groups: dict[dt.datetime, list[tuple[int, str, Case]]] = {}
+        for index, (name, case) in enumerate(zip(names, cases, strict=True)):
+            groups.setdefault(case.at, []).append((index, name, case))
+        answers: list[dict[str, object]] = [{} for _ in cases]
+
+        def run(at: dt.datetime) -> None:
+            group = groups[at]
+            for (index, _, _), answer in zip(
+                group, _legacy_batch(port, at, [(n, c) for _, n, c in group]), strict=True
+            ):
+                answers[index] = answer
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(run, groups))
+    return answers
+
+
+def openssl_102(cases: Sequence[Case]) -> list[Verdict]:
+    return [(answer["code"] == 0, str(answer["detail"])) for answer in openssl_102_handshakes(cases)]
+
+
+def _openssl_102_missing() -> str | None:
+    if importlib.util.find_spec("nassl") is None:
+        return "nassl (AGPL, PyPI only) is installed in .venv-pypi only: the PyPI leg"
+    if not shutil.which("faketime"):
+        return "no faketime command"
+    return None
+
+
+CLIENTS = (
+    RealClient("openssl-1.0.2e", "first-match", openssl_102, _openssl_102_missing),
+    RealClient("openssl-3", "trusted-first", openssl3, _openssl3_missing),
+    RealClient("pyca", "backtracking", pyca, _pyca_missing),
+    RealClient("go", "backtracking", go, _go_missing),
+    RealClient("java", "backtracking", java, _java_missing),
+    RealClient("gnutls", "backtracking", gnutls, _gnutls_missing),
+)
+"""Every real verifier, in the order the agreement table lists them."""
+
+
+def client(name: str) -> RealClient:
+    (found,) = (c for c in CLIENTS if c.name == name)
+    return found
