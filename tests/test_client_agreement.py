@@ -28,7 +28,7 @@ from tests.client_agreement import (
     run_clients,
 )
 from tests.client_corpus import MESH_SEEDS, Case, by_name, corpus, mesh
-from tests.real_clients.verify import CLIENTS, RealClient, client, openssl_102_handshakes
+from tests.real_clients.verify import CLIENTS, RealClient, client, handshakes
 
 
 def available(name: str) -> RealClient:
@@ -42,6 +42,12 @@ def available(name: str) -> RealClient:
 def verdicts(name: str, *case_names: str) -> dict[str, tuple[bool, str]]:
     cases = [by_name()[n] for n in case_names]
     return dict(zip(case_names, available(name).judge(cases), strict=True))
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, Run]:
+    """Every real client once on the whole corpus, shared by the tests that need all verdicts."""
+    return {run.client.name: run for run in run_clients(corpus())}
 
 
 DST_AFTER = "dst/served/dst+x1/2021-10-01T00:00:00"
@@ -84,7 +90,7 @@ def test_the_tls_server_sends_every_chain_in_the_served_order_duplicates_include
     available("openssl-1.0.2e")
     cases = [c for c in corpus() if c.shape in ("plain", "dst")]
 
-    received = [answer["received"] for answer in openssl_102_handshakes(cases)]
+    received = [answer["received"] for answer in handshakes("openssl-1.0.2e", cases)]
 
     assert [[pem.encode() for pem in chain] for chain in received] == [  # type: ignore[attr-defined]
         [cert.pem() for cert in case.chain] for case in cases
@@ -110,6 +116,31 @@ def test_openssl_3_judges_at_the_given_time_to_the_second() -> None:
 
     assert got[OLD_STORE_SECOND_BEFORE] == (True, "OK")
     assert got[OLD_STORE_SECOND_AFTER] == (False, "error 10 at 3 depth lookup: certificate has expired")
+
+
+def test_an_openssl_3_tls_client_accepts_the_dst_shaped_chain_and_fails_twins_served_unknown_first() -> None:
+    got = verdicts("openssl-3-tls", DST_AFTER, TWINS_UNKNOWN_FIRST, OLD_STORE_SECOND_BEFORE, OLD_STORE_SECOND_AFTER)
+
+    assert got[DST_AFTER] == (True, "ok")
+    assert got[TWINS_UNKNOWN_FIRST] == (False, "error 20: unable to get local issuer certificate")
+    assert got[OLD_STORE_SECOND_BEFORE] == (True, "ok")
+    assert got[OLD_STORE_SECOND_AFTER] == (False, "error 10: certificate has expired")
+
+
+def test_openssl_3_verify_with_the_rest_untrusted_concludes_what_its_tls_client_does_on_every_case(
+    runs: dict[str, Run],
+) -> None:
+    verify, tls = runs["openssl-3"], runs["openssl-3-tls"]
+    if verify.verdicts is None or tls.verdicts is None:
+        pytest.skip(f"openssl-3: {verify.skipped or tls.skipped}")
+
+    differing = [
+        case.name
+        for case, (by_verify, _), (by_tls, _) in zip(corpus(), verify.verdicts, tls.verdicts, strict=True)
+        if by_verify != by_tls
+    ]
+
+    assert differing == []
 
 
 @pytest.mark.parametrize("name", ["pyca", "go", "java"])
@@ -202,11 +233,6 @@ def test_every_explanation_names_a_real_client_and_matches_some_case() -> None:
 
 
 # The models against the real clients --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def runs() -> dict[str, Run]:
-    return {run.client.name: run for run in run_clients(corpus())}
 
 
 @pytest.mark.parametrize("name", [c.name for c in CLIENTS])

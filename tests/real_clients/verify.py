@@ -7,7 +7,10 @@ real thing, asked the way a client asks:
 
 - ``openssl-1.0.2e``: nassl's legacy OpenSSL 1.0.2e in a real TLS handshake
   with a server that sends the chain in the served order (first-match);
-- ``openssl-3``: Debian's ``openssl verify -attime`` (trusted-first);
+- ``openssl-3``: Debian's ``openssl verify -attime`` (trusted-first), and
+  ``openssl-3-tls``: the same library in real handshakes (Python's ``ssl``),
+  which shows that ``verify`` with the rest as ``-untrusted`` is what a TLS
+  client concludes from the chain it receives;
 - ``pyca``, ``go``, ``java``: pyca's Web PKI verifier, Go's crypto/x509 and
   Java's PKIX CertPathBuilder (backtracking);
 - ``gnutls``: Debian's ``certtool --verify`` under a frozen ``faketime``.
@@ -286,7 +289,7 @@ class _ChainServer(socketserver.ThreadingTCPServer):
 
     Python's ``ssl`` sends ``load_cert_chain``'s file as it is (OpenSSL 3 sets
     the extra certificates as the context's chain and does not rebuild it);
-    :func:`tests.test_client_agreement` checks the order a client receives.
+    tests/test_client_agreement.py checks the order a client receives.
     """
 
     daemon_threads = True
@@ -341,10 +344,10 @@ def serving(cases: Sequence[Case], folder: Path) -> Iterator[tuple[int, list[str
         thread.join()
 
 
-def _legacy_batch(port: int, at: dt.datetime, batch: list[tuple[str, Case]]) -> list[dict[str, object]]:
+def _client_batch(client: str, port: int, at: dt.datetime, batch: list[tuple[str, Case]]) -> list[dict[str, object]]:
     request = {"port": port, "cases": [{"server_name": name, "store": _pem(case.store)} for name, case in batch]}
     result = subprocess.run(
-        [*_frozen_clock(at), sys.executable, "-m", "tests.real_clients.legacy_openssl"],
+        [*_frozen_clock(at), sys.executable, "-m", "tests.real_clients.tls_client", client],
         input=json.dumps(request), capture_output=True, text=True, check=True, cwd=REPOSITORY,
         env={**os.environ, **_FAKETIME_ENV},
     )  # fmt: skip
@@ -352,8 +355,10 @@ def _legacy_batch(port: int, at: dt.datetime, batch: list[tuple[str, Case]]) -> 
     return answers
 
 
-def openssl_102_handshakes(cases: Sequence[Case]) -> list[dict[str, object]]:
-    """Each case's handshake: ``code`` (0 = verified), ``detail`` and the ``received`` chain (PEM).
+def handshakes(client: str, cases: Sequence[Case]) -> list[dict[str, object]]:
+    """Each case's handshake by ``client`` (see :mod:`tests.real_clients.tls_client`).
+
+    ``code`` (0 = verified), ``detail`` and, from nassl, the ``received`` chain (PEM).
 
     One client process per distinct time, frozen there by ``faketime``; the
     processes run side by side against one server.
@@ -366,9 +371,8 @@ def openssl_102_handshakes(cases: Sequence[Case]) -> list[dict[str, object]]:
 
         def run(at: dt.datetime) -> None:
             group = groups[at]
-            for (index, _, _), answer in zip(
-                group, _legacy_batch(port, at, [(n, c) for _, n, c in group]), strict=True
-            ):
+            batch = _client_batch(client, port, at, [(n, c) for _, n, c in group])
+            for (index, _, _), answer in zip(group, batch, strict=True):
                 answers[index] = answer
 
         with ThreadPoolExecutor(WORKERS) as pool:
@@ -377,20 +381,27 @@ def openssl_102_handshakes(cases: Sequence[Case]) -> list[dict[str, object]]:
 
 
 def openssl_102(cases: Sequence[Case]) -> list[Verdict]:
-    return [(answer["code"] == 0, str(answer["detail"])) for answer in openssl_102_handshakes(cases)]
+    return [(answer["code"] == 0, str(answer["detail"])) for answer in handshakes("openssl-1.0.2e", cases)]
+
+
+def openssl3_tls(cases: Sequence[Case]) -> list[Verdict]:
+    return [(answer["code"] == 0, str(answer["detail"])) for answer in handshakes("python-ssl", cases)]
+
+
+def _faketime_missing() -> str | None:
+    return None if shutil.which("faketime") else "no faketime command"
 
 
 def _openssl_102_missing() -> str | None:
     if importlib.util.find_spec("nassl") is None:
         return "nassl (AGPL, PyPI only) is installed in .venv-pypi only: the PyPI leg"
-    if not shutil.which("faketime"):
-        return "no faketime command"
-    return None
+    return _faketime_missing()
 
 
 CLIENTS = (
     RealClient("openssl-1.0.2e", "first-match", openssl_102, _openssl_102_missing),
     RealClient("openssl-3", "trusted-first", openssl3, _openssl3_missing),
+    RealClient("openssl-3-tls", "trusted-first", openssl3_tls, _faketime_missing),
     RealClient("pyca", "backtracking", pyca, _pyca_missing),
     RealClient("go", "backtracking", go, _go_missing),
     RealClient("java", "backtracking", java, _java_missing),
