@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from chainwatch.certificate import Cert
 from tests.pki import CA, T0, YEAR, key_pem, new_key
@@ -47,6 +48,17 @@ class Case:
     """The client's trust anchors."""
     at: dt.datetime
     """The client's clock (UTC)."""
+
+
+def _subject(common_name: str) -> x509.Name:
+    """A name in tests.pki's shape, for a CA whose first certificate is not made by tests.pki's ``intermediate``."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "XX"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chainwatch tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def utc(text: str) -> dt.datetime:
@@ -222,6 +234,35 @@ def served_mistakes() -> Iterator[Case]:
     )
 
 
+def cycle() -> Iterator[Case]:
+    """Two CAs that certify each other (a loop a path builder must cut), with and without A's certificate by the root.
+
+    In the spirit of x509-limbo's ``pathological::intermediate-cycle-*`` cases,
+    made here with keys so that a real TLS server can serve them.
+    """
+    root = CA.root("Cycle Root", not_before=utc("2020-01-01"), not_after=utc("2040-01-01"))
+    a = root.intermediate("Cycle CA A", not_before=utc("2024-01-01"), not_after=utc("2030-01-01"))
+    b_key = new_key()
+    b_by_a = a.certify(
+        _subject("Cycle CA B"), b_key.public_key(), ca=True, not_before=utc("2024-01-01"), not_after=utc("2030-01-01")
+    )
+    b = CA(b_by_a.subject, b_key, b_by_a)
+    a_by_b = b.certify(a.name, a.key.public_key(), ca=True, not_before=utc("2024-01-01"), not_after=utc("2030-01-01"))
+    leaf, key = b.leaf(DNS_NAME, not_before=utc("2026-01-01"), not_after=utc("2027-01-01"))
+    yield from _cases(
+        "cycle",
+        key_pem(key),
+        {
+            "loop-only": [leaf, b_by_a, a_by_b],
+            "loop-then-root-path": [leaf, b_by_a, a_by_b, a.cert],
+            "root-path-then-loop": [leaf, b_by_a, a.cert, a_by_b],
+            "sanitized": [leaf, b_by_a, a.cert],
+        },
+        {"root": [root.cert]},
+        [utc("2026-06-01"), utc("2031-01-01")],
+    )
+
+
 MESH_TIMES = (T0, T0 + 2 * YEAR)
 """Generated meshes are judged at two times: before and after the short-lived certificates expire."""
 
@@ -287,6 +328,7 @@ def corpus() -> tuple[Case, ...]:
         *generation_y(),
         *twins(),
         *served_mistakes(),
+        *cycle(),
         *(case for seed in MESH_SEEDS for case in mesh(seed)),
     ]
     assert len({case.name for case in cases}) == len(cases), "case names must be unique"

@@ -192,7 +192,7 @@ def test_the_corpus_holds_each_incident_shape_at_several_times() -> None:
     for case in corpus():
         times.setdefault(case.shape, set()).add(case.at)
 
-    assert set(times) == {"dst", "addtrust", "gen-y-rsa", "gen-y-ecdsa", "twins", "plain", "mesh"}
+    assert set(times) == {"dst", "addtrust", "gen-y-rsa", "gen-y-ecdsa", "twins", "plain", "cycle", "mesh"}
     assert all(len(at) >= 2 for at in times.values()), times
 
 
