@@ -13,6 +13,7 @@ PyPI leg): elsewhere their tests are skipped with the reason.
 from __future__ import annotations
 
 import fnmatch
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -257,3 +258,28 @@ def test_the_model_agrees_with_the_real_client_on_every_case_or_the_difference_i
         if client_name == name and not any(fnmatch.fnmatchcase(case, pattern) for case in explained_cases)
     ]
     assert stale == [], "notes that explain no disagreement any more"
+
+
+def test_the_readme_table_gives_the_figures_the_harness_finds(runs: dict[str, Run]) -> None:
+    judge = model_judge()
+    if judge is None:
+        pytest.skip("no client model (chainwatch.policy.client_check.validates) in this tree yet")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Client models against real clients") :]
+    table = section[section.index("| real client |") :].split("\n\n")[0].splitlines()[2:]
+    cases = corpus()
+    assert len(table) == len(CLIENTS)
+    for real, line in zip(CLIENTS, table, strict=True):
+        run = runs[real.name]
+        if run.verdicts is None:
+            continue
+        row = compare(cases, run, [judge(case, real.path_building) for case in cases], real.path_building)
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        disagreements = len(row.explained) + len(row.unexplained)
+        assert cells[1:6] == [
+            real.path_building,
+            str(len(cases)),
+            str(sum(ok for ok, _ in run.verdicts)),
+            str(row.agreements),
+            f"{disagreements}, explained" if disagreements else "0",
+        ], real.name
