@@ -36,12 +36,13 @@ _GNUTLS_FIRST_TWIN_EXPIRED = (
     "GnuTLS 3.7.9 takes the first served twin even when it has expired and does not try the valid one"
 )
 _GNUTLS_NO_STOP_BELOW_THE_TOP = (
-    "GnuTLS 3.7.9 asks its store only for the issuer of the last served certificate (X2 by X1, whose issuer "
-    "it lacks): it does not stop at YE1's issuer Root YE, which the store holds, served as Root YE by X2"
+    "GnuTLS 3.7.9 anchors a served certificate whose subject and key the store holds (Root YE by X2, for the "
+    "trusted Root YE) only when it is the last one served: with X2 by X1 after it, 'issuer is unknown'; the same "
+    "chain without X2 by X1 verifies (gen-y-ecdsa/to-x2/yr+ye)"
 )
 _OPENSSL_102E_FIRST_TWIN_EXPIRED = (
     "OpenSSL 1.0.2e's find_issuer takes the first served issuer whatever its dates: the expired twin. The model "
-    "follows later 1.0.2 releases, which prefer a served issuer within its dates (reported to the model's owner)"
+    "prefers a served issuer within its dates, as later OpenSSL find_issuer code does (reported to its owner)"
 )
 
 EXPLAINED: dict[tuple[str, str], str] = {

@@ -87,6 +87,15 @@ def test_openssl_102_takes_the_first_served_twin_and_fails_on_the_unknown_one() 
     assert got[TWINS_TRUSTED_FIRST] == (True, "ok")
 
 
+def test_openssl_102_takes_an_expired_twin_served_first_and_the_valid_one_served_first() -> None:
+    expired_first = "twins/expired-first/trusted/2026-06-01T00:00:00"
+    expired_second = "twins/expired-second/trusted/2026-06-01T00:00:00"
+
+    got = verdicts("openssl-1.0.2e", expired_first, expired_second)
+
+    assert got == {expired_first: (False, "error 10: certificate has expired"), expired_second: (True, "ok")}
+
+
 def test_the_tls_server_sends_every_chain_in_the_served_order_duplicates_included() -> None:
     available("openssl-1.0.2e")
     cases = [c for c in corpus() if c.shape in ("plain", "dst")]
@@ -167,6 +176,19 @@ def test_gnutls_fails_twins_with_the_unknown_one_served_first() -> None:
         "Not verified. The certificate is NOT trusted. The certificate issuer is unknown. ",
     )
     assert got[TWINS_TRUSTED_FIRST][0]
+
+
+def test_gnutls_anchors_a_served_copy_of_a_trusted_root_only_when_it_is_served_last() -> None:
+    ends_at_root_ye = "gen-y-ecdsa/to-x2/yr+ye/2026-12-01T00:00:00"
+    goes_on_to_x2 = "gen-y-ecdsa/served/yr+ye/2026-12-01T00:00:00"
+
+    got = verdicts("gnutls", ends_at_root_ye, goes_on_to_x2)
+
+    assert got[ends_at_root_ye][0]
+    assert got[goes_on_to_x2] == (
+        False,
+        "Not verified. The certificate is NOT trusted. The certificate issuer is unknown. ",
+    )
 
 
 # The corpus -----------------------------------------------------------------------------------
