@@ -14,6 +14,7 @@ with ``.venv-pypi/bin/python`` to include nassl's OpenSSL 1.0.2e and pyca).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import fnmatch
 import sys
@@ -93,6 +94,26 @@ def model_judge() -> Callable[[Case, str], Verdict] | None:
     return judge
 
 
+def served_by_chainwatch(cases: Sequence[Case]) -> list[Case]:
+    """Each case with the chain chainwatch would serve instead of the file.
+
+    Decided for three clients of the case's store, one per path-building
+    model, at the case's time: the promise under test is that what chainwatch
+    serves validates for every real client at least wherever the file did.
+    """
+    from chainwatch.policy import decide
+    from chainwatch.policy.client_check import Client
+    from chainwatch.policy_settings import ClientModel, PathBuilding
+
+    trimmed = []
+    for case in cases:
+        store = TrustStore.of("case", case.store)
+        clients = [Client(building.value, store, ClientModel(building)) for building in PathBuilding]
+        decision = decide(case.chain, [], case.at, clients=clients)
+        trimmed.append(dataclasses.replace(case, name=f"chainwatch:{case.name}", chain=decision.chain))
+    return trimmed
+
+
 @dataclass(frozen=True)
 class Run:
     """One real client's verdicts on the corpus, or why it could not run."""
@@ -150,6 +171,32 @@ def model_verdicts(cases: Sequence[Case], judge: Callable[[Case, str], Verdict])
     return {building: [judge(case, building) for case in cases] for building in PATH_BUILDINGS}
 
 
+def worse_and_better(cases: Sequence[Case], before: Run, after: Run) -> tuple[list[str], list[str]]:
+    """Cases the real client accepted as the file and rejects as chainwatch serves it, and the reverse."""
+    assert before.verdicts is not None and after.verdicts is not None
+    judged = list(zip(cases, before.verdicts, after.verdicts, strict=True))
+    worse = [case.name for case, file, served in judged if file[0] and not served[0]]
+    better = [case.name for case, file, served in judged if served[0] and not file[0]]
+    return worse, better
+
+
+def served_table(cases: Sequence[Case], runs: Sequence[Run], served_runs: Sequence[Run]) -> str:
+    lines = [
+        "| real client | accepts the file | accepts what chainwatch serves | worse | better |",
+        "|---|---|---|---|---|",
+    ]
+    for before, after in zip(runs, served_runs, strict=True):
+        if before.verdicts is None or after.verdicts is None:
+            continue
+        worse, better = worse_and_better(cases, before, after)
+        names = ", ".join(f"`{name}`" for name in worse) or "0"
+        lines.append(
+            f"| {before.client.name} | {sum(ok for ok, _ in before.verdicts)} "
+            f"| {sum(ok for ok, _ in after.verdicts)} | {names} | {len(better)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown(cases: Sequence[Case], runs: Sequence[Run], modelled: dict[str, list[Verdict]] | None) -> str:
     lines = [
         f"Corpus: {len(cases)} cases ({', '.join(sorted({c.shape for c in cases}))}).",
@@ -198,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = run_clients(cases, clients)
     judge = model_judge()
     sys.stdout.write(markdown(cases, runs, model_verdicts(cases, judge) if judge else None))
+    sys.stdout.write("\nThe file against what chainwatch serves instead (decided for the three models):\n\n")
+    sys.stdout.write(served_table(cases, runs, run_clients(served_by_chainwatch(cases), clients)))
     return 0
 
 

@@ -27,6 +27,8 @@ from tests.client_agreement import (
     markdown,
     model_judge,
     run_clients,
+    served_by_chainwatch,
+    worse_and_better,
 )
 from tests.client_corpus import MESH_SEEDS, Case, by_name, corpus, mesh
 from tests.real_clients.verify import CLIENTS, RealClient, client, handshakes
@@ -280,6 +282,33 @@ def test_the_model_agrees_with_the_real_client_on_every_case_or_the_difference_i
         if client_name == name and not any(fnmatch.fnmatchcase(case, pattern) for case in explained_cases)
     ]
     assert stale == [], "notes that explain no disagreement any more"
+
+
+@pytest.fixture(scope="module")
+def served_runs() -> dict[str, Run]:
+    """Every real client once on what chainwatch serves instead of each case's file."""
+    return {run.client.name: run for run in run_clients(served_by_chainwatch(corpus()))}
+
+
+@pytest.mark.parametrize("name", [c.name for c in CLIENTS])
+def test_what_chainwatch_serves_validates_for_the_real_client_wherever_the_file_did(
+    name: str, runs: dict[str, Run], served_runs: dict[str, Run]
+) -> None:
+    if runs[name].verdicts is None:
+        pytest.skip(f"{name}: {runs[name].skipped}")
+
+    worse, _ = worse_and_better(corpus(), runs[name], served_runs[name])
+
+    assert worse == []
+
+
+def test_what_chainwatch_serves_repairs_the_dst_shaped_chain_for_openssl_102(served_runs: dict[str, Run]) -> None:
+    run = served_runs["openssl-1.0.2e"]
+    if run.verdicts is None:
+        pytest.skip(f"openssl-1.0.2e: {run.skipped}")
+    verdict = dict(zip((case.name for case in corpus()), run.verdicts, strict=True))
+
+    assert verdict[DST_AFTER] == (True, "ok")
 
 
 def test_the_readme_table_gives_the_figures_the_harness_finds(runs: dict[str, Run]) -> None:
