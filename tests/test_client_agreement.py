@@ -334,3 +334,23 @@ def test_the_readme_table_gives_the_figures_the_harness_finds(runs: dict[str, Ru
             str(row.agreements),
             f"{disagreements}, explained" if disagreements else "0",
         ], real.name
+
+
+def test_the_readme_table_of_what_chainwatch_serves_gives_the_figures_the_real_clients_find(
+    runs: dict[str, Run], served_runs: dict[str, Run]
+) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Client models against real clients") :]
+    table = section[section.index("| real client | accepts the file |") :].split("\n\n")[0].splitlines()[2:]
+    assert len(table) == len(CLIENTS)
+    for real, line in zip(CLIENTS, table, strict=True):
+        before, after = runs[real.name], served_runs[real.name]
+        if before.verdicts is None or after.verdicts is None:
+            continue
+        worse, _ = worse_and_better(corpus(), before, after)
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1:] == [
+            str(sum(ok for ok, _ in before.verdicts)),
+            str(sum(ok for ok, _ in after.verdicts)),
+            str(len(worse)),
+        ], real.name
