@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import fnmatch
 import sys
 import time
@@ -71,9 +70,6 @@ def explanation(client: str, case: str) -> str | None:
         if name == client and fnmatch.fnmatchcase(case, pattern):
             return why
     return None
-
-
-ModelJudge = Callable[[Sequence[Cert], TrustStore, object, dt.datetime], tuple[bool, str]]
 
 
 def model_judge() -> Callable[[Case, str], Verdict] | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -68,8 +68,8 @@ def utc(text: str) -> dt.datetime:
 def _cases(
     shape: str,
     key: bytes,
-    chains: dict[str, Sequence[x509.Certificate]],
-    stores: dict[str, Sequence[x509.Certificate]],
+    chains: Mapping[str, Sequence[x509.Certificate]],
+    stores: Mapping[str, Sequence[x509.Certificate]],
     times: Sequence[dt.datetime],
 ) -> Iterator[Case]:
     for chain_name, chain in chains.items():

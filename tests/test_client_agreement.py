@@ -104,7 +104,7 @@ def test_the_tls_server_sends_every_chain_in_the_served_order_duplicates_include
 
     received = [answer["received"] for answer in handshakes("openssl-1.0.2e", cases)]
 
-    assert [[pem.encode() for pem in chain] for chain in received] == [  # type: ignore[attr-defined]
+    assert [[pem.encode() for pem in chain] for chain in received] == [
         [cert.pem() for cert in case.chain] for case in cases
     ]
     assert any(len(set(case.chain)) < len(case.chain) for case in cases), "duplicates are in the corpus"

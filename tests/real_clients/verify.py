@@ -40,14 +40,27 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import cryptography
 from cryptography.hazmat.primitives import serialization
 
+from chainwatch.certificate import Cert
 from tests.client_corpus import DNS_NAME, Case
 
 Verdict = tuple[bool, str]
 """Whether the client accepts the chain, and what it said."""
+
+
+class Handshake(TypedDict, total=False):
+    """One handshake's outcome as :mod:`tests.real_clients.tls_client` reports it."""
+
+    code: int
+    """OpenSSL's verify result: 0 when the chain verified."""
+    detail: str
+    received: list[str]
+    """The chain as the client received it (PEM), where the client shows it (nassl)."""
+
 
 HERE = Path(__file__).parent
 REPOSITORY = HERE.parent.parent
@@ -70,8 +83,8 @@ class RealClient:
     """Why it cannot run here, or None."""
 
 
-def _pem(certs: Sequence[object]) -> str:
-    return "".join(cert.pem().decode() for cert in certs)  # type: ignore[attr-defined]
+def _pem(certs: Sequence[Cert]) -> str:
+    return "".join(cert.pem().decode() for cert in certs)
 
 
 def _frozen_clock(at: dt.datetime) -> list[str]:
@@ -252,11 +265,8 @@ def _build_java(source: Path, into: Path) -> None:
     subprocess.run([javac, "-d", str(into), str(source)], check=True, capture_output=True)
 
 
-def _der64(certs: Sequence[object]) -> str:
-    return ",".join(
-        base64.b64encode(cert.x509.public_bytes(serialization.Encoding.DER)).decode()  # type: ignore[attr-defined]
-        for cert in certs
-    )
+def _der64(certs: Sequence[Cert]) -> str:
+    return ",".join(base64.b64encode(cert.x509.public_bytes(serialization.Encoding.DER)).decode() for cert in certs)
 
 
 def java(cases: Sequence[Case]) -> list[Verdict]:
@@ -344,18 +354,18 @@ def serving(cases: Sequence[Case], folder: Path) -> Iterator[tuple[int, list[str
         thread.join()
 
 
-def _client_batch(client: str, port: int, at: dt.datetime, batch: list[tuple[str, Case]]) -> list[dict[str, object]]:
+def _client_batch(client: str, port: int, at: dt.datetime, batch: list[tuple[str, Case]]) -> list[Handshake]:
     request = {"port": port, "cases": [{"server_name": name, "store": _pem(case.store)} for name, case in batch]}
     result = subprocess.run(
         [*_frozen_clock(at), sys.executable, "-m", "tests.real_clients.tls_client", client],
         input=json.dumps(request), capture_output=True, text=True, check=True, cwd=REPOSITORY,
         env={**os.environ, **_FAKETIME_ENV},
     )  # fmt: skip
-    answers: list[dict[str, object]] = json.loads(result.stdout)
+    answers: list[Handshake] = json.loads(result.stdout)
     return answers
 
 
-def handshakes(client: str, cases: Sequence[Case]) -> list[dict[str, object]]:
+def handshakes(client: str, cases: Sequence[Case]) -> list[Handshake]:
     """Each case's handshake by ``client`` (see :mod:`tests.real_clients.tls_client`).
 
     ``code`` (0 = verified), ``detail`` and, from nassl, the ``received`` chain (PEM).
@@ -367,7 +377,7 @@ def handshakes(client: str, cases: Sequence[Case]) -> list[dict[str, object]]:
         groups: dict[dt.datetime, list[tuple[int, str, Case]]] = {}
         for index, (name, case) in enumerate(zip(names, cases, strict=True)):
             groups.setdefault(case.at, []).append((index, name, case))
-        answers: list[dict[str, object]] = [{} for _ in cases]
+        answers: list[Handshake] = [{} for _ in cases]
 
         def run(at: dt.datetime) -> None:
             group = groups[at]
@@ -381,11 +391,11 @@ def handshakes(client: str, cases: Sequence[Case]) -> list[dict[str, object]]:
 
 
 def openssl_102(cases: Sequence[Case]) -> list[Verdict]:
-    return [(answer["code"] == 0, str(answer["detail"])) for answer in handshakes("openssl-1.0.2e", cases)]
+    return [(answer["code"] == 0, answer["detail"]) for answer in handshakes("openssl-1.0.2e", cases)]
 
 
 def openssl3_tls(cases: Sequence[Case]) -> list[Verdict]:
-    return [(answer["code"] == 0, str(answer["detail"])) for answer in handshakes("python-ssl", cases)]
+    return [(answer["code"] == 0, answer["detail"]) for answer in handshakes("python-ssl", cases)]
 
 
 def _faketime_missing() -> str | None:
