@@ -167,6 +167,29 @@ def model_verdicts(cases: Sequence[Case], judge: Callable[[Case, str], Verdict])
     return {building: [judge(case, building) for case in cases] for building in PATH_BUILDINGS}
 
 
+def run_served(cases: Sequence[Case], runs: Sequence[Run]) -> list[Run]:
+    """``runs``' clients on what chainwatch serves instead of each case's file.
+
+    Only the cases whose chain chainwatch changes are judged again; the others
+    keep the verdict on the file, which is the same chain.
+    """
+    served = served_by_chainwatch(cases)
+    changed = [
+        index for index, (case, instead) in enumerate(zip(cases, served, strict=True)) if case.chain != instead.chain
+    ]
+    again = run_clients([served[index] for index in changed], [run.client for run in runs])
+    merged = []
+    for run, rerun in zip(runs, again, strict=True):
+        if run.verdicts is None or rerun.verdicts is None:
+            merged.append(rerun)
+            continue
+        verdicts = list(run.verdicts)
+        for index, verdict in zip(changed, rerun.verdicts, strict=True):
+            verdicts[index] = verdict
+        merged.append(Run(run.client, tuple(verdicts), rerun.seconds, None))
+    return merged
+
+
 def worse_and_better(cases: Sequence[Case], before: Run, after: Run) -> tuple[list[str], list[str]]:
     """Cases the real client accepted as the file and rejects as chainwatch serves it, and the reverse."""
     assert before.verdicts is not None and after.verdicts is not None
@@ -242,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     judge = model_judge()
     sys.stdout.write(markdown(cases, runs, model_verdicts(cases, judge) if judge else None))
     sys.stdout.write("\nThe file against what chainwatch serves instead (decided for the three models):\n\n")
-    sys.stdout.write(served_table(cases, runs, run_clients(served_by_chainwatch(cases), clients)))
+    sys.stdout.write(served_table(cases, runs, run_served(cases, runs)))
     return 0
 
 

@@ -27,7 +27,7 @@ from tests.client_agreement import (
     markdown,
     model_judge,
     run_clients,
-    served_by_chainwatch,
+    run_served,
     worse_and_better,
 )
 from tests.client_corpus import MESH_SEEDS, Case, by_name, corpus, mesh
@@ -96,6 +96,16 @@ def test_openssl_102_takes_an_expired_twin_served_first_and_the_valid_one_served
     got = verdicts("openssl-1.0.2e", expired_first, expired_second)
 
     assert got == {expired_first: (False, "error 10: certificate has expired"), expired_second: (True, "ok")}
+
+
+def test_openssl_111_accepts_the_dst_shaped_chain_after_the_root_expired_and_fails_twins_served_unknown_first() -> None:
+    got = verdicts("openssl-1.1.1w", DST_AFTER, TWINS_UNKNOWN_FIRST, TWINS_TRUSTED_FIRST)
+
+    assert got == {
+        DST_AFTER: (True, "ok"),
+        TWINS_UNKNOWN_FIRST: (False, "error 20: unable to get local issuer certificate"),
+        TWINS_TRUSTED_FIRST: (True, "ok"),
+    }
 
 
 def test_the_tls_server_sends_every_chain_in_the_served_order_duplicates_included() -> None:
@@ -285,9 +295,9 @@ def test_the_model_agrees_with_the_real_client_on_every_case_or_the_difference_i
 
 
 @pytest.fixture(scope="module")
-def served_runs() -> dict[str, Run]:
+def served_runs(runs: dict[str, Run]) -> dict[str, Run]:
     """Every real client once on what chainwatch serves instead of each case's file."""
-    return {run.client.name: run for run in run_clients(served_by_chainwatch(corpus()))}
+    return {run.client.name: run for run in run_served(corpus(), list(runs.values()))}
 
 
 @pytest.mark.parametrize("name", [c.name for c in CLIENTS])

@@ -6,6 +6,7 @@ batch is judged at the clock the process was started with. The first argument
 names the client:
 
 - ``openssl-1.0.2e``: nassl's legacy build of OpenSSL 1.0.2e (first-match);
+- ``openssl-1.1.1w``: nassl's modern build, OpenSSL 1.1.1w (trusted-first);
 - ``python-ssl``: Python's ``ssl``, Debian's OpenSSL 3 (trusted-first), as
   any OpenSSL 3 TLS client verifies what it receives.
 
@@ -23,6 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 Answer = dict[str, object]
 
@@ -30,12 +32,24 @@ Answer = dict[str, object]
 def legacy_openssl(port: int, server_name: str, store: Path) -> Answer:
     from nassl._nassl_legacy import X509
     from nassl.legacy_ssl_client import LegacySslClient
+
+    return _nassl(LegacySslClient, X509, port, server_name, store)
+
+
+def modern_openssl(port: int, server_name: str, store: Path) -> Answer:
+    from nassl._nassl import X509
+    from nassl.ssl_client import SslClient
+
+    return _nassl(SslClient, X509, port, server_name, store)
+
+
+def _nassl(client_class: Any, x509: Any, port: int, server_name: str, store: Path) -> Answer:
     from nassl.ssl_client import OpenSslVerifyEnum
 
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         # Verification is not enforced so that the handshake completes and the
         # verify result, OpenSSL's own verdict on the served chain, can be read.
-        client = LegacySslClient(underlying_socket=sock, ssl_verify=OpenSslVerifyEnum.NONE, ssl_verify_locations=store)
+        client = client_class(underlying_socket=sock, ssl_verify=OpenSslVerifyEnum.NONE, ssl_verify_locations=store)
         client.set_tlsext_host_name(server_name)
         try:
             client.do_handshake()
@@ -43,7 +57,7 @@ def legacy_openssl(port: int, server_name: str, store: Path) -> Answer:
             received = client.get_received_chain()
         finally:
             client.shutdown()
-    detail = "ok" if code == 0 else f"error {code}: {X509.verify_cert_error_string(code)}"
+    detail = "ok" if code == 0 else f"error {code}: {x509.verify_cert_error_string(code)}"
     return {"code": code, "detail": detail, "received": received}
 
 
@@ -64,6 +78,7 @@ def python_ssl(port: int, server_name: str, store: Path) -> Answer:
 
 CLIENTS: dict[str, Callable[[int, str, Path], Answer]] = {
     "openssl-1.0.2e": legacy_openssl,
+    "openssl-1.1.1w": modern_openssl,
     "python-ssl": python_ssl,
 }
 

@@ -7,6 +7,8 @@ real thing, asked the way a client asks:
 
 - ``openssl-1.0.2e``: nassl's legacy OpenSSL 1.0.2e in a real TLS handshake
   with a server that sends the chain in the served order (first-match);
+- ``openssl-1.1.1w``: nassl's modern OpenSSL, also in real handshakes
+  (trusted-first, the first release line that has it);
 - ``openssl-3``: Debian's ``openssl verify -attime`` (trusted-first), and
   ``openssl-3-tls``: the same library in real handshakes (Python's ``ssl``),
   which shows that ``verify`` with the rest as ``-untrusted`` is what a TLS
@@ -394,6 +396,10 @@ def openssl_102(cases: Sequence[Case]) -> list[Verdict]:
     return [(answer["code"] == 0, answer["detail"]) for answer in handshakes("openssl-1.0.2e", cases)]
 
 
+def openssl_111(cases: Sequence[Case]) -> list[Verdict]:
+    return [(answer["code"] == 0, answer["detail"]) for answer in handshakes("openssl-1.1.1w", cases)]
+
+
 def openssl3_tls(cases: Sequence[Case]) -> list[Verdict]:
     return [(answer["code"] == 0, answer["detail"]) for answer in handshakes("python-ssl", cases)]
 
@@ -402,14 +408,15 @@ def _faketime_missing() -> str | None:
     return None if shutil.which("faketime") else "no faketime command"
 
 
-def _openssl_102_missing() -> str | None:
+def _nassl_missing() -> str | None:
     if importlib.util.find_spec("nassl") is None:
         return "nassl (AGPL, PyPI only) is installed in .venv-pypi only: the PyPI leg"
     return _faketime_missing()
 
 
 CLIENTS = (
-    RealClient("openssl-1.0.2e", "first-match", openssl_102, _openssl_102_missing),
+    RealClient("openssl-1.0.2e", "first-match", openssl_102, _nassl_missing),
+    RealClient("openssl-1.1.1w", "trusted-first", openssl_111, _nassl_missing),
     RealClient("openssl-3", "trusted-first", openssl3, _openssl3_missing),
     RealClient("openssl-3-tls", "trusted-first", openssl3_tls, _faketime_missing),
     RealClient("pyca", "backtracking", pyca, _pyca_missing),
