@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from chainwatch.certificate import Cert
 from chainwatch.trust import TrustStore
-from tests.client_corpus import Case, corpus
+from tests.client_corpus import MESHES, Case, corpus
 from tests.real_clients.verify import CLIENTS, RealClient, Verdict
 
 PATH_BUILDINGS = ("first-match", "trusted-first", "backtracking")
@@ -258,8 +258,9 @@ def markdown(cases: Sequence[Case], runs: Sequence[Run], modelled: dict[str, lis
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--client", action="append", help="only these real clients (repeatable)")
+    parser.add_argument("--meshes", type=int, default=MESHES, help=f"generated meshes (default {MESHES})")
     arguments = parser.parse_args(argv)
-    cases = corpus()
+    cases = corpus(arguments.meshes)
     clients = [c for c in CLIENTS if not arguments.client or c.name in arguments.client]
     runs = run_clients(cases, clients)
     judge = model_judge()

@@ -316,12 +316,13 @@ def mesh(seed: int) -> Iterator[Case]:
     )
 
 
-MESH_SEEDS = range(50)
+MESHES = 50
+"""Generated meshes in the corpus the tests judge; ``python -m tests.client_agreement --meshes N`` explores more."""
 
 
 @cache
-def corpus() -> tuple[Case, ...]:
-    """Every case, in a fixed order (certificates made once per process)."""
+def corpus(meshes: int = MESHES) -> tuple[Case, ...]:
+    """Every case, in a fixed order (certificates made once per process), with meshes of seeds 0 to ``meshes`` - 1."""
     cases = [
         *dst_shaped(),
         *addtrust_like(),
@@ -329,7 +330,7 @@ def corpus() -> tuple[Case, ...]:
         *twins(),
         *served_mistakes(),
         *cycle(),
-        *(case for seed in MESH_SEEDS for case in mesh(seed)),
+        *(case for seed in range(meshes) for case in mesh(seed)),
     ]
     assert len({case.name for case in cases}) == len(cases), "case names must be unique"
     return tuple(cases)
@@ -339,4 +340,4 @@ def by_name() -> dict[str, Case]:
     return {case.name: case for case in corpus()}
 
 
-__all__ = ["DNS_NAME", "MESH_SEEDS", "Case", "by_name", "corpus", "utc"]
+__all__ = ["DNS_NAME", "MESHES", "Case", "by_name", "corpus", "utc"]

@@ -30,7 +30,7 @@ from tests.client_agreement import (
     run_served,
     worse_and_better,
 )
-from tests.client_corpus import MESH_SEEDS, Case, by_name, corpus, mesh
+from tests.client_corpus import Case, by_name, corpus, mesh
 from tests.real_clients.verify import CLIENTS, RealClient, client, handshakes
 
 
@@ -217,7 +217,7 @@ def test_generated_meshes_have_the_same_shape_for_the_same_seed() -> None:
     def shape(case: Case) -> list[tuple[str, str, str, str]]:
         return [(c.subject, c.issuer, str(c.not_before), str(c.not_after)) for c in (*case.chain, *case.store)]
 
-    for seed in list(MESH_SEEDS)[:10]:
+    for seed in range(10):
         (first,), (again,) = list(mesh(seed)), list(mesh(seed))
         assert (first.name, first.at, shape(first)) == (again.name, again.at, shape(again))
 
