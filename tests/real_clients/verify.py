@@ -106,6 +106,20 @@ _FAKETIME_ENV = {
 }
 
 
+def _run(command: Sequence[str], **options: object) -> subprocess.CompletedProcess[str]:
+    """``command``'s output; when it fails, an error that carries what it said (a helper's crash is not a verdict)."""
+    result: subprocess.CompletedProcess[str] = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        **options,  # type: ignore[call-overload]
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()[-2000:]}")
+    return result
+
+
 def _parallel(judge: Callable[[Case], Verdict], cases: Sequence[Case]) -> list[Verdict]:
     with ThreadPoolExecutor(WORKERS) as pool:
         return list(pool.map(judge, cases))
@@ -226,9 +240,8 @@ def _built(source: Path, build: Callable[[Path, Path], None]) -> Path:
 
 
 def _build_go(source: Path, into: Path) -> None:
-    subprocess.run(
+    _run(
         ["go", "build", "-o", str(into / "verify"), str(source)],
-        check=True, capture_output=True,
         env={**os.environ, "GOCACHE": str(CACHE / "go-build"), "GOPATH": str(CACHE / "go"), "GO111MODULE": "off"},
     )  # fmt: skip
 
@@ -243,7 +256,7 @@ def go(cases: Sequence[Case]) -> list[Verdict]:
         }
         for case in cases
     ]
-    result = subprocess.run([str(program)], input=json.dumps(request), capture_output=True, text=True, check=True)
+    result = _run([str(program)], input=json.dumps(request))
     return [(answer["ok"], answer["detail"]) for answer in json.loads(result.stdout)]
 
 
@@ -264,7 +277,7 @@ def _jdk_tool(name: str) -> str | None:
 def _build_java(source: Path, into: Path) -> None:
     javac = _jdk_tool("javac")
     assert javac is not None
-    subprocess.run([javac, "-d", str(into), str(source)], check=True, capture_output=True)
+    _run([javac, "-d", str(into), str(source)])
 
 
 def _der64(certs: Sequence[Cert]) -> str:
@@ -276,10 +289,7 @@ def java(cases: Sequence[Case]) -> list[Verdict]:
     lines = "".join(f"{int(case.at.timestamp())}\t{_der64(case.chain)}\t{_der64(case.store)}\n" for case in cases)
     java_command = _jdk_tool("java")
     assert java_command is not None
-    result = subprocess.run(
-        [java_command, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", str(classes), "Verify"],
-        input=lines, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    result = _run([java_command, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", str(classes), "Verify"], input=lines)
     verdicts = []
     for line in result.stdout.splitlines():
         status, _, detail = line.partition("\t")
@@ -358,10 +368,9 @@ def serving(cases: Sequence[Case], folder: Path) -> Iterator[tuple[int, list[str
 
 def _client_batch(client: str, port: int, at: dt.datetime, batch: list[tuple[str, Case]]) -> list[Handshake]:
     request = {"port": port, "cases": [{"server_name": name, "store": _pem(case.store)} for name, case in batch]}
-    result = subprocess.run(
+    result = _run(
         [*_frozen_clock(at), sys.executable, "-m", "tests.real_clients.tls_client", client],
-        input=json.dumps(request), capture_output=True, text=True, check=True, cwd=REPOSITORY,
-        env={**os.environ, **_FAKETIME_ENV},
+        input=json.dumps(request), cwd=REPOSITORY, env={**os.environ, **_FAKETIME_ENV},
     )  # fmt: skip
     answers: list[Handshake] = json.loads(result.stdout)
     return answers
