@@ -25,7 +25,7 @@ from functools import cache
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from chainwatch.certificate import Cert
+from chainwatch.x509.certificate import Cert
 from tests.pki import CA, T0, YEAR, key_pem, new_key
 
 DNS_NAME = "mail.example.test"
@@ -263,6 +263,22 @@ def cycle() -> Iterator[Case]:
     )
 
 
+def reissued_root() -> Iterator[Case]:
+    """A root re-issued with its own key and a later end (as CAs extend a root), the store holding one or both."""
+    key = new_key()
+    old = CA.root("Reissued Root", key=key, not_before=utc("2006-01-01"), not_after=utc("2026-03-01"))
+    new = CA.root("Reissued Root", key=key, not_before=utc("2016-01-01"), not_after=utc("2036-01-01"))
+    issuing = old.intermediate("Reissued Issuing CA", not_before=utc("2024-01-01"), not_after=utc("2030-01-01"))
+    leaf, leaf_key = issuing.leaf(DNS_NAME, not_before=utc("2025-12-01"), not_after=utc("2026-12-01"))
+    yield from _cases(
+        "reissued-root",
+        key_pem(leaf_key),
+        {"served": [leaf, issuing.cert], "with-old-root": [leaf, issuing.cert, old.cert]},
+        {"old+new": [old.cert, new.cert], "new+old": [new.cert, old.cert], "old": [old.cert]},
+        [utc("2026-01-01"), utc("2026-06-01")],
+    )
+
+
 MESH_TIMES = (T0, T0 + 2 * YEAR)
 """Generated meshes are judged at two times: before and after the short-lived certificates expire."""
 
@@ -330,6 +346,7 @@ def corpus(meshes: int = MESHES) -> tuple[Case, ...]:
         *twins(),
         *served_mistakes(),
         *cycle(),
+        *reissued_root(),
         *(case for seed in range(meshes) for case in mesh(seed)),
     ]
     assert len({case.name for case in cases}) == len(cases), "case names must be unique"

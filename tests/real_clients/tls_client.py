@@ -1,9 +1,9 @@
 """Real TLS clients, one process for a batch of handshakes, judging the chain each server sends.
 
-Run under a frozen ``faketime`` by :mod:`tests.real_clients.verify`: neither
-client can be told the time, but both ask libc for it, so every case of a
-batch is judged at the clock the process was started with. The first argument
-names the client:
+Run under a frozen ``faketime`` by :mod:`tests.real_clients.verify`: no
+client here can be told the time, but each asks libc for it, so every case of
+a batch is judged at the clock the process was started with. The arguments
+name the clients, each of which makes its own handshake for every case:
 
 - ``openssl-1.0.2e``: nassl's legacy build of OpenSSL 1.0.2e (first-match);
 - ``openssl-1.1.1w``: nassl's modern build, OpenSSL 1.1.1w (trusted-first);
@@ -11,8 +11,8 @@ names the client:
   any OpenSSL 3 TLS client verifies what it receives.
 
 Reads ``{"port": N, "cases": [{"server_name": ..., "store": PEM}]}`` on stdin
-and writes one ``{"code": ..., "detail": ..., "received": [PEM, ...]}`` per
-case (``received`` only where the client shows it: nassl).
+and writes, per case, each client's ``{"code": ..., "detail": ..., "received":
+[PEM, ...]}`` by its name (``received`` only where the client shows it: nassl).
 """
 
 from __future__ import annotations
@@ -84,14 +84,16 @@ CLIENTS: dict[str, Callable[[int, str, Path], Answer]] = {
 
 
 def main(argv: list[str]) -> int:
-    handshake = CLIENTS[argv[0]]
+    handshakes = {name: CLIENTS[name] for name in argv}
     request = json.load(sys.stdin)
     answers = []
     with tempfile.TemporaryDirectory() as work:
         for index, case in enumerate(request["cases"]):
             store = Path(work) / f"store-{index}.pem"
             store.write_text(case["store"])
-            answers.append(handshake(request["port"], case["server_name"], store))
+            answers.append(
+                {name: handshake(request["port"], case["server_name"], store) for name, handshake in handshakes.items()}
+            )
     json.dump(answers, sys.stdout)
     return 0
 

@@ -15,7 +15,8 @@ real thing, asked the way a client asks:
   client concludes from the chain it receives;
 - ``pyca``, ``go``, ``java``: pyca's Web PKI verifier, Go's crypto/x509 and
   Java's PKIX CertPathBuilder (backtracking);
-- ``gnutls``: Debian's ``certtool --verify`` under a frozen ``faketime``.
+- ``gnutls``: Debian's ``certtool --verify`` under a frozen ``faketime``
+  (trusted-first, as the shipped ``gnutls-debian-12`` profile models it).
 
 A verifier that cannot run here says why (:attr:`RealClient.missing`); the
 tests skip it with that reason.
@@ -47,7 +48,7 @@ from typing import TypedDict
 import cryptography
 from cryptography.hazmat.primitives import serialization
 
-from chainwatch.certificate import Cert
+from chainwatch.x509.certificate import Cert
 from tests.client_corpus import DNS_NAME, Case
 
 Verdict = tuple[bool, str]
@@ -366,39 +367,62 @@ def serving(cases: Sequence[Case], folder: Path) -> Iterator[tuple[int, list[str
         thread.join()
 
 
-def _client_batch(client: str, port: int, at: dt.datetime, batch: list[tuple[str, Case]]) -> list[Handshake]:
+def _client_batch(
+    clients: Sequence[str], port: int, at: dt.datetime, batch: list[tuple[str, Case]]
+) -> list[dict[str, Handshake]]:
     request = {"port": port, "cases": [{"server_name": name, "store": _pem(case.store)} for name, case in batch]}
     result = _run(
-        [*_frozen_clock(at), sys.executable, "-m", "tests.real_clients.tls_client", client],
+        [*_frozen_clock(at), sys.executable, "-m", "tests.real_clients.tls_client", *clients],
         input=json.dumps(request), cwd=REPOSITORY, env={**os.environ, **_FAKETIME_ENV},
     )  # fmt: skip
-    answers: list[Handshake] = json.loads(result.stdout)
+    answers: list[dict[str, Handshake]] = json.loads(result.stdout)
     return answers
 
 
-def handshakes(client: str, cases: Sequence[Case]) -> list[Handshake]:
-    """Each case's handshake by ``client`` (see :mod:`tests.real_clients.tls_client`).
+def _handshake_all(clients: Sequence[str], cases: Sequence[Case]) -> list[dict[str, Handshake]]:
+    """Each case's handshake by each of ``clients``.
 
-    ``code`` (0 = verified), ``detail`` and, from nassl, the ``received`` chain (PEM).
-
-    One client process per distinct time, frozen there by ``faketime``; the
-    processes run side by side against one server.
+    One process per distinct time, frozen there by ``faketime``, makes every
+    client's handshakes for the cases of that time; the processes run side by
+    side against one server.
     """
     with tempfile.TemporaryDirectory() as work, serving(cases, Path(work)) as (port, names):
         groups: dict[dt.datetime, list[tuple[int, str, Case]]] = {}
         for index, (name, case) in enumerate(zip(names, cases, strict=True)):
             groups.setdefault(case.at, []).append((index, name, case))
-        answers: list[Handshake] = [{} for _ in cases]
+        answers: list[dict[str, Handshake]] = [{} for _ in cases]
 
         def run(at: dt.datetime) -> None:
             group = groups[at]
-            batch = _client_batch(client, port, at, [(n, c) for _, n, c in group])
+            batch = _client_batch(clients, port, at, [(n, c) for _, n, c in group])
             for (index, _, _), answer in zip(group, batch, strict=True):
                 answers[index] = answer
 
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(run, groups))
     return answers
+
+
+TLS_CLIENTS = ("openssl-1.0.2e", "openssl-1.1.1w", "python-ssl")
+"""The clients of :mod:`tests.real_clients.tls_client`, asked together."""
+
+_handshakes: dict[tuple[str, Case], Handshake] = {}
+"""Handshakes made so far: asking one TLS client about a case asks all that can run, in the same processes."""
+
+
+def handshakes(client: str, cases: Sequence[Case]) -> list[Handshake]:
+    """Each case's handshake by ``client`` (see :mod:`tests.real_clients.tls_client`).
+
+    ``code`` (0 = verified), ``detail`` and, from nassl, the ``received`` chain (PEM).
+    """
+    new = [case for case in dict.fromkeys(cases) if (client, case) not in _handshakes]
+    if new:
+        nassl = _nassl_missing() is None
+        asked = [name for name in TLS_CLIENTS if name in (client, "python-ssl") or nassl]
+        for case, answers in zip(new, _handshake_all(asked, new), strict=True):
+            for name, answer in answers.items():
+                _handshakes[(name, case)] = answer
+    return [_handshakes[(client, case)] for case in cases]
 
 
 def openssl_102(cases: Sequence[Case]) -> list[Verdict]:
@@ -431,7 +455,10 @@ CLIENTS = (
     RealClient("pyca", "backtracking", pyca, _pyca_missing),
     RealClient("go", "backtracking", go, _go_missing),
     RealClient("java", "backtracking", java, _java_missing),
-    RealClient("gnutls", "backtracking", gnutls, _gnutls_missing),
+    # Debian 12's GnuTLS passes expired cross-signs (not first-match, which is
+    # GnuTLS < 3.6.14) and takes the first served certificate of a subject
+    # without backtracking: the shipped gnutls-debian-12 profile says trusted-first.
+    RealClient("gnutls", "trusted-first", gnutls, _gnutls_missing),
 )
 """Every real verifier, in the order the agreement table lists them."""
 
