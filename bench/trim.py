@@ -12,11 +12,9 @@ run (whole-process timings of `chainwatch trim` are bench/cli.py's):
     same 3 certificates and verifying the 2 signatures up to the anchor
     (issuer keys loaded each time), with nothing else decided;
   * the same trim "cold", every cache emptied, as a one-shot command pays;
-  * the same trim for a default client set against the same trim for one
-    store (issue 23: <= 3x). Until the shipped client profiles land, the set
-    is 14 clients of the families issue 23 names, each its own copy of
-    Debian's store with its family's model (path building, anchor expiry,
-    fetching);
+  * the same trim for every shipped client profile (chainwatch/clients),
+    each with its own store and model, against the same trim for one store
+    (issue 23: <= 3x); the stores are loaded before, as the agent holds them;
   * loading Debian's store (/etc/ssl/certs/ca-certificates.crt), anchors
     parsed when first met; baseline: reading the file and cryptography
     parsing every certificate of it from PEM;
@@ -44,39 +42,17 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
 
+from chainwatch.clients.catalogue import shipped, store_of  # noqa: E402
 from chainwatch.policy.client_check import Client  # noqa: E402
-from chainwatch.policy.settings import (  # noqa: E402
-    DEFAULT_STORE,
-    ClientModel,
-    PathBuilding,
-)
+from chainwatch.policy.settings import DEFAULT_STORE  # noqa: E402
 from chainwatch.policy.trim import decide  # noqa: E402
 from chainwatch.x509 import certificate, signature  # noqa: E402
 from chainwatch.x509.pem import blocks, decode_body, parse_certificates  # noqa: E402
 from chainwatch.x509.private_key import public_key_from_pem  # noqa: E402
-from chainwatch.x509.trust import TrustStore, load_store  # noqa: E402
+from chainwatch.x509.trust import load_store  # noqa: E402
 
 CHAIN = ROOT / "tests" / "vectors" / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem"
 AT = dt.datetime(2022, 12, 1, tzinfo=dt.UTC)
-
-_FIRST_MATCH, _TRUSTED_FIRST = PathBuilding.FIRST_MATCH, PathBuilding.TRUSTED_FIRST
-# Stand-ins for the shipped profiles: each family's model, on Debian's anchors.
-CLIENT_MODELS = {
-    "android-7.1.1": ClientModel(anchor_expiry=False),
-    "android-14": ClientModel(anchor_expiry=False),
-    "ios-16": ClientModel(aia=True),
-    "macos-13": ClientModel(aia=True),
-    "windows": ClientModel(aia=True),
-    "java-8u401": ClientModel(),
-    "java-17": ClientModel(),
-    "thunderbird": ClientModel(),
-    "openssl-1.0.2": ClientModel(_FIRST_MATCH),
-    "openssl-3-debian-12": ClientModel(_TRUSTED_FIRST),
-    "openssl-3-debian-13": ClientModel(_TRUSTED_FIRST),
-    "gnutls": ClientModel(_TRUSTED_FIRST),
-    "go": ClientModel(),
-    "rustls": ClientModel(anchor_expiry=False),
-}
 
 
 def alternated(ours: Callable[[], object], theirs: Callable[[], object], rounds: int) -> tuple[float, float]:
@@ -102,6 +78,15 @@ def _verify(child: x509.Certificate, issuer: x509.Certificate) -> None:
         key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(hash_algorithm))
 
 
+def shipped_clients() -> list[Client]:
+    """Every shipped profile as a client, its anchors parsed: the agent has met them all."""
+    clients = [Client(profile.name, store_of(profile), profile.model) for profile in shipped().values()]
+    for client in clients:
+        for anchor in client.store.anchors:
+            anchor.x509  # noqa: B018
+    return clients
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=400, help="repetitions per measurement (default 400)")
@@ -118,7 +103,7 @@ def main() -> int:
         signature.verifies.cache_clear()
         return decide(parse_certificates(data, "chain"), [store], AT)
 
-    clients = [Client(name, TrustStore.of(name, store.anchors), model) for name, model in CLIENT_MODELS.items()]
+    clients = shipped_clients()
 
     def trim_clients() -> object:
         certificate._parse.cache_clear()
