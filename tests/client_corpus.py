@@ -287,9 +287,10 @@ def mesh(seed: int) -> Iterator[Case]:
     """A small random hierarchy, its structure a function of ``seed`` alone.
 
     Two or three roots (some trusted, some expiring between the two times),
-    two or three CA identities (a name and a key), each certified by one to
-    three issuers among the roots and the identities made before it (so
-    cross-signs, twins and expired twins all occur), a leaf under one of them,
+    half the time one of them cross-signed by another; two or three CA
+    identities (a name and a key), each certified by one to three issuers
+    among the roots and the identities made before it (so cross-signs, twins
+    and expired twins all occur); a leaf under one of them;
     and a served chain of some of those certificates in a random order.
     """
     rng = random.Random(seed)
@@ -301,6 +302,11 @@ def mesh(seed: int) -> Iterator[Case]:
     trusted = [root for root in roots if rng.random() < 0.6] or [roots[0]]
     issuers: list[CA] = list(roots)
     served_pool: list[x509.Certificate] = []
+    if rng.random() < 0.5:
+        # One root cross-signed by another, as ISRG Root X1 by DST Root CA X3.
+        subject, issuer = rng.sample(roots, 2)
+        not_before, not_after = rng.choice([short, long])
+        served_pool.append(issuer.cross_sign(subject, not_before=not_before, not_after=not_after))
     identities: list[CA] = []
     for i in range(rng.randint(2, 3)):
         key = new_key()
