@@ -13,6 +13,8 @@ PyPI leg): elsewhere their tests are skipped with the reason.
 from __future__ import annotations
 
 import fnmatch
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -383,3 +385,15 @@ def test_the_readme_table_of_what_chainwatch_serves_gives_the_figures_the_real_c
             str(sum(ok for ok, _ in after.verdicts)),
             str(len(worse)),
         ], real.name
+
+
+def test_the_script_prints_the_markdown_tables_for_the_clients_asked() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.client_agreement", "--client", "go", "--meshes", "2"],
+        cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Corpus: 210 cases (")
+    assert "\n| go | backtracking | 210 | " in result.stdout
+    assert "| real client | accepts the file | accepts what chainwatch serves | worse | better |" in result.stdout
