@@ -42,16 +42,8 @@ _GNUTLS_PAST_A_TRUSTED_ROOT = (
     "(the DST-shaped chain passes, and so does gen-y-ecdsa/to-x2/yr+ye, which ends at Root YE by X2)"
 )
 
-_OPENSSL_102E_FIRST_STORE_ROOT = (
-    "OpenSSL 1.0.2e takes the first root of the issuer's name and key in its store file, whatever its dates: "
-    "the expired issue of a re-issued root listed before the current one fails the chain (the current one "
-    "listed first passes, reissued-root/*/new+old). The first-match model takes a store issuer within its "
-    "dates first: a model gap, reported to its owner"
-)
-
 EXPLAINED: dict[tuple[str, str], str] = {
     # (real client, case-name pattern): why it differs from its model, as measured.
-    ("openssl-1.0.2e", "reissued-root/*/old+new/2026-06-01*"): _OPENSSL_102E_FIRST_STORE_ROOT,
     ("gnutls", "twins/expired-first/*/2026-06-01*"): _GNUTLS_FIRST_TWIN_EXPIRED,
     ("gnutls", "gen-y-ecdsa/served/yr+ye/*"): _GNUTLS_PAST_A_TRUSTED_ROOT,
     ("gnutls", "gen-y-ecdsa/reversed/yr+ye/*"): _GNUTLS_PAST_A_TRUSTED_ROOT,
