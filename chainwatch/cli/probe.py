@@ -35,7 +35,10 @@ LOCK_PATIENCE_S = 5.0
 
 
 class _Busy(Exception):
-    """The lock stayed held longer than LOCK_PATIENCE_S."""
+    """The lock stayed held longer than LOCK_PATIENCE_S.
+
+    A plain Exception, not a failure: it only carries "busy" out of the lock's
+    wait to :func:`_record_looks`, which says so; escaping it would be a bug."""
 
 
 def probe(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
 from chainwatch.config import ConsumerConfig
 from chainwatch.consumers import haproxy_api
+from chainwatch.errors import ChainwatchError
 
 __all__ = [
     "BusUnavailable",
@@ -68,7 +69,7 @@ class ReloadResult:
         return self.result != Result.FAILED
 
 
-class BusUnavailable(Exception):
+class BusUnavailable(ChainwatchError):
     """No system bus to talk to: use the fallback."""
 
 
