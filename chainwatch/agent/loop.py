@@ -460,7 +460,9 @@ class Agent:
         except ChainwatchError as error:
             self._refuse_config(error)
             return
-        processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
+        agent_record = self.processor.agent_record.copy()
+        agent_record.pop("config_error", None)
+        processor.agent_record = agent_record
         processor.agent_record["config"] = str(config.source or "built-in defaults")
         # Resolved: another spelling of the same directory is no move (flock would refuse our own lock).
         moved = config.output_dir.resolve() != self.config.output_dir.resolve()

@@ -44,8 +44,8 @@ class _Busy(Exception):
 def probe(args: argparse.Namespace) -> int:
     config = config_of(args)
     at = at_of(args)
-    state = StateFile.read(config.output_dir / "state.json") or {}
-    published: dict[str, Any] = state.get("lineages") or {}
+    state = StateFile.read(config.output_dir / "state.json")
+    published: dict[str, Any] = state["lineages"] if state else {}
     targets = _targets(args, config, published)
     stores = load_stores(config.trust_stores)
     policy = config.trim_policy()
@@ -83,7 +83,7 @@ def probe(args: argparse.Namespace) -> int:
         if consumer_name is not None:
             serves = comparison is not None and bool(comparison["matches"])
             seen[consumer_name] = seen.get(consumer_name, True) and serves
-    consumers: dict[str, Any] = state.get("consumers") or {}
+    consumers: dict[str, Any] = state["consumers"] if state else {}
     waiting = [
         name
         for name, serves in seen.items()

@@ -113,7 +113,8 @@ def _not_a_directory(path: Path) -> str | None:
 def _refuse_unknown(names: list[str], found: list[str], config: Config) -> None:
     """A name no source holds, nor the state knows, is a typo: processing it would record a
     lineage that then reads as removed, and keeps ``status`` at warning for good."""
-    known = set(found) | set((StateFile.read(config.output_dir / "state.json") or {}).get("lineages") or {})
+    state = StateFile.read(config.output_dir / "state.json")
+    known = set(found) | set(state["lineages"] if state else ())
     for name in names:
         if name not in known:
             raise InputError(f"no lineage {name!r} under {describe(config)} (see 'chainwatch status')")
