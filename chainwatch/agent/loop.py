@@ -240,7 +240,7 @@ class Agent:
             # What state.json could not take: each lineage's condition as held here.
             record["lineages"] = {
                 name: LineageCondition(
-                    status=str(item.get("status", "")),
+                    status=item.get("status", ""),
                     message=str(item.get("message", "")),
                     since=str(item.get("since", "")),
                     error=item.get("error") or None,
