@@ -5,7 +5,7 @@
 
 In process, against an in-process floor, alternated in one run: 100 lineages
 are published, then the step the agent and `sync` run after each batch
-(chainwatch.cli.service's after-batch hook: reload each consumer, then
+(chainwatch.cli.service's after-batch step: reload each consumer, then
 probe every endpoint for every lineage's name) is timed for one consumer
 whose reload command is `true` and whose two probe endpoints are TLS servers
 on loopback (Python's ssl module, choosing each name's published
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import chainwatch.agent.consumer_step  # noqa: E402
 from chainwatch.agent.journal import Journal  # noqa: E402
 from chainwatch.agent.reconcile import Processor  # noqa: E402
-from chainwatch.cli.service import _AfterBatch  # noqa: E402
+from chainwatch.cli.service import _ConsumersAndMetrics  # noqa: E402
 from chainwatch.config import load_config  # noqa: E402
 from chainwatch.consumers.probe import Endpoint  # noqa: E402
 from chainwatch.x509.certificate import Cert  # noqa: E402
@@ -161,7 +161,7 @@ def main() -> int:
             with config_path.open("a") as config:
                 config.write(f'[[consumer]]\nname = "bench"\nreload_command = ["true"]\nprobe = [{probes}]\n')
             processor = Processor(load_config(config_path, required=True), Journal(io.StringIO()))
-            hook = _AfterBatch()
+            hook = _ConsumersAndMetrics()
             # The real fetch, counted: a round stops asking at its deadline, so
             # the step's time means something only with how many were asked.
             real_fetch, asked, counting = hook.consumers.fetch, [0], threading.Lock()

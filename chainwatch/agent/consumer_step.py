@@ -25,7 +25,7 @@ import concurrent.futures
 import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from chainwatch.agent.journal import Event, Journal
 from chainwatch.agent.reconcile import Outcome, Processor, record_error
@@ -46,6 +46,7 @@ from chainwatch.state.records import (
     LineageRecord,
     PendingRecord,
     ReloadRecord,
+    ReloadResultValue,
     clear_error,
     note_error,
 )
@@ -606,7 +607,7 @@ class _Step:
             record["last_reload"] = ReloadRecord(
                 at=now_iso(self.now),
                 via=result.via,
-                result=str(result.result),
+                result=cast("ReloadResultValue", str(result.result)),
                 detail=result.detail,
                 seconds=result.seconds,
             )

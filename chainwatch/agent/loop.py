@@ -1,6 +1,6 @@
 """The long-running agent: inotify, signals and timers in one selector.
 
-When nothing is pending the agent sleeps in ``select``: it wakes for inotify
+When nothing is due the agent sleeps in ``select``: it wakes for inotify
 events, signals (through ``signal.set_wakeup_fd``), the settle time of a
 changed lineage, the moment a certificate it serves starts or stops being
 valid, the systemd watchdog when ``WatchdogSec=`` asks, and its heartbeat
@@ -32,9 +32,9 @@ from chainwatch.sources.lineage import archive_dirs, refused_names
 from chainwatch.state.live import LineageCondition, LiveRecord, write_live
 from chainwatch.state.timestamps import now_iso
 
-__all__ = ["Agent", "BatchHook"]
+__all__ = ["AfterBatch", "Agent"]
 
-BatchHook = Callable[[Processor, list[Outcome], Callable[[], None]], dict[str, dt.datetime]]
+AfterBatch = Callable[[Processor, list[Outcome], Callable[[], None]], dict[str, dt.datetime]]
 """Called after each batch of lineages is processed (the consumers' reload),
 with a function to call at least every few seconds while it works (it feeds
 the watchdog); returns lineages to process again at the given times (retries)."""
@@ -58,7 +58,7 @@ _UNWATCHED_RESCAN_ENV = "CHAINWATCH_UNWATCHED_RESCAN_S"
 _UNWATCHED_RESCAN_S = 60.0
 
 
-def _no_batch_hook(
+def _nothing_after_batch(
     processor: Processor, outcomes: list[Outcome], keepalive: Callable[[], None]
 ) -> dict[str, dt.datetime]:
     del processor, outcomes, keepalive
@@ -74,7 +74,7 @@ class Agent:
         config_path: Path | None,
         journal: Journal,
         notifier: Notifier | None = None,
-        after_batch: BatchHook = _no_batch_hook,
+        after_batch: AfterBatch = _nothing_after_batch,
         on_heartbeat: Callable[[Processor], None] = lambda processor: None,
     ) -> None:
         self.config = config
@@ -91,8 +91,8 @@ class Agent:
         self.known: set[str] = set()
         self.refused: set[str] = set()
         """Directory names already said to be no lineage name (said once)."""
-        self.pending: dict[str, float] = {}
-        """lineage -> monotonic time of its last event."""
+        self.settling: dict[str, float] = {}
+        """Lineages in their settle time (``settle_ms``): lineage -> monotonic time of its last event."""
         self.rechecks: dict[str, dt.datetime] = {}
         self.gone: set[str] = set()
         """Lineages that vanished, to record as removed in the next pass (under its lock)."""
@@ -240,7 +240,7 @@ class Agent:
             # What state.json could not take: each lineage's condition as held here.
             record["lineages"] = {
                 name: LineageCondition(
-                    status=str(item.get("status", "")),
+                    status=item.get("status", ""),
                     message=str(item.get("message", "")),
                     since=str(item.get("since", "")),
                     error=item.get("error") or None,
@@ -272,7 +272,7 @@ class Agent:
             deadlines.append(self.unwatched_rescan_at)
         now = time.monotonic()
         settle = self.config.settle_ms / 1000
-        deadlines += [last + settle for last in self.pending.values()]
+        deadlines += [last + settle for last in self.settling.values()]
         if self.rechecks:
             wall = dt.datetime.now(dt.UTC)
             deadlines.append(now + max(0.0, (min(self.rechecks.values()) - wall).total_seconds()))
@@ -287,7 +287,7 @@ class Agent:
         changes = self.watcher.read()
         now = time.monotonic()
         for name in changes.lineages:
-            self.pending[name] = now
+            self.settling[name] = now
         if changes.overflow:
             self.journal.log(Event.RECONCILING, "inotify queue overflowed; reconciling every lineage")
             self.reconcile_all()
@@ -307,12 +307,12 @@ class Agent:
             self.unwatched_rescan_at = now + self.unwatched_rescan_s
             self._rescan_unwatched()
         settle = self.config.settle_ms / 1000
-        due = [name for name, last in self.pending.items() if now - last >= settle]
+        due = [name for name, last in self.settling.items() if now - last >= settle]
         wall = dt.datetime.now(dt.UTC)
         due += [name for name, at in self.rechecks.items() if at <= wall and name not in due]
         if due:
             for name in due:
-                self.pending.pop(name, None)
+                self.settling.pop(name, None)
                 self.rechecks.pop(name, None)
             names = sorted(n for n in due if n in self.known)
             if names or self.gone:
@@ -332,10 +332,10 @@ class Agent:
         current = set(names)
         for name in sorted(current - self.known):
             # New to this process only: the pass says "new lineage" if it is new to state.json.
-            self.pending.setdefault(name, time.monotonic())
+            self.settling.setdefault(name, time.monotonic())
         gone = self.known - current
         for name in gone:
-            self.pending.pop(name, None)
+            self.settling.pop(name, None)
             self.rechecks.pop(name, None)
         # Recorded by the next pass, where a failing output directory is said and retried.
         self.gone = (self.gone | gone) - current
@@ -375,7 +375,7 @@ class Agent:
     def reconcile_all(self) -> None:
         """Process every lineage now: at start, after SIGHUP, after an overflow."""
         names = self._rescan()
-        self.pending.clear()
+        self.settling.clear()
         self.process(names, everything=True)
         self._report_unwatched()
 
@@ -460,7 +460,9 @@ class Agent:
         except ChainwatchError as error:
             self._refuse_config(error)
             return
-        processor.agent_record = {k: v for k, v in self.processor.agent_record.items() if k != "config_error"}
+        agent_record = self.processor.agent_record.copy()
+        agent_record.pop("config_error", None)
+        processor.agent_record = agent_record
         processor.agent_record["config"] = str(config.source or "built-in defaults")
         # Resolved: another spelling of the same directory is no move (flock would refuse our own lock).
         moved = config.output_dir.resolve() != self.config.output_dir.resolve()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from chainwatch.files.atomic import atomic_write
 from chainwatch.policy.settings import leaf_horizon
+from chainwatch.state.records import StateDocument
 from chainwatch.state.timestamps import parse_iso
 
 __all__ = ["render_metrics", "write_metrics"]
@@ -43,7 +43,7 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _samples(state: dict[str, Any], horizon: dt.timedelta) -> Iterator[tuple[str, dict[str, str], float]]:
+def _samples(state: StateDocument, horizon: dt.timedelta) -> Iterator[tuple[str, dict[str, str], float]]:
     # The horizons travel with the expiries so that the shipped alert rules
     # warn exactly when `chainwatch status` does, whatever horizon_days says.
     yield "chainwatch_warning_horizon_seconds", {}, horizon.total_seconds()
@@ -72,20 +72,20 @@ def _samples(state: dict[str, Any], horizon: dt.timedelta) -> Iterator[tuple[str
         yield "chainwatch_lineage_ok", labels, 0.0 if record.get("status") == "error" else 1.0
         clients = record.get("clients")
         if clients is not None:
-            stores_failing = len(clients.get("stores_not_validating", []))
+            stores_failing = len(clients["stores_not_validating"])
         else:
             # Recorded before clients were judged: one incomplete warning per store.
             stores_failing = len([w for w in record.get("warnings", []) if w.get("code") == "incomplete"])
         yield "chainwatch_stores_not_validating", labels, float(stores_failing)
-        failing = (clients or {}).get("not_validating", [])
+        failing = clients["not_validating"] if clients is not None else []
         yield "chainwatch_clients_not_validating", labels, float(len(failing))
         for failure in failing:
             yield "chainwatch_client_not_validating", {**labels, "client": failure["name"]}, 1.0
         yield "chainwatch_pending_version", labels, 1.0 if record.get("pending") else 0.0
-    for consumer, record in sorted((state.get("consumers") or {}).items()):
-        yield "chainwatch_reload_failures_total", {"consumer": consumer}, float(record.get("failures", 0))
-        yield "chainwatch_consumer_ok", {"consumer": consumer}, 0.0 if record.get("state") == "error" else 1.0
-        for probe in record.get("probes", []):
+    for consumer, looked in sorted((state.get("consumers") or {}).items()):
+        yield "chainwatch_reload_failures_total", {"consumer": consumer}, float(looked.get("failures", 0))
+        yield "chainwatch_consumer_ok", {"consumer": consumer}, 0.0 if looked.get("state") == "error" else 1.0
+        for probe in looked.get("probes", []):
             if probe.get("verdict") == "unchecked":
                 continue  # not asked: neither a match nor a mismatch
             labels = {
@@ -97,7 +97,7 @@ def _samples(state: dict[str, Any], horizon: dt.timedelta) -> Iterator[tuple[str
             yield "chainwatch_served_chain_match", labels, 1.0 if probe["ok"] else 0.0
 
 
-def render_metrics(state: dict[str, Any], horizon: dt.timedelta) -> str:
+def render_metrics(state: StateDocument, horizon: dt.timedelta) -> str:
     """The state as Prometheus text exposition format; ``horizon``: [policy] horizon_days."""
     by_name: dict[str, list[str]] = {}
     for name, labels, value in _samples(state, horizon):
@@ -110,6 +110,6 @@ def render_metrics(state: dict[str, Any], horizon: dt.timedelta) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def write_metrics(path: Path, state: dict[str, Any], horizon: dt.timedelta) -> None:
+def write_metrics(path: Path, state: StateDocument, horizon: dt.timedelta) -> None:
     """Replace the textfile atomically (node_exporter reads it at any moment)."""
     atomic_write(path, render_metrics(state, horizon).encode(), 0o644)

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from cryptography import x509
 
@@ -33,7 +33,18 @@ from chainwatch.policy.decision import Decision, WarningCode
 from chainwatch.policy.report import decision_json, iso
 from chainwatch.policy.trim import decide
 from chainwatch.sources.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage
-from chainwatch.state.records import DroppedCert, LineageRecord, PendingRecord, backoff, note_error
+from chainwatch.state.records import (
+    AgentRecord,
+    DroppedCert,
+    LineageErrorKind,
+    LineageRecord,
+    PendingRecord,
+    ReasonValue,
+    RoleValue,
+    WarningValue,
+    backoff,
+    note_error,
+)
 from chainwatch.state.state_file import StateFile
 from chainwatch.state.timestamps import now_iso, parse_iso
 from chainwatch.x509.certificate import Cert
@@ -134,7 +145,7 @@ class Processor:
         """Lineages whose served set must be written again even if its content is unchanged."""
         self.unsaved = False
         """The last save failed: what `status` reads is behind; the agent retries."""
-        self.agent_record: dict[str, Any] = {}
+        self.agent_record: AgentRecord = {}
         """Set by the agent: its own entry in state.json, re-applied on every save."""
 
     # -- passes ---------------------------------------------------------------------------
@@ -477,7 +488,7 @@ class Processor:
 
     def save(self) -> None:
         if self.agent_record:
-            self.state.agent.clear()
+            cast("dict[str, object]", self.state.agent).clear()  # a TypedDict has no clear()
             self.state.agent.update(self.agent_record)
             self.state.agent["heartbeat"] = now_iso(self.clock())
         try:
@@ -554,13 +565,15 @@ class Processor:
             {
                 "short": c.short_subject,
                 "sha256": c.sha256,
-                "role": str(decision.role_of(c)),
+                "role": cast("RoleValue", str(decision.role_of(c))),
                 "not_after": iso(c.not_after),
             }
             for c in decision.chain
         ]
         record["dropped"] = _dropped(decision)
-        record["warnings"] = [{"code": str(w.code), "message": w.message} for w in decision.warnings]
+        record["warnings"] = [
+            {"code": cast("WarningValue", str(w.code)), "message": w.message} for w in decision.warnings
+        ]
         record["validating_stores"] = list(decision.validating_stores)
         record["clients"] = clients_record(decision, self.stores, self.runtime.clients, self.policy, now)
         record.setdefault("published_at", now_iso(now))
@@ -609,7 +622,7 @@ class Processor:
         record: LineageRecord,
         reason: str,
         now: dt.datetime,
-        kind: str = "rejected",
+        kind: LineageErrorKind = "rejected",
         *,
         recheck_at: dt.datetime | None = None,
         retry: bool = False,
@@ -647,7 +660,7 @@ def open_lock_file(path: Path) -> int:
     return os.open(path, flags | os.O_EXCL, 0o600)
 
 
-def record_error(record: LineageRecord, kind: str, message: str, now: dt.datetime) -> None:
+def record_error(record: LineageRecord, kind: LineageErrorKind, message: str, now: dt.datetime) -> None:
     """Put lineage ``record`` in error: ``since`` is when its status became an error,
     the error's own ``since`` when this kind of error began."""
     note_error(record, kind, message, now)
@@ -658,7 +671,9 @@ def record_error(record: LineageRecord, kind: str, message: str, now: dt.datetim
 
 def _dropped(decision: Decision) -> list[DroppedCert]:
     return [
-        DroppedCert(short=_name(v.cert), sha256=v.cert.sha256, reason=str(v.reason), detail=v.detail)
+        DroppedCert(
+            short=_name(v.cert), sha256=v.cert.sha256, reason=cast("ReasonValue", str(v.reason)), detail=v.detail
+        )
         for v in decision.dropped
     ]
 

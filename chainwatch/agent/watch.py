@@ -122,7 +122,7 @@ class LineageWatcher:
         except OSError as error:
             if error.errno in (errno.ENOENT, errno.ENOTDIR):
                 self.unwatched.pop(path, None)
-                return False  # gone already; the next rescan settles it
+                return False  # gone already; the next rescan finds it gone
             self.unwatched[path] = Unwatched(path, role, lineage, _why_unwatched(error))
             return False
         self.unwatched.pop(path, None)

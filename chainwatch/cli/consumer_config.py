@@ -25,8 +25,8 @@ __all__ = ["consumer_config"]
 
 def consumer_config(args: argparse.Namespace) -> int:
     config = config_of(args)
-    state = StateFile.read(config.output_dir / "state.json") or {}
-    records = state.get("lineages") or {}
+    state = StateFile.read(config.output_dir / "state.json")
+    records = state["lineages"] if state else {}
     # By default the lineages that have files to point at: never one only
     # refused so far (its live/NAME/ does not exist, and a server told to
     # read it fails to start), nor one removed.

@@ -27,6 +27,7 @@ from chainwatch.policy.report import decision_json, iso
 from chainwatch.policy.settings import Policy
 from chainwatch.policy.trim import decide
 from chainwatch.printable import printable
+from chainwatch.state.records import ConsumerRecord, LineageRecord
 from chainwatch.state.state_file import StateFile
 from chainwatch.state.timestamps import parse_iso
 from chainwatch.x509.certificate import Cert
@@ -40,14 +41,17 @@ LOCK_PATIENCE_S = 5.0
 
 
 class _Busy(Exception):
-    """The lock stayed held longer than LOCK_PATIENCE_S."""
+    """The lock stayed held longer than LOCK_PATIENCE_S.
+
+    A plain Exception, not a failure: it only carries "busy" out of the lock's
+    wait to :func:`_record_looks`, which says so; escaping it would be a bug."""
 
 
 def probe(args: argparse.Namespace) -> int:
     config = config_of(args)
     at = at_of(args)
-    state = StateFile.read(config.output_dir / "state.json") or {}
-    published: dict[str, Any] = state.get("lineages") or {}
+    state = StateFile.read(config.output_dir / "state.json")
+    published: dict[str, LineageRecord] = state["lineages"] if state else {}
     targets = _targets(args, config, published)
     policy = config.trim_policy()
     stores, clients = judged_for(args, config)
@@ -87,7 +91,7 @@ def probe(args: argparse.Namespace) -> int:
         if consumer_name is not None:
             serves = comparison is not None and bool(comparison["matches"])
             seen[consumer_name] = seen.get(consumer_name, True) and serves
-    consumers: dict[str, Any] = state.get("consumers") or {}
+    consumers: dict[str, ConsumerRecord] = state["consumers"] if state else {}
     waiting = [
         name
         for name, serves in seen.items()
@@ -138,7 +142,7 @@ def _as_sent(
 _Target = tuple[Endpoint, str | None, str | None, str | None]
 
 
-def _targets(args: argparse.Namespace, config: Config, published: dict[str, Any]) -> list[_Target]:
+def _targets(args: argparse.Namespace, config: Config, published: dict[str, LineageRecord]) -> list[_Target]:
     targets: list[_Target] = [(parse_endpoint(text), args.name, None, None) for text in args.endpoints]
     if not targets:
         # As the agent probes: each consumer for the lineages it serves (its
@@ -158,7 +162,7 @@ def _targets(args: argparse.Namespace, config: Config, published: dict[str, Any]
     return targets
 
 
-def _record_looks(config: Config, waiting: list[str], consumers: dict[str, Any]) -> list[dict[str, Any]]:
+def _record_looks(config: Config, waiting: list[str], consumers: dict[str, ConsumerRecord]) -> list[dict[str, Any]]:
     """Consumers skipped or in error that were just seen serving what is published: recorded
     so under the agent's lock, by the agent's own rules (:meth:`ConsumerHook.look`), where
     this user may write the state and the lock is free soon enough."""
@@ -205,7 +209,7 @@ def _patience(deadline: float) -> Callable[[bool], None]:
     return waiting
 
 
-def _schedule(record: dict[str, Any]) -> str:
+def _schedule(record: ConsumerRecord) -> str:
     retry = record.get("next_retry")
     moment = parse_iso(retry) if isinstance(retry, str) else None
     return f" (next at {moment:%H:%M:%S} UTC)" if moment is not None else ""
@@ -220,7 +224,7 @@ def _is_ip(host: str) -> bool:
 
 
 def _compare(
-    lineages: dict[str, Any], served: Sequence[str], server_name: str | None, only: str | None = None
+    lineages: dict[str, LineageRecord], served: Sequence[str], server_name: str | None, only: str | None = None
 ) -> dict[str, Any] | None:
     """Does the server send the chain chainwatch published? None when no published lineage is about it.
 

@@ -38,8 +38,8 @@ class _UnusableConfig(ChainwatchError):
     exit_code = EXIT_CONFIG
 
 
-class _AfterBatch:
-    """Reload and probe consumers, then refresh the metrics file."""
+class _ConsumersAndMetrics:
+    """The after-batch step of ``run`` and ``sync``: reload and probe consumers, then refresh the metrics file."""
 
     def __init__(self) -> None:
         self.consumers = ConsumerHook()
@@ -63,12 +63,12 @@ class _AfterBatch:
 
 
 def run(args: argparse.Namespace) -> int:
-    hook = _AfterBatch()
+    after_batch = _ConsumersAndMetrics()
     config: Config | None = None
     try:
         config = config_of(args)
         # Also what the file names: trust stores that do not parse, a key_group with no such group.
-        agent = Agent(config, args.config, Journal(), after_batch=hook, on_heartbeat=hook.write_metrics)
+        agent = Agent(config, args.config, Journal(), after_batch=after_batch, on_heartbeat=after_batch.write_metrics)
     except (OutputError, UnsafePathError):
         blocker = _not_a_directory(config.output_dir) if config is not None else None
         if blocker:
@@ -113,7 +113,8 @@ def _not_a_directory(path: Path) -> str | None:
 def _refuse_unknown(names: list[str], found: list[str], config: Config) -> None:
     """A name no source holds, nor the state knows, is a typo: processing it would record a
     lineage that then reads as removed, and keeps ``status`` at warning for good."""
-    known = set(found) | set((StateFile.read(config.output_dir / "state.json") or {}).get("lineages") or {})
+    state = StateFile.read(config.output_dir / "state.json")
+    known = set(found) | set(state["lineages"] if state else ())
     for name in names:
         if name not in known:
             raise InputError(f"no lineage {name!r} under {describe(config)} (see 'chainwatch status')")
@@ -132,7 +133,7 @@ def sync(args: argparse.Namespace) -> int:
     _refuse_unknown(names, processor.sources.names(), config)
     with processor.exclusive():
         outcomes = processor.process_batch(names or processor.sources.names())
-        _AfterBatch()(processor, outcomes)
+        _ConsumersAndMetrics()(processor, outcomes)
         synced = [o.lineage for o in outcomes]
         troubled = [
             f"{c.name} in error"

@@ -20,12 +20,12 @@ from chainwatch.palette import Palette
 from chainwatch.policy.settings import leaf_horizon
 from chainwatch.printable import printable_data
 from chainwatch.state.live import HEARTBEATS_MISSED, LiveRecord, read_live
-from chainwatch.state.state_file import read_document
+from chainwatch.state.state_file import FORMAT, read_document
 from chainwatch.state.timestamps import parse_iso
 from chainwatch.x509.names import EMPTY_NAME, after_alt_names
 
 if TYPE_CHECKING:  # the records' TypedDicts cost 2 ms to define, and status only reads them
-    from chainwatch.state.records import ConsumerRecord, LeafRecord, LineageRecord, ReloadRecord
+    from chainwatch.state.records import ConsumerRecord, LeafRecord, LineageRecord
 
 __all__ = [
     "CRITICAL", "OK", "UNKNOWN", "WARNING", "agent_running", "render_status", "status_report", "worsen"
@@ -210,18 +210,18 @@ def _consumer_report(name: str, record: ConsumerRecord) -> dict[str, Any]:
     """A consumer as ``status`` shows it: its last reload, what each endpoint serves, its error."""
     state = record.get("state") or "unknown"
     level = {"ok": OK, "skipped": WARNING, "error": CRITICAL}.get(state, UNKNOWN)
-    reload = record.get("last_reload")
+    reload: Mapping[str, object] | str | None = record.get("last_reload")
     if isinstance(reload, str):
-        # The previous release kept the time here and the rest beside it.
+        # The previous release kept the time here and the rest beside it, unchecked:
+        # shown as they are, not as a ReloadRecord, whose via and result are closed sets.
         legacy: dict[str, Any] = dict(record)
-        converted: ReloadRecord = {
+        reload = {
             "at": reload,
             "via": str(legacy.get("via", "")),
             "result": str(legacy.get("result", "")),
             "detail": str(legacy.get("detail", "")),
             "seconds": 0.0,
         }
-        reload = converted
     elif not isinstance(reload, dict):
         reload = None
     error = record.get("error")
@@ -346,7 +346,7 @@ def status_report(
             return {"exit": UNKNOWN, "state": "unknown", "message": message}
         # An agent runs but has saved nothing yet (a first pass that failed,
         # or is still going): what it says under /run is the truth to report.
-        data = {}
+        data = {"format": FORMAT, "agent": {}, "lineages": {}, "consumers": {}}
     except PermissionError:
         message = (
             f"permission denied reading {state_path}: run as root, or as a member of group chainwatch "

@@ -12,10 +12,11 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 from chainwatch.config import ConsumerConfig
 from chainwatch.consumers.reload import ReloadResult, Result
-from chainwatch.state.records import ProbeRecord
+from chainwatch.state.records import ConsumerErrorKind, ProbeRecord, ProbeVerdictValue
 from chainwatch.state.timestamps import now_iso
 
 __all__ = ["UNKNOWN_CHAIN_HINTS", "Check", "ProbeReport", "ProbeVerdict", "affected", "not_taken_message"]
@@ -84,7 +85,7 @@ class ProbeReport:
             endpoint=self.endpoint,
             lineage=self.lineage,
             server_name=self.server_name,
-            verdict=str(self.verdict),
+            verdict=cast("ProbeVerdictValue", str(self.verdict)),
             ok=self.ok,
             message=self.message,
             version=self.version,
@@ -137,7 +138,7 @@ class Check:
         return self.ok and all(r.verdict != ProbeVerdict.UNCHECKED for r in self.reports)
 
     @property
-    def error_kind(self) -> str:
+    def error_kind(self) -> ConsumerErrorKind:
         if self.reload_failed:
             return "reload"
         wrong = [r for r in self.reports if r.verdict in (ProbeVerdict.STALE, ProbeVerdict.UNKNOWN)]

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from chainwatch.errors import ChainwatchError
 from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.x509.pem import blocks, decode_body
 
@@ -31,11 +32,11 @@ _MAX_BYTES = 1 << 20
 _FINGERPRINT = re.compile(r"^SHA1 FingerPrint: ([0-9A-Fa-f]+)\s*$", re.M)
 
 
-class Unreachable(Exception):
+class Unreachable(ChainwatchError):
     """Nothing answers on the socket: HAProxy is not running (or listens elsewhere)."""
 
 
-class Refused(Exception):
+class Refused(ChainwatchError):
     """HAProxy answered, and said no."""
 
 

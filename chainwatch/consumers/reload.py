@@ -27,6 +27,8 @@ from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
 from chainwatch.config import ConsumerConfig
 from chainwatch.consumers import haproxy_api
+from chainwatch.errors import ChainwatchError
+from chainwatch.state.records import ReloadVia
 
 __all__ = [
     "BusUnavailable",
@@ -59,8 +61,7 @@ class Result(StrEnum):
 class ReloadResult:
     result: Result
     detail: str
-    via: str
-    """dbus, systemctl, command or haproxy-api."""
+    via: ReloadVia
     seconds: float = 0.0
 
     @property
@@ -68,7 +69,7 @@ class ReloadResult:
         return self.result != Result.FAILED
 
 
-class BusUnavailable(Exception):
+class BusUnavailable(ChainwatchError):
     """No system bus to talk to: use the fallback."""
 
 
@@ -204,7 +205,7 @@ def reload_haproxy_api(socket_path: Path, timeout: float) -> ReloadResult:
     a certificate is FAILED with its words, as a failed reload is.
     """
     started = time.monotonic()
-    via = "haproxy-api"
+    via: ReloadVia = "haproxy-api"
     try:
         updated = haproxy_api.update_certificates(socket_path, timeout)
     except haproxy_api.Unreachable as error:

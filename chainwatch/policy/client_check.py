@@ -123,11 +123,18 @@ def _self_signed(cert: Cert) -> bool:
     return cert.names_itself and signed_by(cert, cert)
 
 
-def _store_issuer(store: TrustStore, cert: Cert, at: dt.datetime) -> Cert | None:
-    """OpenSSL's ``X509_STORE_CTX_get1_issuer``: a match within its dates, else the one that expires last."""
+def _store_issuer(store: TrustStore, cert: Cert, at: dt.datetime, *, first: bool = False) -> Cert | None:
+    """OpenSSL's ``X509_STORE_CTX_get1_issuer``: a match within its dates, else the one that expires last.
+
+    ``first``: 1.0.2e's, which takes the first match in the store's order
+    whatever its dates (measured: a store holding an expired and a renewed
+    issue of one root, the expired one first, fails it).
+    """
     matches = [anchor for anchor in store.named(cert.issuer_der) if _issues(anchor, cert)]
     if not matches:
         return None
+    if first:
+        return matches[0]
     return next((m for m in matches if m.valid_at(at)), max(matches, key=lambda m: m.not_after))
 
 
@@ -180,7 +187,7 @@ def first_match_chain(
             return tuple(path), 0 if path[0] in store else 1
         trusted_from = len(path)
         while len(path) <= _MAX_DEPTH and not _self_signed(path[-1]):
-            issuer = _store_issuer(store, path[-1], at)
+            issuer = _store_issuer(store, path[-1], at, first=not prefer_valid)
             if issuer is None:
                 break
             path.append(issuer)
@@ -190,7 +197,7 @@ def first_match_chain(
         retried = False
         while untrusted > 1 and not retried:
             untrusted -= 1
-            if _store_issuer(store, path[untrusted - 1], at) is not None:
+            if _store_issuer(store, path[untrusted - 1], at, first=not prefer_valid) is not None:
                 del path[untrusted:]
                 retried = True
         if not retried:

@@ -45,8 +45,8 @@ def order(judge: Judge, kept: set[Cert], through: Mapping[Cert, list[str]]) -> t
     # Clients that take the first matching issuer at each depth (OpenSSL
     # 3.0, GnuTLS) need the twin that validates first: the one more
     # clients validate through goes first, then the file's order, which a
-    # CA that sends a working chain got right; the fingerprint settles
-    # the rest. A certificate the leaf no longer reaches (minimal mode
+    # CA that sends a working chain got right; the fingerprint breaks the
+    # remaining ties. A certificate the leaf no longer reaches (minimal mode
     # trying a set without its issuer) goes last.
     unreached = len(kept)
     return tuple(

@@ -339,11 +339,11 @@ class Files(Source):
         return {self.fullchain.parent: lineage, self.key.parent: lineage}
 
 
-_KINDS: dict[str, type[Source]] = {"dehydrated": Dehydrated, "lego": Lego, "uacme": Uacme, "files": Files}
+_SOURCE_CLASSES: dict[str, type[Source]] = {"dehydrated": Dehydrated, "lego": Lego, "uacme": Uacme, "files": Files}
 
 
 def make_source(config: SourceConfig) -> Source:
-    return _KINDS[config.kind](config)
+    return _SOURCE_CLASSES[config.kind](config)
 
 
 class Sources:

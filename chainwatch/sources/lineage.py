@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chainwatch.errors import InputError
+from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.x509.certificate import Cert
 from chainwatch.x509.pem import MAX_CHAIN_BYTES, parse_certificates
@@ -39,11 +39,11 @@ KINDS = ("cert", "privkey", "chain", "fullchain")
 _NAME = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._*-]{0,250}")
 
 
-class Inconsistent(Exception):
+class Inconsistent(ChainwatchError):
     """The lineage is mid-update (or was left so); try again after the next event."""
 
 
-class Rejected(Exception):
+class Rejected(ChainwatchError):
     """The lineage is whole but unusable; the message says why, in one line."""
 
 
@@ -190,7 +190,10 @@ def read_confined(path: Path | str, check: Callable[[int, os.stat_result], None]
 
 
 class _Unsafe(Exception):
-    """A lineage file or directory that someone besides root could have chosen or changed."""
+    """A lineage file or directory that someone besides root could have chosen or changed.
+
+    A plain Exception: it never leaves this module (it becomes :class:`Rejected`),
+    so one that escapes is a bug and must show its traceback."""
 
 
 def _fd_path(fd: int) -> str:

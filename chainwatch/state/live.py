@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from chainwatch.files.atomic import atomic_write, status_group_id
 from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
-from chainwatch.state.records import ErrorRecord, record_checker
+from chainwatch.state.records import ErrorRecord, LineageStatus, record_checker
 
 __all__ = [
     "HEARTBEATS_MISSED",
@@ -44,7 +44,8 @@ _DEFAULT_DIR = Path("/run/chainwatch")
 class LineageCondition(TypedDict):
     """A lineage's own state as the agent holds it, when ``state.json`` could not take it."""
 
-    status: str
+    status: LineageStatus | Literal[""]
+    """Empty for a lineage not judged yet."""
     message: str
     since: str
     error: ErrorRecord | None

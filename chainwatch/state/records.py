@@ -1,17 +1,26 @@
-"""The records in ``state.json``: one lineage's, one consumer's.
+"""The records in ``state.json`` (the agent's, one lineage's, one consumer's) and in
+a published version's ``decision.json``.
 
-This module is the one place that knows their fields. They stay JSON objects
-on disk (readers ignore keys they do not know), and are typed here so that
-mypy checks every read and write; :func:`document_problem` checks a document
-read from disk against these same declarations, so that code reading a record
-can trust its types. Who changes what:
+This module is the one place that knows their fields, and the closed sets of
+values their strings take (each a ``Literal``; those that mirror an enum of
+the policy or the consumers are checked equal to it by the tests). They stay
+JSON objects on disk (readers ignore keys they do not know), and are typed
+here so that mypy checks every read and write; :func:`document_problem` checks
+a document read from disk against these same declarations, so that code
+reading a record can trust its types, a value outside its closed set
+included. Who changes what:
 
-- ``reconcile`` writes what a lineage serves (``version``, ``leaf``,
-  ``served``...) whenever the ``live/`` link moves, and the lineage's own
-  status: its input and the policy's verdict;
-- ``consumers`` writes ``good`` and ``pending`` (which version consumers
-  accepted, which one waits) and the consumer records;
-- ``status`` and ``metrics`` only read.
+- ``agent.reconcile`` writes what a lineage serves (``version``, ``leaf``,
+  ``served``...) whenever the ``live/`` link moves, the lineage's own status
+  (its input and the policy's verdict) and its errors; of ``pending``, it
+  updates the input digests and clears it when new input supersedes it; it
+  sets ``good`` where an older state.json lacks it; it copies the agent
+  record into the document at each save, with a fresh ``heartbeat``;
+- ``agent.consumer_step`` writes ``good`` and ``pending`` (which version
+  consumers accepted, which one waits), a lineage's ``consumer`` error and
+  status, and the consumer records;
+- ``agent.loop`` writes the agent record;
+- ``cli.status_view``, ``cli.probe`` (itself) and ``agent.metrics`` only read.
 """
 
 from __future__ import annotations
@@ -19,23 +28,41 @@ from __future__ import annotations
 import datetime as dt
 import types
 from collections.abc import Callable, Mapping
-from typing import Literal, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
+from typing import Literal, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 from chainwatch.state.timestamps import now_iso
 
 __all__ = [
+    "AgentMode",
     "AgentRecord",
+    "ClientEntry",
     "ClientFailure",
     "ClientsRecord",
+    "ConsumerErrorKind",
     "ConsumerRecord",
+    "ConsumerState",
+    "DecisionMeta",
     "DroppedCert",
+    "ErrorKind",
     "ErrorRecord",
     "ForecastRecord",
     "LeafRecord",
+    "LineageErrorKind",
     "LineageRecord",
+    "LineageStatus",
+    "ModeValue",
     "PendingRecord",
     "ProbeRecord",
+    "ProbeVerdictValue",
+    "ReasonValue",
     "ReloadRecord",
+    "ReloadResultValue",
+    "ReloadVia",
+    "RoleValue",
+    "ServedCert",
+    "StateDocument",
+    "WarningRecord",
+    "WarningValue",
     "backoff",
     "clear_error",
     "document_problem",
@@ -44,9 +71,53 @@ __all__ = [
 ]
 
 
+# -- closed sets ---------------------------------------------------------------------------------
+# The enums these mirror live in layers that load cryptography or sit above this one
+# (`status` must load neither), so the values are spelled here; the tests hold them equal.
+
+LineageStatus = Literal["ok", "warning", "error"]
+ConsumerState = Literal["ok", "skipped", "error"]
+LineageErrorKind = Literal["rejected", "write", "inconsistent", "internal", "consumer"]
+"""Why a lineage is in error: its input is unusable (rejected), its set could not be
+written (write), its source stayed mid-update (inconsistent), a bug (internal), or a
+consumer refused its new version (consumer)."""
+ConsumerErrorKind = Literal["reload", "unreachable", "stale", "not-taken"]
+"""Why a consumer is in error: ``consumers.checks.Check.error_kind``."""
+ErrorKind = Literal[LineageErrorKind, ConsumerErrorKind]
+RoleValue = Literal["leaf", "intermediate", "cross-sign"]
+"""``policy.decision.Role``'s values."""
+ReasonValue = Literal[
+    "anchor", "duplicate", "unrelated", "expired", "issuer-expired", "issuer-distrusted",
+    "issuer-untrusted", "not-needed", "covered",
+]  # fmt: skip
+"""``policy.decision.Reason``'s values: frozen codes."""
+WarningValue = Literal[
+    "incomplete",
+    "leaf-expired",
+    "leaf-not-yet-valid",
+    "expiring-soon",
+    "reordered",
+    "conflicting-twins",
+    "clients-at-risk",
+]
+"""``policy.decision.WarningCode``'s values."""
+ModeValue = Literal["safe", "minimal"]
+"""``policy.settings.Mode``'s values."""
+ReloadVia = Literal["dbus", "systemctl", "command", "haproxy-api"]
+ReloadResultValue = Literal["reloaded", "skipped", "failed"]
+"""``consumers.reload.Result``'s values."""
+ProbeVerdictValue = Literal["serves", "other-lineage", "stale", "not-taken", "unknown", "unreachable", "unchecked"]
+"""``consumers.checks.ProbeVerdict``'s values."""
+AgentMode = Literal["run"]
+"""Only ``chainwatch run`` writes the agent record; ``sync`` leaves it as it is."""
+
+
+# -- state.json ----------------------------------------------------------------------------------
+
+
 class ErrorRecord(TypedDict):
-    kind: str
-    """rejected, write, inconsistent, internal (a lineage's); reload, unreachable, stale (a consumer's)."""
+    kind: ErrorKind
+    """A lineage's take :data:`LineageErrorKind`, a consumer's :data:`ConsumerErrorKind`."""
     message: str
     since: str
     """When this kind of error began (it stays while the same kind repeats)."""
@@ -67,19 +138,19 @@ class LeafRecord(TypedDict, total=False):
 class ServedCert(TypedDict):
     short: str
     sha256: str
-    role: str
+    role: RoleValue
     not_after: str
 
 
 class DroppedCert(TypedDict):
     short: str
     sha256: str
-    reason: str
+    reason: ReasonValue
     detail: str
 
 
 class WarningRecord(TypedDict):
-    code: str
+    code: WarningValue
     message: str
 
 
@@ -126,8 +197,8 @@ class PendingRecord(TypedDict):
 
 
 class LineageRecord(TypedDict, total=False):
-    status: Literal["ok", "warning", "error"]
-    """ok, warning or error: the lineage's own state (its consumers have theirs)."""
+    status: LineageStatus
+    """The lineage's own state (its consumers have theirs)."""
     message: str
     since: str
     version: int | None
@@ -159,10 +230,8 @@ class LineageRecord(TypedDict, total=False):
 
 class ReloadRecord(TypedDict):
     at: str
-    via: str
-    """dbus, systemctl or command."""
-    result: str
-    """reloaded, skipped or failed."""
+    via: ReloadVia
+    result: ReloadResultValue
     detail: str
     seconds: float
 
@@ -171,8 +240,7 @@ class ProbeRecord(TypedDict):
     endpoint: str
     lineage: str
     server_name: str
-    verdict: str
-    """serves, other-lineage, stale, not-taken, unknown, unreachable or unchecked (``consumers.Verdict``)."""
+    verdict: ProbeVerdictValue
     ok: bool
     message: str
     version: int | None
@@ -181,7 +249,7 @@ class ProbeRecord(TypedDict):
 
 
 class ConsumerRecord(TypedDict, total=False):
-    state: Literal["ok", "skipped", "error"]
+    state: ConsumerState
     lineages: list[str]
     """The lineages it was last reloaded for."""
     last_reload: ReloadRecord | str
@@ -202,17 +270,86 @@ class AgentRecord(TypedDict, total=False):
 
     pid: int
     started: str
-    mode: str
+    mode: AgentMode
     version: str
+    """chainwatch's own version."""
     config: str
+    """The configuration file it runs with, or "built-in defaults"."""
     heartbeat: str
+    """Written by ``reconcile`` at each save."""
     stopped: str
     config_error: str
+    """Why the last reload of the configuration was refused."""
     watch_error: str
     """What inotify could not watch and why; absent once everything is watched."""
 
 
-def note_error(record: LineageRecord | ConsumerRecord, kind: str, message: str, now: dt.datetime) -> ErrorRecord:
+class StateDocument(TypedDict):
+    """``state.json`` as a whole."""
+
+    format: int
+    """Checked by ``state_file`` before the sections: a format it does not know is no document."""
+    agent: AgentRecord
+    lineages: dict[str, LineageRecord]
+    consumers: dict[str, ConsumerRecord]
+
+
+# -- decision.json ---------------------------------------------------------------------------------
+
+
+class ChainEntry(TypedDict):
+    """A served certificate, as ``chainwatch trim --json`` shows it."""
+
+    subject: str
+    issuer: str
+    sha256: str
+    not_before: str
+    not_after: str
+    role: RoleValue
+
+
+class DroppedEntry(TypedDict):
+    """A dropped certificate, as ``chainwatch trim --json`` shows it."""
+
+    subject: str
+    issuer: str
+    sha256: str
+    reason: ReasonValue
+    detail: str
+
+
+class ClientEntry(TypedDict):
+    """One client's verdict in ``--json`` and decision.json (``policy.decision.ClientResult``)."""
+
+    name: str
+    as_given: bool
+    served: bool
+    detail: str
+
+
+class DecisionMeta(TypedDict):
+    """A published version's ``decision.json``: what was decided, for status, probes and rollback.
+
+    Made by ``reconcile`` (the decision as ``--json`` shows it, and where it came
+    from), written by ``publish`` beside the version's files."""
+
+    lineage: str
+    published_at: str
+    source_fullchain_sha256: str
+    mode: ModeValue
+    stores: list[str]
+    chain: list[ChainEntry]
+    dropped: list[DroppedEntry]
+    warnings: list[WarningRecord]
+    clients: NotRequired[list[ClientEntry]]
+    """Absent from versions published before clients were judged."""
+    dropped_as_recorded: list[DroppedCert]
+    """The record's ``dropped``, kept for a rollback to restore."""
+    version: NotRequired[int]
+    """Added by ``publish`` as it writes the file."""
+
+
+def note_error(record: LineageRecord | ConsumerRecord, kind: ErrorKind, message: str, now: dt.datetime) -> ErrorRecord:
     """Set ``record``'s error; an error of the same kind keeps its ``since`` and counts attempts."""
     previous = record.get("error")
     same = previous is not None and previous["kind"] == kind
@@ -370,9 +507,7 @@ def _compile_record(record: object) -> _Check:
 
 
 _SECTIONS: dict[str, _Check] = {
-    "agent": _compile(AgentRecord),
-    "lineages": _compile(dict[str, LineageRecord]),
-    "consumers": _compile(dict[str, ConsumerRecord]),
+    section: _compile(hint) for section, hint in get_type_hints(StateDocument).items() if section != "format"
 }
 
 

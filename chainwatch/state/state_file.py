@@ -10,13 +10,13 @@ import datetime as dt
 import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from chainwatch.files.atomic import atomic_write, status_group_id
 from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
-from chainwatch.state.records import ConsumerRecord, LineageRecord, document_problem
+from chainwatch.state.records import AgentRecord, ConsumerRecord, LineageRecord, StateDocument, document_problem
 
 __all__ = ["FORMAT", "MAX_STATE_BYTES", "StateFile", "encode", "read_document"]
 
@@ -25,7 +25,7 @@ FORMAT = 1
 MAX_STATE_BYTES = 256 << 20
 
 
-def encode(data: dict[str, Any]) -> Iterator[bytes]:
+def encode(data: Mapping[str, Any]) -> Iterator[bytes]:
     """``data`` as compact JSON with sorted keys, one lineage at a time.
 
     The same bytes as one ``json.dumps(data, sort_keys=True,
@@ -65,7 +65,7 @@ def _batched(chunks: Iterator[bytes], size: int = 1 << 16) -> Iterator[bytes]:
         yield b"".join(buffer)
 
 
-def read_document(path: Path) -> dict[str, Any]:
+def read_document(path: Path) -> StateDocument:
     """The document at ``path``; ValueError when it is not one this version can use."""
     try:
         data = json.loads(read_regular(path, MAX_STATE_BYTES, follow_links=False))
@@ -86,7 +86,7 @@ def read_document(path: Path) -> dict[str, Any]:
     data.setdefault("agent", {})
     data.setdefault("lineages", {})
     data.setdefault("consumers", {})
-    return data
+    return cast("StateDocument", data)  # as checked field by field above
 
 
 class StateFile:
@@ -96,11 +96,11 @@ class StateFile:
         self.path = path
         self.gid = status_group_id()
         """Group chainwatch, where the package made it: monitoring reads state.json without root."""
-        self.data: dict[str, Any] = {"format": FORMAT, "agent": {}, "lineages": {}, "consumers": {}}
+        self.data: StateDocument = {"format": FORMAT, "agent": {}, "lineages": {}, "consumers": {}}
         self._seen: tuple[int, int, int] | None = None
 
     @staticmethod
-    def read(path: Path) -> dict[str, Any] | None:
+    def read(path: Path) -> StateDocument | None:
         """The saved document, or None when there is none (or it is unusable)."""
         try:
             return read_document(path)
@@ -143,20 +143,17 @@ class StateFile:
         return (info.st_ino, info.st_mtime_ns, info.st_size)
 
     @property
-    def agent(self) -> dict[str, Any]:
-        agent: dict[str, Any] = self.data["agent"]
-        return agent
+    def agent(self) -> AgentRecord:
+        return self.data["agent"]
 
     def lineage(self, name: str) -> LineageRecord:
-        lineages: dict[str, LineageRecord] = self.data["lineages"]
-        return lineages.setdefault(name, cast("LineageRecord", {}))
+        return self.data["lineages"].setdefault(name, {})
 
     def has_lineage(self, name: str) -> bool:
         return name in self.data["lineages"]
 
     def consumer(self, name: str) -> ConsumerRecord:
-        consumers: dict[str, ConsumerRecord] = self.data.setdefault("consumers", {})
-        return consumers.setdefault(name, cast("ConsumerRecord", {}))
+        return self.data.setdefault("consumers", {}).setdefault(name, {})
 
     def names(self) -> list[str]:
         return sorted(self.data["lineages"])

@@ -129,7 +129,10 @@ def _load(text: bytes, source: str) -> bytes:
 
 
 class _Damaged(Exception):
-    """A well-formed key whose numbers contradict each other."""
+    """A well-formed key whose numbers contradict each other.
+
+    A plain Exception: it never leaves this module (it becomes an :class:`InputError`
+    naming the file), so one that escapes is a bug and must show its traceback."""
 
 
 def _public_key_without_loading(label: str, encoded: bytes) -> bytes | None:
