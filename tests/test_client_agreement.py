@@ -20,8 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from chainwatch.x509.certificate import Cert
 from tests import limbo
 from tests.client_agreement import (
     EXPLAINED,
@@ -38,6 +41,7 @@ from tests.client_agreement import (
     worse_and_better,
 )
 from tests.client_corpus import Case, by_name, corpus, mesh
+from tests.pki import CA, T0, YEAR, key_pem, new_key
 from tests.real_clients.verify import CLIENTS, RealClient, client, handshakes
 
 
@@ -193,6 +197,34 @@ def test_verifiers_judge_limbo_cases_at_limbos_time_without_asking_a_host_name(n
 
     assert got[LIMBO_VALID][0], got
     assert not got[LIMBO_EXPIRED_INTERMEDIATE][0], got
+
+
+@pytest.mark.parametrize("name", ["openssl-3", "pyca", "go", "java", "gnutls"])
+def test_verifiers_accept_a_leaf_for_another_host_and_client_use_only_as_the_models_judge_neither(name: str) -> None:
+    root = CA.root("Any Purpose Root")
+    key = new_key()
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "elsewhere.example")]))
+        .issuer_name(root.name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(T0 - YEAR)
+        .not_valid_after(T0 + YEAR)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("elsewhere.example")]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()),
+            critical=False,
+        )
+        .sign(root.key, hashes.SHA256())
+    )
+    case = Case("any-purpose", "test", (Cert(leaf),), key_pem(key), (Cert(root.cert),), T0)
+
+    (verdict,) = available(name).judge([case])
+
+    assert verdict[0], verdict
 
 
 @pytest.mark.parametrize("name", ["pyca", "go", "java"])
