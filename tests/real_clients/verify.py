@@ -195,7 +195,8 @@ def _gnutls_missing() -> str | None:
 
 # pyca ------------------------------------------------------------------------------
 
-PYCA_HAS_VERIFIER = tuple(int(part) for part in cryptography.__version__.split(".")[:2]) >= (42, 0)
+# 45 is the first with extension policies, which let the leaf carry any extended key usage.
+PYCA_HAS_VERIFIER = tuple(int(part) for part in cryptography.__version__.split(".")[:2]) >= (45, 0)
 
 
 def pyca(cases: Sequence[Case]) -> list[Verdict]:
@@ -229,7 +230,7 @@ def pyca(cases: Sequence[Case]) -> list[Verdict]:
 def _pyca_missing() -> str | None:
     if PYCA_HAS_VERIFIER:
         return None
-    return f"cryptography {cryptography.__version__} has no x509.verification (42+: the PyPI leg)"
+    return f"cryptography {cryptography.__version__} has no x509.verification extension policies (45+: the PyPI leg)"
 
 
 # Go --------------------------------------------------------------------------------
