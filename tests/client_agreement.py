@@ -29,6 +29,9 @@ from chainwatch.x509.trust import TrustStore
 from tests.client_corpus import MESHES, Case, corpus
 from tests.real_clients.verify import CLIENTS, RealClient, Verdict
 
+Judged = Verdict | None
+"""A real client's verdict on a case, or None where it cannot judge it (a TLS client and a case with no key)."""
+
 PATH_BUILDINGS = ("first-match", "trusted-first", "backtracking")
 
 _GNUTLS_FIRST_TWIN_EXPIRED = (
@@ -42,6 +45,13 @@ _GNUTLS_PAST_A_TRUSTED_ROOT = (
     "(the DST-shaped chain passes, and so does gen-y-ecdsa/to-x2/yr+ye, which ends at Root YE by X2)"
 )
 
+_ANCHOR_WITHOUT_BASIC_CONSTRAINTS = (
+    "the store's root has no basicConstraints, only keyUsage keyCertSign: OpenSSL 3 counts such a version 3 "
+    "certificate as a CA (X509_check_ca without X509_STRICT), Java's PKIX takes a trust anchor's name and key and "
+    "checks none of its extensions, and GnuTLS 3.7.9 accepts it too; the models, like Go and pyca, take only a "
+    "certificate with cA set as an issuer (a model gap; no root of Debian 12's store is such a certificate)"
+)
+
 EXPLAINED: dict[tuple[str, str], str] = {
     # (real client, case-name pattern): why it differs from its model, as measured.
     ("gnutls", "twins/expired-first/*/2026-06-01*"): _GNUTLS_FIRST_TWIN_EXPIRED,
@@ -49,6 +59,9 @@ EXPLAINED: dict[tuple[str, str], str] = {
     ("gnutls", "gen-y-ecdsa/reversed/yr+ye/*"): _GNUTLS_PAST_A_TRUSTED_ROOT,
     # CA 0 by Root 1 (trusted), then the served Root 1 by Root 0, expired, whose issuer the store lacks.
     ("gnutls", "mesh/seed-21/*"): _GNUTLS_PAST_A_TRUSTED_ROOT,
+    ("openssl-3", "limbo/rfc5280::root-missing-basic-constraints"): _ANCHOR_WITHOUT_BASIC_CONSTRAINTS,
+    ("java", "limbo/rfc5280::root-missing-basic-constraints"): _ANCHOR_WITHOUT_BASIC_CONSTRAINTS,
+    ("gnutls", "limbo/rfc5280::root-missing-basic-constraints"): _ANCHOR_WITHOUT_BASIC_CONSTRAINTS,
 }
 """Known differences between a real client and its model; every other disagreement is a bug."""
 
@@ -93,7 +106,7 @@ class Run:
     """One real client's verdicts on the corpus, or why it could not run."""
 
     client: RealClient
-    verdicts: tuple[Verdict, ...] | None
+    verdicts: tuple[Judged, ...] | None
     seconds: float
     skipped: str | None
 
@@ -106,10 +119,32 @@ def run_clients(cases: Sequence[Case], clients: Sequence[RealClient] = CLIENTS) 
             runs.append(Run(client, None, 0.0, reason))
             continue
         start = time.monotonic()
-        verdicts = tuple(client.judge(cases))
-        assert len(verdicts) == len(cases), f"{client.name} answered {len(verdicts)} of {len(cases)} cases"
+        judged = [case for case in cases if judgeable(client, case)]
+        answers = client.judge(judged) if judged else []
+        assert len(answers) == len(judged), f"{client.name} answered {len(answers)} of {len(judged)} cases"
+        by_case = dict(zip(judged, answers, strict=True))
+        verdicts = tuple(by_case.get(case) for case in cases)
         runs.append(Run(client, verdicts, time.monotonic() - start, None))
     return runs
+
+
+def judgeable(client: RealClient, case: Case) -> bool:
+    """Whether ``client`` can judge ``case``: a TLS client needs a server holding the leaf's key."""
+    return case.key is not None or not client.needs_key
+
+
+def accepted(verdicts: Sequence[Judged]) -> int:
+    return sum(1 for verdict in verdicts if verdict is not None and verdict[0])
+
+
+def unjudged(cases: Sequence[Case]) -> str:
+    """The note saying which cases the TLS clients do not judge, for the tables."""
+    keyless = [case for case in cases if case.key is None]
+    tls = [client.name for client in CLIENTS if client.needs_key]
+    if not keyless:
+        return ""
+    shapes = ", ".join(sorted({case.shape for case in keyless}))
+    return f"{shapes}: {len(keyless)} cases, not judged by the TLS clients ({', '.join(tls)}): no key."
 
 
 @dataclass(frozen=True)
@@ -119,6 +154,7 @@ class Row:
     client: str
     path_building: str
     cases: int
+    """The cases the real client judged (a TLS client judges none without a key)."""
     agreements: int
     explained: tuple[tuple[str, str], ...]
     """Disagreements with a known reason: (case, reason)."""
@@ -131,14 +167,18 @@ def compare(cases: Sequence[Case], run: Run, modelled: Sequence[Verdict], path_b
     agreements = 0
     explained: list[tuple[str, str]] = []
     unexplained: list[tuple[str, str, str]] = []
+    judged = 0
     for case, real, model in zip(cases, run.verdicts, modelled, strict=True):
+        if real is None:
+            continue
+        judged += 1
         if real[0] == model[0]:
             agreements += 1
         elif why := explanation(run.client.name, case.name):
             explained.append((case.name, why))
         else:
             unexplained.append((case.name, real[1], model[1]))
-    return Row(run.client.name, path_building, len(cases), agreements, tuple(explained), tuple(unexplained))
+    return Row(run.client.name, path_building, judged, agreements, tuple(explained), tuple(unexplained))
 
 
 def model_verdicts(cases: Sequence[Case], judge: Callable[[Case, str], Verdict]) -> dict[str, list[Verdict]]:
@@ -172,8 +212,8 @@ def worse_and_better(cases: Sequence[Case], before: Run, after: Run) -> tuple[li
     """Cases the real client accepted as the file and rejects as chainwatch serves it, and the reverse."""
     assert before.verdicts is not None and after.verdicts is not None
     judged = list(zip(cases, before.verdicts, after.verdicts, strict=True))
-    worse = [case.name for case, file, served in judged if file[0] and not served[0]]
-    better = [case.name for case, file, served in judged if served[0] and not file[0]]
+    worse = [case.name for case, file, served in judged if file and served and file[0] and not served[0]]
+    better = [case.name for case, file, served in judged if file and served and served[0] and not file[0]]
     return worse, better
 
 
@@ -188,8 +228,8 @@ def served_table(cases: Sequence[Case], runs: Sequence[Run], served_runs: Sequen
         worse, better = worse_and_better(cases, before, after)
         names = ", ".join(f"`{name}`" for name in worse) or "0"
         lines.append(
-            f"| {before.client.name} | {sum(ok for ok, _ in before.verdicts)} "
-            f"| {sum(ok for ok, _ in after.verdicts)} | {names} | {len(better)} |"
+            f"| {before.client.name} | {accepted(before.verdicts)} "
+            f"| {accepted(after.verdicts)} | {names} | {len(better)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -202,6 +242,7 @@ def markdown(cases: Sequence[Case], runs: Sequence[Run], modelled: dict[str, lis
     """
     lines = [
         f"Corpus: {len(cases)} cases ({', '.join(sorted({c.shape for c in cases}))}).",
+        *filter(None, [unjudged(cases)]),
         "",
         "| real client | stands for | cases | accepts | time (s) | agrees with its model | disagreements |",
         "|---|---|---|---|---|---|---|",
@@ -218,15 +259,15 @@ def markdown(cases: Sequence[Case], runs: Sequence[Run], modelled: dict[str, lis
             for case, real, model in row.unexplained
         ]
         lines.append(
-            f"| {run.client.name} | {run.client.path_building} | {len(cases)} | {sum(ok for ok, _ in run.verdicts)} "
+            f"| {run.client.name} | {run.client.path_building} | {row.cases} | {accepted(run.verdicts)} "
             f"| {run.seconds:.1f} | {row.agreements}/{row.cases} "
             f"| {len(row.explained)} explained, {len(row.unexplained)} not |"
         )
     lines += ["", "| real client | " + " | ".join(PATH_BUILDINGS) + " |", "|---" * 4 + "|"]
     for run in runs:
         if run.verdicts is not None:
-            counts = [compare(cases, run, modelled[b], b).agreements for b in PATH_BUILDINGS]
-            lines.append(f"| {run.client.name} | " + " | ".join(f"{n}/{len(cases)}" for n in counts) + " |")
+            rows = [compare(cases, run, modelled[b], b) for b in PATH_BUILDINGS]
+            lines.append(f"| {run.client.name} | " + " | ".join(f"{r.agreements}/{r.cases}" for r in rows) + " |")
     if notes:
         lines += ["", "Disagreements:", *notes]
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from chainwatch.x509.certificate import Cert
+from tests import limbo
 from tests.pki import CA, T0, YEAR, key_pem, new_key
 
 DNS_NAME = "mail.example.test"
@@ -42,8 +43,8 @@ class Case:
     """Which family of cases (``dst``, ``twins``, ``mesh`` ...)."""
     chain: tuple[Cert, ...]
     """As served: the server's own certificate first, then the rest in the order sent."""
-    key: bytes
-    """The first certificate's private key (PEM), for a real TLS server."""
+    key: bytes | None
+    """The first certificate's private key (PEM), for a real TLS server; None where the source gives none (limbo)."""
     store: tuple[Cert, ...]
     """The client's trust anchors."""
     at: dt.datetime
@@ -279,6 +280,26 @@ def reissued_root() -> Iterator[Case]:
     )
 
 
+def limbo_cases() -> Iterator[Case]:
+    """x509-limbo's path-building cases (:mod:`tests.limbo`), with no key: TLS clients cannot judge them.
+
+    Served as limbo lists them: the peer certificate, then the untrusted
+    intermediates in limbo's order; the store is its trusted certificates; the
+    time is its validation time, or :data:`tests.limbo.DEFAULT_TIME` where it
+    gives none. Limbo's expected host name and key usages are not asked.
+    """
+    for case in limbo.load():
+        at = dt.datetime.fromisoformat(case["validation_time"]) if case["validation_time"] else limbo.DEFAULT_TIME
+        yield Case(
+            f"limbo/{case['id']}",
+            "limbo",
+            tuple(Cert.from_der(limbo.der(text)) for text in (case["peer"], *case["untrusted"])),
+            None,
+            tuple(Cert.from_der(limbo.der(text)) for text in case["trusted"]),
+            at.astimezone(dt.UTC),
+        )
+
+
 MESH_TIMES = (T0, T0 + 2 * YEAR)
 """Generated meshes are judged at two times: before and after the short-lived certificates expire."""
 
@@ -353,6 +374,7 @@ def corpus(meshes: int = MESHES) -> tuple[Case, ...]:
         *served_mistakes(),
         *cycle(),
         *reissued_root(),
+        *limbo_cases(),
         *(case for seed in range(meshes) for case in mesh(seed)),
     ]
     assert len({case.name for case in cases}) == len(cases), "case names must be unique"

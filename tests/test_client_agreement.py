@@ -12,27 +12,36 @@ PyPI leg): elsewhere their tests are skipped with the reason.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from chainwatch.x509.certificate import Cert
+from tests import limbo
 from tests.client_agreement import (
     EXPLAINED,
     PATH_BUILDINGS,
     Run,
+    accepted,
     compare,
     explanation,
     markdown,
     model_judge,
     run_clients,
     run_served,
+    unjudged,
     worse_and_better,
 )
 from tests.client_corpus import Case, by_name, corpus, mesh
+from tests.pki import CA, T0, YEAR, key_pem, new_key
 from tests.real_clients.verify import CLIENTS, RealClient, client, handshakes
 
 
@@ -169,11 +178,53 @@ def test_openssl_3_verify_with_the_rest_untrusted_concludes_what_its_tls_client_
 
     differing = [
         case.name
-        for case, (by_verify, _), (by_tls, _) in zip(corpus(), verify.verdicts, tls.verdicts, strict=True)
-        if by_verify != by_tls
+        for case, by_verify, by_tls in zip(corpus(), verify.verdicts, tls.verdicts, strict=True)
+        if by_tls is not None and by_verify is not None and by_verify[0] != by_tls[0]
     ]
 
     assert differing == []
+    assert sum(by_tls is not None for by_tls in tls.verdicts) > 200
+
+
+LIMBO_VALID = "limbo/webpki::cryptographydotio-chain"
+"""cryptography.io's served chain at limbo's time: its leaf names neither the corpus's host nor asks for an EKU."""
+LIMBO_EXPIRED_INTERMEDIATE = "limbo/rfc5280::validity::expired-intermediate"
+
+
+@pytest.mark.parametrize("name", ["openssl-3", "pyca", "go", "java", "gnutls"])
+def test_verifiers_judge_limbo_cases_at_limbos_time_without_asking_a_host_name(name: str) -> None:
+    got = verdicts(name, LIMBO_VALID, LIMBO_EXPIRED_INTERMEDIATE)
+
+    assert got[LIMBO_VALID][0], got
+    assert not got[LIMBO_EXPIRED_INTERMEDIATE][0], got
+
+
+@pytest.mark.parametrize("name", ["openssl-3", "pyca", "go", "java", "gnutls"])
+def test_verifiers_accept_a_leaf_for_another_host_and_client_use_only_as_the_models_judge_neither(name: str) -> None:
+    root = CA.root("Any Purpose Root")
+    key = new_key()
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "elsewhere.example")]))
+        .issuer_name(root.name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(T0 - YEAR)
+        .not_valid_after(T0 + YEAR)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("elsewhere.example")]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()),
+            critical=False,
+        )
+        .sign(root.key, hashes.SHA256())
+    )
+    case = Case("any-purpose", "test", (Cert(leaf),), key_pem(key), (Cert(root.cert),), T0)
+
+    (verdict,) = available(name).judge([case])
+
+    assert verdict[0], verdict
 
 
 @pytest.mark.parametrize("name", ["pyca", "go", "java"])
@@ -217,8 +268,11 @@ def test_gnutls_anchors_a_served_copy_of_a_trusted_root_only_when_it_is_served_l
 # The corpus -----------------------------------------------------------------------------------
 
 
-def test_every_case_serves_a_key_that_matches_its_first_certificate() -> None:
+def test_every_case_but_limbos_serves_a_key_that_matches_its_first_certificate() -> None:
     for case in corpus():
+        if case.key is None:
+            assert case.shape == "limbo", case.name
+            continue
         key = serialization.load_pem_private_key(case.key, password=None)
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         assert key.public_key().public_bytes(*spki) == case.chain[0].public_key_der, case.name
@@ -247,9 +301,40 @@ def test_the_corpus_holds_each_incident_shape_at_several_times() -> None:
         "plain",
         "cycle",
         "reissued-root",
+        "limbo",
         "mesh",
     }
     assert all(len(at) >= 2 for at in times.values()), times
+
+
+def test_limbo_cases_are_served_and_judged_as_limbo_gives_them() -> None:
+    kept = {f"limbo/{case['id']}": case for case in limbo.load()}
+    cases = {case.name: case for case in corpus() if case.shape == "limbo"}
+
+    assert set(cases) == set(kept)
+    for name, case in cases.items():
+        given = kept[name]
+        assert [cert.der for cert in case.chain] == [limbo.der(c) for c in (given["peer"], *given["untrusted"])]
+        assert [cert.der for cert in case.store] == [limbo.der(c) for c in given["trusted"]]
+        assert case.key is None
+        if given["validation_time"]:
+            assert case.at == dt.datetime.fromisoformat(given["validation_time"]), name
+        else:
+            assert case.at == limbo.DEFAULT_TIME, name
+            # Inside every certificate's validity, but for the one limbo made expired (it ended in 1988).
+            expired = [cert.not_after.year for cert in (*case.chain, *case.store) if not cert.valid_at(case.at)]
+            assert expired == ([1988] if name == "limbo/pathological::multiple-chains-expired-intermediate" else [])
+
+
+def test_limbo_keeps_the_path_building_cases_and_leaves_out_what_the_models_do_not_judge() -> None:
+    assert limbo.left_out("pathological::intermediate-cycle-distinct-cas") is None
+    assert limbo.left_out("rfc5280::validity::expired-root") is None
+    assert limbo.left_out("online::google.com") is None
+    assert limbo.left_out("pathological::intermediate-cycle-distinct-cas-max-depth") == "path length or chain depth"
+    assert limbo.left_out("rfc5280::nc::permitted-dns-match") == "name constraints"
+    assert limbo.left_out("webpki::eku::ee-without-eku") == "extended key usage"
+    assert limbo.left_out("bettertls::nameconstraints::1") == "bettertls (name constraints)"
+    assert all(limbo.left_out(case["id"]) is None for case in limbo.load())
 
 
 # The agreement harness ---------------------------------------------------------------------------
@@ -257,6 +342,28 @@ def test_the_corpus_holds_each_incident_shape_at_several_times() -> None:
 
 def _fake_run(name: str, verdicts: list[tuple[bool, str]]) -> Run:
     return Run(RealClient(name, "backtracking", lambda cases: [], lambda: None), tuple(verdicts), 0.0, None)
+
+
+def test_a_tls_client_is_not_asked_a_case_without_a_key_and_the_table_says_so() -> None:
+    keyed = by_name()[DST_AFTER]
+    keyless = by_name()[LIMBO_VALID]
+    asked: list[Case] = []
+
+    def judge(cases: Sequence[Case]) -> list[tuple[bool, str]]:
+        asked.extend(cases)
+        return [(True, "ok") for _ in cases]
+
+    tls = RealClient("openssl-1.0.2e", "first-match", judge, lambda: None, needs_key=True)
+    (run,) = run_clients([keyed, keyless], [tls])
+    modelled = {building: [(True, "m"), (True, "m")] for building in PATH_BUILDINGS}
+    table = markdown([keyed, keyless], [run], modelled)
+    tls_names = ", ".join(c.name for c in CLIENTS if c.needs_key)
+
+    assert asked == [keyed]
+    assert run.verdicts == ((True, "ok"), None)
+    assert compare([keyed, keyless], run, modelled["first-match"], "first-match").cases == 1
+    assert f"limbo: 1 cases, not judged by the TLS clients ({tls_names}): no key." in table
+    assert "| openssl-1.0.2e | first-match | 1 | 1 |" in table
 
 
 def test_a_disagreement_is_explained_only_by_a_note_for_that_client_and_case() -> None:
@@ -346,6 +453,7 @@ def test_the_readme_table_gives_the_figures_the_harness_finds(runs: dict[str, Ru
     section = readme[readme.index("### Client models against real clients") :]
     table = section[section.index("| real client |") :].split("\n\n")[0].splitlines()[2:]
     cases = corpus()
+    assert unjudged(cases) in section
     assert len(table) == len(CLIENTS)
     for real, line in zip(CLIENTS, table, strict=True):
         run = runs[real.name]
@@ -356,8 +464,8 @@ def test_the_readme_table_gives_the_figures_the_harness_finds(runs: dict[str, Ru
         disagreements = len(row.explained) + len(row.unexplained)
         assert cells[1:6] == [
             real.path_building,
-            str(len(cases)),
-            str(sum(ok for ok, _ in run.verdicts)),
+            str(row.cases),
+            str(accepted(run.verdicts)),
             str(row.agreements),
             f"{disagreements}, explained" if disagreements else "0",
         ], real.name
@@ -377,8 +485,8 @@ def test_the_readme_table_of_what_chainwatch_serves_gives_the_figures_the_real_c
         worse, _ = worse_and_better(corpus(), before, after)
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[1:] == [
-            str(sum(ok for ok, _ in before.verdicts)),
-            str(sum(ok for ok, _ in after.verdicts)),
+            str(accepted(before.verdicts)),
+            str(accepted(after.verdicts)),
             str(len(worse)),
         ], real.name
 
@@ -390,6 +498,8 @@ def test_the_script_prints_the_markdown_tables_for_the_clients_asked() -> None:
     )  # fmt: skip
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Corpus: 210 cases (")
-    assert "\n| go | backtracking | 210 | " in result.stdout
+    assert result.stdout.startswith("Corpus: 237 cases (")
+    tls = "openssl-1.0.2e, openssl-1.1.1w, openssl-3-tls"
+    assert f"\nlimbo: 27 cases, not judged by the TLS clients ({tls}): no key.\n" in result.stdout
+    assert "\n| go | backtracking | 237 | " in result.stdout
     assert "| real client | accepts the file | accepts what chainwatch serves | worse | better |" in result.stdout

@@ -49,7 +49,7 @@ import cryptography
 from cryptography.hazmat.primitives import serialization
 
 from chainwatch.x509.certificate import Cert
-from tests.client_corpus import DNS_NAME, Case
+from tests.client_corpus import Case
 
 Verdict = tuple[bool, str]
 """Whether the client accepts the chain, and what it said."""
@@ -84,6 +84,8 @@ class RealClient:
     judge: Callable[[Sequence[Case]], list[Verdict]]
     missing: Callable[[], str | None]
     """Why it cannot run here, or None."""
+    needs_key: bool = False
+    """A TLS client: a real server must hold the leaf's key, so a case without one is not judged."""
 
 
 def _pem(certs: Sequence[Cert]) -> str:
@@ -193,7 +195,8 @@ def _gnutls_missing() -> str | None:
 
 # pyca ------------------------------------------------------------------------------
 
-PYCA_HAS_VERIFIER = tuple(int(part) for part in cryptography.__version__.split(".")[:2]) >= (42, 0)
+# 45 is the first with extension policies, which let the leaf carry any extended key usage.
+PYCA_HAS_VERIFIER = tuple(int(part) for part in cryptography.__version__.split(".")[:2]) >= (45, 0)
 
 
 def pyca(cases: Sequence[Case]) -> list[Verdict]:
@@ -202,25 +205,32 @@ def pyca(cases: Sequence[Case]) -> list[Verdict]:
 
     verdicts: list[Verdict] = []
     for case in cases:
-        builder = (
+        # The client verifier asks for no host name; the leaf's extended key
+        # usage may be anything (the models judge neither, as the other
+        # verifiers here are not asked to).
+        leaf_policy = verification.ExtensionPolicy.webpki_defaults_ee().may_be_present(
+            x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, None
+        )
+        verifier = (
             verification.PolicyBuilder()
             .store(verification.Store([cert.x509 for cert in case.store]))
             .time(case.at.astimezone(dt.UTC).replace(tzinfo=None))
+            .extension_policies(ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy)
+            .build_client_verifier()
         )
-        verifier = builder.build_server_verifier(x509.DNSName(DNS_NAME))
         try:
             path = verifier.verify(case.chain[0].x509, [cert.x509 for cert in case.chain[1:]])
         except verification.VerificationError as error:
             verdicts.append((False, str(error)))
         else:
-            verdicts.append((True, "ok: " + " <- ".join(cert.subject.rfc4514_string() for cert in path)))
+            verdicts.append((True, "ok: " + " <- ".join(cert.subject.rfc4514_string() for cert in path.chain)))
     return verdicts
 
 
 def _pyca_missing() -> str | None:
     if PYCA_HAS_VERIFIER:
         return None
-    return f"cryptography {cryptography.__version__} has no x509.verification (42+: the PyPI leg)"
+    return f"cryptography {cryptography.__version__} has no x509.verification extension policies (45+: the PyPI leg)"
 
 
 # Go --------------------------------------------------------------------------------
@@ -350,6 +360,8 @@ def serving(cases: Sequence[Case], folder: Path) -> Iterator[tuple[int, list[str
     names = []
     for index, case in enumerate(cases):
         name = f"case{index}.corpus.test"
+        if case.key is None:
+            raise ValueError(f"{case.name}: no key, so no server can send its chain (RealClient.needs_key)")
         (folder / f"{name}.pem").write_text(_pem(case.chain))
         (folder / f"{name}.key").write_bytes(case.key)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -448,10 +460,10 @@ def _nassl_missing() -> str | None:
 
 
 CLIENTS = (
-    RealClient("openssl-1.0.2e", "first-match", openssl_102, _nassl_missing),
-    RealClient("openssl-1.1.1w", "trusted-first", openssl_111, _nassl_missing),
+    RealClient("openssl-1.0.2e", "first-match", openssl_102, _nassl_missing, needs_key=True),
+    RealClient("openssl-1.1.1w", "trusted-first", openssl_111, _nassl_missing, needs_key=True),
     RealClient("openssl-3", "trusted-first", openssl3, _openssl3_missing),
-    RealClient("openssl-3-tls", "trusted-first", openssl3_tls, _faketime_missing),
+    RealClient("openssl-3-tls", "trusted-first", openssl3_tls, _faketime_missing, needs_key=True),
     RealClient("pyca", "backtracking", pyca, _pyca_missing),
     RealClient("go", "backtracking", go, _go_missing),
     RealClient("java", "backtracking", java, _java_missing),
