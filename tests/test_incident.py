@@ -114,4 +114,8 @@ def test_openssl_102_fails_on_certbots_chain_and_validates_what_the_agent_publis
     (lineage,) = json.loads(status.stdout)["lineages"]
     assert lineage["state"] == "ok"
     assert lineage["clients_not_validating"] == []
+    # The cross-sign went for the client it broke, though old-android had a valid path through it.
+    (cross,) = lineage["dropped"]
+    assert cross["reason"] == "issuer-expired"
+    assert "it breaks old-openssl (first-match: the served path reaches Old Root, expired " in cross["detail"]
     assert "fails" not in text
