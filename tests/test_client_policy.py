@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chainwatch.clients.catalogue import shipped, store_of
+from chainwatch.config import DEFAULT_CLIENTS
 from chainwatch.policy.client_check import Client
 from chainwatch.policy.decision import ClientResult, Reason, Role, Verdict, WarningCode
 from chainwatch.policy.every_client import ClientChecks, serve_every_client
@@ -120,6 +121,77 @@ def test_android_ignoring_anchor_expiry_validates_through_the_expired_root_alone
     assert decision.validating_stores == ("android-7.1",)
     assert results(decision.clients) == {"android-7.1": (True, True)}
     assert not decision.has(WarningCode.EXPIRING_SOON)
+
+
+def test_a_cross_sign_no_client_needs_that_breaks_a_first_match_client_is_dropped_naming_it(dst: Dst) -> None:
+    # Android 7.1.1's shape: it ignores anchor expiry, so the way through the
+    # expired root is valid for it too, but it holds the new root as well.
+    android = Client("android-7.1.1", store("android-7.1.1", dst.dst, dst.x1), ANDROID)
+
+    decision = decide(dst.chain, [], AFTER_DST, clients=[dst.openssl_102, android])
+
+    assert decision.chain == (dst.leaf, dst.r3.c)
+    assert decision.verdicts[2].reason == Reason.ISSUER_EXPIRED
+    assert decision.verdicts[2].detail == (
+        "its issuer DST Root CA X3 expired on 2030-01-01; served, it breaks openssl-1.0.2 "
+        "(first-match: the served path reaches DST Root CA X3, expired 2030-01-01), "
+        "and every client that validates with it validates without it"
+    )
+    assert results(decision.clients) == {"openssl-1.0.2": (False, True), "android-7.1.1": (True, True)}
+    assert decision.validating_stores == ("openssl-1.0.2", "android-7.1.1")
+    assert not decision.has(WarningCode.CLIENTS_AT_RISK)
+    assert not decision.has(WarningCode.INCOMPLETE)
+
+
+def test_a_cross_sign_on_a_valid_path_is_kept_while_its_issuer_is_valid(dst: Dst) -> None:
+    android = Client("android-7.1.1", store("android-7.1.1", dst.dst, dst.x1), ANDROID)
+
+    decision = decide(dst.chain, [], T0 - DAY, clients=[dst.openssl_102, android])
+
+    assert decision.chain == tuple(dst.chain)
+    assert decision.verdicts[2].detail == "needed by openssl-1.0.2, android-7.1.1"
+    assert results(decision.clients) == {"openssl-1.0.2": (True, True), "android-7.1.1": (True, True)}
+
+
+def test_a_store_judged_as_ignoring_anchor_expiry_does_not_keep_a_cross_sign_it_validates_without(
+    dst: Dst,
+) -> None:
+    # The configured store stands for its programs, judged by the rules of
+    # steps 3-5: they take the new root's own path as well.
+    both = store("android-roots", dst.dst, dst.x1)
+
+    decision = decide(dst.chain, [both], AFTER_DST, Policy(client=ANDROID), clients=[dst.openssl_102])
+
+    assert decision.chain == (dst.leaf, dst.r3.c)
+    assert decision.verdicts[2].reason == Reason.ISSUER_EXPIRED
+    assert "it breaks openssl-1.0.2 " in decision.verdicts[2].detail
+    assert decision.validating_stores == ("android-roots", "openssl-1.0.2")
+    assert not decision.has(WarningCode.CLIENTS_AT_RISK)
+
+
+def test_a_cross_sign_leading_through_a_valid_intermediate_to_an_expired_root_is_dropped_as_breaking_a_client() -> None:
+    # Nothing about the cross-sign's own issuer is wrong: the expired root is a step further.
+    old = CA.root("Old Root", not_after=T0)
+    old_ca = old.intermediate("Old CA", not_after=T0 + 5 * YEAR)
+    new = CA.root("New Root")
+    cross = cert_of(old_ca.cross_sign(new))
+    issuing = new.intermediate("Issuing CA")
+    leaf = cert_of(issuing.leaf()[0])
+    both = store("both", old, new)
+    first_match = Client("old-openssl", both, FIRST_MATCH)
+    android = Client("android", both, ANDROID)
+
+    decision = decide([leaf, issuing.c, cross, old_ca.c], [], AFTER_DST, clients=[first_match, android])
+
+    assert decision.chain == (leaf, issuing.c)
+    assert decision.verdicts[2].reason == Reason.BREAKS_CLIENT
+    assert decision.verdicts[2].detail == (
+        "served, it breaks old-openssl (first-match: the served path reaches Old Root, expired 2030-01-01), "
+        "and every client that validates with it validates without it"
+    )
+    assert decision.verdicts[3].reason == Reason.UNRELATED
+    assert results(decision.clients) == {"old-openssl": (False, True), "android": (True, True)}
+    assert not decision.has(WarningCode.CLIENTS_AT_RISK)
 
 
 def test_a_store_and_a_client_may_not_share_a_name(dst: Dst) -> None:
@@ -340,6 +412,58 @@ def test_shipped_profiles_keep_the_dst_cross_sign_for_android_7_and_name_openssl
         "openssl-1.0.2-debian-9"
     ]
     assert not decision.has(WarningCode.EXPIRING_SOON)
+
+
+def default_clients() -> list[Client]:
+    profiles = shipped()
+    return [Client(name, store_of(profiles[name]), profiles[name].model) for name in DEFAULT_CLIENTS]
+
+
+def test_default_clients_drop_the_dst_cross_sign_of_2022_and_every_one_validates_the_served_chain() -> None:
+    # Android 7.1.1 validates through ISRG Root X1 without it; OpenSSL 1.0.2 fails with it.
+    name = "le-r3-dstcross-demo-cosmian-app-2022.pem"
+    certs = parse_certificates((VECTORS / name).read_bytes(), name)
+
+    decision = decide(certs, [], dt.datetime(2022, 12, 1, tzinfo=dt.UTC), clients=default_clients())
+
+    assert decision.chain == tuple(certs[:2])
+    assert decision.verdicts[2].reason == Reason.ISSUER_EXPIRED
+    assert decision.verdicts[2].detail.startswith(
+        "its issuer DST Root CA X3 expired on 2021-09-30; served, it breaks openssl-1.0.2-debian-9 "
+    )
+    assert [r.name for r in decision.clients if not r.served] == []
+    assert decision.validating_stores == DEFAULT_CLIENTS
+    assert not decision.has(WarningCode.CLIENTS_AT_RISK)
+    assert not decision.has(WarningCode.INCOMPLETE)
+
+
+def test_default_clients_keep_the_dst_cross_sign_while_dst_root_ca_x3_is_valid() -> None:
+    name = "le-r3-dstcross-demo-cosmian-app-2022.pem"
+    certs = parse_certificates((VECTORS / name).read_bytes(), name)
+
+    decision = decide(certs, [], dt.datetime(2021, 9, 1, tzinfo=dt.UTC), clients=default_clients())
+
+    assert decision.chain == tuple(certs)
+    assert decision.verdicts[2].detail == (
+        "needed by android-7.1.1, apple-ios12, java-8u141, mozilla-2021-10, openssl-1.0.2-debian-9"
+    )
+    assert not decision.has(WarningCode.CLIENTS_AT_RISK)
+
+
+def test_default_clients_with_android_7_0_keep_the_dst_cross_sign_and_name_openssl_1_0_2_at_risk() -> None:
+    name = "le-r3-dstcross-demo-cosmian-app-2022.pem"
+    certs = parse_certificates((VECTORS / name).read_bytes(), name)
+    profiles = shipped()
+    android_7_0 = Client("android-7.0", store_of(profiles["android-7.0"]), profiles["android-7.0"].model)
+
+    decision = decide(certs, [], dt.datetime(2022, 12, 1, tzinfo=dt.UTC), clients=[*default_clients(), android_7_0])
+
+    assert decision.chain == tuple(certs)
+    assert decision.verdicts[2].detail == "needed by android-7.1.1, android-7.0"
+    assert [r.name for r in decision.clients if not r.served] == ["openssl-1.0.2-debian-9"]
+    assert at_risk([w.message for w in decision.warnings if w.code == WarningCode.CLIENTS_AT_RISK]) == [
+        "openssl-1.0.2-debian-9"
+    ]
 
 
 # -- forecast ------------------------------------------------------------------------

@@ -4,8 +4,10 @@ certbot's chain carries a cross-sign to a root that expired yesterday
 (``LivePKI``, shaped as DST Root CA X3 was on 2021-09-30) while the client's
 store still holds that root beside the new one. OpenSSL 1.0.2 follows the
 served chain into the expired root and fails; chainwatch drops the
-cross-sign, and the same client, connecting to Dovecot serving what the
-agent published, verifies. ``status`` names no client at risk.
+cross-sign, although a configured client that ignores anchor expiry
+(Android 7.1.1's shape, of the default client set) has a valid path through
+it: it validates without it. The same OpenSSL client, connecting to Dovecot
+serving what the agent published, verifies. ``status`` names no client at risk.
 
 The client is PyPI's ``nassl`` 5.4.0 (OpenSSL 1.0.2e; AGPL, a test tool
 installed in the PyPI leg only, never a dependency of the package): the
@@ -58,9 +60,18 @@ def openssl_102_verdict(port: int, store: Path) -> tuple[int, str]:
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Iterator[Workspace]:
-    # The admin's first-match client, trusting what the client's store holds: the
-    # expired old root and the new one (as Debian 9's store held DST Root CA X3 and ISRG Root X1).
-    client = f'[[client]]\nname = "old-openssl"\nstore = "{tmp_path / "store.pem"}"\npath_building = "first-match"\n'
+    # The shipped profiles know none of the test PKI's roots, so the default
+    # set's two shapes that made 2021's incident are configured as [[client]]
+    # tables, both trusting the expired old root and the new one: a
+    # first-match client (as Debian 9's OpenSSL 1.0.2 held DST Root CA X3 and
+    # ISRG Root X1), and one that ignores anchor expiry (Android 7.1.1), for
+    # which the path through the cross-sign is valid too, though not needed.
+    store = tmp_path / "store.pem"
+    client = (
+        f'[[client]]\nname = "old-openssl"\nstore = "{store}"\npath_building = "first-match"\n'
+        f'[[client]]\nname = "old-android"\nstore = "{store}"\npath_building = "backtracking"\n'
+        "anchor_expiry = false\n"
+    )
     workspace = Workspace(tmp_path, LivePKI(), extra=client)
     workspace.certbot.write(NAME, workspace.pki.issue())
     yield workspace
@@ -103,4 +114,8 @@ def test_openssl_102_fails_on_certbots_chain_and_validates_what_the_agent_publis
     (lineage,) = json.loads(status.stdout)["lineages"]
     assert lineage["state"] == "ok"
     assert lineage["clients_not_validating"] == []
+    # The cross-sign went for the client it broke, though old-android had a valid path through it.
+    (cross,) = lineage["dropped"]
+    assert cross["reason"] == "issuer-expired"
+    assert "it breaks old-openssl (first-match: the served path reaches Old Root, expired " in cross["detail"]
     assert "fails" not in text

@@ -83,6 +83,8 @@ reasons a certificate is dropped:
   issuer-untrusted   cross-sign whose issuer no configured store knows
   not-needed         --mode minimal: every store validates without it
   covered            a served twin leads to every CA it leads to
+  breaks-client      makes a configured client fail; every client that
+                     validates with it validates without it
 
 exit status: 0 chain produced, 1 produced but incomplete or leaf not valid,
 2 bad input or usage.

@@ -51,6 +51,11 @@ class Reason(StrEnum):
     COVERED = "covered"
     """Results when a served twin (same subject and key) leads to every CA this
     one leads to, its issuer's own renewal among them: no client needs both."""
+    BREAKS_CLIENT = "breaks-client"
+    """Results when serving it makes a configured client fail (a first-match
+    client led past it to an expired root) that validates without it, and
+    every client that validates with it validates without it. When its every
+    issuer is expired or distrusted, that reason is given instead."""
 
 
 class WarningCode(StrEnum):

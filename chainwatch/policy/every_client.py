@@ -6,6 +6,10 @@ chain that steps 1-5 chose is judged by each client as it builds paths
 given. A client that validates the file but not the chain is never left
 worse off: another order of the kept twins, a dropped certificate put back,
 or at last the file's own certificates in its order are served instead.
+A certificate that still makes a client fail (a cross-sign leading a
+first-match client to an expired root) is dropped when every client that
+validates with it validates without it: kept on a valid path in step 4, it
+is needed by no one.
 It also names the clients at risk (those some other choice would serve)
 and gives every client its result. Fetching missing intermediates (``aia``)
 never counts here: it is shown in the results, never relied on.
@@ -20,9 +24,10 @@ from collections.abc import Iterator, Sequence
 from chainwatch.policy.client_check import Client, ClientCheck, validates
 from chainwatch.policy.decision import ClientResult, Reason, Role, Verdict
 from chainwatch.policy.judge import Judge
+from chainwatch.policy.order import taken_paths
 from chainwatch.x509.certificate import Cert
 
-__all__ = ["ClientChecks", "as_given", "at_risk", "client_results", "serve_every_client"]
+__all__ = ["ClientChecks", "as_given", "at_risk", "client_results", "drop_breaking", "serve_every_client"]
 
 # Orders of kept twins tried before anything is put back: a chain has a
 # twin or two at a depth, and a file built to make us try every order of
@@ -88,6 +93,79 @@ def serve_every_client(check: ClientChecks, chain: tuple[Cert, ...], verdicts: d
             _put_back(judge, candidate, chain, verdicts, failing)
             return candidate
     return chain  # unreachable: the file as given serves every client it serves
+
+
+def drop_breaking(check: ClientChecks, chain: tuple[Cert, ...], verdicts: dict[int, Verdict]) -> tuple[Cert, ...]:
+    """``chain`` without the certificates that make a client fail and that no client needs.
+
+    One is dropped when some client that fails on the chain validates
+    without it while every client that validates with it still does: each
+    by its own model, and a configured store's client also by the rules
+    steps 3-5 judge it by (its programs that look in their store first
+    among them). Cross-signs are tried first, nearest the leaf first, so
+    that a dead branch goes at once; what the leaf then no longer reaches
+    goes with it. Updates ``verdicts``.
+    """
+    judge = check.judge
+    while True:
+        failing = [client for client in judge.clients if not check(client, chain).ok]
+        if not failing:
+            return chain
+        depth = judge.found.depths(set(chain))
+        candidates = sorted(
+            chain[1:],
+            key=lambda cert: (not judge.is_cross_sign(cert), depth.get(cert, 0), cert.not_after, cert.sha256),
+        )
+        for cert in candidates:
+            trial = tuple(other for other in chain if other != cert)
+            broken = [client for client in failing if check(client, trial).ok]
+            if broken and not _loses_a_client(check, chain, trial):
+                _drop_breaking(check, cert, chain, broken, verdicts)
+                reached = judge.found.depths(set(trial))
+                chain = tuple(other for other in trial if other in reached)
+                _drop_unreached(judge, trial, chain, verdicts)
+                break
+        else:
+            return chain
+
+
+def _loses_a_client(check: ClientChecks, chain: tuple[Cert, ...], trial: tuple[Cert, ...]) -> bool:
+    judge = check.judge
+    current, without = set(chain), set(trial)
+    for client in judge.clients:
+        if check(client, chain).ok and not check(client, trial).ok:
+            return True
+        if judge.broad(client):
+            if taken_paths(judge, client, current) and not taken_paths(judge, client, without):
+                return True
+            if judge.taken_trusted_first(client, current) and not judge.taken_trusted_first(client, without):
+                return True
+    return False
+
+
+def _drop_breaking(
+    check: ClientChecks, cert: Cert, chain: tuple[Cert, ...], broken: list[Client], verdicts: dict[int, Verdict]
+) -> None:
+    judge = check.judge
+    position = judge.found.first_position[cert]
+    names = ", ".join(client.name for client in broken)
+    why = check(broken[0], chain).detail
+    harm = f"served, it breaks {names} ({why}), and every client that validates with it validates without it"
+    reason, issuer = judge.issuer_problem(cert)
+    if reason in (Reason.ISSUER_EXPIRED, Reason.ISSUER_DISTRUSTED):
+        verdicts[position] = Verdict(cert, position, None, reason, f"{issuer}; {harm}")
+    else:
+        verdicts[position] = Verdict(cert, position, None, Reason.BREAKS_CLIENT, harm)
+
+
+def _drop_unreached(
+    judge: Judge, trial: tuple[Cert, ...], chain: tuple[Cert, ...], verdicts: dict[int, Verdict]
+) -> None:
+    for cert in trial:
+        if cert not in chain:
+            position = judge.found.first_position[cert]
+            detail = "reachable from the leaf only through dropped certificates"
+            verdicts[position] = Verdict(cert, position, None, Reason.UNRELATED, detail)
 
 
 def _put_back_candidates(

@@ -31,8 +31,11 @@ How it works, in the spirit of Go's ``crypto/x509`` verifier:
 6. Every client then judges the served chain and the file as given by its
    own model (:func:`~chainwatch.policy.client_check.validates`); where one
    validates the file but not the chain, another order of the twins, a
-   certificate put back or at last the file's own certificates are served,
-   and clients that some other choice would serve are named at risk.
+   certificate put back or at last the file's own certificates are served;
+   a certificate that still makes a client fail is dropped when every client
+   that validates with it validates without it (a cross-sign kept in step 4
+   for an anchor-expiry-ignoring client that also holds the new root); and
+   clients that some other choice would serve are named at risk.
 
 Each configured store is a client (``Policy.client`` says how its programs
 build paths, and the served chain is also kept good for those of its
@@ -69,7 +72,13 @@ from chainwatch.policy.decision import (
     Verdict,
     WarningCode,
 )
-from chainwatch.policy.every_client import ClientChecks, at_risk, client_results, serve_every_client
+from chainwatch.policy.every_client import (
+    ClientChecks,
+    at_risk,
+    client_results,
+    drop_breaking,
+    serve_every_client,
+)
 from chainwatch.policy.judge import Judge
 from chainwatch.policy.keep import keep
 from chainwatch.policy.order import order, stores_through, taken_paths
@@ -132,6 +141,7 @@ def decide(
     through = stores_through(judge, kept_set)
     check = ClientChecks(judge)
     chain = serve_every_client(check, order(judge, kept_set, through), verdicts)
+    chain = drop_breaking(check, chain, verdicts)
     if set(chain) != kept_set:
         kept_set = set(chain)
         through = stores_through(judge, kept_set)

@@ -88,7 +88,7 @@ RoleValue = Literal["leaf", "intermediate", "cross-sign"]
 """``policy.decision.Role``'s values."""
 ReasonValue = Literal[
     "anchor", "duplicate", "unrelated", "expired", "issuer-expired", "issuer-distrusted",
-    "issuer-untrusted", "not-needed", "covered",
+    "issuer-untrusted", "not-needed", "covered", "breaks-client",
 ]  # fmt: skip
 """``policy.decision.Reason``'s values: frozen codes."""
 WarningValue = Literal[
