@@ -37,9 +37,11 @@ print(CertbotTree(Path("/etc/letsencrypt")).write(sys.argv[2], content, pause=0.
 """
 
 
+# The tests' own CA: no shipped client profile knows it, so the store alone is judged.
 CONFIG = """\
 [policy]
 trust_stores = ["/srv/x/store.pem"]
+clients = []
 [[consumer]]
 name = "dovecot"
 unit = "dovecot.service"
@@ -550,9 +552,9 @@ def test_3g_a_deploy_hook_pass_is_in_the_journal_under_journalctl_u_chainwatch_a
 
 
 def test_3h_an_agent_that_cannot_start_on_a_toml_syntax_error_says_at_err_where_the_error_is(host: Host) -> None:
-    broken = CONFIG + '[[consumer]]\nname = "x"\nprobe = [\n'  # the file ends inside the list, line 9
+    broken = CONFIG + '[[consumer]]\nname = "x"\nprobe = [\n'  # the file ends inside the list, line 10
     host.box.run("sh", "-c", "cat > /etc/chainwatch/chainwatch.toml", input=broken)
-    said = "chainwatch: /etc/chainwatch/chainwatch.toml:9:10: not valid TOML: Invalid value (the file ends there)"
+    said = "chainwatch: /etc/chainwatch/chainwatch.toml:10:10: not valid TOML: Invalid value (the file ends there)"
     try:
         # The tests before restarted the agent often: clear systemd's start rate limit first.
         host.box.run("systemctl", "reset-failed", "chainwatch", check=False)

@@ -51,7 +51,8 @@ def configure(ws: Workspace, consumers: str = "consumer = []\n", key_group: str 
     ws.config.write_text(
         f'{consumers}[watch]\nlive_dir = "{ws.certbot.live}"\nsettle_ms = 100\n'
         f'[output]\ndir = "{ws.out}"\nkey_group = "{key_group}"\n'
-        f'[policy]\ntrust_stores = ["{ws.store}"]\n'
+        # No shipped client profile knows the test PKI: the store alone is judged, as Workspace does.
+        f'[policy]\ntrust_stores = ["{ws.store}"]\nclients = []\n'
     )
 
 
@@ -190,6 +191,7 @@ def test_the_metrics_file_holds_every_series_the_readme_lists_with_its_value(ws:
         f"chainwatch_dropped_certificates{lineage}": 1,  # the cross-sign to the expired root
         f"chainwatch_lineage_ok{lineage}": 1,
         f"chainwatch_stores_not_validating{lineage}": 0,
+        f"chainwatch_clients_not_validating{lineage}": 0,
         f"chainwatch_pending_version{lineage}": 0,
         f"chainwatch_reload_failures_total{who}": 0,
         f"chainwatch_consumer_ok{who}": 1,
