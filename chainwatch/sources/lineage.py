@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chainwatch.errors import InputError
+from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
+from chainwatch.sources.digest import INPUT_KINDS
 from chainwatch.x509.certificate import Cert
 from chainwatch.x509.pem import MAX_CHAIN_BYTES, parse_certificates
 from chainwatch.x509.private_key import read_key
@@ -35,15 +36,15 @@ __all__ = [
     "valid_name",
 ]
 
-KINDS = ("cert", "privkey", "chain", "fullchain")
+KINDS = INPUT_KINDS
 _NAME = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._*-]{0,250}")
 
 
-class Inconsistent(Exception):
+class Inconsistent(ChainwatchError):
     """The lineage is mid-update (or was left so); try again after the next event."""
 
 
-class Rejected(Exception):
+class Rejected(ChainwatchError):
     """The lineage is whole but unusable; the message says why, in one line."""
 
 
