@@ -304,6 +304,13 @@ def test_a_write_failure_keeps_the_served_set_and_is_retried_with_backoff() -> N
     assert error is not None and error["kind"] == "write" and error["attempts"] == 2
 
 
+def test_an_output_directory_not_ours_alone_is_a_write_error_without_a_timer() -> None:
+    reason = "/out/versions/mail: is not a directory (a symlink is not accepted)"
+    step = lifecycle.output_unsafe(serving(), reason, served(), NOW)
+    assert step.transition == Transition.OUTPUT_UNSAFE
+    assert step.plan == Refuse("write", f"not published: {reason}; serving version 1", None)
+
+
 def test_a_set_openssl_refuses_is_not_published() -> None:
     step = lifecycle.unloadable(serving(), "live/mail: OpenSSL refuses", served(), NOW)
     assert step.transition == Transition.UNLOADABLE

@@ -27,6 +27,7 @@ FEWER_STORES                the new chain validates for fewer stores than served
 SAME_AS_PENDING             new input, same published content as the pending one  Wait until its retry
 PUBLISH                     the decision may replace what is served               Publish (supersedes a pending)
 WRITE_FAILED                the output directory could not be written             Refuse (write), retry w/ backoff
+OUTPUT_UNSAFE               a directory of the output tree is not ours alone      Refuse (write), until repaired
 UNLOADABLE                  OpenSSL refuses the set                               Refuse (rejected)
 PUBLISHED                   a new version is served                               Served (version N)
 CONTENT_UNCHANGED           the new decision's files equal the served set         Served (same version)
@@ -123,6 +124,7 @@ class Transition(StrEnum):
     SAME_AS_PENDING = "same-as-pending"
     PUBLISH = "publish"
     WRITE_FAILED = "write-failed"
+    OUTPUT_UNSAFE = "output-unsafe"
     UNLOADABLE = "unloadable"
     PUBLISHED = "published"
     CONTENT_UNCHANGED = "content-unchanged"
@@ -526,6 +528,12 @@ def _fewer_stores(
 def write_failed(record: LineageRecord, reason: str, served: Served, now: dt.datetime) -> Step[Refuse]:
     """A full disk or a read-only remount passes: look again later, with backoff."""
     return refuse(record, "write", reason, served, now, transition=Transition.WRITE_FAILED, retry=True)
+
+
+def output_unsafe(record: LineageRecord, reason: str, served: Served, now: dt.datetime) -> Step[Refuse]:
+    """A directory under the output tree is a link or not ours alone: written nowhere, said, not retried
+    on a timer (the next event or pass looks again)."""
+    return refuse(record, "write", reason, served, now, transition=Transition.OUTPUT_UNSAFE)
 
 
 def unloadable(record: LineageRecord, reason: str, served: Served, now: dt.datetime) -> Step[Refuse]:

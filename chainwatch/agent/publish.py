@@ -29,7 +29,15 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chainwatch.files.atomic import create_in, fsync_dir, open_dir, private_dir, status_group_id, syncfs
+from chainwatch.files.atomic import (
+    UnsafePathError,
+    create_in,
+    fsync_dir,
+    open_dir,
+    private_dir,
+    status_group_id,
+    syncfs,
+)
 from chainwatch.files.bounded_read import read_regular
 from chainwatch.policy.decision import Decision
 from chainwatch.x509.tls_load import Unloadable, refusal
@@ -49,8 +57,9 @@ CERT_FILES = ("fullchain.pem", "chain.pem", "cert.pem")
 KEY_FILES = ("privkey.pem", "key+fullchain.pem")
 PUBLISHED_FILES = (*CERT_FILES, *KEY_FILES)
 
-WriteFailure = OSError | Unloadable
-"""Why one lineage's set was not published: the filesystem's error, or OpenSSL's refusal."""
+WriteFailure = OSError | Unloadable | UnsafePathError
+"""Why one lineage's set was not published: the filesystem's error, OpenSSL's refusal,
+or a directory of the output tree that is not ours alone."""
 _META = "decision.json"
 _KEEP_VERSIONS = 3
 # Published files are a chain and a key: far below this.
@@ -266,7 +275,7 @@ class Publisher:
                     results[lineage] = None
                     continue
                 staged.append(self._stage(lineage, files, meta))
-            except (OSError, Unloadable) as error:
+            except (OSError, Unloadable, UnsafePathError) as error:
                 results[lineage] = error
         if not staged:
             return results

@@ -47,6 +47,7 @@ from chainwatch.agent.publish import Publisher, WriteFailure, set_for
 from chainwatch.agent.runtime_objects import build_runtime
 from chainwatch.config import Config
 from chainwatch.errors import ChainwatchError, InputError, OutputError, reason_of
+from chainwatch.files.atomic import UnsafePathError
 from chainwatch.policy.decision import Decision
 from chainwatch.policy.report import decision_json, iso
 from chainwatch.policy.trim import decide
@@ -340,6 +341,8 @@ class Processor:
         if isinstance(written, OSError):
             reason = f"cannot write {self.config.output_dir}: {written.strerror}"
             return self._apply(name, lifecycle.write_failed(record, reason, item.served, now))
+        if isinstance(written, UnsafePathError):
+            return self._apply(name, lifecycle.output_unsafe(record, str(written), item.served, now))
         if isinstance(written, Exception):
             reason = f"{self.sources.where(name)}: {written}"
             return self._apply(name, lifecycle.unloadable(record, reason, item.served, now))
