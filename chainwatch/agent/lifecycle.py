@@ -328,6 +328,8 @@ def serving_status(record: LineageRecord, decision: Decision, now: dt.datetime) 
 
 
 def _without(record: LineageRecord, *keys: Literal["inconsistent_since", "removed"]) -> LineageRecord:
+    if not any(key in record for key in keys):
+        return record  # unchanged: no copy (a restart looks at every lineage)
     after = record.copy()
     for key in keys:
         after.pop(key, None)
