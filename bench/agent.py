@@ -309,7 +309,7 @@ def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
     result["profile_first"] = profile_sync(base, PROFILED_FIRST, first=True)
     result["cat"] = baseline_cat(tree, base)
     # A restart only means something if it verifies: every lineage must have
-    # the digests of its served files recorded, or `_damage` is never reached.
+    # the digests of its served files recorded, or `lifecycle.damage` is never reached.
     files = recorded(base)
     assert sorted(files) == names and all(files.values()), "state.json lacks the digests of some served sets"
     result["restart"], result["restart_rss"], result["restart_load"] = restarts(base, repeat)
@@ -336,12 +336,12 @@ def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
 # realpath are counted over all their callers. A suffix of the file's path
 # (posixpath is "<frozen posixpath>" in 3.11).
 PROFILED = {
-    "verify served set (_damage)": ("chainwatch/agent/reconcile.py", "_damage"),
+    "read served set once (observe_served)": ("chainwatch/agent/observe.py", "observe_served"),
     "read lineage (read_files)": ("chainwatch/sources/lineage.py", "read_files"),
     "  archive confinement, with its dir checks": ("chainwatch/sources/lineage.py", "check_confined"),
     "  directory checks (_check_directories)": ("chainwatch/sources/lineage.py", "_check_directories"),
     "  canonical paths (_realpath)": ("chainwatch/sources/lineage.py", "_realpath"),
-    "is it unchanged (_still_valid)": ("chainwatch/agent/reconcile.py", "_still_valid"),
+    "is it unchanged or damaged (lifecycle.look)": ("chainwatch/agent/lifecycle.py", "look"),
     "list lineages (Sources.names)": ("chainwatch/sources/acme.py", "names"),
     "load state.json (StateFile.load)": ("chainwatch/state/state_file.py", "load"),
     "save state.json (StateFile.save)": ("chainwatch/state/state_file.py", "save"),

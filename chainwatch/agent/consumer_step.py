@@ -27,8 +27,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar, cast
 
+from chainwatch.agent import lifecycle
 from chainwatch.agent.journal import Event, Journal
-from chainwatch.agent.reconcile import Outcome, Processor, record_error
+from chainwatch.agent.lifecycle import SwitchIn
+from chainwatch.agent.reconcile import Outcome, Processor
 from chainwatch.config import ConsumerConfig
 from chainwatch.consumers.checks import (
     UNKNOWN_CHAIN_HINTS,
@@ -41,15 +43,7 @@ from chainwatch.consumers.checks import (
 from chainwatch.consumers.probe import Endpoint, ProbeError, fetch_chain
 from chainwatch.consumers.reload import ReloadResult, Result, reload_consumer
 from chainwatch.errors import ChainwatchError, reason_of
-from chainwatch.state.records import (
-    ConsumerRecord,
-    LineageRecord,
-    PendingRecord,
-    ReloadRecord,
-    ReloadResultValue,
-    clear_error,
-    note_error,
-)
+from chainwatch.state.records import ConsumerRecord, ReloadRecord, ReloadResultValue, clear_error, note_error
 from chainwatch.state.timestamps import now_iso, parse_iso
 from chainwatch.x509.certificate import Cert
 from chainwatch.x509.pem import parse_certificates
@@ -66,7 +60,6 @@ _PROBE_INTERVAL_S = 0.25
 PROBE_WORKERS = 16
 # The watchdog is fed at least this often while a reload or probes run.
 _KEEPALIVE_S = 1.0
-_BACKOFF_S = (30, 60, 120, 300, 900, 3600)
 # A look at a consumer with nothing new to load: one handshake or two, not a round's patience.
 _GLANCE_S = 2 * _SHORTEST_HANDSHAKE_S
 
@@ -79,20 +72,39 @@ def _nothing() -> None:
     pass
 
 
+PublishedChains = dict[str, list[tuple[int, list[Cert]]]]
+"""lineage -> its kept versions' chains, newest first: read once a step, whatever the probes."""
+
+
+def published_chains(processor: Processor, lineage: str, known: PublishedChains) -> list[tuple[int, list[Cert]]]:
+    """The chains of ``lineage``'s kept versions (the unreadable left out), read once into ``known``."""
+    chains = known.get(lineage)
+    if chains is None:
+        publisher = processor.publisher
+        chains = []
+        for version in reversed(publisher.versions_of(lineage)):
+            files = publisher.files_of(lineage, version)
+            if files is None:
+                continue
+            try:
+                chains.append((version, parse_certificates(files["fullchain.pem"], "published")))
+            except ChainwatchError:
+                continue
+        known[lineage] = chains
+    return chains
+
+
 def classify_served(
-    processor: Processor, lineage: str, served: list[Cert], consumer: str, endpoint: str
+    processor: Processor,
+    lineage: str,
+    served: list[Cert],
+    consumer: str,
+    endpoint: str,
+    known: PublishedChains | None = None,
 ) -> tuple[ProbeVerdict, str, int | None]:
     """Which published set is ``served``? (verdict, message, version of ``lineage``)"""
-    publisher = processor.publisher
-    current = publisher.current_version(lineage)
-    for version in reversed(publisher.versions_of(lineage)):
-        files = publisher.files_of(lineage, version)
-        if files is None:
-            continue
-        try:
-            published = parse_certificates(files["fullchain.pem"], "published")
-        except ChainwatchError:
-            continue
+    current = processor.publisher.current_version(lineage)
+    for version, published in published_chains(processor, lineage, {} if known is None else known):
         if published == served:
             if version == current:
                 return ProbeVerdict.SERVES, f"{consumer} on {endpoint} serves version {version} of {lineage}", version
@@ -110,12 +122,6 @@ def classify_served(
     hint = UNKNOWN_CHAIN_HINTS.get(consumer, "check which files it is configured to serve")
     message = f"{consumer} on {endpoint} serves a chain chainwatch never published for {lineage}: {hint}"
     return ProbeVerdict.UNKNOWN, message, None
-
-
-def _recheck_delay(consumer: ConsumerConfig, attempt: int) -> dt.timedelta:
-    """When to look again at a consumer in error or skipped: its ``recheck_s``, growing as ``_BACKOFF_S`` does."""
-    factor = _BACKOFF_S[min(attempt - 1, len(_BACKOFF_S) - 1)] / _BACKOFF_S[0]
-    return dt.timedelta(seconds=consumer.recheck_s * factor)
 
 
 def _probes_moved(endpoints: tuple[Endpoint, ...], record: ConsumerRecord) -> bool:
@@ -184,14 +190,17 @@ class _Step:
             if (good := processor.state.lineage(name).get("good")) is not None
         }
         """Each lineage's last known good version as the step began."""
+        self.chains: PublishedChains = {}
+        """The published chains probes are compared with, read once a step (versions are
+        only switched between during a step, never written)."""
 
     # -- the step --------------------------------------------------------------------------
 
     def run(self, outcomes: list[Outcome]) -> dict[str, dt.datetime]:
         state = self.processor.state
         configured = {consumer.name for consumer in self.processor.config.consumers}
-        for gone in [name for name in state.data.get("consumers", {}) if name not in configured]:
-            del state.data["consumers"][gone]  # removed from the configuration: nothing to report
+        for gone in [name for name in state.consumer_names() if name not in configured]:
+            state.forget_consumer(gone)  # removed from the configuration: nothing to report
         batch = [o.lineage for o in outcomes]
         changed = [o.lineage for o in outcomes if o.published] + self._switch_in_due_pending(outcomes)
         first = self.hook.first_look(self.processor)
@@ -220,7 +229,7 @@ class _Step:
             # lineages a save of state.json is a twentieth of a restart).
             self.processor.checkpoint()
         checks = {consumer.name: self._check(consumer, names, look_first) for consumer, names, look_first in asked}
-        self._settle(checks, changed)
+        self._assign_blame(checks, changed)
         for consumer in self.processor.config.consumers:
             retry = parse_iso(state.consumer(consumer.name).get("next_retry"))
             for name in affected(consumer, batch)[:1]:
@@ -230,10 +239,12 @@ class _Step:
 
     def look(self) -> list[str]:
         state = self.processor.state
-        known = state.data.get("consumers") or {}
+        known = state.consumer_names()
         checks: dict[str, Check] = {}
         for consumer in self.processor.config.consumers:
-            record = known.get(consumer.name) or {}
+            if consumer.name not in known:
+                continue
+            record = state.consumer(consumer.name)
             if record.get("state") not in ("error", "skipped"):
                 continue
             names = [n for n in affected(consumer, record.get("lineages", [])) if state.has_lineage(n)]
@@ -241,50 +252,44 @@ class _Step:
             if glance is not None:
                 checks[consumer.name] = glance
         if checks:
-            self._settle(checks, [])
+            self._assign_blame(checks, [])
         return list(checks)
 
     def _switch_in_due_pending(self, outcomes: list[Outcome]) -> list[str]:
         """Rejected versions whose retry is due are served again, to be checked like new ones."""
         switched = []
         for outcome in outcomes:
+            if not outcome.held_back:
+                continue
             record = self.processor.state.lineage(outcome.lineage)
-            pending = record.get("pending")
-            if not outcome.pending or pending is None:
+            step = lifecycle.pending_due(record, self.now)
+            if step is None:
                 continue
-            # Due at its retry, or sooner when the fallback served meanwhile
-            # changes validity (its leaf expiring must not leave it served).
-            if not (self._due(pending["retry_at"]) or self._due(record.get("changes_at"))):
-                self._retry(outcome.lineage, parse_iso(pending["retry_at"]) or self.now)
+            if not isinstance(step.plan, SwitchIn):
+                self._retry(outcome.lineage, step.plan.until or self.now)
                 continue
-            error, status, message, since = (
-                record.get("error"), record.get("status"), record.get("message"), record.get("since")
-            )  # fmt: skip
+            version = step.plan.version
             try:
-                self.processor.serve(outcome.lineage, pending["version"])
+                # A lineage in error stays so until the consumers accept the version.
+                self.processor.serve(outcome.lineage, version, settle=record.get("error") is None)
             except (OSError, ChainwatchError) as problem:
-                record["pending"] = None  # gone from disk: new input will be published afresh
+                self.processor.keep(outcome.lineage, lifecycle.switch_in_failed(record))
                 self.journal.log(
-                    Event.ERROR,
-                    f"cannot retry version {pending['version']}: {reason_of(problem)}",
-                    lineage=outcome.lineage,
+                    Event.ERROR, f"cannot retry version {version}: {reason_of(problem)}", lineage=outcome.lineage
                 )
                 continue
-            if error is not None and status is not None and message is not None and since is not None:
-                # Still in error until the consumers accept the version.
-                record["error"], record["status"], record["message"], record["since"] = error, status, message, since
             self.journal.log(
                 Event.PUBLISHED,
-                f"version {pending['version']} switched in again to retry it (attempt {pending['attempts'] + 1})",
+                f"version {version} switched in again to retry it (attempt {step.plan.attempt})",
                 lineage=outcome.lineage,
-                version=pending["version"],
+                version=version,
             )
             switched.append(outcome.lineage)
         if switched:
             self.processor.save()  # status describes what is served while consumers are checked
         return switched
 
-    def _settle(self, checks: dict[str, Check], changed: list[str]) -> None:
+    def _assign_blame(self, checks: dict[str, Check], changed: list[str]) -> None:
         """Blame, switch back or forward, and write down what each consumer does."""
         state, processor = self.processor.state, self.processor
         failed = {name: check for name, check in checks.items() if check.blames_sets}
@@ -307,7 +312,8 @@ class _Step:
                                 blamed.setdefault(name, check)
             forward = [name for name in fallback if name not in blamed]
             if forward:
-                self._serve_all({name: fallback[name][0] for name in forward})
+                again_in = {name: lifecycle.roll_forward(state.lineage(name), fallback[name][0]) for name in forward}
+                self._serve_all({name: step.plan.version for name, step in again_in.items()})
                 final.update(self._recheck(forward, checks))
                 for name in forward:
                     new, good = fallback[name]
@@ -326,31 +332,21 @@ class _Step:
         # Retried one at a time (a second apart), so that the set that broke
         # the consumer is told apart from the ones blamed with it.
         for stagger, (name, check) in enumerate(sorted(blamed.items())):
-            self._blame(name, fallback[name], checks[check.consumer.name], stagger)
+            self._roll_back(name, fallback[name], checks[check.consumer.name], stagger)
         for check in final.values():
             self._record(check)
         checked = dict.fromkeys([*changed, *(n for check in final.values() for n in check.names)])
         for name in checked:
             if name in blamed or not state.has_lineage(name):
                 continue
-            record = state.lineage(name)
             current = processor.publisher.current_version(name)
-            pending = record.get("pending")
-            if pending is not None and pending["version"] == current:
-                # Served and kept (accepted, or a consumer is at fault): it waits no more.
-                record["pending"] = None
-                processor.resettle(name)
-                self.journal.log(
-                    Event.PUBLISHED,
-                    f"version {current} is served again after attempt {pending['attempts'] + 1}",
-                    lineage=name,
-                    version=current,
-                )
-            # What every consumer of a lineage now accepts is its new fallback:
-            # a renewal, or what a consumer that failed before serves at last.
             users = [c.name for c in self.processor.config.consumers if affected(c, [name])]
-            if all(self._accepts(user, checks, final) for user in users):
-                record["good"] = current
+            everyone = all(self._accepts(user, checks, final) for user in users)
+            step = lifecycle.accepted(state.lineage(name), current, everyone)
+            processor.keep(name, step.record)
+            if step.plan.message:  # a version a consumer rejected is served and kept: it waits no more
+                processor.resettle(name)
+                self.journal.log(Event.PUBLISHED, step.plan.message, lineage=name, version=current)
 
     def _serve_all(self, targets: dict[str, int]) -> list[str]:
         """Switch each lineage to its version; the ones that could not be switched are said and left."""
@@ -396,8 +392,9 @@ class _Step:
             current, good = self.processor.publisher.current_version(name), record.get("good")
             if current is None or good is None or good == current:
                 continue
-            until = self.now + dt.timedelta(seconds=self._delay(self._attempt(record, current)))
-            why_not = self.processor.may_fall_back(name, current, good, until)
+            until = self.now + lifecycle.pending_retry(lifecycle.attempt(record, current))
+            judged = self.processor.judge_version
+            why_not = lifecycle.why_not_roll_back(judged(name, good), judged(name, current), current, good, until)
             if why_not:
                 self.journal.log(
                     Event.NOT_ROLLED_BACK,
@@ -419,39 +416,16 @@ class _Step:
                 checks[consumer.name] = self._check(consumer, list(dict.fromkeys([*earlier, *users])))
         return checks
 
-    @staticmethod
-    def _attempt(record: LineageRecord, version: int) -> int:
-        """The how-manieth failure of ``version`` this would be."""
-        previous = record.get("pending")
-        return previous["attempts"] + 1 if previous is not None and previous["version"] == version else 1
-
-    @staticmethod
-    def _delay(attempt: int) -> int:
-        return _BACKOFF_S[min(attempt - 1, len(_BACKOFF_S) - 1)]
-
-    def _blame(self, name: str, versions: tuple[int, int], check: Check, stagger: int) -> None:
+    def _roll_back(self, name: str, versions: tuple[int, int], check: Check, stagger: int) -> None:
         new, good = versions
-        record = self.processor.state.lineage(name)
-        previous = record.get("pending")
-        attempts = self._attempt(record, new)
-        retry_at = self.now + dt.timedelta(seconds=self._delay(attempts) + stagger)
-        record["pending"] = PendingRecord(
-            version=new,
-            source=record.get("source", ""),
-            config=record.get("config", ""),
-            consumer=check.consumer.name,
-            reason=check.summary,
-            since=previous["since"] if previous is not None and previous["version"] == new else now_iso(self.now),
-            retry_at=now_iso(retry_at),
-            attempts=attempts,
-        )
-        message = (
-            f"{check.consumer.name} failed with version {new} ({check.failure}) and works with version {good}: "
-            f"rolled back to version {good}, the last known good; retrying version {new} at {retry_at:%H:%M:%S} UTC"
-        )
-        record_error(record, "consumer", message, self.now)
-        self.journal.log(Event.ROLLED_BACK, message, lineage=name, version=good, consumer=check.consumer.name)
-        self._retry(name, retry_at)
+        step = lifecycle.roll_back(
+            self.processor.state.lineage(name), new, good, check.consumer.name, check.summary, check.failure,
+            self.now, stagger,
+        )  # fmt: skip
+        self.processor.keep(name, step.record)
+        consumer = check.consumer.name
+        self.journal.log(Event.ROLLED_BACK, step.plan.message, lineage=name, version=good, consumer=consumer)
+        self._retry(name, step.plan.retry_at)
 
     # -- one consumer ------------------------------------------------------------------------
 
@@ -569,7 +543,7 @@ class _Step:
             try:
                 served = self.hook.fetch(endpoint, server_name, timeout)
                 verdict, message, version = classify_served(
-                    self.processor, lineage, served, consumer.name, str(endpoint)
+                    self.processor, lineage, served, consumer.name, str(endpoint), self.chains
                 )
                 before = self._before(consumer, str(endpoint), server_name, lineage)
                 if verdict == ProbeVerdict.STALE and version is not None and version == before:
@@ -622,7 +596,9 @@ class _Step:
             # had stays until a check succeeds.
             skips = record["skipped_in_a_row"] = record.get("skipped_in_a_row", 0) + 1
             error = record.get("error")
-            retry = self.now + _recheck_delay(check.consumer, error["attempts"] if error else skips)
+            retry = self.now + lifecycle.consumer_recheck(
+                check.consumer.recheck_s, error["attempts"] if error else skips
+            )
             record["next_retry"] = now_iso(retry)
             return
         record["skipped_in_a_row"] = 0
@@ -640,7 +616,7 @@ class _Step:
             return
         record["failures_in_a_row"] = record.get("failures_in_a_row", 0) + 1
         error = note_error(record, check.error_kind, check.summary, self.now)
-        retry_at = self.now + _recheck_delay(check.consumer, error["attempts"])
+        retry_at = self.now + lifecycle.consumer_recheck(check.consumer.recheck_s, error["attempts"])
         record["state"] = "error"
         record["next_retry"] = now_iso(retry_at)
         error["message"] = f"{check.summary}; retrying at {retry_at:%H:%M:%S} UTC"

@@ -29,15 +29,37 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chainwatch.files.atomic import create_in, fsync_dir, open_dir, private_dir, status_group_id, syncfs
+from chainwatch.files.atomic import (
+    UnsafePathError,
+    create_in,
+    fsync_dir,
+    open_dir,
+    private_dir,
+    status_group_id,
+    syncfs,
+)
 from chainwatch.files.bounded_read import read_regular
 from chainwatch.policy.decision import Decision
 from chainwatch.x509.tls_load import Unloadable, refusal
 
-__all__ = ["CERT_FILES", "KEY_FILES", "Publisher", "set_for"]
+__all__ = [
+    "CERT_FILES",
+    "KEY_FILES",
+    "PUBLISHED_FILES",
+    "Publisher",
+    "WriteFailure",
+    "link_target",
+    "set_for",
+    "version_in",
+]
 
 CERT_FILES = ("fullchain.pem", "chain.pem", "cert.pem")
 KEY_FILES = ("privkey.pem", "key+fullchain.pem")
+PUBLISHED_FILES = (*CERT_FILES, *KEY_FILES)
+
+WriteFailure = OSError | Unloadable | UnsafePathError
+"""Why one lineage's set was not published: the filesystem's error, OpenSSL's refusal,
+or a directory of the output tree that is not ours alone."""
 _META = "decision.json"
 _KEEP_VERSIONS = 3
 # Published files are a chain and a key: far below this.
@@ -56,6 +78,17 @@ def _clear(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def link_target(lineage: str, version: int) -> str:
+    """Where ``live/NAME`` points to serve ``version``: the layout's one spelling."""
+    return f"../versions/{lineage}/{version}"
+
+
+def version_in(target: str) -> int | None:
+    """The version a ``live/NAME`` link's target names (its last component), if any."""
+    name = target.rsplit("/", 1)[-1]
+    return int(name) if _is_version(name) else None
 
 
 def _versions_in(entries: Collection[str]) -> list[int]:
@@ -151,12 +184,15 @@ class Publisher:
 
     def current_version(self, lineage: str) -> int | None:
         try:
-            # Joined as strings: asked for every lineage at every pass.
-            target = os.readlink(os.path.join(self.live, lineage))
+            target = self.link_of(lineage)
         except OSError:
             return None
-        name = Path(target).name
-        return int(name) if _is_version(name) else None
+        return version_in(target)
+
+    def link_of(self, lineage: str) -> str:
+        """Where ``live/NAME`` points; raises the ``OSError`` of ``readlink``."""
+        # Joined as strings: asked for every lineage at every pass.
+        return os.readlink(os.path.join(self.live, lineage))
 
     def versions_of(self, lineage: str) -> list[int]:
         folder = self.versions / lineage
@@ -170,7 +206,7 @@ class Publisher:
         if version is None:
             return None
         try:
-            return self.read_version(lineage, version, (*CERT_FILES, *KEY_FILES))
+            return self.read_version(lineage, version, PUBLISHED_FILES)
         except OSError:
             return None  # unreadable counts as different: a new version replaces it
 
@@ -203,7 +239,7 @@ class Publisher:
     def publish(self, lineage: str, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> int | None:
         """Publish ``files`` as a new version; None when they equal the served set."""
         result = self.publish_many([(lineage, files, meta)])[lineage]
-        if isinstance(result, Exception):
+        if isinstance(result, WriteFailure):
             raise result
         return result
 
@@ -212,7 +248,8 @@ class Publisher:
         sets: Sequence[tuple[str, Mapping[str, bytes], Mapping[str, Any]]],
         again: Collection[str] = (),
         keep: Mapping[str, Collection[int]] | None = None,
-    ) -> dict[str, int | OSError | Unloadable | None]:
+        served: Mapping[str, Mapping[str, bytes] | None] | None = None,
+    ) -> dict[str, int | WriteFailure | None]:
         """Publish several lineages' sets with three filesystem flushes in all.
 
         Call with the output directory's lock held (``Processor.exclusive``).
@@ -221,20 +258,24 @@ class Publisher:
         content is flushed before any version directory gets its final name,
         and those names are flushed before any ``live/`` link points at them.
         A lineage that fails (a full disk, a set OpenSSL will not load) keeps
-        its served set; the others go on.
+        its served set and gets its failure as a value; the others go on.
+        An ``OSError`` is never raised: that of a flush shared by all is each's.
         Lineages in ``again`` get a new version even when their content equals
         the served set's (which was found damaged). Versions in ``keep`` (a
-        lineage's fallback) survive pruning however old they are.
+        lineage's fallback) survive pruning however old they are. ``served``
+        holds what the caller read of the served sets this pass (read here
+        for a lineage it lacks).
         """
-        results: dict[str, int | OSError | Unloadable | None] = {}
+        results: dict[str, int | WriteFailure | None] = {}
         staged: list[tuple[str, int, Path, list[int]]] = []
         for lineage, files, meta in sets:
             try:
-                if lineage not in again and self.files_of(lineage) == dict(files):
+                now_served = served[lineage] if served is not None and lineage in served else self.files_of(lineage)
+                if lineage not in again and now_served == dict(files):
                     results[lineage] = None
                     continue
                 staged.append(self._stage(lineage, files, meta))
-            except (OSError, Unloadable) as error:
+            except (OSError, Unloadable, UnsafePathError) as error:
                 results[lineage] = error
         if not staged:
             return results
@@ -253,12 +294,28 @@ class Publisher:
             except OSError as error:
                 shutil.rmtree(staging, ignore_errors=True)
                 results[lineage] = error
-        syncfs(self.root)
-        for lineage, version, _ in renamed:
-            self._point(lineage, version)
-            results[lineage] = version
-        syncfs(self.root)
+        try:
+            syncfs(self.root)
+        except OSError as error:
+            for lineage, _, _ in renamed:
+                results[lineage] = error  # named but not served: pruned with a later version
+            return results
+        pointed = []
         for lineage, version, older in renamed:
+            try:
+                self._point(lineage, version)
+            except OSError as error:
+                results[lineage] = error
+                continue
+            pointed.append((lineage, version, older))
+            results[lineage] = version
+        try:
+            syncfs(self.root)
+        except OSError:
+            # The links switched and are served, whatever the flush: the
+            # record must say so. Pruning waits for a flush that succeeds.
+            return results
+        for lineage, version, older in pointed:
             self._prune(lineage, [*older, version], keep={version, *(keep or {}).get(lineage, ())})
         return results
 
@@ -311,7 +368,7 @@ class Publisher:
     def _point(self, lineage: str, version: int) -> None:
         temporary = self.live / f".{lineage}.new"
         _clear(temporary)
-        os.symlink(f"../versions/{lineage}/{version}", temporary)
+        os.symlink(link_target(lineage, version), temporary)
         target = self.live / lineage
         # rename() replaces a link or a file, not a directory someone put there.
         if os.path.isdir(target) and not os.path.islink(target):

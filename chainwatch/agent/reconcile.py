@@ -1,5 +1,9 @@
-"""One lineage, one pass: read it, decide, publish or refuse, record, log.
+"""One pass over lineages: observe each once, ask the lifecycle, apply its plan, save.
 
+The rules (what is published, refused, waited out, repaired) are
+:mod:`chainwatch.agent.lifecycle`'s; this module reads what they need
+(:mod:`chainwatch.agent.observe`), runs the policy, hands the sets to the
+publisher, writes the records the lifecycle returns and says what happened.
 The same code serves the agent (``chainwatch run``) and one-shot passes
 (``chainwatch sync``, certbot deploy hooks), so both behave alike.
 """
@@ -15,47 +19,55 @@ import os
 import stat
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from cryptography import x509
 
+from chainwatch.agent import lifecycle
 from chainwatch.agent.client_record import clients_record
 from chainwatch.agent.client_set import clients_identity
 from chainwatch.agent.journal import Event, Journal
-from chainwatch.agent.publish import Publisher, set_for
+from chainwatch.agent.lifecycle import (
+    INCONSISTENT_GRACE,
+    Decide,
+    Holds,
+    KeepServing,
+    Look,
+    Plan,
+    Refuse,
+    Repair,
+    Served,
+    Step,
+    Transition,
+    Wait,
+)
+from chainwatch.agent.observe import observe_served, observe_source
+from chainwatch.agent.publish import Publisher, WriteFailure, set_for
 from chainwatch.agent.runtime_objects import build_runtime
 from chainwatch.config import Config
 from chainwatch.errors import ChainwatchError, InputError, OutputError, reason_of
-from chainwatch.policy.decision import Decision, WarningCode
+from chainwatch.files.atomic import UnsafePathError
+from chainwatch.policy.decision import Decision
 from chainwatch.policy.report import decision_json, iso
 from chainwatch.policy.trim import decide
-from chainwatch.sources.lineage import KINDS, Inconsistent, Lineage, Rejected, parse_lineage
+from chainwatch.sources.lineage import Lineage, Rejected, parse_lineage
 from chainwatch.state.records import (
     AgentRecord,
     DroppedCert,
-    LineageErrorKind,
     LineageRecord,
-    PendingRecord,
     ReasonValue,
     RoleValue,
     WarningValue,
-    backoff,
-    note_error,
 )
 from chainwatch.state.state_file import StateFile
-from chainwatch.state.timestamps import now_iso, parse_iso
+from chainwatch.state.timestamps import now_iso
 from chainwatch.x509.certificate import Cert
 from chainwatch.x509.pem import parse_certificates
-from chainwatch.x509.tls_load import Unloadable
 
-__all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor", "record_error"]
-
-# certbot switches a lineage in milliseconds; a minute of inconsistency means
-# it died half way (or someone is editing by hand).
-INCONSISTENT_GRACE = dt.timedelta(seconds=60)
+__all__ = ["INCONSISTENT_GRACE", "Outcome", "Processor"]
 _CHUNK = 256
 
 Clock = Callable[[], dt.datetime]
@@ -74,6 +86,7 @@ class _Ready:
     files: dict[str, bytes]
     meta: dict[str, Any]
     digest: str
+    served: Served
 
 
 @dataclass(frozen=True)
@@ -89,8 +102,8 @@ class Outcome:
     the end of the grace for an inconsistent lineage)."""
     warned: bool = False
     """The served chain has warnings (incomplete for a store, expiring soon...)."""
-    pending: bool = False
-    """A version a consumer rejected waits for its retry."""
+    held_back: bool = False
+    """A version a consumer rejected is held back until its retry (the lineage's ``pending`` record)."""
 
     @property
     def published(self) -> bool:
@@ -117,6 +130,8 @@ class Processor:
         self.runtime = build_runtime(config)
         """What the configuration names, built as ``check-config`` builds it."""
         self.stores = self.runtime.stores
+        self.judged_count = len(self.stores) + len(self.runtime.clients)
+        """How many stores and clients each decision judges: a chain validating for all needs no comparison."""
         self.policy = config.trim_policy()
         self.sources = self.runtime.sources
         self.publisher = Publisher(config.output_dir, self.runtime.group)
@@ -175,186 +190,183 @@ class Processor:
                     outcomes[name] = result
                 else:
                     ready.append(result)
-            for item, written in self._publish(ready):
+            for item, written in self._publish(ready, now):
                 try:
+                    if isinstance(written, Exception) and not isinstance(written, WriteFailure):
+                        raise written
                     outcomes[item.name] = self._finish(item, written, now)
                 except Exception as error:  # noqa: BLE001 - as above
                     outcomes[item.name] = self._internal_error(item.name, error, now)
         return [outcomes[name] for name in names]
 
-    def _publish(self, ready: list[_Ready]) -> list[tuple[_Ready, int | Exception | None]]:
-        """Publish a chunk together; if that fails as a whole, each lineage alone, so
-        that one lineage's damaged output directory does not hold back the others."""
+    def _publish(
+        self, ready: list[_Ready], now: dt.datetime
+    ) -> list[tuple[_Ready, int | WriteFailure | Exception | None]]:
+        """Publish a chunk together. The publisher gives each lineage's failure as a value;
+        a bug it raises is journaled as one, and each lineage is then published alone, so
+        that one lineage's bug does not hold back the others (and is its own error)."""
         damaged, self._damaged = self._damaged, set()
         try:
-            written = self.publisher.publish_many(
-                [(r.name, r.files, r.meta) for r in ready], again=damaged, keep=self._kept(r.name for r in ready)
-            )
+            written = self._publish_some(ready, damaged)
             return [(item, written[item.name]) for item in ready]
-        except Exception:  # noqa: BLE001 - isolated below, lineage by lineage
-            pass
-        results: list[tuple[_Ready, int | Exception | None]] = []
+        except Exception as error:  # noqa: BLE001 - isolated below, lineage by lineage
+            trace = "".join(traceback.format_exception(error))
+            message = f"internal error publishing {len(ready)} lineages together: {type(error).__name__}: {error}"
+            self.journal.log(Event.ERROR, f"{message}; publishing each alone", traceback=trace)
+        results: list[tuple[_Ready, int | WriteFailure | Exception | None]] = []
         for item in ready:
             try:
-                one = self.publisher.publish_many(
-                    [(item.name, item.files, item.meta)], again=damaged, keep=self._kept([item.name])
-                )
-                results.append((item, one[item.name]))
-            except Exception as error:  # noqa: BLE001 - recorded on this lineage
+                results.append((item, self._publish_some([item], damaged)[item.name]))
+            except Exception as error:  # noqa: BLE001 - this lineage's internal error
                 results.append((item, error))
         return results
 
-    def _kept(self, names: Iterable[str]) -> dict[str, set[int]]:
-        """Versions that pruning must leave: each lineage's fallback."""
-        kept: dict[str, set[int]] = {}
-        for name in names:
-            good = self.state.lineage(name).get("good")
-            kept[name] = {good} if good is not None else set()
-        return kept
+    def _publish_some(self, ready: list[_Ready], damaged: set[str]) -> dict[str, int | WriteFailure | None]:
+        return self.publisher.publish_many(
+            [(r.name, r.files, r.meta) for r in ready],
+            again=damaged,
+            keep={r.name: self._kept(r.name) for r in ready},
+            served={r.name: r.served.files for r in ready},
+        )
+
+    def _kept(self, name: str) -> set[int]:
+        """Versions that pruning must leave: the lineage's fallback."""
+        good = self.state.lineage(name).get("good")
+        return {good} if good is not None else set()
 
     def _internal_error(self, name: str, error: Exception, now: dt.datetime) -> Outcome:
         """A bug met while processing ``name``: said with its traceback, retried later."""
-        record = self.state.lineage(name)
-        message = f"internal error, not published: {type(error).__name__}: {error}; {self._serving(name)}"
-        record_error(record, "internal", message, now)
+        served = Served(self.publisher.current_version(name), name, None)
+        step = lifecycle.internal_error(self.state.lineage(name), f"{type(error).__name__}: {error}", served, now)
+        self.keep(name, step.record)
         trace = "".join(traceback.format_exception(error))
-        self.journal.log(Event.ERROR, message, lineage=name, traceback=trace)
-        return Outcome(name, Event.REJECTED, message, recheck_at=now + backoff(record.get("error")))
+        self.journal.log(Event.ERROR, step.plan.message, lineage=name, traceback=trace)
+        return Outcome(name, Event.REJECTED, step.plan.message, recheck_at=step.plan.recheck_at)
+
+    def keep(self, name: str, record: LineageRecord) -> None:
+        """Write the lifecycle's next ``record`` for ``name``, in place: whoever holds the lineage's record sees it."""
+        live = self.state.lineage(name)
+        if live is not record:
+            fields = cast(dict[str, Any], live)
+            fields.clear()
+            fields.update(record)
 
     def _prepare(self, name: str, now: dt.datetime) -> Outcome | _Ready:
-        # Said once per lineage: state.json remembers it across restarts and upgrades.
+        """Observe, ask the lifecycle, and run the policy when it says to decide."""
+        self._greet(name)
+        served = observe_served(self.publisher, name)
+        source, content = observe_source(self.sources, name)
+        if isinstance(source, Holds):
+            refused = self._regroup(name, served, now)
+            if refused is not None:
+                return self._apply(name, refused)
+        step = lifecycle.look(Look(source, served, self.state.lineage(name), self.fingerprint), now)
+        plan = step.plan
+        if isinstance(plan, Repair):
+            self._damaged.add(name)
+            self.journal.log(
+                Event.ERROR,
+                f"served version {plan.version} is damaged ({plan.damage}); publishing it again",
+                lineage=name,
+            )
+        elif not isinstance(plan, Decide):
+            return self._apply(name, step)
+        self.keep(name, step.record)
+        assert isinstance(source, Holds) and content is not None
+        return self._decide(name, content, source.digest, served, now)
+
+    def _greet(self, name: str) -> None:
+        """Said once per lineage: state.json remembers it across restarts and upgrades."""
         known = self.state.has_lineage(name)
         record = self.state.lineage(name)
         if not known:
             self.journal.log(Event.LINEAGE_ADDED, f"new lineage, from {self.sources.where(name)}", lineage=name)
         elif record.pop("removed", None):
             self.journal.log(Event.LINEAGE_ADDED, f"back, from {self.sources.where(name)}", lineage=name)
+
+    def _regroup(self, name: str, served: Served, now: dt.datetime) -> Step[Refuse] | None:
+        """Apply key_group to the kept versions when it changed; a refusal when that fails."""
+        record = self.state.lineage(name)
+        if record.get("key_group", -1) == self.publisher.gid or not self.publisher.versions_of(name):
+            return None
         try:
-            content = self.sources.read(name)
-        except Inconsistent as problem:
-            return self._inconsistent(name, record, str(problem), now)
-        except Rejected as problem:
-            return self._reject(name, record, str(problem), now)
-        record.pop("inconsistent_since", None)
-        if record.get("key_group", -1) != self.publisher.gid and self.publisher.versions_of(name):
-            try:
-                self.publisher.regroup(name)
-            except (OSError, ChainwatchError) as error:
-                reason = f"cannot apply key_group to {self.publisher.versions / name}: {reason_of(error)}"
-                return self._reject(name, record, reason, now, kind="write", retry=True)
-            record["key_group"] = self.publisher.gid
-        digest = hashlib.sha256(b"".join(content[kind] for kind in KINDS)).hexdigest()
-        pending = record.get("pending")
-        if pending is not None and pending["source"] == digest and pending["config"] == self.fingerprint:
-            # A consumer rejected exactly this: publishing it again as if it
-            # were new would only be rejected again. It waits for its retry
-            # (the consumers' step switches it in) or for new input.
-            return self._waiting(name, record, pending)
-        still_valid = self._still_valid(name, record, digest, now)
-        damage = self._damage(name, record) if still_valid else None
-        if damage:
-            self._damaged.add(name)
-            version = record.get("version")
-            self.journal.log(
-                Event.ERROR, f"served version {version} is damaged ({damage}); publishing it again", lineage=name
+            self.publisher.regroup(name)
+        except (OSError, ChainwatchError) as error:
+            reason = f"cannot apply key_group to {self.publisher.versions / name}: {reason_of(error)}"
+            return lifecycle.refuse(
+                record, "write", reason, served, now, transition=Transition.WRITE_FAILED, retry=True
             )
-        elif still_valid:
-            # Same input, same configuration, before any certificate met
-            # changes validity: the decision would be the same.
-            version = record.get("version")
-            changes_at = parse_iso(record.get("changes_at"))
-            return Outcome(
-                name, Event.UNCHANGED, f"unchanged, serving version {version}", version, changes_at,
-                warned=record.get("status") == "warning",
-            )  # fmt: skip
+        record["key_group"] = self.publisher.gid
+        return None
+
+    def _decide(
+        self, name: str, content: dict[str, bytes], digest: str, served: Served, now: dt.datetime
+    ) -> Outcome | _Ready:
+        record = self.state.lineage(name)
         try:
             lineage = parse_lineage(self.config.live_dir, name, content)
         except Rejected as problem:
-            return self._reject(name, record, str(problem), now)
+            return self._apply(name, self._refused(record, str(problem), served, now))
         try:
             decision = decide(
                 lineage.certs, self.stores, now, self.policy, lineage.leaf_key, clients=self.runtime.clients
             )
         except InputError as problem:
-            return self._reject(name, record, f"{self.sources.where(name)}: {problem}", now)
-        refusal = self._refusal(name, decision, now)
-        if refusal:
-            reason, recheck_at = refusal
-            return self._reject(name, record, reason, now, recheck_at=recheck_at)
+            return self._apply(name, self._refused(record, f"{self.sources.where(name)}: {problem}", served, now))
+        served_decision = None
+        if served.files is not None and lifecycle.needs_served_decision(decision, self.judged_count):
+            served_decision = self._judge_files(served.files, "published fullchain.pem", now)
         files = set_for(decision, lineage.privkey)
-        if pending is not None:
-            if files == self.publisher.files_of(name, pending["version"]):
-                # New input, same published content (a chain difference the trim removes).
-                pending["source"], pending["config"] = digest, self.fingerprint
-                return self._waiting(name, record, pending)
-            record["pending"] = None  # new content supersedes what was rejected
-        return _Ready(name, decision, files, self._meta(name, lineage, decision, now), digest)
+        pending = record.get("pending")
+        same_as_pending = pending is not None and files == self.publisher.files_of(name, pending["version"])
+        step = lifecycle.judge(
+            record, decision, served_decision, self.judged_count, served, now,
+            digest=digest, fingerprint=self.fingerprint, same_as_pending=same_as_pending,
+        )  # fmt: skip
+        if not isinstance(step.plan, lifecycle.Publish):
+            return self._apply(name, step)
+        self.keep(name, step.record)
+        return _Ready(name, decision, files, self._meta(name, lineage, decision, now), digest, served)
 
-    def _waiting(self, name: str, record: LineageRecord, pending: PendingRecord) -> Outcome:
-        """The outcome for a lineage whose rejected version waits for its retry.
+    @staticmethod
+    def _refused(record: LineageRecord, reason: str, served: Served, now: dt.datetime) -> Step[Refuse]:
+        return lifecycle.refuse(record, "rejected", reason, served, now, transition=Transition.SOURCE_REFUSED)
 
-        Looked at again at the retry, or sooner when what is served changes
-        validity (the consumers' step then judges whether to switch it in).
-        """
-        moments = [parse_iso(pending["retry_at"]), parse_iso(record.get("changes_at"))]
-        recheck_at = min((m for m in moments if m is not None), default=None)
-        message = f"version {pending['version']} waits: {pending['reason']}; {self._serving(name)}"
-        return Outcome(name, Event.UNCHANGED, message, record.get("version"), recheck_at, pending=True)
+    def _apply(self, name: str, step: Step[Plan]) -> Outcome:
+        """Write the step's record and say what it means; for the plans that publish nothing."""
+        self.keep(name, step.record)
+        plan = step.plan
+        if isinstance(plan, Wait) and plan.mid_update:
+            self.journal.log(Event.INCONSISTENT, plan.message, lineage=name)
+            return Outcome(name, Event.INCONSISTENT, plan.message, recheck_at=plan.until)
+        if isinstance(plan, Wait):
+            return Outcome(name, Event.UNCHANGED, plan.message, plan.version, plan.until, held_back=True)
+        if isinstance(plan, KeepServing):
+            return Outcome(name, Event.UNCHANGED, plan.message, plan.version, plan.recheck_at, warned=plan.warned)
+        assert isinstance(plan, Refuse), plan
+        if step.transition == Transition.MID_UPDATE_TOO_LONG:
+            self.journal.log(Event.INCONSISTENT_TOO_LONG, plan.message, lineage=name)
+            return Outcome(name, Event.INCONSISTENT, plan.message)
+        self.journal.log(Event.REJECTED, plan.message, lineage=name)
+        return Outcome(name, Event.REJECTED, plan.message, recheck_at=plan.recheck_at)
 
-    def _still_valid(self, name: str, record: LineageRecord, digest: str, now: dt.datetime) -> bool:
-        changes_at = parse_iso(record.get("changes_at"))
-        return (
-            record.get("source") == digest
-            and record.get("config") == self.fingerprint
-            and record.get("status") in ("ok", "warning")
-            and record.get("version") is not None
-            and record.get("version") == self.publisher.current_version(name)
-            and isinstance(record.get("files"), dict)
-            and (changes_at is None or now < changes_at)
-        )
-
-    def _damage(self, name: str, record: LineageRecord) -> str | None:
-        """What is wrong with the served set on disk, compared with what was published."""
-        version = record.get("version")
-        link = self.publisher.live / name
-        try:
-            target = os.readlink(link)
-        except OSError as error:
-            return f"{link}: {error.strerror}"
-        if version is None or target != f"../versions/{name}/{version}":
-            return f"{link} points to {target}"
-        recorded = record.get("files", {})
-        try:
-            files = self.publisher.read_version(name, version, recorded)
-        except OSError as error:
-            return f"{error.filename}: {error.strerror}" if error.strerror else str(error)
-        for file, expected in recorded.items():
-            if hashlib.sha256(files[file]).hexdigest() != expected:
-                return f"{file} differs from what was published"
-        return None
-
-    def _finish(self, item: _Ready, written: int | Exception | None, now: dt.datetime) -> Outcome:
-        name, decision = item.name, item.decision
-        record = self.state.lineage(name)
+    def _finish(self, item: _Ready, written: int | WriteFailure | None, now: dt.datetime) -> Outcome:
+        name, decision, record = item.name, item.decision, self.state.lineage(item.name)
         if isinstance(written, OSError):
-            # A full disk or a read-only remount passes: look again later.
             reason = f"cannot write {self.config.output_dir}: {written.strerror}"
-            return self._reject(name, record, reason, now, kind="write", retry=True)
-        if isinstance(written, Unloadable):
-            return self._reject(name, record, f"{self.sources.where(name)}: {written}", now)
+            return self._apply(name, lifecycle.write_failed(record, reason, item.served, now))
+        if isinstance(written, UnsafePathError):
+            return self._apply(name, lifecycle.output_unsafe(record, str(written), item.served, now))
         if isinstance(written, Exception):
-            return self._reject(name, record, str(written), now, kind="write")
-        served_before = record.get("version")
-        current = self.publisher.current_version(name)
+            reason = f"{self.sources.where(name)}: {written}"
+            return self._apply(name, lifecycle.unloadable(record, reason, item.served, now))
+        step = lifecycle.published(record, written, item.served, item.digest, self.fingerprint, now)
+        current = step.plan.current
+        record = step.record
         self._describe(record, decision, current, now)
-        if written is not None and record.get("good") is None and served_before is not None:
-            # Recorded before consumers were checked (an older state.json):
-            # what was served until now is the fallback.
-            record["good"] = served_before
         if written is None:
             event, message = Event.UNCHANGED, f"unchanged, serving version {current}"
         else:
-            record["published_at"] = now_iso(now)
             summary = ", ".join(f"{_name(v.cert)} ({v.reason})" for v in decision.dropped)
             event, message = (
                 Event.PUBLISHED,
@@ -362,13 +374,12 @@ class Processor:
             )
             dropped = [v.cert.sha256 for v in decision.dropped]
             self.journal.log(event, message, lineage=name, dropped=dropped, version=written)
-        self._settle_status(name, record, decision, now)
+        record = self._settled(name, record, decision, now)
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in item.files.items()}
         # _prepare regrouped the kept versions; the new one was made for this group.
         record["key_group"] = self.publisher.gid
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
-        record["source"] = item.digest
-        record["config"] = self.fingerprint
+        self.keep(name, record)
         return Outcome(name, event, message, current, decision.changes_at, warned=bool(decision.warnings))
 
     @contextlib.contextmanager
@@ -424,39 +435,28 @@ class Processor:
     def judge_version(self, name: str, version: int) -> Decision | None:
         """The policy's verdict, now, on published ``version`` of ``name``; None if it is unusable."""
         files = self.publisher.files_of(name, version)
-        if files is None:
-            return None
+        return None if files is None else self._judge_files(files, f"version {version} of {name}", self.clock())
+
+    def _judge_files(self, files: Mapping[str, bytes], what: str, now: dt.datetime) -> Decision | None:
         try:
-            certs = parse_certificates(files["fullchain.pem"], f"version {version} of {name}")
-            return decide(certs, self.stores, self.clock(), self.policy, clients=self.runtime.clients)
+            certs = parse_certificates(files["fullchain.pem"], what)
+            return decide(certs, self.stores, now, self.policy, clients=self.runtime.clients)
         except ChainwatchError:
             return None
-
-    def may_fall_back(self, name: str, version: int, to: int, until: dt.datetime) -> str | None:
-        """Why serving ``to`` instead of ``version`` until ``until`` would be worse, or None."""
-        old, new = self.judge_version(name, to), self.judge_version(name, version)
-        if old is None:
-            return f"version {to} is no longer usable"
-        leaf = old.leaf
-        if old.has(WarningCode.LEAF_EXPIRED) or leaf.not_after <= until:
-            return f"version {to}'s leaf expires on {leaf.not_after:%Y-%m-%d %H:%M:%S} UTC, before the next try"
-        if old.has(WarningCode.LEAF_NOT_YET_VALID):
-            return f"version {to}'s leaf is not valid before {leaf.not_before:%Y-%m-%d %H:%M} UTC"
-        lost = [store for store in (new.validating_stores if new else ()) if store not in old.validating_stores]
-        if lost:
-            return f"version {to} does not validate for {', '.join(lost)}, version {version} does"
-        return None
 
     def resettle(self, name: str) -> None:
         """The lineage's status from what it serves now (a consumer's verdict on it is over)."""
         version = self.publisher.current_version(name)
         decision = self.judge_version(name, version) if version is not None else None
         if decision is not None:
-            self._settle_status(name, self.state.lineage(name), decision, self.clock())
+            self.keep(name, self._settled(name, self.state.lineage(name), decision, self.clock()))
 
-    def serve(self, name: str, version: int) -> None:
+    def serve(self, name: str, version: int, *, settle: bool = True) -> None:
         """Point ``live/NAME`` at an already published ``version`` (a rollback, a
-        roll forward, a retry); the record then describes that version."""
+        roll forward, a retry); the record then describes that version.
+
+        Without ``settle`` its status stays as it is (in error until the
+        consumers accept a version they rejected before)."""
         decision = self.judge_version(name, version)
         files = self.publisher.files_of(name, version)
         if decision is None or files is None:
@@ -473,18 +473,16 @@ class Processor:
         record["published_at"] = str(meta.get("published_at") or now_iso(now))
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
-        self._settle_status(name, record, decision, now)
+        if settle:
+            self.keep(name, self._settled(name, record, decision, now))
 
     def removed(self, name: str) -> None:
         """A lineage directory vanished: say so, keep what is published."""
-        record = self.state.lineage(name)
-        if record.get("removed"):
+        step = lifecycle.removed(self.state.lineage(name), self.clock())
+        if step is None:
             return
-        record["removed"] = True
-        record["status"] = "warning"
-        record["message"] = "lineage removed from the live directory; its published copy is kept"
-        record["since"] = now_iso(self.clock())
-        self.journal.log(Event.LINEAGE_REMOVED, record["message"], lineage=name)
+        self.keep(name, step.record)
+        self.journal.log(Event.LINEAGE_REMOVED, step.plan.message, lineage=name)
 
     def save(self) -> None:
         if self.agent_record:
@@ -497,45 +495,6 @@ class Processor:
         except OSError as error:
             self.unsaved = True
             self.journal.log(Event.ERROR, f"cannot write {self.state.path}: {error.strerror}; retrying")
-
-    # -- decisions about decisions -----------------------------------------------------------
-
-    def _refusal(self, name: str, decision: Decision, now: dt.datetime) -> tuple[str, dt.datetime | None] | None:
-        """Why ``decision`` must not replace what is served, and when to look again."""
-        leaf = decision.leaf
-        if decision.has(WarningCode.LEAF_EXPIRED):
-            return f"the leaf expired on {leaf.not_after:%Y-%m-%d %H:%M} UTC", None
-        if decision.has(WarningCode.LEAF_NOT_YET_VALID):
-            # A CA's or the host's clock is off; the set becomes publishable then.
-            return f"the leaf is not valid before {leaf.not_before:%Y-%m-%d %H:%M:%S} UTC", leaf.not_before
-        if len(decision.validating_stores) == len(self.stores) + len(self.runtime.clients):
-            return None  # nothing can validate for more stores: no need to judge the served set
-        served = self.publisher.files_of(name)
-        if served is None:
-            return None
-        try:
-            served_certs = parse_certificates(served["fullchain.pem"], "published fullchain.pem")
-            served_decision = decide(served_certs, self.stores, now, self.policy, clients=self.runtime.clients)
-        except ChainwatchError:
-            return None
-        if served_decision.has(WarningCode.LEAF_EXPIRED) or served_decision.has(WarningCode.LEAF_NOT_YET_VALID):
-            return None
-        lost = [store for store in served_decision.validating_stores if store not in decision.validating_stores]
-        if not lost:
-            return None
-        version = self.publisher.current_version(name)
-        served_for = ", ".join(served_decision.validating_stores)
-        if not decision.validating_stores:
-            reason = "no configured store can validate the new chain, "
-            reason += f"while served version {version} validates for {served_for}"
-        else:
-            reason = (
-                f"the new chain validates for {', '.join(decision.validating_stores)} only, "
-                f"while served version {version} validates for {served_for}"
-            )
-        # Validity changes at known instants: the comparison may turn then.
-        changes = [moment for moment in (decision.changes_at, served_decision.changes_at) if moment]
-        return reason, min(changes, default=None)
 
     def _meta(self, name: str, lineage: Lineage, decision: Decision, now: dt.datetime) -> dict[str, Any]:
         return {
@@ -578,68 +537,20 @@ class Processor:
         record["clients"] = clients_record(decision, self.stores, self.runtime.clients, self.policy, now)
         record.setdefault("published_at", now_iso(now))
 
-    def _settle_status(self, name: str, record: LineageRecord, decision: Decision, now: dt.datetime) -> None:
-        status: Literal["ok", "warning"] = "warning" if decision.warnings else "ok"
-        message = "; ".join(w.message for w in decision.warnings) or "serving the sanitized chain"
-        if record.get("status") != status or record.get("message") != message:
-            record["since"] = now_iso(now)
-            if status == "warning":
-                # What `status` now calls a warning, the journal says at warning
-                # too: when it begins or changes, not at every pass.
-                version = record.get("version")
-                self.journal.log(
-                    Event.SERVED_WITH_WARNINGS,
-                    f"version {version} is served with warnings: {message}",
-                    lineage=name,
-                    version=version,
-                    warnings=" ".join(str(w.code) for w in decision.warnings),
-                )
-        record["status"], record["message"], record["error"] = status, message, None
-
-    def _inconsistent(self, name: str, record: LineageRecord, reason: str, now: dt.datetime) -> Outcome:
-        since = parse_iso(record.get("inconsistent_since")) or now
-        record["inconsistent_since"] = now_iso(since)
-        overdue = now - since >= INCONSISTENT_GRACE
-        serving = self._serving(name)
-        if overdue:
-            message = f"inconsistent for {int((now - since).total_seconds())} s: {reason}; {serving}"
-            record_error(record, "inconsistent", message, now)
-            self.journal.log(Event.INCONSISTENT_TOO_LONG, message, lineage=name)
-            recheck = None
-        else:
-            message = f"{reason}; waiting for {self.sources.client(name)} to finish"
-            self.journal.log(Event.INCONSISTENT, message, lineage=name)
-            recheck = since + INCONSISTENT_GRACE
-            error = record.get("error")
-            if record.get("status") == "error" and error and error["kind"] != "inconsistent":
-                # The error said is about input that is no longer there: say what is.
-                record_error(record, "inconsistent", f"not published: {message}; {serving}", now)
-        return Outcome(name, Event.INCONSISTENT, message, recheck_at=recheck)
-
-    def _reject(
-        self,
-        name: str,
-        record: LineageRecord,
-        reason: str,
-        now: dt.datetime,
-        kind: LineageErrorKind = "rejected",
-        *,
-        recheck_at: dt.datetime | None = None,
-        retry: bool = False,
-    ) -> Outcome:
-        """Keep what is served and say why; look again at ``recheck_at``, or with
-        backoff when ``retry`` (a failure of the environment, not of the input)."""
-        record.pop("inconsistent_since", None)
-        message = f"not published: {reason}; {self._serving(name)}"
-        record_error(record, kind, message, now)
-        self.journal.log(Event.REJECTED, message, lineage=name)
-        if retry:
-            recheck_at = now + backoff(record.get("error"))
-        return Outcome(name, Event.REJECTED, message, recheck_at=recheck_at)
-
-    def _serving(self, name: str) -> str:
-        version = self.publisher.current_version(name)
-        return f"serving version {version}" if version is not None else "nothing published yet"
+    def _settled(self, name: str, record: LineageRecord, decision: Decision, now: dt.datetime) -> LineageRecord:
+        """``record`` ok or warning as ``decision`` says; a warning that begins or changes is said
+        at warning in the journal too (as `status` calls it), not at every pass."""
+        after, warns = lifecycle.serving_status(record, decision, now)
+        if warns:
+            version = after.get("version")
+            self.journal.log(
+                Event.SERVED_WITH_WARNINGS,
+                f"version {version} is served with warnings: {after['message']}",
+                lineage=name,
+                version=version,
+                warnings=" ".join(str(w.code) for w in decision.warnings),
+            )
+        return after
 
 
 def open_lock_file(path: Path) -> int:
@@ -658,15 +569,6 @@ def open_lock_file(path: Path) -> int:
     # A directory, link, socket or FIFO in our own directory: damage, not a lock.
     os.rename(path, path.with_name(f"{path.name}.corrupt-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"))
     return os.open(path, flags | os.O_EXCL, 0o600)
-
-
-def record_error(record: LineageRecord, kind: LineageErrorKind, message: str, now: dt.datetime) -> None:
-    """Put lineage ``record`` in error: ``since`` is when its status became an error,
-    the error's own ``since`` when this kind of error began."""
-    note_error(record, kind, message, now)
-    if record.get("status") != "error":
-        record["since"] = now_iso(now)
-    record["status"], record["message"] = "error", message
 
 
 def _dropped(decision: Decision) -> list[DroppedCert]:

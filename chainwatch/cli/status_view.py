@@ -8,7 +8,6 @@ plugin convention: 0 ok, 1 warning, 2 critical, 3 unknown.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
 from chainwatch.palette import Palette
 from chainwatch.policy.settings import leaf_horizon
 from chainwatch.printable import printable_data
+from chainwatch.sources.digest import INPUT_KINDS, input_digest
 from chainwatch.state.live import HEARTBEATS_MISSED, LiveRecord, read_live
 from chainwatch.state.state_file import FORMAT, read_document
 from chainwatch.state.timestamps import parse_iso
@@ -33,10 +33,6 @@ __all__ = [
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 
-# certbot's four files of a lineage, in the order their digest is recorded
-# (``source`` of a lineage record); kept here so that status, which must not
-# load cryptography, need not import the lineage reader.
-_CERTBOT_FILES = ("cert", "privkey", "chain", "fullchain")
 _MAX_INPUT_BYTES = 1 << 20
 # A renewal is published within the agent's settle time and one pass; a newer
 # input younger than this is on its way, not stuck.
@@ -267,16 +263,16 @@ def _newer_input(
     recorded = {record.get("source"), pending["source"] if pending else None} - {None}
     if not recorded:
         return None
-    digest = hashlib.sha256()
+    content = {}
     newest = 0.0
     try:
-        for kind in _CERTBOT_FILES:
+        for kind in INPUT_KINDS:
             path = live_dir / name / f"{kind}.pem"
-            digest.update(read_regular(path, _MAX_INPUT_BYTES))
+            content[kind] = read_regular(path, _MAX_INPUT_BYTES)
             newest = max(newest, os.stat(path).st_mtime)
     except (OSError, NotRegularFile, TooLarge):
         return None
-    if digest.hexdigest() in recorded:
+    if input_digest(content) in recorded:
         return None
     age = now - dt.datetime.fromtimestamp(newest, dt.UTC)
     if grace and age <= grace:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chainwatch.errors import ChainwatchError, InputError
 from chainwatch.files.bounded_read import NotRegularFile, TooLarge, read_regular
+from chainwatch.sources.digest import INPUT_KINDS
 from chainwatch.x509.certificate import Cert
 from chainwatch.x509.pem import MAX_CHAIN_BYTES, parse_certificates
 from chainwatch.x509.private_key import read_key
@@ -35,7 +36,7 @@ __all__ = [
     "valid_name",
 ]
 
-KINDS = ("cert", "privkey", "chain", "fullchain")
+KINDS = INPUT_KINDS
 _NAME = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._*-]{0,250}")
 
 

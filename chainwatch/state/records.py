@@ -63,7 +63,6 @@ __all__ = [
     "StateDocument",
     "WarningRecord",
     "WarningValue",
-    "backoff",
     "clear_error",
     "document_problem",
     "note_error",
@@ -365,12 +364,6 @@ def clear_error(record: LineageRecord | ConsumerRecord) -> ErrorRecord | None:
     previous = record.get("error")
     record["error"] = None
     return previous
-
-
-def backoff(error: ErrorRecord | None) -> dt.timedelta:
-    """10 s after the first failure of a kind, doubling up to 10 minutes."""
-    attempts = error["attempts"] if error else 1
-    return dt.timedelta(seconds=min(10 * 2 ** min(attempts - 1, 10), 600))
 
 
 # -- reading from disk ------------------------------------------------------------------------

@@ -158,6 +158,14 @@ class StateFile:
     def names(self) -> list[str]:
         return sorted(self.data["lineages"])
 
+    def consumer_names(self) -> list[str]:
+        """The consumers with a record (configured or not)."""
+        return list(self.data.get("consumers") or {})
+
+    def forget_consumer(self, name: str) -> None:
+        """Drop a consumer no longer configured: nothing to report about it."""
+        (self.data.get("consumers") or {}).pop(name, None)
+
     def save(self) -> None:
         atomic_write(self.path, _batched(encode(self.data)), 0o644 if self.gid is None else 0o640, self.gid)
         self._seen = self._signature()
