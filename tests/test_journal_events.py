@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chainwatch.agent.consumer_step import ConsumerHook
+from chainwatch.agent.consumer_step import ConsumerStep
 from chainwatch.agent.journal import MESSAGE_IDS, PRIORITIES, ROUTINE, SEVERITIES, Event, Journal, Priority, priority_of
 from chainwatch.agent.reconcile import Processor
 from chainwatch.config import load_config
@@ -180,7 +180,7 @@ def _consumer_pass(ws: Workspace, consumers: str) -> tuple[list[dict[str, Any]],
     journal._send = recorder  # see _Recorder
     processor = Processor(load_config(ws.config), journal)
     with processor.exclusive():
-        ConsumerHook()(processor, processor.process_batch([NAME]))
+        ConsumerStep()(processor, processor.process_batch([NAME]))
     status = json.loads(ws.chainwatch("status", "--json").stdout)
     return recorder.entries, status
 

@@ -48,7 +48,7 @@ from chainwatch.state.timestamps import now_iso, parse_iso
 from chainwatch.x509.certificate import Cert
 from chainwatch.x509.pem import parse_certificates
 
-__all__ = ["ConsumerHook", "classify_served"]
+__all__ = ["ConsumerStep", "classify_served"]
 
 # How long, a round, consumers may take to serve what was just switched in.
 PROBE_PATIENCE_S = 5.0
@@ -132,7 +132,7 @@ def _probes_moved(endpoints: tuple[Endpoint, ...], record: ConsumerRecord) -> bo
     return {probe["endpoint"] for probe in record.get("probes", [])} != configured
 
 
-class ConsumerHook:
+class ConsumerStep:
     """The agent's and ``sync``'s after-batch step."""
 
     def __init__(
@@ -162,19 +162,19 @@ class ConsumerHook:
         self, processor: Processor, outcomes: list[Outcome], keepalive: Keepalive = _nothing
     ) -> dict[str, dt.datetime]:
         """Reload, probe, blame; returns lineage -> when to look at it again."""
-        return _Step(self, processor, keepalive).run(outcomes)
+        return _StepRun(self, processor, keepalive).run(outcomes)
 
     def look(self, processor: Processor, keepalive: Keepalive = _nothing) -> list[str]:
         """Outside a pass (``chainwatch probe``), under :meth:`Processor.exclusive`: each consumer
         skipped or in error is probed, never reloaded; one found serving what is published is
         recorded so, as the agent's own look would. Returns the names of those cleared."""
-        return _Step(self, processor, keepalive).look()
+        return _StepRun(self, processor, keepalive).look()
 
 
-class _Step:
+class _StepRun:
     """One after-batch step: the lineages it switched, the checks it made."""
 
-    def __init__(self, hook: ConsumerHook, processor: Processor, keepalive: Keepalive) -> None:
+    def __init__(self, hook: ConsumerStep, processor: Processor, keepalive: Keepalive) -> None:
         self.hook = hook
         self.processor = processor
         self.journal: Journal = processor.journal
@@ -271,7 +271,7 @@ class _Step:
             version = step.plan.version
             try:
                 # A lineage in error stays so until the consumers accept the version.
-                self.processor.serve(outcome.lineage, version, settle=record.get("error") is None)
+                self.processor.serve(outcome.lineage, version, rejudge=record.get("error") is None)
             except (OSError, ChainwatchError) as problem:
                 self.processor.keep(outcome.lineage, lifecycle.switch_in_failed(record))
                 self.journal.log(
@@ -345,7 +345,7 @@ class _Step:
             step = lifecycle.accepted(state.lineage(name), current, everyone)
             processor.keep(name, step.record)
             if step.plan.message:  # a version a consumer rejected is served and kept: it waits no more
-                processor.resettle(name)
+                processor.rejudge(name)
                 self.journal.log(Event.PUBLISHED, step.plan.message, lineage=name, version=current)
 
     def _serve_all(self, targets: dict[str, int]) -> list[str]:

@@ -374,7 +374,7 @@ class Processor:
             )
             dropped = [v.cert.sha256 for v in decision.dropped]
             self.journal.log(event, message, lineage=name, dropped=dropped, version=written)
-        record = self._settled(name, record, decision, now)
+        record = self._status_judged(name, record, decision, now)
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in item.files.items()}
         # _prepare regrouped the kept versions; the new one was made for this group.
         record["key_group"] = self.publisher.gid
@@ -444,18 +444,18 @@ class Processor:
         except ChainwatchError:
             return None
 
-    def resettle(self, name: str) -> None:
+    def rejudge(self, name: str) -> None:
         """The lineage's status from what it serves now (a consumer's verdict on it is over)."""
         version = self.publisher.current_version(name)
         decision = self.judge_version(name, version) if version is not None else None
         if decision is not None:
-            self.keep(name, self._settled(name, self.state.lineage(name), decision, self.clock()))
+            self.keep(name, self._status_judged(name, self.state.lineage(name), decision, self.clock()))
 
-    def serve(self, name: str, version: int, *, settle: bool = True) -> None:
+    def serve(self, name: str, version: int, *, rejudge: bool = True) -> None:
         """Point ``live/NAME`` at an already published ``version`` (a rollback, a
         roll forward, a retry); the record then describes that version.
 
-        Without ``settle`` its status stays as it is (in error until the
+        Without ``rejudge`` its status stays as it is (in error until the
         consumers accept a version they rejected before)."""
         decision = self.judge_version(name, version)
         files = self.publisher.files_of(name, version)
@@ -473,8 +473,8 @@ class Processor:
         record["published_at"] = str(meta.get("published_at") or now_iso(now))
         record["files"] = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
         record["changes_at"] = iso(decision.changes_at) if decision.changes_at else None
-        if settle:
-            self.keep(name, self._settled(name, record, decision, now))
+        if rejudge:
+            self.keep(name, self._status_judged(name, record, decision, now))
 
     def removed(self, name: str) -> None:
         """A lineage directory vanished: say so, keep what is published."""
@@ -537,7 +537,7 @@ class Processor:
         record["clients"] = clients_record(decision, self.stores, self.runtime.clients, self.policy, now)
         record.setdefault("published_at", now_iso(now))
 
-    def _settled(self, name: str, record: LineageRecord, decision: Decision, now: dt.datetime) -> LineageRecord:
+    def _status_judged(self, name: str, record: LineageRecord, decision: Decision, now: dt.datetime) -> LineageRecord:
         """``record`` ok or warning as ``decision`` says; a warning that begins or changes is said
         at warning in the journal too (as `status` calls it), not at every pass."""
         after, warns = lifecycle.serving_status(record, decision, now)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chainwatch.agent.client_record import judged_clients
-from chainwatch.agent.consumer_step import ConsumerHook
+from chainwatch.agent.consumer_step import ConsumerStep
 from chainwatch.agent.journal import Journal
 from chainwatch.agent.reconcile import Processor
 from chainwatch.cli.chain import judged_for
@@ -164,7 +164,7 @@ def _targets(args: argparse.Namespace, config: Config, published: dict[str, Line
 
 def _record_looks(config: Config, waiting: list[str], consumers: dict[str, ConsumerRecord]) -> list[dict[str, Any]]:
     """Consumers skipped or in error that were just seen serving what is published: recorded
-    so under the agent's lock, by the agent's own rules (:meth:`ConsumerHook.look`), where
+    so under the agent's lock, by the agent's own rules (:meth:`ConsumerStep.look`), where
     this user may write the state and the lock is free soon enough."""
     problem: str | None = None
     cleared: list[str] = []
@@ -172,7 +172,7 @@ def _record_looks(config: Config, waiting: list[str], consumers: dict[str, Consu
         processor = Processor(config, Journal.for_command())
         processor.waiting = _patience(time.monotonic() + LOCK_PATIENCE_S)
         with processor.exclusive():
-            cleared = ConsumerHook().look(processor)
+            cleared = ConsumerStep().look(processor)
     except _Busy:
         problem = "busy"
     except (OSError, ChainwatchError) as error:

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from chainwatch.agent.consumer_step import ConsumerHook
+from chainwatch.agent.consumer_step import ConsumerStep
 from chainwatch.agent.journal import Event, Journal
 from chainwatch.agent.loop import Agent
 from chainwatch.agent.metrics import write_metrics
@@ -42,7 +42,7 @@ class _ConsumersAndMetrics:
     """The after-batch step of ``run`` and ``sync``: reload and probe consumers, then refresh the metrics file."""
 
     def __init__(self) -> None:
-        self.consumers = ConsumerHook()
+        self.consumers = ConsumerStep()
 
     def __call__(
         self, processor: Processor, outcomes: list[Outcome], keepalive: Callable[[], None] = lambda: None

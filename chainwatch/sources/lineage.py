@@ -24,7 +24,6 @@ from chainwatch.x509.pem import MAX_CHAIN_BYTES, parse_certificates
 from chainwatch.x509.private_key import read_key
 
 __all__ = [
-    "KINDS",
     "Inconsistent",
     "Lineage",
     "Rejected",
@@ -36,7 +35,6 @@ __all__ = [
     "valid_name",
 ]
 
-KINDS = INPUT_KINDS
 _NAME = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._*-]{0,250}")
 
 
@@ -98,7 +96,7 @@ def archive_dirs(live_dir: Path, name: str) -> tuple[Path, ...]:
     """
     directory = os.path.join(live_dir, name)
     parents: dict[str, None] = {}
-    for kind in KINDS:
+    for kind in INPUT_KINDS:
         try:
             target = os.readlink(os.path.join(directory, f"{kind}.pem"))
         except OSError:  # a plain file, or gone: nothing beyond the lineage directory
@@ -160,7 +158,7 @@ def read_files(live_dir: Path, name: str) -> dict[str, bytes]:
     except _Unsafe as error:
         raise Rejected(str(error)) from None
     content: dict[str, bytes] = {}
-    for kind in KINDS:
+    for kind in INPUT_KINDS:
         path = os.path.join(directory, f"{kind}.pem")
 
         def confined(fd: int, info: os.stat_result, path: str = path) -> None:
