@@ -165,6 +165,7 @@ def agent(
     command = ["-c", _WITH_WATCHDOG] if watchdog_usec else ["-m", "chainwatch"]
     process = subprocess.Popen(
         [python, *command, "run", "--config", str(base / "chainwatch.toml")],
+        cwd=base,  # not this tree: `-m` and `-c` put the working directory first on sys.path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**env, "BENCH_WATCHDOG_USEC": str(watchdog_usec)} if watchdog_usec else env,
@@ -264,6 +265,7 @@ def first_sync(base: Path, *, openssl_check: bool = True, python: str = sys.exec
     command = ["-m", "chainwatch"] if openssl_check else ["-c", _WITHOUT_OPENSSL_CHECK]
     process = subprocess.Popen(
         [python, *command, "sync", "--config", str(base / "chainwatch.toml")],
+        cwd=base,  # not this tree: `-m` and `-c` put the working directory first on sys.path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -355,7 +357,9 @@ def recorded(base: Path) -> dict[str, dict[str, str]]:
 DEFAULT, NO_CLIENTS, BASELINE = "default client set", "clients = []", "baseline tree"
 
 
-def scale(bench: Bench, count: int, repeat: int, baseline: str | None = None) -> dict[str, Any]:
+def scale(
+    bench: Bench, count: int, repeat: int, baseline: str | None = None, *, profile: bool = True
+) -> dict[str, Any]:
     """First publications and restarts of ``count`` lineages, for each variant; profiles, repair: the default set.
 
     The variants share the certbot tree: the default client set, ``clients = []``
@@ -371,7 +375,7 @@ def scale(bench: Bench, count: int, repeat: int, baseline: str | None = None) ->
         variants.append(Variant(BASELINE, base / "baseline", baseline))
     result: dict[str, Any] = {"variants": first_publication(variants, names, repeat)}
     result.update(result["variants"][DEFAULT])
-    result["profile_first"] = profile_sync(base, PROFILED_FIRST, first=True)
+    result["profile_first"] = profile_sync(base, PROFILED_FIRST, first=True) if profile else {}
     result["cat"] = baseline_cat(tree, base)
     # A restart only means something if it verifies: every lineage must have
     # the digests of its served files recorded, or `_damage` is never reached.
@@ -393,7 +397,7 @@ def scale(bench: Bench, count: int, repeat: int, baseline: str | None = None) ->
         assert folder != before[name], f"{name}: damaged set not re-published at restart"
         for file, digest in files[name].items():
             assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == digest, f"{name}/{file}"
-    result["profile"] = profile_sync(base, PROFILED)
+    result["profile"] = profile_sync(base, PROFILED) if profile else {}
     # Not removed here: see set_aside (the temporary directory goes at the end).
     return result
 
@@ -555,6 +559,8 @@ def main() -> int:
         "--only", choices=["startup", "openssl-check"], help="measure start-up and restart, or the OpenSSL check, only"
     )
     parser.add_argument("--repeat", type=int, default=3, metavar="N", help="start-up runs per figure (median)")
+    parser.add_argument("--lineages", type=int, metavar="N", help="start-up and restart at this size only")
+    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs of start-up and restart")
     parser.add_argument(
         "--baseline",
         metavar="PYTHON",
@@ -564,7 +570,7 @@ def main() -> int:
     quick, everything = args.quick, args.only is None
     if args.only == "openssl-check":
         return _openssl_check_only(1_000 if quick else 10_000, args.repeat)
-    sizes = (100, 1_000) if quick else (1_000, 10_000)
+    sizes = (args.lineages,) if args.lineages else (100, 1_000) if quick else (1_000, 10_000)
     renewals, burst_size, idle_s = (20, 200, 10.0) if quick else (100, 1_000, 60.0)
     missed: list[str] = []
 
@@ -588,7 +594,7 @@ def main() -> int:
             )
         print(f"first publication and restart, median of {args.repeat}, alternated (whole processes)")
         for count in sizes:
-            r = scale(bench, count, args.repeat, args.baseline)
+            r = scale(bench, count, args.repeat, args.baseline, profile=not args.no_profile)
             judged = count == 10_000
             print(
                 f"  {count:6} lineages: sync {r['sync']:6.2f} s ({r['sync_rss']:5.1f} MB); "
@@ -615,6 +621,8 @@ def main() -> int:
                 ("a first publication", r["profile_first"]),
                 ("a pass with nothing changed (a restart's)", r["profile"]),
             ):
+                if not profile:
+                    continue
                 print(f"    where {title} goes (cProfile of `chainwatch sync`, cumulative):")
                 for label, (seconds, share) in profile.items():
                     print(f"      {label:52} {seconds:6.2f} s {share * 100:5.1f} %")
