@@ -2,6 +2,7 @@
 """How does the agent behave at scale? Not a test: prints a table, exits 1 if a target is missed.
 
     .venv/bin/python bench/agent.py [--quick] [--only startup] [--repeat N] [--baseline PYTHON]
+                                    [--lineages N] [--no-profile]
 
 Measured in one run on this machine, against a real `chainwatch run`
 process on real inotify, with lineages written the way certbot writes them
