@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How does the agent behave at scale? Not a test: prints a table, exits 1 if a target is missed.
 
-    .venv/bin/python bench/agent.py [--quick] [--only startup] [--repeat N]
+    .venv/bin/python bench/agent.py [--quick] [--only startup] [--repeat N] [--baseline PYTHON]
+                                    [--lineages N] [--no-profile]
 
 Measured in one run on this machine, against a real `chainwatch run`
 process on real inotify, with lineages written the way certbot writes them
@@ -35,6 +36,14 @@ process on real inotify, with lineages written the way certbot writes them
     alternated, and each published set loaded alone in this process (also an
     RSA 2048 set), in ms a lineage. No target: it is the price of not serving
     a set the consumers cannot load.
+First publications and restarts are measured, interleaved on the same
+lineages, for the default client set (the targets' figures), for
+``clients = []``, and with --baseline for another tree's chainwatch (its
+venv's python, e.g. the tree before a change). The bench's PKI is its own, so
+every client of the default set fails every lineage: each is published with
+warnings (`chainwatch sync` exits 1, which the bench accepts once it has seen
+everything published). That is the worst case for the client checks and for
+the size of state.json; chains to a public root cost less.
 --quick uses 100/1,000 lineages, 20 renewals, a 200-renewal burst and 10 s
 idle (targets are judged at 10,000 only). Start-up figures are medians of
 --repeat runs (default 3), with the load average.
@@ -57,13 +66,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inotify_simple import INotify, flags  # noqa: E402
 
+from chainwatch.cli.options import EXIT_DEGRADED  # noqa: E402
 from chainwatch.x509.tls_load import refusal  # noqa: E402
 from tests.certbot_tree import CertbotTree, Issued, issued  # noqa: E402
 from tests.pki import CA, key_pem, new_key, pem  # noqa: E402
@@ -89,17 +99,40 @@ class Bench:
         return issued(leaf, key, self.issuing.cert, self.cross)
 
     def workspace(self, label: str, count: int) -> tuple[CertbotTree, Path, list[str]]:
+        """A certbot tree of ``count`` lineages, and beside it a configuration judging the default client set."""
         base = self.folder / label
         tree = CertbotTree(base / "le")
         names = [f"host{index:05}.example.test" for index in range(count)]
         for name in names:
             tree.write(name, self.issue(name))
         (base / "store.pem").write_bytes(pem(self.old.cert, self.new.cert))
-        (base / "chainwatch.toml").write_text(
-            f'consumer = []\n[watch]\nlive_dir = "{tree.live}"\nsettle_ms = {SETTLE_MS}\n'
-            f'[output]\ndir = "{base / "out"}"\n[policy]\ntrust_stores = ["{base / "store.pem"}"]\n'
-        )
+        configure(base, tree, base / "store.pem", clients=None)
         return tree, base, names
+
+
+def configure(base: Path, tree: CertbotTree, store: Path, *, clients: list[str] | None) -> None:
+    """``base``/chainwatch.toml publishing ``tree`` into ``base``/out; ``clients`` None leaves the default set.
+
+    The bench's PKI is its own: no shipped client profile holds its roots, so
+    with the default set every client fails every lineage (each is published
+    with warnings, and `chainwatch sync` exits 1 for it). That is the worst
+    case for the client checks; a host whose chains lead to a public root
+    pays less.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    listed = "" if clients is None else f"clients = {json.dumps(clients)}\n"
+    (base / "chainwatch.toml").write_text(
+        f'consumer = []\n[watch]\nlive_dir = "{tree.live}"\nsettle_ms = {SETTLE_MS}\n'
+        f'[output]\ndir = "{base / "out"}"\n[policy]\n{listed}trust_stores = ["{store}"]\n'
+    )
+
+
+class Variant(NamedTuple):
+    """One configuration measured against the same certbot tree: its directory and the chainwatch that runs it."""
+
+    label: str
+    base: Path
+    python: str = sys.executable
 
 
 # systemd sets WATCHDOG_PID to the service's own pid, which is known only once
@@ -116,7 +149,9 @@ sys.exit(main())
 
 
 @contextlib.contextmanager
-def agent(base: Path, watchdog_usec: int | None = None) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+def agent(
+    base: Path, watchdog_usec: int | None = None, python: str = sys.executable
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
     """Start `chainwatch run`; yields the process and seconds until READY=1."""
     sock_path = base / "notify.sock"
     sock_path.unlink(missing_ok=True)
@@ -127,8 +162,11 @@ def agent(base: Path, watchdog_usec: int | None = None) -> Iterator[tuple[subpro
     os.sync()
     env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
     started = time.monotonic()
+    # Without a watchdog, `-m chainwatch`: the baseline tree's chainwatch has its own layout.
+    command = ["-c", _WITH_WATCHDOG] if watchdog_usec else ["-m", "chainwatch"]
     process = subprocess.Popen(
-        [sys.executable, "-c", _WITH_WATCHDOG, "run", "--config", str(base / "chainwatch.toml")],
+        [python, *command, "run", "--config", str(base / "chainwatch.toml")],
+        cwd=base,  # not this tree: `-m` and `-c` put the working directory first on sys.path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**env, "BENCH_WATCHDOG_USEC": str(watchdog_usec)} if watchdog_usec else env,
@@ -217,20 +255,25 @@ sys.exit(main())
 """
 
 
-def first_sync(base: Path, *, openssl_check: bool = True) -> tuple[float, float]:
-    """`chainwatch sync` publishing everything: seconds and peak RSS (MB) of the whole process."""
+def first_sync(base: Path, *, openssl_check: bool = True, python: str = sys.executable) -> tuple[float, float]:
+    """`chainwatch sync` publishing everything: seconds and peak RSS (MB) of the whole process.
+
+    Exit 1 is "published, with warnings" (every lineage, with the default
+    client set and the bench's own PKI); the caller checks that all is published.
+    """
     os.sync()
     started = time.monotonic()
     command = ["-m", "chainwatch"] if openssl_check else ["-c", _WITHOUT_OPENSSL_CHECK]
     process = subprocess.Popen(
-        [sys.executable, *command, "sync", "--config", str(base / "chainwatch.toml")],
+        [python, *command, "sync", "--config", str(base / "chainwatch.toml")],
+        cwd=base,  # not this tree: `-m` and `-c` put the working directory first on sys.path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.monotonic() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
+    if process.returncode not in (0, EXIT_DEGRADED):
         raise SystemExit(f"chainwatch sync exited {process.returncode}")
     return elapsed, usage.ru_maxrss / 1024
 
@@ -256,42 +299,51 @@ def set_aside(folder: Path) -> None:
         folder.rename(folder.with_name(f"{folder.name}.old-{time.monotonic_ns()}"))
 
 
-def first_publication(base: Path, names: list[str], repeat: int) -> dict[str, Any]:
-    """sync and the agent's first start, each from an empty output directory, alternated."""
-    sync_times, sync_rss, agent_times, agent_rss, runs = [], [], [], [], []
+def _rounds(variants: list[Variant], jobs: tuple[str, ...], repeat: int) -> Iterator[tuple[Variant, str]]:
+    """Every job of every variant once a round, the order reversed every other round: like with like."""
+    order = [(variant, job) for job in jobs for variant in variants]
     for round_ in range(repeat):
-        for job in ("sync", "agent") if round_ % 2 == 0 else ("agent", "sync"):
-            set_aside(base / "out")
-            started_at = load()
-            if job == "sync":
-                seconds, rss = first_sync(base)
-                sync_times.append(seconds)
-                sync_rss.append(rss)
-            else:
-                with agent(base) as (process, seconds):
-                    all_published(base, names)
-                    agent_times.append(seconds)
-                    agent_rss.append(peak_rss_mb(process.pid))
-            runs.append(f"{job} {seconds:.2f} s at {started_at}")
+        yield from order if round_ % 2 == 0 else reversed(order)
+
+
+def first_publication(variants: list[Variant], names: list[str], repeat: int) -> dict[str, dict[str, Any]]:
+    """Per variant: sync and the agent's first start, each from an empty output directory, interleaved."""
+    samples: dict[str, dict[str, list[float]]] = {
+        v.label: {"sync": [], "sync_rss": [], "agent": [], "agent_rss": []} for v in variants
+    }
+    runs: dict[str, list[str]] = {v.label: [] for v in variants}
+    for variant, job in _rounds(variants, ("sync", "agent"), repeat):
+        base, mine = variant.base, samples[variant.label]
+        set_aside(base / "out")
+        started_at = load()
+        if job == "sync":
+            seconds, rss = first_sync(base, python=variant.python)
+            all_published(base, names)
+        else:
+            with agent(base, python=variant.python) as (process, seconds):
+                all_published(base, names)
+                rss = peak_rss_mb(process.pid)
+        mine[job].append(seconds)
+        mine[f"{job}_rss"].append(rss)
+        runs[variant.label].append(f"{job} {seconds:.2f} s at {started_at}")
     return {
-        "sync": statistics.median(sync_times),
-        "sync_rss": statistics.median(sync_rss),
-        "agent": statistics.median(agent_times),
-        "agent_rss": statistics.median(agent_rss),
-        "runs": runs,
+        label: {**{key: statistics.median(values) for key, values in mine.items()}, "runs": runs[label]}
+        for label, mine in samples.items()
     }
 
 
-def restarts(base: Path, repeat: int) -> tuple[float, float, list[str]]:
-    """Median seconds to READY=1 and peak RSS (MB) of ``repeat`` restarts with nothing changed."""
-    times, rss, runs = [], [], []
-    for _ in range(repeat):
+def restarts(variants: list[Variant], repeat: int) -> dict[str, tuple[float, float, list[str]]]:
+    """Per variant: median seconds to READY=1 and peak RSS (MB) of ``repeat`` restarts with nothing changed."""
+    times: dict[str, list[float]] = {v.label: [] for v in variants}
+    rss: dict[str, list[float]] = {v.label: [] for v in variants}
+    runs: dict[str, list[str]] = {v.label: [] for v in variants}
+    for variant, _ in _rounds(variants, ("restart",), repeat):
         started_at = load()
-        with agent(base) as (process, ready):
-            times.append(ready)
-            rss.append(peak_rss_mb(process.pid))
-        runs.append(f"{ready:.2f} s at {started_at}")
-    return statistics.median(times), statistics.median(rss), runs
+        with agent(variant.base, python=variant.python) as (process, ready):
+            times[variant.label].append(ready)
+            rss[variant.label].append(peak_rss_mb(process.pid))
+        runs[variant.label].append(f"{ready:.2f} s at {started_at}")
+    return {label: (statistics.median(times[label]), statistics.median(rss[label]), runs[label]) for label in times}
 
 
 def served(base: Path, name: str) -> Path:
@@ -303,16 +355,36 @@ def recorded(base: Path) -> dict[str, dict[str, str]]:
     return {name: record.get("files") or {} for name, record in lineages.items()}
 
 
-def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
+DEFAULT, NO_CLIENTS, BASELINE = "default client set", "clients = []", "baseline tree"
+
+
+def scale(
+    bench: Bench, count: int, repeat: int, baseline: str | None = None, *, profile: bool = True
+) -> dict[str, Any]:
+    """First publications and restarts of ``count`` lineages, for each variant; profiles, repair: the default set.
+
+    The variants share the certbot tree: the default client set, ``clients = []``
+    and, with ``baseline`` (another tree's venv python), that tree's chainwatch
+    with the same configuration but for the clients it does not know.
+    """
     tree, base, names = bench.workspace(f"scale{count}", count)
-    result: dict[str, Any] = first_publication(base, names, repeat)
-    result["profile_first"] = profile_sync(base, PROFILED_FIRST, first=True)
+    variants = [Variant(DEFAULT, base)]
+    configure(base / "no-clients", tree, base / "store.pem", clients=[])
+    variants.append(Variant(NO_CLIENTS, base / "no-clients"))
+    if baseline:
+        configure(base / "baseline", tree, base / "store.pem", clients=None)
+        variants.append(Variant(BASELINE, base / "baseline", baseline))
+    result: dict[str, Any] = {"variants": first_publication(variants, names, repeat)}
+    result.update(result["variants"][DEFAULT])
+    result["profile_first"] = profile_sync(base, PROFILED_FIRST, first=True) if profile else {}
     result["cat"] = baseline_cat(tree, base)
     # A restart only means something if it verifies: every lineage must have
     # the digests of its served files recorded, or `lifecycle.damage` is never reached.
-    files = recorded(base)
-    assert sorted(files) == names and all(files.values()), "state.json lacks the digests of some served sets"
-    result["restart"], result["restart_rss"], result["restart_load"] = restarts(base, repeat)
+    for variant in variants:
+        files = recorded(variant.base)
+        assert sorted(files) == names and all(files.values()), "state.json lacks the digests of some served sets"
+    result["restarts"] = restarts(variants, repeat)
+    result["restart"], result["restart_rss"], result["restart_load"] = result["restarts"][DEFAULT]
     # Proof that a restart verifies: damage two served sets, restart, see them re-published.
     damaged = [names[0], names[-1]]
     before = {name: served(base, name) for name in damaged}
@@ -326,7 +398,7 @@ def scale(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
         assert folder != before[name], f"{name}: damaged set not re-published at restart"
         for file, digest in files[name].items():
             assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == digest, f"{name}/{file}"
-    result["profile"] = profile_sync(base, PROFILED)
+    result["profile"] = profile_sync(base, PROFILED) if profile else {}
     # Not removed here: see set_aside (the temporary directory goes at the end).
     return result
 
@@ -354,8 +426,10 @@ PROFILED_FIRST = {
     "parse lineage (parse_lineage)": ("chainwatch/sources/lineage.py", "parse_lineage"),
     "  key's public half, checked (read_key)": ("chainwatch/x509/private_key.py", "read_key"),
     "  certificates (parse_certificates)": ("chainwatch/x509/pem.py", "parse_certificates"),
-    "decide (policy.decide)": ("chainwatch/policy/__init__.py", "decide"),
+    "decide (policy.trim.decide)": ("chainwatch/policy/trim.py", "decide"),
     "  signatures (signature.verifies)": ("chainwatch/x509/signature.py", "verifies"),
+    "  each client's verdicts (ClientChecks)": ("chainwatch/policy/every_client.py", "__call__"),
+    "what state.json says of the clients (clients_record)": ("chainwatch/agent/client_record.py", "clients_record"),
     "files to publish (set_for)": ("chainwatch/agent/publish.py", "set_for"),
     "decision.json content (Processor._meta)": ("chainwatch/agent/reconcile.py", "_meta"),
     "publish (Publisher.publish_many)": ("chainwatch/agent/publish.py", "publish_many"),
@@ -391,7 +465,7 @@ def profile_sync(
         if first:
             set_aside(base / "out")
             (base / "out.profiled").rename(base / "out")
-    if done.returncode != 0:
+    if done.returncode not in (0, EXIT_DEGRADED):
         tail = done.stderr.decode(errors="replace").splitlines()[-5:]
         raise SystemExit(f"chainwatch sync under cProfile exited {done.returncode}: " + " | ".join(tail))
     stats = pstats.Stats(str(output)).stats  # type: ignore[attr-defined]
@@ -486,11 +560,18 @@ def main() -> int:
         "--only", choices=["startup", "openssl-check"], help="measure start-up and restart, or the OpenSSL check, only"
     )
     parser.add_argument("--repeat", type=int, default=3, metavar="N", help="start-up runs per figure (median)")
+    parser.add_argument("--lineages", type=int, metavar="N", help="start-up and restart at this size only")
+    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs of start-up and restart")
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="also run another tree's chainwatch (its venv's python) on the same lineages, interleaved",
+    )
     args = parser.parse_args()
     quick, everything = args.quick, args.only is None
     if args.only == "openssl-check":
         return _openssl_check_only(1_000 if quick else 10_000, args.repeat)
-    sizes = (100, 1_000) if quick else (1_000, 10_000)
+    sizes = (args.lineages,) if args.lineages else (100, 1_000) if quick else (1_000, 10_000)
     renewals, burst_size, idle_s = (20, 200, 10.0) if quick else (100, 1_000, 60.0)
     missed: list[str] = []
 
@@ -514,7 +595,7 @@ def main() -> int:
             )
         print(f"first publication and restart, median of {args.repeat}, alternated (whole processes)")
         for count in sizes:
-            r = scale(bench, count, args.repeat)
+            r = scale(bench, count, args.repeat, args.baseline, profile=not args.no_profile)
             judged = count == 10_000
             print(
                 f"  {count:6} lineages: sync {r['sync']:6.2f} s ({r['sync_rss']:5.1f} MB); "
@@ -534,12 +615,15 @@ def main() -> int:
                 + (judge("restart", r["restart"], 5, "s") if judged else "")
             )
             print(f"    restart with 2 damaged sets, both re-published: {r['repair']:.2f} s")
+            _print_variants(r)
             print(f"    first-publication runs: {'; '.join(r['runs'])}")
             print(f"    restart runs:           {'; '.join(r['restart_load'])}")
             for title, profile in (
                 ("a first publication", r["profile_first"]),
                 ("a pass with nothing changed (a restart's)", r["profile"]),
             ):
+                if not profile:
+                    continue
                 print(f"    where {title} goes (cProfile of `chainwatch sync`, cumulative):")
                 for label, (seconds, share) in profile.items():
                     print(f"      {label:52} {seconds:6.2f} s {share * 100:5.1f} %")
@@ -558,6 +642,27 @@ def main() -> int:
         return 1
     print("targets met")
     return 0
+
+
+def _print_variants(r: dict[str, Any]) -> None:
+    """Each variant's medians, and the default set's against the others (same tree of lineages, interleaved)."""
+    print("    by configuration (the bench's PKI: every client of the default set fails every lineage, the worst case)")
+    default = r["variants"][DEFAULT]
+    default_restart = r["restarts"][DEFAULT][0]
+    for label, figures in r["variants"].items():
+        restart, restart_rss, restart_runs = r["restarts"][label]
+        versus = (
+            ""
+            if label == DEFAULT
+            else f"; default set / this: sync {default['sync'] / figures['sync']:.2f}x, "
+            f"first start {default['agent'] / figures['agent']:.2f}x, restart {default_restart / restart:.2f}x"
+        )
+        print(
+            f"      {label:20} sync {figures['sync']:6.2f} s ({figures['sync_rss']:5.1f} MB), "
+            f"first start {figures['agent']:6.2f} s ({figures['agent_rss']:5.1f} MB), "
+            f"restart {restart:5.2f} s ({restart_rss:5.1f} MB){versus}"
+        )
+        print(f"        runs: {'; '.join(figures['runs'])}; restarts: {'; '.join(restart_runs)}")
 
 
 def _openssl_check_only(count: int, repeat: int) -> int:

@@ -15,6 +15,9 @@ run (whole-process timings of `chainwatch trim` are bench/cli.py's):
   * the same trim for every shipped client profile (chainwatch/clients),
     each with its own store and model, against the same trim for one store
     (issue 23: <= 3x); the stores are loaded before, as the agent holds them;
+  * the same for a chain to a private root no shipped profile holds (the
+    worst case: every client fails, as with bench/agent.py's own PKI),
+    against that chain trimmed for its own root's store; no target;
   * loading Debian's store (/etc/ssl/certs/ca-certificates.crt), anchors
     parsed when first met; baseline: reading the file and cryptography
     parsing every certificate of it from PEM;
@@ -49,7 +52,8 @@ from chainwatch.policy.trim import decide  # noqa: E402
 from chainwatch.x509 import certificate, signature  # noqa: E402
 from chainwatch.x509.pem import blocks, decode_body, parse_certificates  # noqa: E402
 from chainwatch.x509.private_key import public_key_from_pem  # noqa: E402
-from chainwatch.x509.trust import load_store  # noqa: E402
+from chainwatch.x509.trust import TrustStore, load_store  # noqa: E402
+from tests.pki import CA, T0, pem  # noqa: E402
 
 CHAIN = ROOT / "tests" / "vectors" / "chains" / "le-r3-dstcross-demo-cosmian-app-2022.pem"
 AT = dt.datetime(2022, 12, 1, tzinfo=dt.UTC)
@@ -85,6 +89,27 @@ def shipped_clients() -> list[Client]:
         for anchor in client.store.anchors:
             anchor.x509  # noqa: B018
     return clients
+
+
+def private_root_row(clients: list[Client], rounds: int) -> tuple[str, float, str, float, None, None]:
+    """A chain to a private root trimmed for ``clients`` beside its store, against its store alone."""
+    private_root = CA.root("Private Root")
+    issuing = private_root.intermediate("Private Issuing CA")
+    private = pem(issuing.leaf("host.example.test")[0], issuing.cert)
+    private_store = TrustStore.of("private.pem", [private_root.c])
+
+    def for_clients() -> object:
+        certificate._parse.cache_clear()
+        signature.verifies.cache_clear()
+        return decide(parse_certificates(private, "chain"), [private_store], T0, clients=clients)
+
+    def for_its_store() -> object:
+        certificate._parse.cache_clear()
+        signature.verifies.cache_clear()
+        return decide(parse_certificates(private, "chain"), [private_store], T0)
+
+    ours, base = alternated(for_clients, for_its_store, rounds)
+    return f"private root, +{len(clients)} clients", ours, "private root, its store", base, None, None
 
 
 def main() -> int:
@@ -157,6 +182,7 @@ def main() -> int:
         ("trim LE chain (3 certs)", trim, "parse 3 + verify 2 (floor)", trim_floor, 3.0, 0.0005),
         ("trim LE chain, cold caches", cold, "parse 3 + verify 2 (floor)", cold_floor, None, None),
         (f"trim for {len(clients)} clients", for_clients, "trim for one store", for_one_store, 3.0, None),
+        private_root_row(clients, rounds),
         (f"load Debian store ({len(store.anchors)})", load, "read + cryptography parses all", load_base, None, None),
         *((f"{label} key, public half", ours, "cryptography load", library, None, None)
           for label, ours, library in keys),

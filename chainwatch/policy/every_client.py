@@ -41,12 +41,14 @@ class ClientChecks:
 
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
-        self._known: dict[tuple[str, tuple[Cert, ...], bool], ClientCheck] = {}
+        self._known: dict[tuple[object, ...], ClientCheck] = {}
+        self._file = frozenset(judge.found.certs)
+        self._store_unused: dict[str, bool] = {}
 
     def __call__(self, client: Client, chain: Sequence[Cert], *, fetch: Sequence[Cert] = ()) -> ClientCheck:
         """``client``'s verdict on ``chain``; fetching from ``fetch`` only if it fetches, and only when asked."""
         fetching = bool(fetch) and client.model.aia
-        key = (client.name, tuple(chain), fetching)
+        key = self._key(client, tuple(chain), fetch, fetching)
         known = self._known.get(key)
         if known is None:
             judge = self.judge
@@ -54,6 +56,29 @@ class ClientChecks:
             known = validates(chain, client.store, model, judge.at, fetchable=fetch, distrust=judge.policy.distrust)
             self._known[key] = known
         return known
+
+    def _key(
+        self, client: Client, chain: tuple[Cert, ...], fetch: Sequence[Cert], fetching: bool
+    ) -> tuple[object, ...]:
+        """Which verdict ``client``'s is: one shared by every client whose store adds nothing to the file.
+
+        A store that holds none of the file's certificates and no anchor named
+        as the issuer of one adds nothing to any path built from them: such a
+        client builds from the served certificates alone and fails for want of
+        an issuer, in the same words whatever its store, its anchors' expiry or
+        its fetching (what it could fetch is the file's too). Only how it
+        builds paths tells such clients apart: the common case of a chain to a
+        root most clients lack is judged once per way of building, not once
+        per client.
+        """
+        unused = self._store_unused.get(client.name)
+        if unused is None:
+            store = client.store
+            unused = all(not store.named(cert.issuer_der) and cert not in store for cert in self._file)
+            self._store_unused[client.name] = unused
+        if unused and self._file.issuperset((*chain, *fetch)):
+            return (None, client.model.path_building, chain)
+        return (client.name, chain, fetching)
 
 
 def as_given(judge: Judge) -> tuple[Cert, ...]:
